@@ -1,0 +1,34 @@
+"""Where the shipped files are: the npe2 manifest, weights/ and sample data.
+
+In a wheel, ``napari.yaml`` and ``weights/`` are packaged inside ``napari_refocus/`` (see
+pyproject's force-include); in an editable install or a source checkout they are found at
+the repository root, so there is only one copy of each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+
+
+def _find(name: str) -> Path:
+    for candidate in (_PKG / name, _PKG.parent.parent / name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"napari-refocus cannot find its {name!r} (looked in {_PKG} and the repo root)")
+
+
+def manifest_path() -> Path:
+    """The npe2 manifest ``napari.yaml``."""
+    return _find("napari.yaml")
+
+
+def weights_dir() -> Path:
+    """The folder holding ``<method>.safetensors`` and model cards."""
+    return _find("weights")
+
+
+def data_dir() -> Path:
+    """Small sample images shipped in the package (with their attribution)."""
+    return _PKG / "data"

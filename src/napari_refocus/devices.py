@@ -1,0 +1,93 @@
+"""Device choice ("auto" picks CUDA, then Apple MPS, then the CPU) and out-of-memory fallback."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def available_devices() -> list[str]:
+    """Devices torch can use on this machine, best first (always ends with "cpu")."""
+    import torch
+
+    out = []
+    if torch.cuda.is_available():
+        out += ["cuda"] if torch.cuda.device_count() == 1 else [
+            f"cuda:{i}" for i in range(torch.cuda.device_count())
+        ]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    out.append("cpu")
+    return out
+
+
+def resolve_device(device="auto"):
+    """A ``torch.device`` for "auto" | "cpu" | "cuda[:i]" | "mps" (or a torch.device).
+
+    Raises ValueError when the requested accelerator does not exist here.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device is None:
+        device = "auto"
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device(available_devices()[0].split(",")[0])
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+        return torch.device(name)
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' was requested but Apple MPS is not available; use 'auto' or 'cpu'")
+        return torch.device("mps")
+    raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an accelerator out-of-memory error."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_chunked(fn, n_items: int, *, batch_size: int, device):
+    """Call ``fn(start, stop, device)`` over ``range(n_items)`` in chunks, as a generator.
+
+    Yields ``(stop, result)`` per chunk. On an accelerator out-of-memory error the chunk is
+    retried with half the batch, down to 1, and then on the CPU (RedLionfish-style), so a
+    job that fits in host memory always finishes.
+    """
+    import torch
+
+    start = 0
+    batch = max(1, int(batch_size))
+    while start < n_items:
+        stop = min(n_items, start + batch)
+        try:
+            result = fn(start, stop, device)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+            if device.type == "cpu" or not is_oom(exc):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch > 1:
+                batch = max(1, batch // 2)
+                logger.warning("out of memory on %s: retrying with batch %d", device, batch)
+            else:
+                logger.warning("out of memory on %s even with batch 1: continuing on the CPU", device)
+                device = torch.device("cpu")
+            continue
+        yield stop, result
+        start = stop

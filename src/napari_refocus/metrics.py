@@ -1,0 +1,47 @@
+"""Image quality against a ground truth: PSNR, SSIM (scikit-image) and Pearson correlation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import as_image
+
+
+def metrics(pred, gt, data_range=None) -> dict:
+    """PSNR (dB), SSIM and PCC of ``pred`` against ``gt`` (both 2-D, same shape).
+
+    ``data_range`` defaults to ``gt.max() - gt.min()``, is used for both PSNR and SSIM,
+    and is always returned so numbers from different tools can be compared.
+    """
+    from skimage.metrics import structural_similarity
+
+    p = as_image(pred, name="prediction", allow_negative=True).astype(np.float64)
+    g = as_image(gt, name="ground truth", allow_negative=True).astype(np.float64)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from ground-truth shape {g.shape}")
+    if data_range is None:
+        data_range = float(g.max() - g.min())
+    data_range = float(data_range)
+    if not np.isfinite(data_range) or data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range} (is the ground truth constant?)")
+    mse = float(np.mean((p - g) ** 2))
+    psnr = float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+    win = min(7, *(s if s % 2 else s - 1 for s in g.shape))
+    ssim = float(structural_similarity(p, g, data_range=data_range, win_size=max(win, 3)))
+    ps, gs = p.std(), g.std()
+    pcc = float(((p - p.mean()) * (g - g.mean())).mean() / (ps * gs)) if ps > 0 and gs > 0 else float("nan")
+    return {"psnr": psnr, "ssim": ssim, "pcc": pcc, "data_range": data_range}
+
+
+def compare(gt, pred, input=None, data_range=None) -> dict:
+    """Metrics of ``pred`` (and of ``input``, with the gains pred - input) against ``gt``.
+
+    Both use the same data range (the ground truth's unless given).
+    """
+    out = {"pred": metrics(pred, gt, data_range)}
+    dr = out["pred"]["data_range"]
+    if input is not None:
+        out["input"] = metrics(input, gt, dr)
+        out["gain"] = {k: out["pred"][k] - out["input"][k] for k in ("psnr", "ssim", "pcc")}
+    out["data_range"] = dr
+    return out

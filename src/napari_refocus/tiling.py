@@ -1,0 +1,160 @@
+"""Patch grids over 2-D images: extraction with real-neighbour context, and seam-free montage.
+
+Geometry (all in pixels of the image): patch ``(i, j)`` covers rows
+``origin_y + i*stride .. + patch`` and columns ``origin_x + j*stride .. + patch``. The grid
+covers the whole image; the last row/column of patches may hang over the bottom/right edge.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PATCH = 84
+STRIDE = 42
+CONTEXT = 13  # 84 + 2*13 = 110, the padded patch size of LB-DVD
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Where the patches of a grid lie on an image of ``image_shape`` (y, x)."""
+
+    image_shape: tuple[int, int]
+    patch: int = PATCH
+    stride: int = STRIDE
+    origin: tuple[int, int] = (0, 0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Number of patches along (y, x)."""
+        return tuple(
+            max(1, math.ceil((n - o - self.patch) / self.stride) + 1)
+            for n, o in zip(self.image_shape, self.origin)
+        )
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """Size (y, x) of the area the grid covers, from the origin; >= the image."""
+        return tuple((n - 1) * self.stride + self.patch for n in self.shape)
+
+    def corners(self) -> np.ndarray:
+        """Top-left pixel (y0, x0) of every patch, shape ``(rows, cols, 2)``."""
+        ys = self.origin[0] + self.stride * np.arange(self.shape[0])
+        xs = self.origin[1] + self.stride * np.arange(self.shape[1])
+        return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1)
+
+    def layer_transform(self, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+        """(scale, translate) that put one grid cell per patch over its image in napari.
+
+        Cell ``(i, j)`` is drawn ``stride`` pixels wide, centred on the centre of patch
+        ``(i, j)``; with the stride at half the patch this is the patch's central part,
+        the area whose pixels take most of their value from that patch.
+        """
+        scale = tuple(float(s) for s in scale)
+        out_scale = tuple(s * self.stride for s in scale)
+        # napari centres pixel k of a layer at translate + k*scale. Patch centre in image
+        # pixel coordinates is origin + i*stride + (patch-1)/2.
+        out_translate = tuple(
+            float(t) + s * (o + (self.patch - 1) / 2)
+            for t, s, o in zip(translate, scale, self.origin)
+        )
+        return out_scale, out_translate
+
+    def as_dict(self) -> dict:
+        """Plain-dict form (for metadata and CSV headers)."""
+        return {
+            "image_shape": list(self.image_shape),
+            "patch": self.patch,
+            "stride": self.stride,
+            "origin": list(self.origin),
+            "grid_shape": list(self.shape),
+        }
+
+
+def patch_grid(image_shape, *, patch: int = PATCH, stride: int = STRIDE) -> PatchGrid:
+    """The patch grid of an image of ``image_shape`` (y, x)."""
+    if patch < 1 or stride < 1 or stride > patch:
+        raise ValueError(f"need 1 <= stride <= patch, got patch={patch}, stride={stride}")
+    return PatchGrid(tuple(int(n) for n in image_shape[-2:]), patch=patch, stride=stride)
+
+
+def _pad_amounts(grid: PatchGrid, context: int):
+    """(top, bottom, left, right) padding so every context-padded patch lies inside."""
+    (h, w), (eh, ew) = grid.image_shape, grid.extent
+    return context, context + eh - h, context, context + ew - w
+
+
+def pad_image(image_t, grid: PatchGrid, context: int, mode: str = "zeros"):
+    """Pad a (..., H, W) tensor so each patch plus ``context`` is inside.
+
+    ``mode="zeros"`` is the paper's rule (zeros where there are no real neighbours);
+    ``"reflect"`` mirrors the image instead (``"replicate"`` where the image is too small
+    to mirror).
+    """
+    import torch.nn.functional as F
+
+    top, bottom, left, right = _pad_amounts(grid, context)
+    if mode == "zeros":
+        return F.pad(image_t, (left, right, top, bottom))
+    if mode not in ("reflect", "replicate"):
+        raise ValueError(f"unknown padding mode {mode!r}; choose 'zeros' or 'reflect'")
+    h, w = image_t.shape[-2:]
+    if mode == "reflect" and (max(top, bottom) >= h or max(left, right) >= w):
+        mode = "replicate"
+    flat = image_t.reshape(-1, 1, h, w)
+    out = F.pad(flat, (left, right, top, bottom), mode=mode)
+    return out.reshape(*image_t.shape[:-2], *out.shape[-2:])
+
+
+def extract_patches(image_t, grid: PatchGrid, *, context: int = CONTEXT, mode: str = "zeros"):
+    """All patches of a 2-D tensor with ``context`` real-neighbour pixels on each side.
+
+    Returns a tensor ``(rows*cols, patch+2*context, patch+2*context)`` in row-major grid order.
+    """
+    import torch.nn.functional as F
+
+    padded = pad_image(image_t, grid, context, mode)
+    size = grid.patch + 2 * context
+    cols = F.unfold(padded[None, None], kernel_size=size, stride=grid.stride)
+    return cols[0].T.reshape(-1, size, size)
+
+
+def weight_window(patch: int, kind: str = "triangular"):
+    """Montage weight of one patch, shape (patch, patch).
+
+    "triangular": separable tent with base = patch (bilinear blend of neighbours, no seams);
+    "rectangular": all ones (non-overlapping montage; shows seams, kept for comparison).
+    """
+    import torch
+
+    if kind == "rectangular":
+        return torch.ones(patch, patch)
+    if kind == "triangular":
+        x = torch.arange(patch, dtype=torch.float64) + 0.5
+        tent = 1.0 - (x - patch / 2).abs() / (patch / 2)
+        return torch.outer(tent, tent).float()
+    raise ValueError(f"unknown montage weights {kind!r}; choose 'triangular' or 'rectangular'")
+
+
+def montage(patches, grid: PatchGrid, *, weights: str = "triangular"):
+    """Blend (rows*cols, patch, patch) patches back into an (H, W) image.
+
+    Each pixel is the weighted mean of the patches covering it: the weights are divided by
+    their sum, so they form a partition of unity and a constant image stays constant.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = grid.shape[0] * grid.shape[1]
+    if patches.shape[0] != n:
+        raise ValueError(f"expected {n} patches for grid {grid.shape}, got {patches.shape[0]}")
+    w = weight_window(grid.patch, weights).to(device=patches.device, dtype=patches.dtype)
+    cols = (patches * w).reshape(n, -1).T[None]
+    out_size = grid.extent
+    num = F.fold(cols, out_size, kernel_size=grid.patch, stride=grid.stride)[0, 0]
+    wcols = w.reshape(-1, 1).expand(-1, n)[None]
+    den = F.fold(wcols, out_size, kernel_size=grid.patch, stride=grid.stride)[0, 0]
+    h, w_ = grid.image_shape
+    return (num / torch.clamp(den, min=torch.finfo(den.dtype).tiny))[:h, :w_]

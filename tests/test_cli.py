@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+import napari_refocus as nr
+from napari_refocus.cli import main
+
+
+@pytest.fixture
+def files(tmp_path, infocus_crop):
+    gt = tmp_path / "gt.tif"
+    nr.write_image(gt, infocus_crop, pixel_um=0.65)
+    return tmp_path, gt
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_simulate_deconvolve_evaluate(files, capsys):
+    d, gt = files
+    rc, out, _ = run(capsys, "simulate", gt, "-o", d / "blur.tif", "--level", 5, "--seed", 3)
+    assert rc == 0 and json.loads(out)["level"] == 5
+    blurred, info = nr.read_image(d / "blur.tif")
+    assert blurred.dtype == np.uint16 and info["pixel_um"] == pytest.approx(0.65)
+    rc, out, _ = run(capsys, "deconvolve", d / "blur.tif", "-o", d / "dec.tif", "--level", 5, "-q")
+    assert rc == 0
+    grid = nr.patch_grid(blurred.shape)
+    nr.write_image(d / "map.tif", np.full(grid.shape, 5, np.uint8))
+    rc, out, _ = run(capsys, "deconvolve", d / "blur.tif", "-o", d / "dv.tif", "--level-map", d / "map.tif",
+                     "--iterations", 10, "--device", "cpu", "-q")
+    assert rc == 0
+    rc, out, _ = run(capsys, "evaluate", "--gt", gt, "--pred", d / "dec.tif", "--input", d / "blur.tif")
+    report = json.loads(out)
+    assert rc == 0 and report["gain"]["psnr"] > 0.5
+    assert report["pred"] == nr.compare(nr.read_image(gt)[0], nr.read_image(d / "dec.tif")[0])["pred"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["deconvolve", "{gt}", "-o", "{gt}", "--level", "3"], "refusing to write over an input"),
+        (["deconvolve", "{d}/missing.tif", "-o", "{d}/x.tif", "--level", "3"], "no such file"),
+        (["deconvolve", "{gt}", "-o", "{d}/x.tif", "--level", "11"], "level"),
+        (["deconvolve", "{gt}", "-o", "{d}/x.tif"], "exactly one"),
+        (["deconvolve", "{gt}", "-o", "{d}/x.tif", "--level-map", "{gt}"], "patch grid"),
+        (["deconvolve", "{gt}", "-o", "{d}/x.tif", "--level", "3", "--device", "tpu"], "unknown device"),
+        (["simulate", "{gt}", "-o", "{gt}", "--level", "3", "--overwrite"], "refusing"),
+        (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
+    ],
+)
+def test_errors_are_one_line(files, capsys, argv, message):
+    d, gt = files
+    before = gt.read_bytes()
+    rc, out, err = run(capsys, *[a.format(d=d, gt=gt) for a in argv])
+    assert rc != 0
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert gt.read_bytes() == before
+
+
+def test_existing_output_needs_overwrite(files, capsys):
+    d, gt = files
+    (d / "out.tif").write_bytes(b"keep")
+    rc, _, err = run(capsys, "simulate", gt, "-o", d / "out.tif", "--level", 2)
+    assert rc == 2 and "exists" in err and (d / "out.tif").read_bytes() == b"keep"
+
+
+def test_demo_headless(tmp_path, capsys):
+    rc, out, _ = run(capsys, "demo", "--headless", "--out", tmp_path / "demo")
+    report = json.loads(out)
+    assert rc == 0
+    assert report["gain"]["psnr"] > 1.0
+    assert set(report["files"]) == {"ground_truth", "defocused", "refocused", "level_map"}

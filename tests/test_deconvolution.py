@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+import torch
+
+import napari_refocus as nr
+from napari_refocus.deconvolution import fft_size, otf_bank, richardson_lucy_batch
+from napari_refocus.optics import BACKGROUND, Optics
+from napari_refocus.tiling import extract_patches, montage, weight_window
+
+
+def psnr(a, gt):
+    return nr.metrics(a, gt)["psnr"]
+
+
+def test_fft_size():
+    assert fft_size(128) == 128 and fft_size(127) == 128 and fft_size(129) == 135
+    assert fft_size(555) == 576
+
+
+@pytest.mark.parametrize("weights", ["triangular", "rectangular"])
+@pytest.mark.parametrize("shape", [(520, 696), (100, 130), (84, 84), (85, 200)])
+def test_extract_then_montage_is_identity(shape, weights):
+    img = torch.rand(shape)
+    stride = 42 if weights == "triangular" else 84
+    grid = nr.patch_grid(shape, stride=stride)
+    patches = extract_patches(img, grid, context=0)
+    assert patches.shape == (grid.shape[0] * grid.shape[1], 84, 84)
+    out = montage(patches, grid, weights=weights)
+    torch.testing.assert_close(out, img, rtol=1e-5, atol=1e-6)
+
+
+def test_triangular_weights_sum_to_one_inside():
+    tent = weight_window(84)[41] / weight_window(84)[41].max()
+    w1 = 1 - (torch.arange(84) + 0.5 - 42).abs() / 42
+    torch.testing.assert_close(tent, w1 / w1.max())
+    # a pixel lies in two neighbouring patches 42 apart: their weights sum to one
+    torch.testing.assert_close(w1[:42] + w1[42:], torch.ones(42))
+
+
+def test_constant_image_stays_constant():
+    img = np.full((300, 420), 1234.0, dtype=np.float32)
+    grid = nr.patch_grid(img.shape)
+    levels = np.random.default_rng(0).integers(0, 12, grid.shape)
+    out = nr.deconvolve(img, level_map=levels)
+    np.testing.assert_allclose(out, 1234.0, rtol=2e-4)
+    out = nr.deconvolve(img, level=7)
+    np.testing.assert_allclose(out, 1234.0, rtol=2e-4)
+
+
+def test_level0_and_background_patches_untouched(infocus_crop):
+    blurred = nr.simulate(infocus_crop, level=6, seed=0).astype(np.float32)
+    grid = nr.patch_grid(blurred.shape)
+    levels = np.full(grid.shape, 6)
+    levels[:, :2] = 0
+    levels[:2, :] = BACKGROUND
+    out = nr.deconvolve(blurred, level_map=levels)
+    # pixels covered only by untouched patches (first two columns: x < 42 + 42)
+    np.testing.assert_allclose(out[:, :84], blurred[:, :84], rtol=1e-5)
+    np.testing.assert_allclose(out[:84, :], blurred[:84, :], rtol=1e-5)
+    assert np.abs(out[120:, 120:] - blurred[120:, 120:]).max() > 50
+
+
+def test_plain_mode_matches_scikit_image():
+    """boundary='zero', initial='flat' is exactly scikit-image's algorithm on a patch."""
+    from skimage.restoration import richardson_lucy
+
+    rng = np.random.default_rng(0)
+    patch = (rng.random((110, 110)) * 1000 + 100).astype(np.float32)
+    optics = Optics()
+    shape = (fft_size(110 + 18),) * 2
+    obs = torch.nn.functional.pad(torch.from_numpy(patch), (0, shape[1] - 110, 0, shape[0] - 110))[None]
+    for level in (1, 5, 10):
+        otf = otf_bank(optics, shape, "cpu")[level : level + 1]
+        ours = richardson_lucy_batch(obs, otf, 15, initial="flat")[0, :110, :110].numpy()
+        ref = richardson_lucy(patch, nr.psf_bank()[level], num_iter=15, clip=False)
+        np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=1e-2 * patch.mean() * 1e-2)
+
+
+@pytest.mark.parametrize("level", [3, 8])
+def test_depth_variant_with_oracle_levels_matches_whole_image_rl(infocus, level):
+    gt = infocus[:252, :336]
+    blurred = nr.simulate(gt, level=level, seed=1)
+    whole = nr.deconvolve(blurred, level=level)
+    grid = nr.patch_grid(gt.shape)
+    dv = nr.deconvolve(blurred, level_map=np.full(grid.shape, level))
+    assert psnr(whole, gt) > psnr(blurred, gt) + 1.0
+    assert psnr(dv, gt) > psnr(whole, gt) - 0.5
+    # depth-invariant with the in-focus PSF barely changes anything
+    di = nr.deconvolve(blurred, level=0)
+    assert abs(psnr(di, gt) - psnr(blurred, gt)) < 0.5
+
+
+def test_depth_variant_beats_depth_invariant_on_a_tilt(infocus):
+    from napari_refocus.samples import oracle_level_map
+
+    gt = infocus[:252, :420]
+    field = nr.tilted_level_field(gt.shape, low=0, high=8)
+    blurred = nr.simulate(gt, level_field=field, seed=2)
+    grid = nr.patch_grid(gt.shape)
+    dv = nr.deconvolve(blurred, level_map=oracle_level_map(field, grid))
+    di = nr.deconvolve(blurred, level=0)
+    assert psnr(dv, gt) > psnr(di, gt) + 1.0
+
+
+def test_rectangular_montage_option(infocus_crop):
+    blurred = nr.simulate(infocus_crop, level=5, seed=0)
+    grid = nr.patch_grid(blurred.shape, stride=84)
+    out = nr.deconvolve(blurred, level_map=np.full(grid.shape, 5), montage_weights="rectangular")
+    assert out.shape == blurred.shape
+    with pytest.raises(ValueError, match="patch grid"):
+        nr.deconvolve(blurred, level_map=np.full(nr.patch_grid(blurred.shape).shape, 5),
+                      montage_weights="rectangular")
+
+
+def test_padding_zeros_option(infocus_crop):
+    blurred = nr.simulate(infocus_crop, level=5, seed=0)
+    grid = nr.patch_grid(blurred.shape)
+    out = nr.deconvolve(blurred, level_map=np.full(grid.shape, 5), padding="zeros")
+    assert psnr(out, infocus_crop) > psnr(blurred, infocus_crop)
+
+
+def test_progress_and_generator(infocus_crop):
+    seen = []
+    grid = nr.patch_grid(infocus_crop.shape)
+    nr.deconvolve(infocus_crop, level_map=np.full(grid.shape, 4), progress=seen.append, batch_size=5)
+    assert seen[-1].done == seen[-1].total == grid.shape[0] * grid.shape[1]
+    assert len(seen) > 3
+
+
+def test_input_not_modified(infocus_crop):
+    img = np.array(infocus_crop)
+    lm = np.full(nr.patch_grid(img.shape).shape, 4)
+    before, lm_before = img.copy(), lm.copy()
+    nr.deconvolve(img, level_map=lm)
+    nr.deconvolve(img, level=4)
+    np.testing.assert_array_equal(img, before)
+    np.testing.assert_array_equal(lm, lm_before)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((0, 5)), np.full((90, 90), np.inf), -np.ones((90, 90)), np.zeros((2, 90, 90)),
+     np.array([["x"] * 3]), np.zeros((90, 90), dtype=complex)],
+)
+def test_bad_images(bad):
+    with pytest.raises(ValueError):
+        nr.deconvolve(bad, level=2)
+
+
+def test_bad_levels(infocus_crop):
+    grid = nr.patch_grid(infocus_crop.shape)
+    for lv in (-1, 11, 1.5, None):
+        with pytest.raises(ValueError):
+            nr.deconvolve(infocus_crop, level=lv)
+    with pytest.raises(ValueError, match="patch grid"):
+        nr.deconvolve(infocus_crop, level_map=np.zeros((grid.shape[0] + 1, grid.shape[1])))
+    with pytest.raises(ValueError, match="found"):
+        nr.deconvolve(infocus_crop, level_map=np.full(grid.shape, 12))
+    with pytest.raises(ValueError, match="exactly one"):
+        nr.deconvolve(infocus_crop, level=2, level_map=np.full(grid.shape, 2))
+    with pytest.raises(ValueError):
+        nr.deconvolve(infocus_crop, level=2, iterations=0)
+    with pytest.raises(ValueError, match="cuda"):
+        if not torch.cuda.is_available():
+            nr.deconvolve(infocus_crop, level=2, device="cuda")
+        else:
+            raise ValueError("cuda present: nothing to check")
