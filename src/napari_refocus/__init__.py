@@ -6,6 +6,8 @@ imported only when a function is first used, so napari's plugin discovery stays 
 - :func:`psf_bank` - Born-Wolf depth-variant PSFs
 - :func:`simulate` - in-focus -> defocused (+ Poisson noise)
 - :func:`deconvolve` - batched torch Richardson-Lucy, depth-invariant or depth-variant
+- :func:`defocus_map` - DelpNet defocus level per 84x84 patch (heat map)
+- :func:`refocus` - run a registered method (``lbdvd`` = defocus map + depth-variant RL)
 - :func:`metrics` - PSNR / SSIM / PCC with an explicit data range
 - :func:`read_image`, :func:`write_image` - tifffile I/O with pixel size
 """
@@ -35,6 +37,13 @@ _LAZY = {
     "read_image": "io",
     "write_image": "io",
     "Progress": "_progress",
+    "refocus": "methods",
+    "iter_refocus": "methods",
+    "list_methods": "methods",
+    "RefocusResult": "methods",
+    "defocus_map": "defocus",
+    "iter_defocus_map": "defocus",
+    "DefocusMap": "defocus",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

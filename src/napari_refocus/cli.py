@@ -168,6 +168,122 @@ def cmd_demo(args) -> None:
     run_demo(screenshot=args.screenshot)
 
 
+def cmd_methods(args) -> None:
+    from .devices import resolve_device
+    from .methods import list_methods
+
+    device = str(resolve_device(args.device))
+    for m in list_methods():
+        _emit({"method": m.name, "title": m.title, "weights": list(m.weights),
+               "weights_present": m.weights_present(), "device": device, "upscale": m.upscale})
+
+
+def _expand_inputs(inputs):
+    import glob
+
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".tif", ".tiff", ".png"))
+        elif any(ch in item for ch in "*?["):
+            files += sorted(Path(q) for q in glob.glob(item))
+        else:
+            files.append(p)
+    if not files:
+        raise CliError("no input images found")
+    return files
+
+
+def cmd_defocus_map(args) -> None:
+    import csv
+
+    import numpy as np
+
+    from .defocus import iter_defocus_map
+    from ._progress import drain
+    from .io import write_image
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for path in _expand_inputs(args.inputs):
+        image, info = _read(path)
+        levels_path = outdir / f"{path.stem}_levels.tif"
+        csv_path = outdir / f"{path.stem}_patches.csv"
+        for out in (levels_path, csv_path):
+            _check_output(out, [path], args.overwrite)
+        update, close = _progress_bar(f"defocus map {path.name}", not args.quiet)
+        t0 = time.perf_counter()
+        try:
+            dmap = drain(iter_defocus_map(image, device=args.device, stride=args.stride), update)
+        finally:
+            close()
+        seconds = time.perf_counter() - t0
+        write_image(levels_path, dmap.levels.astype(np.uint8), metadata={
+            "napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(),
+            "background_value": 11}, overwrite=args.overwrite, protect=[path])
+        rows = dmap.to_rows()
+        tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(csv_path)
+        score = dmap.focus_score()
+        _emit({"input": str(path), "levels": str(levels_path), "patches": str(csv_path),
+               "grid": list(dmap.grid.shape), **score, "seconds": round(seconds, 3)})
+
+
+def cmd_refocus(args) -> None:
+    from .io import write_image
+    from .methods import iter_refocus
+    from ._progress import drain
+    from .simulate import cast_like
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for path in _expand_inputs(args.inputs):
+        image, info = _read(path)
+        out = outdir / f"{path.stem}_refocused.tif"
+        _check_output(out, [path], args.overwrite)
+        params = _optics_kwargs(args, info["pixel_um"])
+        if args.iterations is not None:
+            params["iterations"] = args.iterations
+        if args.level is not None:
+            params["level"] = args.level
+        update, close = _progress_bar(f"{args.method} {path.name}", not args.quiet)
+        t0 = time.perf_counter()
+        try:
+            result = drain(iter_refocus(image, method=args.method, device=args.device, **params), update)
+        finally:
+            close()
+        t_run = time.perf_counter() - t0
+        data = result.image if args.float32 else cast_like(result.image, image.dtype)
+        pixel = params.get("pixel_um")
+        t1 = time.perf_counter()
+        write_image(out, data, pixel_um=pixel / result.upscale if pixel else None,
+                    metadata={"source": str(path), **result.provenance()},
+                    overwrite=args.overwrite, protect=[path])
+        line = {"input": str(path), "output": str(out), "method": result.method, "device": result.device,
+                "seconds": {"read_and_run": round(t_run, 3), "write": round(time.perf_counter() - t1, 3)}}
+        if result.defocus_map is not None:
+            line.update(result.defocus_map.focus_score())
+        _emit(line)
+
+
+def cmd_train(args) -> None:
+    if args.model != "delpnet":
+        raise CliError(f"no training recipe for {args.model!r} yet (available: delpnet)")
+    from .training.train_delpnet import train_delpnet
+
+    kwargs = {"epochs": args.epochs, "device": args.device, "seed": args.seed,
+              "resume": not args.no_resume}
+    if args.data_root:
+        kwargs["data_root"] = args.data_root
+    result = train_delpnet(args.out, **kwargs)
+    _emit(result if isinstance(result, dict) else {"out": str(args.out)})
+
+
 def _demo_headless(args) -> None:
     """Defocus the shipped in-focus sample, deconvolve it, write both, print metrics."""
     import numpy as np
@@ -237,6 +353,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input", help="the degraded input, to report its metrics and the gains")
     e.add_argument("--data-range", type=float, default=None, help="default: gt.max() - gt.min()")
     e.set_defaults(func=cmd_evaluate)
+
+    ms = sub.add_parser("methods", help="list restoration methods, their weights and device")
+    ms.add_argument("--device", default="auto")
+    ms.set_defaults(func=cmd_methods)
+
+    dm = sub.add_parser("defocus-map", help="DelpNet defocus level per 84x84 patch")
+    dm.add_argument("inputs", nargs="+", help="files, folders or globs")
+    dm.add_argument("-o", "--outdir", required=True)
+    dm.add_argument("--device", default="auto")
+    dm.add_argument("--stride", type=int, default=42)
+    dm.add_argument("--overwrite", action="store_true")
+    dm.add_argument("-q", "--quiet", action="store_true")
+    dm.set_defaults(func=cmd_defocus_map)
+
+    rf = sub.add_parser("refocus", help="restore images with a registered method")
+    rf.add_argument("inputs", nargs="+", help="files, folders or globs")
+    rf.add_argument("-o", "--outdir", required=True)
+    rf.add_argument("--method", default="lbdvd")
+    rf.add_argument("--device", default="auto")
+    rf.add_argument("--iterations", type=int)
+    rf.add_argument("--level", type=int, help="for --method rl: the defocus level")
+    rf.add_argument("--float32", action="store_true", help="write float32 instead of the input dtype")
+    rf.add_argument("--overwrite", action="store_true")
+    rf.add_argument("-q", "--quiet", action="store_true")
+    _add_optics(rf)
+    rf.set_defaults(func=cmd_refocus)
+
+    tr = sub.add_parser("train", help="train a model (delpnet) and write its weights")
+    tr.add_argument("model", help="delpnet")
+    tr.add_argument("--out", default="weights", help="output folder for <model>.safetensors")
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--data-root", help="folder with the shared data sets (default ../shared/data)")
+    tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
+    tr.set_defaults(func=cmd_train)
 
     m = sub.add_parser("demo", help="open napari with the sample pair (or --headless: run on it)")
     m.add_argument("--headless", action="store_true", help="no GUI: write results to --out, print metrics")

@@ -101,6 +101,22 @@ def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, ini
         usable = sens > 1e-2
         scale = torch.where(usable, 1.0 / sens.clamp_min(1e-2), torch.zeros_like(sens))
         keep = (~usable).to(observed.dtype)
+    # FFT round-off leaves subnormal floats where the data is zero; on a CPU they make
+    # every later multiply tens of times slower, so flush them to zero while we iterate
+    flush = observed.device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        est = _iterate(est, observed, otf, otf_conj, iterations, scale, keep)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    return est
+
+
+def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
+    import torch
+
+    shape = observed.shape[-2:]
+    rfft2, irfft2 = torch.fft.rfft2, torch.fft.irfft2
     for _ in range(iterations):
         blurred = irfft2(rfft2(est) * otf, s=shape)
         # the ratio is 0 wherever there is no data, because observed is 0 there
