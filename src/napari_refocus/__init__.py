@@ -21,22 +21,23 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
+# These modules import only numpy at load time (torch, scipy and scikit-image inside their
+# functions), so importing them here is cheap. It must be eager: ``simulate`` and ``metrics``
+# are both submodules and functions, and a lazily bound name would be replaced by the
+# submodule as soon as anything imported ``napari_refocus.simulate`` directly.
+from ._progress import Progress
+from .deconvolution import deconvolve, iter_deconvolve
+from .io import read_image, write_image
+from .metrics import compare, metrics
+from .optics import BACKGROUND, Optics, psf_bank
+from .simulate import simulate, tilted_level_field, undulating_level_field
+from .tiling import PatchGrid, patch_grid
+
+_EAGER = ["Progress", "deconvolve", "iter_deconvolve", "read_image", "write_image", "compare",
+          "metrics", "BACKGROUND", "Optics", "psf_bank", "simulate", "tilted_level_field",
+          "undulating_level_field", "PatchGrid", "patch_grid"]
+
 _LAZY = {
-    "psf_bank": "optics",
-    "Optics": "optics",
-    "BACKGROUND": "optics",
-    "simulate": "simulate",
-    "tilted_level_field": "simulate",
-    "undulating_level_field": "simulate",
-    "deconvolve": "deconvolution",
-    "iter_deconvolve": "deconvolution",
-    "patch_grid": "tiling",
-    "PatchGrid": "tiling",
-    "metrics": "metrics",
-    "compare": "metrics",
-    "read_image": "io",
-    "write_image": "io",
-    "Progress": "_progress",
     "refocus": "methods",
     "iter_refocus": "methods",
     "list_methods": "methods",
@@ -46,7 +47,7 @@ _LAZY = {
     "DefocusMap": "defocus",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted(_EAGER + list(_LAZY)) + ["__version__"]
 
 
 def __getattr__(name):

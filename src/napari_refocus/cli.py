@@ -179,20 +179,9 @@ def cmd_methods(args) -> None:
 
 
 def _expand_inputs(inputs):
-    import glob
+    from .batch import expand_inputs
 
-    files = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".tif", ".tiff", ".png"))
-        elif any(ch in item for ch in "*?["):
-            files += sorted(Path(q) for q in glob.glob(item))
-        else:
-            files.append(p)
-    if not files:
-        raise CliError("no input images found")
-    return files
+    return expand_inputs(inputs)
 
 
 def cmd_defocus_map(args) -> None:
@@ -271,6 +260,31 @@ def cmd_refocus(args) -> None:
         _emit(line)
 
 
+def cmd_batch(args) -> None:
+    from .batch import run_batch
+
+    params = _optics_kwargs(args)
+    if args.iterations is not None:
+        params["iterations"] = args.iterations
+    if args.level is not None:
+        params["level"] = args.level
+    report = run_batch(
+        args.inputs, args.outdir, method=args.method, scheduler=args.scheduler, workers=args.workers,
+        device=args.device, min_level=args.min_level, patch_min_level=args.patch_min_level,
+        params=params, progress=not args.quiet,
+    )
+    _emit({k: v for k, v in report.items() if k != "records"})
+
+
+def cmd_triage(args) -> None:
+    from .triage import best_focus_plane
+
+    stack, _ = _read(args.input)
+    for rec in best_focus_plane(stack, z_axis=args.z_axis, channel_axis=args.channel_axis,
+                                device=args.device, use_delpnet=not args.no_delpnet):
+        _emit({"input": args.input, **rec})
+
+
 def cmd_train(args) -> None:
     if args.model != "delpnet":
         raise CliError(f"no training recipe for {args.model!r} yet (available: delpnet)")
@@ -318,8 +332,16 @@ def _demo_headless(args) -> None:
 
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Refocus out-of-focus microscopy images.")
+    # no abbreviations: "--level" must never silently mean "--level-step-um"
+    p = argparse.ArgumentParser(prog=PROG, description="Refocus out-of-focus microscopy images.",
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(*a, **kw):
+        return _add(*a, allow_abbrev=False, **kw)
+
+    sub.add_parser = add_parser
 
     s = sub.add_parser("simulate", help="defocus an in-focus image (Born-Wolf PSF + Poisson noise)")
     s.add_argument("input")
@@ -379,6 +401,31 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("-q", "--quiet", action="store_true")
     _add_optics(rf)
     rf.set_defaults(func=cmd_refocus)
+
+    b = sub.add_parser("batch", help="refocus many images on a dask cluster (restartable)")
+    b.add_argument("inputs", nargs="+", help="files, folders or globs")
+    b.add_argument("-o", "--outdir", required=True)
+    b.add_argument("--method", default="lbdvd")
+    b.add_argument("--scheduler", help="address of a dask.distributed scheduler (default: a local cluster)")
+    b.add_argument("--workers", type=int, default=1, help="local cluster worker processes (1)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--iterations", type=int)
+    b.add_argument("--level", type=int, help="for --method rl: the defocus level")
+    b.add_argument("--min-level", type=float, default=None,
+                   help="triage: copy images whose focus level is below this instead of restoring them")
+    b.add_argument("--patch-min-level", type=int, default=None,
+                   help="triage: leave patches below this level untouched")
+    b.add_argument("-q", "--quiet", action="store_true")
+    _add_optics(b)
+    b.set_defaults(func=cmd_batch)
+
+    tg = sub.add_parser("triage", help="best-focus plane of a z-stack, per channel")
+    tg.add_argument("input")
+    tg.add_argument("--z-axis", type=int, default=0)
+    tg.add_argument("--channel-axis", type=int, default=None)
+    tg.add_argument("--device", default="auto")
+    tg.add_argument("--no-delpnet", action="store_true", help="only the model-free sharpness measure")
+    tg.set_defaults(func=cmd_triage)
 
     tr = sub.add_parser("train", help="train a model (delpnet) and write its weights")
     tr.add_argument("model", help="delpnet")

@@ -160,20 +160,13 @@ def iter_deconvolve(
     if boundary not in ("normalized", "zero"):
         raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
     radius = optics.psf_size // 2
-    # One PSF radius of zeros past the data: enough for circular = linear convolution. With
-    # the normalised boundary the estimate's extensions past opposite edges then share one
-    # band; measured: no PSNR difference to a frame of data + 2 radii, which is 37 % slower.
-    frame_extra = radius
-    if batch_size is None:
-        # small batches keep the FFTs in cache on a CPU (measured: 32 is ~2x faster than 256)
-        batch_size = 32 if dev.type == "cpu" else 1024
     data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(dev)
 
     if level is not None:
         # level 0 runs too: that is depth-invariant RL with the in-focus PSF
         lv = check_level(level, n_levels=optics.n_levels)
         h, w = arr.shape
-        shape = (fft_size(h + frame_extra), fft_size(w + frame_extra))
+        shape = (fft_size(h + radius), fft_size(w + radius))
         obs = torch.nn.functional.pad(data, (0, shape[1] - w, 0, shape[0] - h))[None]
         mask = None
         if boundary == "normalized":
@@ -193,11 +186,52 @@ def iter_deconvolve(
     if boundary == "normalized" and padding == "zeros":
         # pixels that have no real neighbour are unknown, not observed zeros
         inside = extract_patches(torch.ones_like(data), grid, context=context, mode="zeros")
+    restored = yield from deconvolve_patches(
+        patches, levels, context=context, iterations=iterations, device=dev, initial=initial,
+        boundary=boundary, batch_size=batch_size, optics=optics, inside=inside,
+    )
+    out = montage(restored, grid, weights=montage_weights)
+    return out.clamp_min(0).cpu().numpy()
+
+
+def deconvolve_patches(
+    patches,
+    levels,
+    *,
+    context: int = CONTEXT,
+    iterations: int = 15,
+    device="auto",
+    initial: str = "observed",
+    boundary: str = "normalized",
+    batch_size: int | None = None,
+    optics: Optics | None = None,
+    inside=None,
+):
+    """Deconvolve context-padded patches ``(N, p+2c, p+2c)``, each with its own level.
+
+    A generator yielding :class:`Progress`; returns the central ``(N, p, p)`` parts (level-0
+    and background patches copied unchanged). ``inside``: optional ``(N, p+2c, p+2c)`` mask
+    of the pixels that hold data (for ``boundary="normalized"``; default all).
+    """
+    import torch
+
+    optics = optics or Optics()
+    dev = resolve_device(device)
+    if boundary not in ("normalized", "zero"):
+        raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
+    if batch_size is None:
+        # small batches keep the FFTs in cache on a CPU (measured: 32 is ~2x faster than 256)
+        batch_size = 32 if dev.type == "cpu" else 1024
+    levels = np.asarray(levels).ravel()
+    size = patches.shape[-1]
+    patch = size - 2 * context
     crop = slice(context, context + patch)
     restored = patches[:, crop, crop].clone()
     todo = np.flatnonzero((levels > 0) & (levels != BACKGROUND))
-    size = patch + 2 * context
-    shape = (fft_size(size + frame_extra),) * 2
+    # One PSF radius of zeros past the data: enough for circular = linear convolution. With
+    # the normalised boundary the estimate's extensions past opposite edges then share one
+    # band; measured: no PSNR difference to a frame of data + 2 radii, which is 37 % slower.
+    shape = (fft_size(size + optics.psf_size // 2),) * 2
 
     def work(start, stop, dev_):
         idx = torch.from_numpy(todo[start:stop]).to(patches.device)
@@ -220,8 +254,7 @@ def iter_deconvolve(
         restored[torch.from_numpy(todo[done:stop]).to(restored.device)] = chunk
         done = stop
         yield Progress(done, total, "deconvolve")
-    out = montage(restored, grid, weights=montage_weights)
-    return out.clamp_min(0).cpu().numpy()
+    return restored
 
 
 def deconvolve(image, *, level=None, level_map=None, progress=None, **kwargs) -> np.ndarray:

@@ -102,6 +102,10 @@ def write_image(path, data, *, pixel_um=None, metadata=None, overwrite: bool = F
     os.close(fd)
     try:
         tifffile.imwrite(tmp, data, description=json.dumps(meta, default=str), metadata=None, **kwargs)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

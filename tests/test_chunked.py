@@ -1,0 +1,73 @@
+"""Block-wise processing equals in-memory processing (no seams), for numpy, dask and zarr input."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_refocus as nr
+from napari_refocus.chunked import iter_blocks, plan_blocks, read_region
+from napari_refocus.tiling import extract_patches
+
+
+def classify_by_contrast(core):
+    """A deterministic stand-in classifier (test only): level from the patch's contrast."""
+    m = core.reshape(len(core), -1)
+    lv = ((m.std(1) / m.mean(1)) * 20).clamp(0, 10).long().numpy()
+    p = np.zeros((len(core), 12))
+    p[np.arange(len(core)), lv] = 1
+    return p
+
+
+@pytest.fixture(scope="module")
+def big(infocus):
+    gt = np.tile(infocus, (2, 2))[:700, :950]
+    return nr.simulate(gt, level_field=nr.tilted_level_field(gt.shape, low=0, high=9), seed=0)
+
+
+def test_submodule_import_does_not_shadow_functions():
+    import napari_refocus.metrics  # noqa: F401
+    import napari_refocus.simulate  # noqa: F401
+
+    assert callable(nr.simulate) and callable(nr.metrics)
+
+
+def test_plan_covers_every_pixel_once():
+    grid, blocks = plan_blocks((1000, 1300), block=420)
+    cover = np.zeros((1000, 1300), int)
+    for b in blocks:
+        cover[b.y0:b.y1, b.x0:b.x1] += 1
+    assert (cover == 1).all()
+    with pytest.raises(ValueError, match="multiple"):
+        plan_blocks((100, 100), block=100)
+
+
+def test_read_region_mirrors_like_torch():
+    a = np.arange(50 * 60, dtype=np.float32).reshape(50, 60)
+    ref = torch.nn.functional.pad(torch.from_numpy(a)[None, None], (5, 7, 3, 9), mode="reflect")[0, 0].numpy()
+    np.testing.assert_array_equal(read_region(a, -3, 59, -5, 67), ref)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask", "zarr"])
+def test_blocks_equal_in_memory(big, kind, tmp_path):
+    grid = nr.patch_grid(big.shape)
+    core = extract_patches(torch.from_numpy(big.astype(np.float32)), grid, context=0, mode="reflect")
+    level_map = classify_by_contrast(core).argmax(1).reshape(grid.shape)
+    assert len(np.unique(level_map)) > 3
+    ref = nr.deconvolve(big, level_map=level_map)
+    source = big
+    if kind == "dask":
+        da = pytest.importorskip("dask.array")
+        source = da.from_array(big, chunks=(256, 256))
+    elif kind == "zarr":
+        import tifffile
+        import zarr
+
+        tifffile.imwrite(tmp_path / "big.tif", big, tile=(128, 128))
+        source = zarr.open(tifffile.imread(tmp_path / "big.tif", aszarr=True), mode="r")
+    out = np.zeros(big.shape, np.float32)
+    levels = np.full(grid.shape, -1)
+    for _, blk, restored, (lv, _) in iter_blocks(source, classify=classify_by_contrast, block=336):
+        out[blk.y0:blk.y1, blk.x0:blk.x1] = restored
+        levels[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = lv
+    np.testing.assert_array_equal(levels, level_map)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-3)
