@@ -106,11 +106,12 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
         t1 = time.perf_counter()
         dmap = defocus_map(image, device=device)
         t_map = time.perf_counter() - t1
-        score = dmap.focus_score()
-        record["focus_level"], record["focus_certainty"] = score["focus_level"], score["focus_certainty"]
+        level, certainty = dmap.focus_score_and_certainty()
+        record["focus_level"] = None if level != level else round(level, 4)  # NaN: all background
+        record["focus_certainty"] = round(certainty, 4)
     t2 = time.perf_counter()
     metadata = {"source": str(path)}
-    if min_level is not None and dmap is not None and not (record["focus_level"] >= min_level):
+    if min_level is not None and dmap is not None and not ((record["focus_level"] or 0) >= min_level):
         record["action"] = "copied (in focus: level below --min-level)"
         restored = image
         metadata["napari_refocus"] = "copied by focus triage"
@@ -121,7 +122,7 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
         if method == "lbdvd":
             use = dmap
             if patch_min_level:
-                use = dmap.with_min_level(int(patch_min_level))
+                use = below_threshold_untouched(dmap, int(patch_min_level))
             kwargs["defocus_map"] = use
         result = refocus(image, method=method, device=device, **kwargs)
         restored = cast_like(result.image, image.dtype)
@@ -136,6 +137,18 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
                   seconds_write=round(t_write, 3), seconds_total=round(time.perf_counter() - t0, 3))
     _atomic_json(sidecar, record)
     return record
+
+
+def below_threshold_untouched(dmap, min_level: int):
+    """A copy of a DefocusMap whose patches below ``min_level`` are set to level 0
+    (left untouched by depth-variant RL); background stays background."""
+    from dataclasses import replace
+
+    from .optics import BACKGROUND
+
+    levels = dmap.levels.copy()
+    levels[(levels < min_level) & (levels != BACKGROUND)] = 0
+    return replace(dmap, levels=levels)
 
 
 def _client(scheduler, workers):

@@ -97,41 +97,48 @@ def block_patches(source, blk: Block, grid: PatchGrid, context: int = CONTEXT):
     return patches, PatchGrid((sub_h, sub_w), patch=p, stride=s)
 
 
-def iter_blocks(source, *, classify, deconvolve_levels=True, block: int = DEFAULT_BLOCK,
-                patch: int = PATCH, stride: int = STRIDE, context: int = CONTEXT,
-                min_level: int = 0, device="auto", **rl_kwargs):
-    """Process a big 2-D image block by block (a generator).
+def process_block(source, blk: Block, grid: PatchGrid, *, classify, deconvolve_levels=True,
+                  context: int = CONTEXT, min_level: int = 0, device="auto", **rl_kwargs):
+    """Classify (and deconvolve) the patches one block needs; return its owned pixels.
 
-    ``classify(patches (n, p, p) float32 tensor) -> probabilities (n, 12) numpy``.
-    Yields ``(Progress, block, restored_block_or_None, (levels, probs) on the block's
-    sub-grid)``. Patches whose level is below ``min_level`` are left untouched (triage).
+    Returns ``(restored (y1-y0, x1-x0) float32 or None, levels, probabilities)`` with the
+    levels and probabilities on the block's sub-grid of patches.
     """
-    import torch
-
     from .deconvolution import deconvolve_patches
     from .optics import BACKGROUND
     from .tiling import montage
 
+    patch, stride = grid.patch, grid.stride
+    patches, sub = block_patches(source, blk, grid, context)
+    core = patches[:, context:context + patch, context:context + patch].contiguous()
+    probs = np.asarray(classify(core))
+    levels = probs.argmax(axis=1)
+    restored = None
+    if deconvolve_levels:
+        # triage: patches below min_level are left untouched, like level-0 patches
+        todo = np.where((levels < min_level) & (levels != BACKGROUND), 0, levels)
+        rest = _drain_quiet(deconvolve_patches(patches, todo, context=context, device=device, **rl_kwargs))
+        full = montage(rest, sub)
+        oy, ox = blk.y0 - blk.rows[0] * stride, blk.x0 - blk.cols[0] * stride
+        restored = full[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).cpu().numpy()
+    shape = blk.sub_shape
+    return restored, levels.reshape(shape), probs.reshape(*shape, -1)
+
+
+def iter_blocks(source, *, classify, deconvolve_levels=True, block: int = DEFAULT_BLOCK,
+                patch: int = PATCH, stride: int = STRIDE, **kwargs):
+    """Process a big 2-D image block by block (a generator).
+
+    ``classify(patches (n, p, p) float32 tensor) -> probabilities (n, 12) numpy``.
+    Yields ``(Progress, block, restored_block_or_None, (levels, probs) on the block's
+    sub-grid)``; keyword arguments go to :func:`process_block` (``min_level``: patches below
+    it are left untouched, for triage; ``device``; Richardson-Lucy options).
+    """
     grid, blocks = plan_blocks(source.shape, block=block, patch=patch, stride=stride)
     for k, blk in enumerate(blocks):
-        patches, sub = block_patches(source, blk, grid, context)
-        core = patches[:, context:context + patch, context:context + patch].contiguous()
-        probs = np.asarray(classify(core))
-        levels = probs.argmax(axis=1)
-        restored = None
-        if deconvolve_levels:
-            todo_levels = np.where((levels < min_level) & (levels != BACKGROUND), 0, levels)
-            rest = _drain_quiet(deconvolve_patches(patches, todo_levels, context=context, device=device,
-                                                   **rl_kwargs))
-            full = montage(rest, sub)
-            oy, ox = blk.y0 - blk.rows[0] * stride, blk.x0 - blk.cols[0] * stride
-            restored = full[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).cpu().numpy()
-        shape = blk.sub_shape
-        yield (Progress(k + 1, len(blocks), "blocks"), blk, restored,
-               (levels.reshape(shape), probs.reshape(*shape, -1)))
-        del patches, core
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        restored, levels, probs = process_block(source, blk, grid, classify=classify,
+                                                deconvolve_levels=deconvolve_levels, **kwargs)
+        yield Progress(k + 1, len(blocks), "blocks"), blk, restored, (levels, probs)
 
 
 def _drain_quiet(gen):
@@ -144,3 +151,136 @@ def is_lazy(image) -> bool:
     """True for arrays that should be processed block by block (dask, zarr)."""
     mod = type(image).__module__
     return mod.startswith("dask") or mod.startswith("zarr")
+
+
+# ----------------------------------------------------------------------------- DelpNet per block
+def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256):
+    """``classify(patches (n, 84, 84) counts) -> (n, 12) probabilities`` with DelpNet."""
+    import torch
+
+    from .defocus import SCALE
+    from .devices import resolve_device
+    from .models.delpnet import autocast, to_input
+    from .weights import load_model
+
+    dev = resolve_device(device)
+    model = load_model("delpnet" if weights is None else weights, dev)
+
+    def classify(core):
+        out = []
+        with torch.no_grad():
+            for b in range(0, len(core), batch_size):
+                with autocast(dev):
+                    logits = model(to_input(core[b:b + batch_size] / SCALE, dev))
+                out.append(torch.softmax(logits.float(), dim=1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 12), np.float32)
+
+    classify.sha256 = getattr(model, "sha256", "")
+    return classify
+
+
+def _certainty(p):
+    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
+    return np.clip(1.0 - ent / math.log(p.shape[-1]), 0.0, 1.0).astype(np.float32)
+
+
+def chunked_defocus_map(source, *, weights=None, device="auto", stride: int = STRIDE,
+                        block: int = DEFAULT_BLOCK, progress=None):
+    """:func:`napari_refocus.defocus.defocus_map` of an image too big for memory, block by block."""
+    from .defocus import DefocusMap
+
+    classify = delpnet_classifier(weights=weights, device=device)
+    grid, _ = plan_blocks(source.shape, block=block, stride=stride)
+    probs = np.zeros((*grid.shape, 12), np.float32)
+    for prog, blk, _, (_, pr) in iter_blocks(source, classify=classify, deconvolve_levels=False,
+                                             block=block, stride=stride, device=device):
+        probs[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = pr
+        if progress:
+            progress(prog)
+    return DefocusMap(levels=probs.argmax(-1).astype(np.int64), probabilities=probs,
+                      certainty=_certainty(probs), grid=grid, weights_sha256=classify.sha256)
+
+
+def iter_refocus_blocks(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=None,
+                        min_level: int = 0, **rl_kwargs):
+    """LB-DVD of a big image, one block at a time (generator).
+
+    Yields ``(Progress, Block, restored float32 block)``; memory stays bounded by one block.
+    """
+    classify = delpnet_classifier(weights=weights, device=device)
+    for prog, blk, restored, _ in iter_blocks(source, classify=classify, block=block, device=device,
+                                              min_level=min_level, **rl_kwargs):
+        yield prog, blk, restored
+
+
+def refocus_to_tiff(source, path, *, dtype=None, pixel_um=None, metadata=None, block: int = DEFAULT_BLOCK,
+                    device="auto", progress=None, protect=(), **kwargs):
+    """LB-DVD of ``source`` written block by block into a tiled BigTIFF at ``path`` (atomic).
+
+    The TIFF's tiles are the blocks, so only one block is ever held in memory.
+    """
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+
+    from .simulate import cast_like
+
+    path = Path(path)
+    for p in protect:
+        if p is not None and Path(p).resolve() == path.resolve():
+            raise ValueError(f"refusing to write over the input file {path}")
+    dtype = np.dtype(dtype or source.dtype)
+    h, w = source.shape[-2:]
+
+    def tiles():
+        for prog, blk, restored in iter_refocus_blocks(source, device=device, block=block, **kwargs):
+            tile = np.zeros((block, block), dtype)
+            tile[: blk.y1 - blk.y0, : blk.x1 - blk.x0] = cast_like(restored, dtype)
+            if progress:
+                progress(prog)
+            yield tile
+
+    meta = dict(metadata or {})
+    extra = {}
+    if pixel_um:
+        extra = {"resolution": (1e4 / pixel_um, 1e4 / pixel_um), "resolutionunit": "CENTIMETER"}
+        meta["pixel_um"] = pixel_um
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, tiles(), shape=(h, w), dtype=dtype, tile=(block, block), bigtiff=True,
+                         description=json.dumps(meta, default=str), metadata=None, **extra)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def lazy_refocus(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=None, **rl_kwargs):
+    """A dask array that computes LB-DVD of ``source`` block by block when it is read.
+
+    For napari: a dask-backed layer in, a dask-backed layer out; only the blocks on screen are
+    computed. Each block reads its halo from ``source`` itself.
+    """
+    import dask.array as da
+
+    h, w = source.shape[-2:]
+    grid, blocks = plan_blocks((h, w), block=block)
+    index = {(b.y0 // block, b.x0 // block): b for b in blocks}
+    chunks = (tuple(min(block, h - y) for y in range(0, h, block)),
+              tuple(min(block, w - x) for x in range(0, w, block)))
+    state = {}
+
+    def compute(block_id=None):
+        if "classify" not in state:
+            state["classify"] = delpnet_classifier(weights=weights, device=device)
+        restored, _, _ = process_block(source, index[tuple(block_id)], grid, classify=state["classify"],
+                                       device=device, **rl_kwargs)
+        return restored
+
+    return da.map_blocks(compute, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 import sys
 import time
 from pathlib import Path
@@ -218,9 +220,10 @@ def cmd_defocus_map(args) -> None:
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(csv_path)
-        score = dmap.focus_score()
+        level, certainty = dmap.focus_score_and_certainty()
         _emit({"input": str(path), "levels": str(levels_path), "patches": str(csv_path),
-               "grid": list(dmap.grid.shape), **score, "seconds": round(seconds, 3)})
+               "grid": list(dmap.grid.shape), "focus_level": None if level != level else level,
+               "focus_certainty": certainty, "seconds": round(seconds, 3)})
 
 
 def cmd_refocus(args) -> None:
@@ -232,9 +235,12 @@ def cmd_refocus(args) -> None:
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     for path in _expand_inputs(args.inputs):
-        image, info = _read(path)
         out = outdir / f"{path.stem}_refocused.tif"
         _check_output(out, [path], args.overwrite)
+        if args.chunked or _pixels_in(path) > CHUNKED_ABOVE:
+            _refocus_chunked(path, out, args)
+            continue
+        image, info = _read(path)
         params = _optics_kwargs(args, info["pixel_um"])
         if args.iterations is not None:
             params["iterations"] = args.iterations
@@ -256,8 +262,52 @@ def cmd_refocus(args) -> None:
         line = {"input": str(path), "output": str(out), "method": result.method, "device": result.device,
                 "seconds": {"read_and_run": round(t_run, 3), "write": round(time.perf_counter() - t1, 3)}}
         if result.defocus_map is not None:
-            line.update(result.defocus_map.focus_score())
+            level, certainty = result.defocus_map.focus_score_and_certainty()
+            line.update(focus_level=None if level != level else level, focus_certainty=certainty)
         _emit(line)
+
+
+CHUNKED_ABOVE = 64 * 2**20  # pixels; larger images are read lazily and written block by block
+
+
+def _pixels_in(path) -> int:
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return 0
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        shape = tif.series[0].shape
+    return int(np.prod(shape[-2:])) if shape else 0
+
+
+def _refocus_chunked(path, out, args) -> None:
+    """Big TIFF: read through tifffile's zarr store, LB-DVD block by block, tiled BigTIFF out."""
+    import tifffile
+    import zarr
+
+    from .chunked import refocus_to_tiff
+    from .io import read_pixel_um
+
+    if args.method != "lbdvd":
+        raise CliError("images this large are processed block by block, which only 'lbdvd' supports")
+    source = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    if len(source.shape) != 2:
+        raise CliError(f"{path}: expected a 2-D image, got shape {source.shape}")
+    pixel = args.pixel_um or read_pixel_um(path)
+    params = {"iterations": args.iterations} if args.iterations is not None else {}
+    update, close = _progress_bar(f"lbdvd (blocks) {path.name}", not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        refocus_to_tiff(source, out, dtype=None if not args.float32 else "float32", pixel_um=pixel,
+                        metadata={"source": str(path), "method": "lbdvd", "chunked": True},
+                        device=args.device, progress=update, protect=[path], **params)
+    finally:
+        close()
+    seconds = time.perf_counter() - t0
+    mpx = np.prod(source.shape) / 1e6
+    _emit({"input": str(path), "output": str(out), "method": "lbdvd", "chunked": True,
+           "megapixels": round(float(mpx), 2), "seconds": round(seconds, 3),
+           "megapixels_per_s": round(float(mpx / seconds), 3)})
 
 
 def cmd_batch(args) -> None:
@@ -397,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--iterations", type=int)
     rf.add_argument("--level", type=int, help="for --method rl: the defocus level")
     rf.add_argument("--float32", action="store_true", help="write float32 instead of the input dtype")
+    rf.add_argument("--chunked", action="store_true",
+                    help="read lazily and write a tiled TIFF block by block (automatic above 64 Mpx)")
     rf.add_argument("--overwrite", action="store_true")
     rf.add_argument("-q", "--quiet", action="store_true")
     _add_optics(rf)

@@ -46,6 +46,14 @@ def read_image(path) -> tuple[np.ndarray, dict]:
     return np.asarray(arr), info
 
 
+def read_pixel_um(path) -> float | None:
+    """Pixel size (um) from a TIFF's metadata, without reading its pixels."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _tiff_pixel_um(tif)
+
+
 def _tiff_pixel_um(tif) -> float | None:
     if tif.is_ome and tif.ome_metadata:
         import re

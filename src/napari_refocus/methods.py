@@ -159,16 +159,30 @@ def iter_refocus(image, *, method: str = "lbdvd", device="auto", **params):
     """Generator form of :func:`refocus`: yields Progress, returns a :class:`RefocusResult`."""
     from .devices import resolve_device
 
+    from .chunked import is_lazy
+
     m = get_method(method)
-    arr = as_image(image)
     if not m.weights_present():
         missing = ", ".join(f"{w}.safetensors" for w in m.weights)
         raise ValueError(f"method {method!r} needs weights/{missing}, which is not installed")
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    restored, extra = yield from m.run(arr, device=dev, **params)
+    if is_lazy(image):
+        # bigger than memory: a lazy dask array, computed block by block when read
+        if m.name != "lbdvd":
+            raise ValueError(f"method {method!r} does not run on dask/zarr arrays yet; use 'lbdvd'")
+        if len(image.shape) != 2 or not np.issubdtype(np.dtype(image.dtype), np.number):
+            raise ValueError(f"image must be a 2-D numeric array, got shape {image.shape}, dtype {image.dtype}")
+        from .chunked import lazy_refocus
+
+        rl = {k: v for k, v in params.items() if k in ("iterations", "initial", "boundary")}
+        restored, extra = lazy_refocus(image, device=dev, **rl), {}
+        yield Progress(1, 1, "lazy")
+    else:
+        arr = as_image(image)
+        restored, extra = yield from m.run(arr, device=dev, **params)
     return RefocusResult(
-        image=np.asarray(restored, dtype=np.float32),
+        image=restored if is_lazy(restored) else np.asarray(restored, dtype=np.float32),
         method=m.name,
         parameters={**m.defaults, **params},
         defocus_map=extra.get("defocus_map"),
@@ -187,6 +201,8 @@ def refocus(image, *, method: str = "lbdvd", device="auto", progress=None, **par
     lbdvd: ``defocus_map=`` to reuse a map, ``iterations``, ``stride``, optics fields).
     ``progress`` is called with every :class:`Progress`. Returns a :class:`RefocusResult`
     whose ``image`` is float32 in the input's units and ``defocus_map`` the map used.
+    A dask (or zarr) ``image`` gives a lazy dask ``image``, computed block by block with
+    bounded memory when it is read (lbdvd only); its ``defocus_map`` is then None.
     """
     return drain(iter_refocus(image, method=method, device=device, **params), progress)
 

@@ -45,13 +45,13 @@ def best_focus_plane(stack, *, z_axis: int = 0, channel_axis: int | None = None,
         if use_delpnet:
             from .defocus import defocus_map
 
-            scores = [defocus_map(p, device=device).focus_score() for p in planes]
-            levels = np.array([s["focus_level"] if s["focus_level"] is not None else np.inf for s in scores])
+            scores = [defocus_map(p, device=device).focus_score_and_certainty() for p in planes]
+            levels = np.array([lv if lv == lv else np.inf for lv, _ in scores])  # NaN: all background
             order = np.lexsort((-np.asarray(sharp), levels))
             best = int(order[0])
-            rec.update(focus_levels=[s["focus_level"] for s in scores],
-                       focus_certainty=[s["focus_certainty"] for s in scores],
-                       best_plane=best, best_plane_certainty=scores[best]["focus_certainty"])
+            rec.update(focus_levels=[None if lv != lv else lv for lv, _ in scores],
+                       focus_certainty=[c for _, c in scores],
+                       best_plane=best, best_plane_certainty=scores[best][1])
         else:
             rec["best_plane"] = rec["best_plane_by_sharpness"]
         out.append(rec)
