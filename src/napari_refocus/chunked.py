@@ -220,18 +220,15 @@ def refocus_to_tiff(source, path, *, dtype=None, pixel_um=None, metadata=None, b
     The TIFF's tiles are the blocks, so only one block is ever held in memory.
     """
     import json
-    import os
-    import tempfile
     from pathlib import Path
 
     import tifffile
 
+    from .io import atomic_output, check_not_input
     from .simulate import cast_like
 
     path = Path(path)
-    for p in protect:
-        if p is not None and Path(p).resolve() == path.resolve():
-            raise ValueError(f"refusing to write over the input file {path}")
+    check_not_input(path, protect)
     dtype = np.dtype(dtype or source.dtype)
     h, w = source.shape[-2:]
 
@@ -248,16 +245,9 @@ def refocus_to_tiff(source, path, *, dtype=None, pixel_um=None, metadata=None, b
     if pixel_um:
         extra = {"resolution": (1e4 / pixel_um, 1e4 / pixel_um), "resolutionunit": "CENTIMETER"}
         meta["pixel_um"] = pixel_um
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         tifffile.imwrite(tmp, tiles(), shape=(h, w), dtype=dtype, tile=(block, block), bigtiff=True,
                          description=json.dumps(meta, default=str), metadata=None, **extra)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

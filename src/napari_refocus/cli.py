@@ -336,15 +336,27 @@ def cmd_triage(args) -> None:
 
 
 def cmd_train(args) -> None:
-    if args.model != "delpnet":
-        raise CliError(f"no training recipe for {args.model!r} yet (available: delpnet)")
-    from .training.train_delpnet import train_delpnet
+    if args.model == "delpnet":
+        from .training.train_delpnet import train_delpnet
 
-    kwargs = {"epochs": args.epochs, "device": args.device, "seed": args.seed,
-              "resume": not args.no_resume}
-    if args.data_root:
-        kwargs["data_root"] = args.data_root
-    result = train_delpnet(args.out, **kwargs)
+        kwargs = {"epochs": args.epochs, "device": args.device, "seed": args.seed,
+                  "resume": not args.no_resume}
+        if args.data_root:
+            kwargs["data_root"] = args.data_root
+        result = train_delpnet(args.out, **kwargs)
+    else:
+        from .methods import get_method
+
+        get_method(args.model)  # a clear error for an unknown name
+        try:
+            from .training.train_generators import train_generator
+        except ImportError as exc:
+            raise CliError(f"no training recipe for {args.model!r}: {exc}") from None
+        kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
+        for name in ("minutes", "steps", "from_zstack", "init"):
+            if getattr(args, name) is not None:
+                kwargs[name] = getattr(args, name)
+        result = train_generator(args.model, args.out, **kwargs)
     _emit(result if isinstance(result, dict) else {"out": str(args.out)})
 
 
@@ -480,13 +492,17 @@ def build_parser() -> argparse.ArgumentParser:
     tg.set_defaults(func=cmd_triage)
 
     tr = sub.add_parser("train", help="train a model (delpnet) and write its weights")
-    tr.add_argument("model", help="delpnet")
+    tr.add_argument("model", help="delpnet, or a learned method: comi-cyclegan, refocus-unet, m-deblurgan, h2t-msunet")
     tr.add_argument("--out", default="weights", help="output folder for <model>.safetensors")
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--device", default="auto")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--data-root", help="folder with the shared data sets (default ../shared/data)")
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
+    tr.add_argument("--minutes", type=float, help="generators: training time budget")
+    tr.add_argument("--steps", type=int, help="generators: optimiser steps")
+    tr.add_argument("--from-zstack", dest="from_zstack", help="generators: fine-tune on real pairs from this z-stack")
+    tr.add_argument("--init", help="generators: start from these weights (.safetensors)")
     tr.set_defaults(func=cmd_train)
 
     m = sub.add_parser("demo", help="open napari with the sample pair (or --headless: run on it)")

@@ -6,6 +6,7 @@ and the file is written to a temporary name first and renamed into place (atomic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -82,34 +83,19 @@ def _tiff_pixel_um(tif) -> float | None:
     return None
 
 
-def write_image(path, data, *, pixel_um=None, metadata=None, overwrite: bool = False, protect=()):
-    """Write a TIFF atomically, keeping ``data``'s dtype and the pixel size (um).
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
-    ``metadata`` (JSON-able dict) goes into the ImageDescription. ``protect``: paths that
-    must never be written (the inputs of a job), even with ``overwrite``.
+    A reader never sees a half-written file, and a killed writer leaves only a hidden
+    ``.<name>.*.tmp`` file (removed by the batch runner on restart).
     """
-    import tifffile
-
     path = Path(path)
-    for p in (p for p in protect if p is not None):
-        if Path(p).exists() and path.exists() and os.path.samefile(p, path):
-            raise ValueError(f"refusing to write over the input file {path}")
-        if Path(p).resolve() == path.resolve():
-            raise ValueError(f"refusing to write over the input file {path}")
-    if path.exists() and not overwrite:
-        raise ValueError(f"{path} exists; choose another output or pass overwrite")
-    data = np.asarray(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {}
-    meta = dict(metadata or {})
-    if pixel_um:
-        kwargs["resolution"] = (1e4 / float(pixel_um), 1e4 / float(pixel_um))
-        kwargs["resolutionunit"] = "CENTIMETER"
-        meta["pixel_um"] = float(pixel_um)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        tifffile.imwrite(tmp, data, description=json.dumps(meta, default=str), metadata=None, **kwargs)
+        yield tmp
         # mkstemp makes the file private (0600); give it the permissions a plain open() would
         umask = os.umask(0)
         os.umask(umask)
@@ -119,4 +105,37 @@ def write_image(path, data, *, pixel_um=None, metadata=None, overwrite: bool = F
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_not_input(path, protect) -> None:
+    """ValueError if ``path`` is one of the ``protect`` files (same path or same file)."""
+    path = Path(path)
+    for p in (p for p in protect if p is not None):
+        same = Path(p).resolve() == path.resolve() or (
+            Path(p).exists() and path.exists() and os.path.samefile(p, path))
+        if same:
+            raise ValueError(f"refusing to write over the input file {path}")
+
+
+def write_image(path, data, *, pixel_um=None, metadata=None, overwrite: bool = False, protect=()):
+    """Write a TIFF atomically, keeping ``data``'s dtype and the pixel size (um).
+
+    ``metadata`` (JSON-able dict) goes into the ImageDescription. ``protect``: paths that
+    must never be written (the inputs of a job), even with ``overwrite``.
+    """
+    import tifffile
+
+    path = Path(path)
+    check_not_input(path, protect)
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; choose another output or pass overwrite")
+    data = np.asarray(data)
+    kwargs = {}
+    meta = dict(metadata or {})
+    if pixel_um:
+        kwargs["resolution"] = (1e4 / float(pixel_um), 1e4 / float(pixel_um))
+        kwargs["resolutionunit"] = "CENTIMETER"
+        meta["pixel_um"] = float(pixel_um)
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, data, description=json.dumps(meta, default=str), metadata=None, **kwargs)
     return path

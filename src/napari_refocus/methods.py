@@ -143,6 +143,17 @@ register(Method(
 ))
 
 
+def _register_learned_methods() -> None:
+    """The learned generators register themselves when their module is imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__package__}.generators") is not None:
+        from . import generators  # noqa: F401
+
+
+_register_learned_methods()
+
+
 def list_methods() -> list[Method]:
     """Registered methods, ``lbdvd`` first."""
     return list(REGISTRY.values())
