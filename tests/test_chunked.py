@@ -1,5 +1,7 @@
 """Block-wise processing equals in-memory processing (no seams), for numpy, dask and zarr input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,17 @@ def test_blocks_equal_in_memory(big, kind, tmp_path):
         levels[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = lv
     np.testing.assert_array_equal(levels, level_map)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-3)
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "delpnet.safetensors"
+
+
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="weights/delpnet.safetensors not trained yet")
+def test_lazy_lbdvd_on_dask_equals_in_memory(big):
+    da = pytest.importorskip("dask.array")
+    lazy = nr.refocus(da.from_array(big, chunks=(300, 300)), method="lbdvd", device="cpu")
+    assert type(lazy.image).__module__.startswith("dask") and lazy.defocus_map is None
+    eager = nr.refocus(big, method="lbdvd", device="cpu")
+    np.testing.assert_allclose(np.asarray(lazy.image), eager.image, rtol=1e-5, atol=1e-3)
+    dmap = nr.defocus_map(da.from_array(big, chunks=(300, 300)), device="cpu")
+    np.testing.assert_array_equal(dmap.levels, eager.defocus_map.levels)

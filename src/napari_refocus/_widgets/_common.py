@@ -357,9 +357,15 @@ def iter_refocus_layer(data, *, rgb: bool = False, method: str, device: str = "a
     colour channel is restored on its own and an alpha channel is copied. ``result`` is the
     :class:`RefocusResult` of the first plane (for provenance).
     """
+    from ..chunked import is_lazy
     from ..methods import iter_refocus
 
     shape = tuple(data.shape)
+    if is_lazy(data) and len(shape) == 2 and not rgb and method == "lbdvd":
+        # a dask-backed 2-D layer stays lazy: the result is a dask array computed block by
+        # block (with the halo each patch needs) as napari displays it
+        res = yield from iter_refocus(data, method=method, device=device, **params)
+        return res.image, res
     planes = layer_planes(shape, rgb)
     n = len(planes)
     out = None
@@ -430,10 +436,15 @@ def add_result_layer(viewer, source, stack, result, extra: dict | None = None):
         metadata=meta,
         rgb=rgb,
     )
+    from ..chunked import is_lazy
+
     if not kwargs["rgb"]:
         kwargs["colormap"] = source.colormap.name
-        lo, hi = float(np.min(stack)), float(np.max(stack))
-        kwargs["contrast_limits"] = (lo, hi if hi > lo else lo + 1)
+        if is_lazy(stack):  # computing the range would compute the whole lazy result
+            kwargs["contrast_limits"] = tuple(float(c) for c in source.contrast_limits)
+        else:
+            lo, hi = float(np.min(stack)), float(np.max(stack))
+            kwargs["contrast_limits"] = (lo, hi if hi > lo else lo + 1)
     else:
         kwargs["contrast_limits"] = tuple(float(c) for c in source.contrast_limits)
     for key in ("axis_labels", "units"):
