@@ -1,0 +1,128 @@
+"""DelpNet: model, safetensors weights, defocus_map geometry and the shipped weights (fast)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_refocus.defocus import DefocusMap, defocus_map, iter_defocus_map  # noqa: E402
+from napari_refocus.models.delpnet import PAPER_WIDTH, DelpNet, n_parameters  # noqa: E402
+from napari_refocus.weights import load_model, read_metadata, save_weights, weights_hash  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "weights" / "delpnet.safetensors"
+DATA = Path(os.environ.get("NAPARI_REFOCUS_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DelpNet(width=4).eval()
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_weights(model, path, meta={"optics": {"wavelength_nm": 451.0}, "normalisation": {"value": 65535}})
+    return path
+
+
+def test_paper_config_shape_and_parameters():
+    model = DelpNet(width=PAPER_WIDTH).eval()
+    n = n_parameters(model)
+    assert 2.2e6 <= n <= 2.45e6, n  # the paper's "about 2.3 M"
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bn) == 7 and all(abs(m.momentum - 0.4) < 1e-9 for m in bn)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 7
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 84, 84))
+    assert out.shape == (2, 12) and out.dtype == torch.float32
+
+
+def test_safetensors_round_trip(tiny_weights, tmp_path):
+    meta = read_metadata(tiny_weights)
+    assert meta["architecture"] == "DelpNet" and meta["kwargs"]["width"] == 4
+    assert meta["normalisation"]["value"] == 65535
+    model = load_model(str(tiny_weights), "cpu")
+    ref = DelpNet(width=4).eval()
+    from safetensors.torch import load_file
+
+    ref.load_state_dict(load_file(str(tiny_weights)))
+    x = torch.rand(3, 1, 84, 84)
+    with torch.no_grad():
+        assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last)), ref(x), atol=1e-5)
+    assert len(weights_hash(tiny_weights)) == 64
+    # a tampered file is refused, a missing one explained
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(tiny_weights.read_bytes())
+    (tmp_path / "bad.sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_model(str(bad), "cpu")
+    with pytest.raises(FileNotFoundError):
+        load_model(str(tmp_path / "missing.safetensors"), "cpu")
+
+
+@pytest.mark.parametrize("shape", [(100, 130), (84, 84), (520, 696)])
+def test_defocus_map_geometry(tiny_weights, shape):
+    rng = np.random.default_rng(0)
+    img = rng.poisson(200, size=shape).astype(np.uint16)
+    dm = defocus_map(img, weights=str(tiny_weights), device="cpu")
+    assert isinstance(dm, DefocusMap)
+    rows, cols = dm.grid.shape
+    assert dm.levels.shape == (rows, cols)
+    assert rows == max(1, -(-(shape[0] - 84) // 42) + 1) and cols == max(1, -(-(shape[1] - 84) // 42) + 1)
+    assert dm.probabilities.shape == (rows, cols, 12)
+    np.testing.assert_allclose(dm.probabilities.sum(-1), 1.0, atol=1e-4)
+    assert dm.certainty.shape == (rows, cols)
+    assert (dm.certainty >= 0).all() and (dm.certainty <= 1).all()
+    assert dm.levels.min() >= 0 and dm.levels.max() <= 11
+    table = dm.to_rows()
+    assert len(table) == rows * cols
+    assert {"row", "col", "y0", "x0", "level", "certainty", "p0", "p10", "pbg"} <= set(table[0])
+    score, cert = dm.focus_score_and_certainty()
+    assert np.isnan(score) or 0 <= score <= 10
+    assert 0 <= cert <= 1
+
+
+def test_iter_defocus_map_yields_progress(tiny_weights):
+    from napari_refocus._progress import Progress, drain
+
+    seen = []
+    dm = drain(iter_defocus_map(np.full((90, 200), 150, np.uint16), weights=str(tiny_weights),
+                                device="cpu", batch_size=2), seen.append)
+    assert seen and all(isinstance(p, Progress) for p in seen) and seen[-1].fraction == 1.0
+    assert dm.levels.shape == dm.grid.shape
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((83, 200), np.uint16), "at least 84x84"),
+        (np.full((100, 100), np.nan, np.float32), "NaN"),
+        (np.zeros((3, 100, 100), np.uint16), "2-D"),
+        (np.zeros((0, 0), np.uint16), "empty"),
+    ],
+)
+def test_defocus_map_bad_input(tiny_weights, bad, match):
+    with pytest.raises(ValueError, match=match):
+        defocus_map(bad, weights=str(tiny_weights), device="cpu")
+
+
+def test_shipped_weights_level0_vs_level8():
+    if not SHIPPED.exists():
+        pytest.skip("weights/delpnet.safetensors does not exist yet (train with `napari-refocus train delpnet`)")
+    files = sorted(glob.glob(str(DATA / "BBBC006_w2_infocus/examples/bbbc_subset/*p19_s2*.tif")))
+    if not files:
+        pytest.skip(f"BBBC006 held-out test image not found under {DATA}")
+    from napari_refocus import read_image, simulate
+
+    img = read_image(files[0])[0][:260, :348]  # a held-out (test-split) field, never trained on
+    for level, ok in ((0, lambda lv: lv <= 1), (8, lambda lv: 7 <= lv <= 9)):
+        sim = simulate(img, level=level, noise="poisson", seed=1)
+        dm = defocus_map(sim, device="cpu")
+        lv = dm.levels[dm.levels != 11]
+        assert lv.size > 0
+        assert np.mean([ok(v) for v in lv]) >= 0.8, (level, np.bincount(lv, minlength=11))
