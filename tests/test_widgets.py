@@ -328,7 +328,9 @@ def _check_map_widget(viewer, qtbot, w, layer, before):
     assert f"level: {int(dm.levels[i, j])}" in text and "certainty" in text
     # colours: background transparent, others opaque, certainty as opacity
     cmap = ly.colormap
-    assert cmap.color_dict[1][3] == 0  # patch (0, 0) is background in the fake map
+    flat = np.ravel(dm.levels)
+    for k, level in enumerate(flat):  # label k+1 is patch k: background transparent, others opaque
+        assert (cmap.color_dict[k + 1][3] == 0) == (level == 11)
     w.use_certainty.setChecked(True)
     k = i * grid.shape[1] + j
     assert ly.colormap.color_dict[k + 1][3] == pytest.approx(float(np.ravel(dm.certainty)[k]), abs=1e-6)

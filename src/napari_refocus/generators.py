@@ -1,0 +1,79 @@
+"""The four learned refocusing generators as registered methods.
+
+Importing this module registers ``comi-cyclegan``, ``refocus-unet``, ``m-deblurgan`` (x2
+output) and ``h2t-msunet`` in :data:`napari_refocus.methods.REGISTRY` (``methods.py`` imports
+it at its end). Each runs :func:`napari_refocus.inference.iter_predict_tiled` with the network
+of ``weights/<name>.safetensors`` (a custom weights file with ``weights=PATH``).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from .methods import Method, register
+
+GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(path_str: str, mtime: float):
+    from .training.train_generators import load_generator
+
+    return load_generator(path_str, "cpu")
+
+
+def get_generator(name_or_path):
+    """The (cached, CPU, eval-mode) network of a generator name or weights path."""
+    from .weights import resolve_path
+
+    path = resolve_path(name_or_path).resolve()
+    return _cached(str(path), path.stat().st_mtime)
+
+
+def _make_run(name: str):
+    def run(image, *, device="auto", tile=512, overlap=96, batch_size=4, precision="auto", weights=None, **_):
+        from .inference import iter_predict_tiled
+
+        model = get_generator(weights or name)
+        restored = yield from iter_predict_tiled(
+            model, image, device=device, tile=int(tile), overlap=int(overlap), batch_size=int(batch_size),
+            precision=precision, stage=f"{name}: tiles",
+        )
+        return restored, {}
+
+    run.__name__ = f"run_{name.replace('-', '_')}"
+    return run
+
+
+_DEFAULTS = {"tile": 512, "overlap": 96, "batch_size": 4, "precision": "auto"}
+
+register(Method(
+    name="comi-cyclegan",
+    title="COMI CycleGAN (learned)",
+    description="ResNet encoder/decoder generator trained as a CycleGAN on synthetic BBBC006 defocus "
+                "(COMI, seed 000). Blind: no defocus level needed.",
+    run=_make_run("comi-cyclegan"), weights=("comi-cyclegan",), defaults=dict(_DEFAULTS),
+))
+register(Method(
+    name="refocus-unet",
+    title="ReFocus U-Net (learned)",
+    description="U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind.",
+    run=_make_run("refocus-unet"), weights=("refocus-unet",), defaults=dict(_DEFAULTS),
+))
+register(Method(
+    name="m-deblurgan",
+    title="M-Deblurgan, x2 (learned)",
+    description="Deblurring encoder-decoder + optimal approximation + x2 super-resolution module "
+                "(M-Deblurgan, seed 002). The output is twice as large as the input.",
+    run=_make_run("m-deblurgan"), weights=("m-deblurgan",), upscale=2, defaults=dict(_DEFAULTS),
+))
+register(Method(
+    name="h2t-msunet",
+    title="Head-to-tail multi-scale U-Net (learned)",
+    description="K U-Nets at K scales, coarse decoder features fused into the next finer encoder, "
+                "multi-scale loss (seed 004). Blind.",
+    run=_make_run("h2t-msunet"), weights=("h2t-msunet",), defaults=dict(_DEFAULTS),
+))
+
+__all__ = ["GENERATORS", "get_generator"]

@@ -1,0 +1,114 @@
+"""ReFocus U-Net (seed 001): a U-Net whose encoder is a ResNet (ResNet-34 in the paper).
+
+Encoder: stem (7x7 stride-2 conv + 3x3 max pool), then ResNet stages of BasicBlocks with
+``blocks`` per stage and widths ``width * 2**i`` (stride 2 from the second stage). Decoder:
+upsample x2, concatenate the encoder skip, two 3x3 convs, down to full resolution, then a
+1x1 conv and a global residual. ``ResNetUNet(width=64, blocks=(3, 4, 6, 3))`` is the
+paper's ResNet-34 encoder (about 24 M parameters with this decoder). ``s2d=2`` runs the whole
+net on a lossless 2x2 space-to-depth rearrangement (4x fewer pixels; the shipped CPU setting).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import BasicBlock, ConvBlock, DoubleConv, depth_to_space, n_parameters, space_to_depth, upsample_to
+
+
+class ResNetUNet(nn.Module):
+    def __init__(self, in_channels=1, out_channels=1, width=64, blocks=(3, 4, 6, 3), norm="batch",
+                 decoder_width=None, residual=True, s2d=1):
+        super().__init__()
+        blocks = tuple(int(b) for b in blocks)
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, width=width,
+                           blocks=list(blocks), norm=norm, decoder_width=decoder_width, residual=residual,
+                           s2d=s2d)
+        self.s2d = int(s2d)
+        in_channels, out_channels = in_channels * self.s2d ** 2, out_channels * self.s2d ** 2
+        w = width
+        dw = decoder_width or width
+        self.full = ConvBlock(in_channels, dw, 3, norm="none")  # full-resolution skip
+        self.stem = ConvBlock(in_channels, w, 7, stride=2, norm=norm)  # 1/2
+        self.pool = nn.MaxPool2d(3, 2, 1)  # 1/4
+        stages, ch = [], w
+        for i, nb in enumerate(blocks):
+            cout = w * 2 ** i
+            layers = [BasicBlock(ch, cout, stride=1 if i == 0 else 2, norm=norm)]
+            layers += [BasicBlock(cout, cout, norm=norm) for _ in range(nb - 1)]
+            stages.append(nn.Sequential(*layers))
+            ch = cout
+        self.stages = nn.ModuleList(stages)
+        # decoder: from the deepest stage up to 1/4, then 1/2 (stem), then full
+        skips = [w * 2 ** i for i in range(len(blocks))][::-1]  # deepest first
+        dec, ch = [], skips[0]
+        for skip in skips[1:]:
+            out = max(dw, skip)
+            dec.append(DoubleConv(ch + skip, out, norm=norm))
+            ch = out
+        self.dec = nn.ModuleList(dec)
+        self.dec_half = DoubleConv(ch + w, dw, norm=norm)
+        self.dec_full = DoubleConv(dw + dw, dw, norm="none")
+        self.out = nn.Conv2d(dw, out_channels, 1)
+        self.residual = residual and in_channels == out_channels
+        self.multiple = 2 ** (len(blocks) + 1) * self.s2d
+        self.upscale = 1
+
+    @property
+    def n_parameters(self) -> int:
+        return n_parameters(self)
+
+    def forward(self, x):
+        x = space_to_depth(x, self.s2d)
+        f0 = self.full(x)
+        s = self.stem(x)
+        h = self.pool(s)
+        feats = []
+        for st in self.stages:
+            h = st(h)
+            feats.append(h)
+        h = feats[-1]
+        for conv, skip in zip(self.dec, feats[-2::-1]):
+            h = conv(torch.cat([upsample_to(h, skip), skip], 1))
+        h = self.dec_half(torch.cat([upsample_to(h, s), s], 1))
+        h = self.dec_full(torch.cat([upsample_to(h, f0), f0], 1))
+        y = self.out(h)
+        return depth_to_space(x + y if self.residual else y, self.s2d)
+
+
+class PlainUNet(nn.Module):
+    """A plain U-Net (DoubleConv encoder, max pooling, bilinear upsampling, skips); used as the
+    sub-network of the head-to-tail model. ``fuse_channels`` > 0 adds an input for features
+    fused in from a coarser sub-network (summed or concatenated after the first block)."""
+
+    def __init__(self, in_channels=1, out_channels=1, width=32, depth=4, norm="none", fuse_channels=0,
+                 fusion="sum"):
+        super().__init__()
+        self.depth = depth
+        self.fusion = fusion
+        ws = [width * 2 ** i for i in range(depth + 1)]
+        self.first = DoubleConv(in_channels, ws[0], norm=norm)
+        if fuse_channels:
+            self.fuse = (nn.Conv2d(fuse_channels, ws[0], 1) if fusion == "sum"
+                         else nn.Conv2d(fuse_channels + ws[0], ws[0], 1))
+        else:
+            self.fuse = None
+        self.down = nn.ModuleList(DoubleConv(ws[i], ws[i + 1], norm=norm) for i in range(depth))
+        self.up = nn.ModuleList(DoubleConv(ws[i + 1] + ws[i], ws[i], norm=norm) for i in reversed(range(depth)))
+        self.out = nn.Conv2d(ws[0], out_channels, 1)
+        self.out_channels_features = ws[0]
+
+    def forward(self, x, fused=None):
+        h = self.first(x)
+        if self.fuse is not None and fused is not None:
+            fused = upsample_to(fused, h)
+            h = h + self.fuse(fused) if self.fusion == "sum" else self.fuse(torch.cat([h, fused], 1))
+        skips = [h]
+        for d in self.down:
+            h = d(nn.functional.max_pool2d(h, 2))
+            skips.append(h)
+        skips.pop()
+        for u in self.up:
+            skip = skips.pop()
+            h = u(torch.cat([upsample_to(h, skip), skip], 1))
+        return self.out(h), h

@@ -1,0 +1,131 @@
+"""Learned generators: architectures, tiled inference, z-stack pairs, shipped weights."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_refocus.inference import predict_tiled  # noqa: E402
+from napari_refocus.models.h2t_msunet import HeadToTailUNet  # noqa: E402
+from napari_refocus.models.mdeblurgan import MDeblurGenerator  # noqa: E402
+from napari_refocus.models.resnet_generator import ResnetGenerator  # noqa: E402
+from napari_refocus.models.unet import ResNetUNet  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DFNN_STACK = SHARED / "DFNN_defocus" / "data" / "test" / "mitochondria" / "stack"
+
+TINY = {
+    "comi": lambda: ResnetGenerator(width=4, n_blocks=1, norm="none", residual=True, s2d=2),
+    "unet": lambda: ResNetUNet(width=4, blocks=(1, 1), decoder_width=4, s2d=2),
+    "mdeblur": lambda: MDeblurGenerator(width=4, n_res=1, n_pool=2, upscale=2, s2d=2),
+    "h2t": lambda: HeadToTailUNet(width=4, depth=2, n_scales=2, fusion="concat", s2d=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_architecture_output_shape(name):
+    torch.manual_seed(0)
+    m = TINY[name]().eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        y = m(x)
+    r = 2 if name == "mdeblur" else 1
+    assert y.shape == (2, 1, 64 * r, 64 * r)
+    assert m.upscale == r and m.n_parameters > 0 and 64 % m.multiple == 0
+
+
+def test_paper_configurations_reachable():
+    # the paper sizes are reachable by arguments (built, not run)
+    assert ResnetGenerator(width=64, n_blocks=9, norm="instance").n_parameters > 10e6
+    assert HeadToTailUNet(width=32, depth=4, n_scales=4, fusion="sum").n_parameters > 1e6
+    assert MDeblurGenerator(width=64, upscale=4).upscale == 4
+
+
+@pytest.mark.parametrize("name", ["h2t", "mdeblur"])
+def test_tiled_equals_untiled(name):
+    torch.manual_seed(0)
+    m = TINY[name]().eval()
+    rng = np.random.default_rng(0)
+    img = (rng.random((150, 190)) * 800 + 100).astype(np.uint16)
+    tiled = predict_tiled(m, img, tile=64, overlap=32, batch_size=3)
+    untiled = predict_tiled(m, img, tile=0)
+    r = m.upscale
+    assert tiled.shape == untiled.shape == (150 * r, 190 * r)
+    rel = np.abs(tiled - untiled).max() / np.ptp(untiled)
+    assert rel < 0.01, rel
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (37, 101), (129, 64)])
+def test_any_size_and_intensity_round_trip(shape):
+    m = TINY["unet"]().eval()
+    with torch.no_grad():  # make the net the identity: output = input + 0
+        m.out.weight.zero_()
+        m.out.bias.zero_()
+    rng = np.random.default_rng(1)
+    img = (rng.random(shape) * 60000 + 1000).astype(np.uint16)
+    out = predict_tiled(m, img, tile=64, overlap=16)
+    assert out.dtype == np.float32 and out.shape == shape
+    np.testing.assert_allclose(out, img.astype(np.float32), rtol=1e-4, atol=0.5)
+
+
+def test_zstack_focus_detection_synthetic():
+    from napari_refocus.simulate import simulate
+    from napari_refocus.training.pairs import zstack_pairs
+
+    rng = np.random.default_rng(0)
+    sharp = (rng.random((64, 64)) > 0.97) * 3000.0 + 200
+    stack = np.stack([simulate(sharp, level=abs(z - 3), noise=None) for z in range(7)])
+    zp = zstack_pairs(stack)
+    assert zp["focus"] == 3 and len(zp["pairs"]) == 6
+    assert all(t is not None for _, _, t in zp["pairs"])
+
+
+@pytest.mark.skipif(not DFNN_STACK.exists(), reason="../shared/data (DFNN stack) not available")
+def test_zstack_focus_detection_dfnn():
+    from napari_refocus.training.pairs import find_focus, read_zstack
+
+    stack, names = read_zstack(DFNN_STACK)
+    assert stack.shape[0] == 34
+    order = int(names[find_focus(stack)][-8:-4])
+    assert abs(order - 51) <= 1, order  # upstream: order 51 in focus (Laplacian peaks at 50-51)
+
+
+def test_training_smoke(tmp_path):
+    from napari_refocus.training.train_generators import _Trainer, DEFAULTS, FeatureLoss
+
+    cfg = dict(DEFAULTS["h2t-msunet"], model=dict(width=4, depth=2, n_scales=2, s2d=2))
+    tr = _Trainer("h2t-msunet", cfg, torch.device("cpu"), FeatureLoss("gradient"))
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    assert np.isfinite(tr.step(x, y)["loss"])
+
+
+def _shipped(name):
+    from napari_refocus._resources import weights_dir
+
+    try:
+        return (weights_dir() / f"{name}.safetensors").exists()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("name", ["comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet"])
+def test_shipped_method_gains_on_sample(name, infocus):
+    if not _shipped(name):
+        pytest.skip(f"weights/{name}.safetensors not shipped")
+    import napari_refocus.generators  # noqa: F401
+    from napari_refocus.methods import get_method, refocus
+    from napari_refocus.metrics import compare
+    from napari_refocus.simulate import simulate
+
+    gt = np.ascontiguousarray(infocus[100:356, 200:456])
+    blurred = simulate(gt, level=6, seed=0)
+    res = refocus(blurred, method=name, device="cpu")
+    r = get_method(name).upscale
+    out = res.image
+    assert out.shape == (256 * r, 256 * r) and out.dtype == np.float32
+    if r > 1:
+        out = out.reshape(256, r, 256, r).mean(axis=(1, 3))
+    gain = compare(gt, out, blurred)["gain"]["psnr"]
+    assert gain > 0, gain
