@@ -169,7 +169,8 @@ def main():
     args = ap.parse_args()
     both = not (args.speed or args.quality)
     head = [f"Command: `python benchmarks/bench_deconv.py{' --speed' if args.speed else ''}"
-            f"{' --quality' if args.quality else ''}` (commit {git_rev()}); machine: {machine()}."]
+            f"{' --quality' if args.quality else ''}{f' --images {args.images}' if args.images != 14 else ''}` "
+            f"(commit {git_rev()}); machine: {machine()}."]
     if args.speed or both:
         rep = list(head)
         speed(rep)
