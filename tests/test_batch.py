@@ -107,3 +107,27 @@ def test_external_dask_scheduler(folder, tmp_path):
             if p is not None:
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(timeout=30)
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "delpnet.safetensors"
+
+
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="weights/delpnet.safetensors missing")
+def test_triage_copies_in_focus_images_and_restores_defocused_ones(tmp_path, infocus):
+    from napari_refocus.batch import below_threshold_untouched, process_image
+
+    crop = np.ascontiguousarray(infocus[:252, :336])
+    nr.write_image(tmp_path / "sharp.tif", crop, pixel_um=0.65)
+    nr.write_image(tmp_path / "blurred.tif", nr.simulate(crop, level=8, seed=0), pixel_um=0.65)
+    out = tmp_path / "out"
+    sharp = process_image(tmp_path / "sharp.tif", out, method="lbdvd", min_level=4)
+    blurred = process_image(tmp_path / "blurred.tif", out, method="lbdvd", min_level=4)
+    assert sharp["focus_level"] < 4 <= blurred["focus_level"]
+    assert sharp["action"].startswith("copied") and blurred["action"] == "restored"
+    np.testing.assert_array_equal(nr.read_image(out / "sharp_refocused.tif")[0], crop)
+    assert not np.array_equal(nr.read_image(out / "blurred_refocused.tif")[0], nr.read_image(tmp_path / "blurred.tif")[0])
+    # patch-level triage: patches below the threshold become level 0 (left untouched)
+    dmap = nr.defocus_map(nr.read_image(tmp_path / "blurred.tif")[0], device="cpu")
+    kept = below_threshold_untouched(dmap, 9)
+    assert ((kept.levels == 0) | (kept.levels >= 9)).all()
+    assert (kept.levels[dmap.levels == 11] == 11).all()

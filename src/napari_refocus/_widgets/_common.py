@@ -260,6 +260,10 @@ class JobPanel(QWidget):
         self.progress.setFormat(f"{label or 'starting'}…")
         self.status.setText("")
         self.status.setStyleSheet("")
+        # the same progress in napari's activity dock (bottom right), as napari's own jobs do
+        from napari.utils import progress as napari_progress
+
+        self._napari_bar = napari_progress(total=1000, desc=f"napari-refocus: {label or self._what}")
         self.started.emit()
         worker.start()
         return worker
@@ -274,8 +278,13 @@ class JobPanel(QWidget):
 
     def _on_progress(self, item):
         if isinstance(item, Progress):
-            self.progress.setValue(int(round(1000 * min(1.0, max(0.0, item.fraction)))))
+            value = int(round(1000 * min(1.0, max(0.0, item.fraction))))
+            self.progress.setValue(value)
             self.progress.setFormat(f"{item.stage or self._what}: {item.done}/{item.total}  (%p%)")
+            bar = getattr(self, "_napari_bar", None)
+            if bar is not None and value >= bar.n:
+                bar.set_description(f"napari-refocus: {item.stage or self._what}")
+                bar.update(value - bar.n)
 
     def _on_returned(self, value, on_result):
         try:
@@ -302,6 +311,10 @@ class JobPanel(QWidget):
         self.progress.setFormat("cancelled")
 
     def _on_finished(self):
+        bar = getattr(self, "_napari_bar", None)
+        if bar is not None:
+            bar.close()
+            self._napari_bar = None
         self.worker = None
         self.button.setEnabled(True)
         self.button.setText(self.run_text)
