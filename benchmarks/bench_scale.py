@@ -134,7 +134,7 @@ def batch(report: list, n_images: int, workdir: Path) -> None:
     t1 = rows[0][1]
     lines = [f"Batch: {n_images} images of 520x696 uint16 (BBBC006 w2 defocused at random levels 1..10), "
              "`napari-refocus batch plate/ -o out --method lbdvd --workers N` (local dask cluster, "
-             "one thread per worker process).", "",
+             "torch threads = cores / workers).", "",
              "| workers | wall time (s) | images/s | speed-up vs 1 worker |", "|---|---|---|---|"]
     for workers, wall, rep in rows:
         lines.append(f"| {workers} | {wall:.1f} | {n_images / wall:.2f} | {t1 / wall:.2f}x |")
