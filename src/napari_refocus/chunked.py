@@ -156,38 +156,24 @@ def is_lazy(image) -> bool:
 # ----------------------------------------------------------------------------- DelpNet per block
 def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256):
     """``classify(patches (n, 84, 84) counts) -> (n, 12) probabilities`` with DelpNet."""
-    import torch
-
-    from .defocus import SCALE
+    from .defocus import iter_patch_probabilities
     from .devices import resolve_device
-    from .models.delpnet import autocast, to_input
     from .weights import load_model
 
     dev = resolve_device(device)
     model = load_model("delpnet" if weights is None else weights, dev)
 
     def classify(core):
-        out = []
-        with torch.no_grad():
-            for b in range(0, len(core), batch_size):
-                with autocast(dev):
-                    logits = model(to_input(core[b:b + batch_size] / SCALE, dev))
-                out.append(torch.softmax(logits.float(), dim=1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, 12), np.float32)
+        return _drain_quiet(iter_patch_probabilities(model, core, dev, batch_size))
 
     classify.sha256 = getattr(model, "sha256", "")
     return classify
 
 
-def _certainty(p):
-    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
-    return np.clip(1.0 - ent / math.log(p.shape[-1]), 0.0, 1.0).astype(np.float32)
-
-
 def chunked_defocus_map(source, *, weights=None, device="auto", stride: int = STRIDE,
                         block: int = DEFAULT_BLOCK, progress=None):
     """:func:`napari_refocus.defocus.defocus_map` of an image too big for memory, block by block."""
-    from .defocus import DefocusMap
+    from .defocus import DefocusMap, certainty_of
 
     classify = delpnet_classifier(weights=weights, device=device)
     grid, _ = plan_blocks(source.shape, block=block, stride=stride)
@@ -198,7 +184,7 @@ def chunked_defocus_map(source, *, weights=None, device="auto", stride: int = ST
         if progress:
             progress(prog)
     return DefocusMap(levels=probs.argmax(-1).astype(np.int64), probabilities=probs,
-                      certainty=_certainty(probs), grid=grid, weights_sha256=classify.sha256)
+                      certainty=certainty_of(probs), grid=grid, weights_sha256=classify.sha256)
 
 
 def iter_refocus_blocks(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=None,

@@ -283,7 +283,8 @@ def deconvolve(image, *, level=None, level_map=None, progress=None, **kwargs) ->
     initial : "observed" (o_0 = image, the paper) | "flat" (as scikit-image).
     boundary : "normalized" (default) | "zero"
         "zero" is textbook RL with 'same' convolution (scikit-image's behaviour), which
-        darkens borders by up to 8 dB here when the PSF is wider than the context;
+        darkens patch borders when the PSF is wider than the context (0.3-3.7 dB below
+        whole-image RL at levels 5-10 on BBBC006, BENCHMARKS.md);
         "normalized" treats pixels beyond the data as unknown (Bertero & Boccacci).
     batch_size : patches deconvolved at once (default 32 on CPU, 1024 on GPU); halved
         on a GPU out-of-memory error, then the CPU is used.

@@ -92,13 +92,44 @@ def _model(weights, device):
     return load_model("delpnet" if weights is None else weights, device)
 
 
+def certainty_of(probabilities: np.ndarray) -> np.ndarray:
+    """1 - entropy / log(n_classes) of softmax probabilities (last axis), in [0, 1]."""
+    p = np.asarray(probabilities)
+    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
+    return np.clip(1.0 - ent / math.log(p.shape[-1]), 0.0, 1.0).astype(np.float32)
+
+
+def iter_patch_probabilities(model, patches, device, batch_size: int = 256):
+    """DelpNet softmax of ``(n, 84, 84)`` patches in raw counts, batch by batch (a generator).
+
+    Yields :class:`Progress` per batch; returns an ``(n, 12)`` float32 array.
+    """
+    import torch
+
+    from .models.delpnet import autocast, to_input
+
+    n = patches.shape[0]
+    probs = []
+    n_batches = max(1, math.ceil(n / batch_size))
+    yield Progress(0, n_batches, "defocus map")
+    with torch.no_grad():
+        for b in range(n_batches):
+            chunk = patches[b * batch_size : (b + 1) * batch_size] / SCALE
+            with autocast(device):
+                logits = model(to_input(chunk, device))
+            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            yield Progress(b + 1, n_batches, "defocus map")
+    if not probs:
+        return np.zeros((0, N_CLASSES), np.float32)
+    return torch.cat(probs).numpy().astype(np.float32)
+
+
 def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
                      batch_size: int = 256):
     """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap."""
     import torch
 
     from .devices import resolve_device
-    from .models.delpnet import autocast, to_input
 
     arr = as_image(image, name="image", ndim=2)
     if min(arr.shape) < PATCH:
@@ -112,20 +143,9 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     model = _model(weights, dev)
     data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     patches = extract_patches(data, grid, context=0, mode="reflect")
-    n = patches.shape[0]
-    probs = []
-    n_batches = max(1, math.ceil(n / batch_size))
-    yield Progress(0, n_batches, "defocus map")
-    with torch.no_grad():
-        for b in range(n_batches):
-            chunk = patches[b * batch_size : (b + 1) * batch_size] / SCALE
-            with autocast(dev):
-                logits = model(to_input(chunk, dev))
-            probs.append(torch.softmax(logits.float(), dim=1).cpu())
-            yield Progress(b + 1, n_batches, "defocus map")
-    p = torch.cat(probs).numpy().astype(np.float32).reshape(*grid.shape, N_CLASSES)
-    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
-    cert = np.clip(1.0 - ent / math.log(N_CLASSES), 0.0, 1.0).astype(np.float32)
+    flat = yield from iter_patch_probabilities(model, patches, dev, batch_size)
+    p = flat.reshape(*grid.shape, N_CLASSES)
+    cert = certainty_of(p)
     levels = p.argmax(-1).astype(np.int64)
     return DefocusMap(levels=levels, probabilities=p, certainty=cert, grid=grid,
                       weights_sha256=getattr(model, "sha256", ""))

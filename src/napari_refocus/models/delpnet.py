@@ -24,6 +24,8 @@ import contextlib
 import torch
 from torch import nn
 
+from .layers import n_parameters  # noqa: F401  (re-exported for the training code and tests)
+
 PAPER_WIDTH = 64
 SHIPPED_WIDTH = 16
 N_CLASSES = 12
@@ -103,10 +105,6 @@ class DelpNet(nn.Module):
         x = torch.amax(x, dim=(-2, -1))  # global max pooling
         return self.classifier(self.head_dropout(x)).float()
 
-
-def n_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def cpu_has_fast_bf16() -> bool:

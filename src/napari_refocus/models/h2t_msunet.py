@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import depth_to_space, n_parameters, space_to_depth, upsample_to
+from .layers import Generator, depth_to_space, space_to_depth, upsample_to
 from .unet import PlainUNet
 
 
-class HeadToTailUNet(nn.Module):
+class HeadToTailUNet(Generator):
     def __init__(self, in_channels=1, width=32, depth=4, n_scales=3, fusion="sum", norm="none", s2d=1):
         super().__init__()
         if fusion not in ("sum", "concat"):
@@ -35,10 +35,6 @@ class HeadToTailUNet(nn.Module):
         self.n_scales = n_scales
         self.multiple = 2 ** (depth + n_scales - 1) * self.s2d
         self.upscale = 1
-
-    @property
-    def n_parameters(self) -> int:
-        return n_parameters(self)
 
     def forward(self, x, return_all=False):
         K = self.n_scales

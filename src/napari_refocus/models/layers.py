@@ -53,6 +53,17 @@ def act(kind: str = "relu") -> nn.Module:
     raise ValueError(f"unknown activation {kind!r}")
 
 
+class Generator(nn.Module):
+    """Base of the restoration networks: ``multiple`` and ``upscale`` are set by each model."""
+
+    multiple = 1
+    upscale = 1
+
+    @property
+    def n_parameters(self) -> int:
+        return n_parameters(self)
+
+
 class ConvBlock(nn.Sequential):
     """conv (k x k, 'same' reflect padding) -> norm -> activation."""
 

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, ResBlock, depth_to_space, n_parameters, space_to_depth, upsample_to
+from .layers import Generator, ConvBlock, ResBlock, depth_to_space, space_to_depth, upsample_to
 
 
-class MDeblurGenerator(nn.Module):
+class MDeblurGenerator(Generator):
     def __init__(self, in_channels=1, width=64, n_res=2, n_pool=3, upscale=2, sr_width=None, s2d=1):
         super().__init__()
         if upscale < 1 or (upscale & (upscale - 1)):
@@ -64,10 +64,6 @@ class MDeblurGenerator(nn.Module):
         self.upscale = int(upscale)
         self.multiple = 2 ** n_pool * self.s2d
         self.n_pool = n_pool
-
-    @property
-    def n_parameters(self) -> int:
-        return n_parameters(self)
 
     def forward(self, x, return_all=False):
         s = self.s2d

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import ConvBlock, ResBlock, depth_to_space, n_parameters, norm_layer, space_to_depth
+from .layers import Generator, ConvBlock, ResBlock, depth_to_space, norm_layer, space_to_depth
 
 
-class ResnetGenerator(nn.Module):
+class ResnetGenerator(Generator):
     def __init__(self, in_channels=1, out_channels=1, width=64, n_blocks=9, norm="instance",
                  residual=False, res_scale=1.0, s2d=1):
         super().__init__()
@@ -42,10 +42,6 @@ class ResnetGenerator(nn.Module):
         self.residual = residual and in_channels == out_channels
         self.multiple = 4 * self.s2d
         self.upscale = 1
-
-    @property
-    def n_parameters(self) -> int:
-        return n_parameters(self)
 
     def forward(self, x):
         x = space_to_depth(x, self.s2d)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import BasicBlock, ConvBlock, DoubleConv, depth_to_space, n_parameters, space_to_depth, upsample_to
+from .layers import Generator, BasicBlock, ConvBlock, DoubleConv, depth_to_space, space_to_depth, upsample_to
 
 
-class ResNetUNet(nn.Module):
+class ResNetUNet(Generator):
     def __init__(self, in_channels=1, out_channels=1, width=64, blocks=(3, 4, 6, 3), norm="batch",
                  decoder_width=None, residual=True, s2d=1):
         super().__init__()
@@ -54,10 +54,6 @@ class ResNetUNet(nn.Module):
         self.multiple = 2 ** (len(blocks) + 1) * self.s2d
         self.upscale = 1
 
-    @property
-    def n_parameters(self) -> int:
-        return n_parameters(self)
-
     def forward(self, x):
         x = space_to_depth(x, self.s2d)
         f0 = self.full(x)
@@ -76,7 +72,7 @@ class ResNetUNet(nn.Module):
         return depth_to_space(x + y if self.residual else y, self.s2d)
 
 
-class PlainUNet(nn.Module):
+class PlainUNet(Generator):
     """A plain U-Net (DoubleConv encoder, max pooling, bilinear upsampling, skips); used as the
     sub-network of the head-to-tail model. ``fuse_channels`` > 0 adds an input for features
     fused in from a coarser sub-network (summed or concatenated after the first block)."""
