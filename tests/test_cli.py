@@ -74,3 +74,27 @@ def test_demo_headless(tmp_path, capsys):
     assert rc == 0
     assert report["gain"]["psnr"] > 1.0
     assert set(report["files"]) == {"ground_truth", "defocused", "refocused", "level_map"}
+
+
+@pytest.mark.parametrize("name", ["comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet"])
+def test_refocus_command_with_learned_method(files, capsys, name):
+    import napari_refocus.generators  # noqa: F401  (registers the learned methods)
+    from napari_refocus.methods import get_method
+
+    if not get_method(name).weights_present():
+        pytest.skip(f"weights/{name}.safetensors not shipped")
+    d, gt = files
+    run(capsys, "simulate", gt, "-o", d / "blur.tif", "--level", 6, "--seed", 1)
+    rc, out, _ = run(capsys, "methods")
+    assert rc == 0 and name in out
+    rc, out, err = run(capsys, "refocus", d / "blur.tif", "-o", d / "out", "--method", name, "-q")
+    assert rc == 0, err
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert rec["method"] == name
+    res, _ = nr.read_image(d / "out" / "blur_refocused.tif")
+    r = get_method(name).upscale
+    ref, _ = nr.read_image(gt)
+    assert res.shape == (ref.shape[0] * r, ref.shape[1] * r) and res.dtype == np.uint16
+    if r > 1:
+        res = res.reshape(ref.shape[0], r, ref.shape[1], r).mean(axis=(1, 3))
+    assert nr.compare(ref, res, nr.read_image(d / "blur.tif")[0])["gain"]["psnr"] > 0

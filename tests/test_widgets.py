@@ -476,3 +476,38 @@ def test_compare_upscaled_restored_is_block_averaged(viewer, qtbot, crops):
     k = 40
     idx = int(np.argmin(np.abs(x - k * PIXEL_UM)))
     assert vals[idx] == pytest.approx(up[100:102, 2 * k : 2 * k + 2].mean(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------ learned methods
+LEARNED = ["comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet"]
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_refocus_widget_runs_learned_method(viewer, qtbot, crops, name):
+    import napari_refocus.generators  # noqa: F401  (registers the learned methods)
+    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.metrics import compare
+
+    if not get_method(name).weights_present():
+        pytest.skip(f"weights/{name}.safetensors not shipped")
+    src, gt, _ = crops
+    before = src.copy()
+    layer = add_source(viewer, src)
+    w = RefocusWidget(viewer)
+    qtbot.addWidget(w)
+    assert name in [m.name for m in w.methods]
+    w.set_method(name)
+    w.run()
+    wait_idle(qtbot, w)
+    out = viewer.layers[f"src [{name}]"]
+    r = get_method(name).upscale
+    assert out.data.shape == (H * r, W * r)
+    # the result lies exactly over its input: r x r output pixels per input pixel
+    np.testing.assert_allclose(np.asarray(out.scale) * r, SCALE)
+    np.testing.assert_allclose(np.asarray(out.translate) + np.asarray(out.scale) * (r - 1) / 2, TRANSLATE)
+    assert out.metadata["method"] == name and out.metadata["source_layer"] == "src"
+    restored = np.asarray(out.data, np.float32)
+    if r > 1:
+        restored = restored.reshape(H, r, W, r).mean(axis=(1, 3))
+    assert compare(gt, restored, src)["gain"]["psnr"] > 0
+    np.testing.assert_array_equal(layer.data, before)

@@ -37,19 +37,9 @@ def _json_default(o):
 
 def _progress_bar(desc: str, enabled: bool = True):
     """A callback for :class:`Progress` events that drives a tqdm bar on stderr."""
-    if not enabled:
-        return None, lambda: None
-    from tqdm import tqdm
+    from ._progress import progress_bar
 
-    bar = tqdm(total=1, desc=desc, unit="step", file=sys.stderr, leave=False, disable=None)
-
-    def update(p):
-        if bar.total != p.total:
-            bar.total = p.total
-        bar.n = p.done
-        bar.refresh()
-
-    return update, bar.close
+    return progress_bar(desc, enabled=enabled, mininterval=0.2)
 
 
 def _optics_kwargs(args, pixel_um_from_file=None) -> dict:
@@ -353,7 +343,7 @@ def cmd_train(args) -> None:
         except ImportError as exc:
             raise CliError(f"no training recipe for {args.model!r}: {exc}") from None
         kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
-        for name in ("minutes", "steps", "from_zstack", "init"):
+        for name in ("minutes", "steps", "from_zstack", "init", "num_threads"):
             if getattr(args, name) is not None:
                 kwargs[name] = getattr(args, name)
         result = train_generator(args.model, args.out, **kwargs)
@@ -502,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, help="generators: optimiser steps")
     tr.add_argument("--from-zstack", dest="from_zstack", help="generators: fine-tune on real pairs from this z-stack")
     tr.add_argument("--init", help="generators: start from these weights (.safetensors)")
+    tr.add_argument("--threads", dest="num_threads", type=int,
+                    help="generators: torch CPU threads (default: all cores)")
     tr.set_defaults(func=cmd_train)
 
     m = sub.add_parser("demo", help="open napari with the sample pair (or --headless: run on it)")

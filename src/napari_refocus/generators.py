@@ -9,8 +9,8 @@ of ``weights/<name>.safetensors`` (a custom weights file with ``weights=PATH``).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
+from .inference import DEFAULT_OVERLAP, DEFAULT_TILE
 from .methods import Method, register
 
 GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
@@ -32,7 +32,7 @@ def get_generator(name_or_path):
 
 
 def _make_run(name: str):
-    def run(image, *, device="auto", tile=512, overlap=96, batch_size=4, precision="auto", weights=None, **_):
+    def run(image, *, device="auto", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=4, precision="auto", weights=None, **_):
         from .inference import iter_predict_tiled
 
         model = get_generator(weights or name)
@@ -46,7 +46,7 @@ def _make_run(name: str):
     return run
 
 
-_DEFAULTS = {"tile": 512, "overlap": 96, "batch_size": 4, "precision": "auto"}
+_DEFAULTS = {"tile": DEFAULT_TILE, "overlap": DEFAULT_OVERLAP, "batch_size": 4, "precision": "auto"}
 
 register(Method(
     name="comi-cyclegan",

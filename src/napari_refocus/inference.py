@@ -23,7 +23,10 @@ import numpy as np
 
 from ._progress import Progress
 
-DEFAULT_TILE = 512
+#: 1024-px tiles: the generators' deepest features see hundreds of pixels, so a tile's own
+#: borders change its interior a little; measured on refocus-unet (1536 px image vs an untiled
+#: run), 1024-px tiles cut the mean |difference| 3.5x against 512-px tiles at the same speed
+DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 96
 DEFAULT_PERCENTILES = (1.0, 99.8)
 
@@ -117,7 +120,6 @@ def iter_predict_tiled(
     and ``upscale`` attributes (1 if missing).
     """
     import torch
-    import torch.nn.functional as F
 
     from .devices import resolve_device, run_chunked
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._validation import as_image, check_level
 from .devices import resolve_device
-from .optics import Optics, bank_for, resolve_optics
+from .optics import Optics, resolve_optics
 
 
 def _blur_all(data_t, levels, optics: Optics, device):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Generator, depth_to_space, space_to_depth, upsample_to
+from .layers import Generator, depth_to_space, space_to_depth
 from .unet import PlainUNet
 
 

@@ -7,12 +7,12 @@ Synthetic pairs (:class:`PairSynth`) are made from the real in-focus source imag
 1. each source is normalised to ``(img - p1) / (p99.9 - p1)`` and blurred ONCE with the
    Born-Wolf PSF of every level 0..17 (:data:`GEN_OPTICS`: 2 um per level, so up to 34 um;
    the 37-px PSF window of the project's default optics truncates the tails of levels > 10);
-2. a pair = a random ``patch`` x ``patch`` crop: the input is either one level (1..17; 70 % of
+2. a pair = a random ``patch`` x ``patch`` crop: the input is either one level (1..17; 80 % of
    these from 1..10) or a
    spatially varying defocus (a tilted or undulating level field, linear blend of the two
    neighbouring levels per pixel, as :func:`napari_refocus.simulate` does), turned into
    camera counts ``Poisson(gain * (amp * blur + bg)) / gain + offset + N(0, read)`` with a
-   random amplitude (100..4000 counts), background, camera offset (50..500), gain (0.3..3
+   random amplitude (300..8000 counts), background, camera offset (50..500), gain (0.3..3
    photons/count: a range of shot-noise levels) and read noise, then rounded; the target is
    the noise-free ``amp * sharp + bg + offset``;
 3. both are normalised with the INPUT crop's percentiles (as the inference does per image),
@@ -74,9 +74,9 @@ class PairSynth:
     def _level_field(self, p: int, gen: torch.Generator) -> torch.Tensor:
         lo_l, hi_l = self.min_level, self.max_level
         if torch.rand(1, generator=gen).item() < self.p_constant:
-            # 70 % of the one-level crops from levels <= 10 (the usual range), 30 % beyond
+            # 80 % of the one-level crops from levels <= 10 (the usual range), 20 % beyond
             mid = min(hi_l, max(lo_l, 10))
-            if mid < hi_l and torch.rand(1, generator=gen).item() >= 0.7:
+            if mid < hi_l and torch.rand(1, generator=gen).item() >= 0.8:
                 lv = int(torch.randint(mid + 1, hi_l + 1, (1,), generator=gen))
             else:
                 lv = int(torch.randint(lo_l, mid + 1, (1,), generator=gen))
@@ -128,7 +128,10 @@ class PairSynth:
                 inp[k] = a * (1 - frac) + b * frac
             tgt[k] = self.sharp[i][y:y + p, x:x + p]
         # camera model
-        amp = torch.exp(torch.empty(n, 1, 1).uniform_(math.log(100), math.log(4000), generator=gen))
+        # 300..8000 counts x gain 0.3..3 = 90..24000 photons at the brightest structures: from
+        # dim fluorescence to a well-exposed 12-bit widefield camera (BBBC006 peaks ~3000 counts
+        # above a ~1000-count background)
+        amp = torch.exp(torch.empty(n, 1, 1).uniform_(math.log(300), math.log(8000), generator=gen))
         bg = torch.empty(n, 1, 1).uniform_(0, 60, generator=gen)
         offset = torch.empty(n, 1, 1).uniform_(50, 500, generator=gen)
         gain = torch.exp(torch.empty(n, 1, 1).uniform_(math.log(0.3), math.log(3.0), generator=gen))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._progress import Progress, drain
+from .._progress import Progress, run_with_bar
 from ..devices import resolve_device
 from ..optics import BACKGROUND, Optics
 from ..models.delpnet import DelpNet, SHIPPED_WIDTH, autocast, n_parameters, prepare, to_input
@@ -310,23 +310,7 @@ def train_delpnet(out_dir="weights", *, progress: bool = True, **kwargs) -> dict
     ``resume``, ``width``, ``data_root``, ``wheels_dir``, ...).
     """
     job = iter_train_delpnet(out_dir, **kwargs)
-    if not progress:
-        return drain(job)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=1, unit="step", dynamic_ncols=True, mininterval=5)
-
-    def cb(p: Progress):
-        if bar.total != p.total:
-            bar.reset(total=p.total)
-        bar.n = p.done
-        bar.set_description(p.stage, refresh=False)
-        bar.refresh()
-
-    try:
-        return drain(job, cb)
-    finally:
-        bar.close()
+    return run_with_bar(job, "delpnet", enabled=progress, mininterval=5.0)
 
 
 # -------------------------------------------------------------------------------- evaluation

@@ -43,12 +43,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._progress import Progress, drain
+from .._progress import Progress, run_with_bar
 from ..devices import resolve_device
+from ..inference import DEFAULT_OVERLAP, DEFAULT_TILE
 
 METHODS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 
-#: shipped configurations (small enough to train in ~10-15 min on a 2-core CPU)
+#: shipped configurations (each trains in <= 1 h on one core of a 2-core CPU)
 DEFAULTS = {
     "comi-cyclegan": dict(
         arch="ResnetGenerator", model=dict(width=16, n_blocks=6, norm="none", residual=True, s2d=2),
@@ -57,12 +58,12 @@ DEFAULTS = {
         feature_weight=0.1, schedule="linear_half",
     ),
     "refocus-unet": dict(
-        arch="ResNetUNet", model=dict(width=16, blocks=[2, 2, 2, 2], norm="batch", decoder_width=16, s2d=2),
+        arch="ResNetUNet", model=dict(width=24, blocks=[2, 2, 2, 2], norm="batch", decoder_width=24, s2d=2),
         patch=128, batch=8, lr=1e-3, feature_weight=0.1, ssim_weight=0.0, feature="gradient", schedule="cosine",
     ),
     "m-deblurgan": dict(
         arch="MDeblurGenerator", model=dict(width=16, n_res=1, n_pool=3, upscale=2, sr_width=16, s2d=2),
-        disc=dict(width=16, n_stages=4, norm="batch"),
+        disc=dict(width=8, n_stages=4, norm="batch"),
         patch=96, batch=4, lr=6e-4, adv_weight=1e-3, feature="gradient", feature_weight=0.1, ssim_weight=0.1,
         sr_weight=0.1, approx_weight=0.5, schedule="cosine",
     ),
@@ -140,7 +141,7 @@ class FeatureLoss(torch.nn.Module):
         self.sha256 = None
         if kind in ("auto", "delpnet"):
             try:
-                from ..weights import load_state, read_metadata, resolve_path, build_model
+                from ..weights import load_state, resolve_path, build_model
 
                 path = resolve_path("delpnet")
                 state, meta = load_state(path)
@@ -513,7 +514,7 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
               "command": config.get("command") or
               f"napari-refocus train {method} --out {out_dir} "
               + (f"--minutes {minutes} " if minutes else "") + (f"--steps {steps} " if steps else "")
-              + f"--seed {seed}"}
+              + f"--seed {seed}" + (f" --threads {num_threads}" if num_threads else "")}
     if evaluate:
         yield Progress(0, 1, "evaluating on the held-out set")
         result["eval"] = evaluate_generator(method, wpath, data_root=data_root, device=dev)
@@ -548,22 +549,7 @@ def train_generator(method, out_dir="weights", *, minutes=None, steps=None, devi
     held-out per-level metrics."""
     job = iter_train_generator(method, out_dir, minutes=minutes, steps=steps, device=device, seed=seed,
                                resume=resume, from_zstack=from_zstack, init=init, **config)
-    if not progress:
-        return drain(job)
-    from tqdm import tqdm
-
-    bar = tqdm(total=1, desc=method, mininterval=5)
-
-    def cb(p: Progress):
-        bar.total = p.total
-        bar.n = p.done
-        bar.set_description(p.stage[:60], refresh=False)
-        bar.refresh()
-
-    try:
-        return drain(job, cb)
-    finally:
-        bar.close()
+    return run_with_bar(job, method, enabled=progress, mininterval=5.0)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -593,7 +579,7 @@ def _bin(img: np.ndarray, r: int) -> np.ndarray:
 
 
 def evaluate_generator(method, weights=None, *, levels=(2, 4, 6, 8, 10, 14, 17), splits=("test", "val"),
-                       data_root=None, device="cpu", tile=512, overlap=96, precision="auto") -> dict:
+                       data_root=None, device="cpu", tile=None, overlap=None, precision="auto") -> dict:
     """Per-level PSNR/SSIM/PCC of a generator (and of its input) on the held-out synthetic set
     (:func:`napari_refocus.training.pairs.synthetic_test_set`: whole held-out BBBC006 images,
     one defocus level each, Poisson noise). An x2 output is binned 2x2 before comparing.
@@ -608,7 +594,8 @@ def evaluate_generator(method, weights=None, *, levels=(2, 4, 6, 8, 10, 14, 17),
     t_inf, px = 0.0, 0
     for item in synthetic_test_set(levels, splits=splits, data_root=data_root):
         t = time.perf_counter()
-        pred = predict_tiled(model, item["input"], device=device, tile=tile, overlap=overlap, precision=precision)
+        pred = predict_tiled(model, item["input"], device=device, tile=tile or DEFAULT_TILE,
+                             overlap=overlap or DEFAULT_OVERLAP, precision=precision)
         t_inf += time.perf_counter() - t
         px += item["input"].size
         c = compare(item["gt"], _bin(pred, r), item["input"].astype(np.float32))
@@ -664,7 +651,7 @@ def write_model_card(path, result: dict) -> Path:
         f"- File `{method}.safetensors`, SHA-256 `{result['weights_sha256']}` (also in `{method}.sha256`). "
         "safetensors only; config in the metadata.",
         "- Input: one 2-D image, any size; normalised per image with its 1st/99.8th percentiles, "
-        "restored in overlapping tiles (512 px, overlap 96, triangular blending), de-normalised back "
+        f"restored in overlapping tiles ({DEFAULT_TILE} px, overlap {DEFAULT_OVERLAP}, triangular blending), de-normalised back "
         "to the input's intensity units." + (" Output is 2x larger than the input." if cfg["arch"] ==
                                              "MDeblurGenerator" else ""),
         "",
@@ -702,7 +689,7 @@ def write_model_card(path, result: dict) -> Path:
             _fmt_eval_table(ev),
             "",
             f"CPU inference: {ev['seconds_per_megapixel']:.2f} s per megapixel (fp32, "
-            f"{ev.get('threads', '?')} torch thread(s), 512-px tiles; measured while other jobs shared the 2 cores).",
+            f"{ev.get('threads', '?')} torch thread(s), {DEFAULT_TILE}-px tiles; measured while other jobs shared the 2 cores).",
             "",
         ]
     lines += [
