@@ -30,7 +30,9 @@ def machine() -> str:
 
 def git_rev() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src", "benchmarks"], cwd=ROOT).returncode
+        return rev + (" + uncommitted changes" if dirty else "")
     except Exception:  # noqa: BLE001
         return "unknown"
 

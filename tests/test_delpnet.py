@@ -126,3 +126,21 @@ def test_shipped_weights_level0_vs_level8():
         lv = dm.levels[dm.levels != 11]
         assert lv.size > 0
         assert np.mean([ok(v) for v in lv]) >= 0.8, (level, np.bincount(lv, minlength=11))
+
+
+def test_tta_is_invariant_to_flips_and_rotations(tiny_weights):
+    """With test-time augmentation a patch and its mirror/rotation get the same probabilities
+    (the 8 views are the same set), and they are a proper distribution."""
+    from napari_refocus._progress import drain
+    from napari_refocus.defocus import iter_patch_probabilities
+
+    model = load_model(str(tiny_weights), "cpu")
+    rng = np.random.default_rng(0)
+    patches = torch.from_numpy(rng.poisson(800, (5, 84, 84)).astype(np.float32))
+    p = drain(iter_patch_probabilities(model, patches, torch.device("cpu"), tta=True))
+    for view in (patches.flip(-1), torch.rot90(patches, 1, (-2, -1)), patches.transpose(-2, -1)):
+        q = drain(iter_patch_probabilities(model, view.contiguous(), torch.device("cpu"), tta=True))
+        np.testing.assert_allclose(q, p, atol=1e-5)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    plain = drain(iter_patch_probabilities(model, patches, torch.device("cpu")))
+    assert plain.shape == p.shape and not np.allclose(plain, p)

@@ -196,7 +196,7 @@ def cmd_defocus_map(args) -> None:
         update, close = _progress_bar(f"defocus map {path.name}", not args.quiet)
         t0 = time.perf_counter()
         try:
-            dmap = drain(iter_defocus_map(image, device=args.device, stride=args.stride), update)
+            dmap = drain(iter_defocus_map(image, device=args.device, stride=args.stride, tta=args.tta), update)
         finally:
             close()
         seconds = time.perf_counter() - t0
@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("-o", "--outdir", required=True)
     dm.add_argument("--device", default="auto")
     dm.add_argument("--stride", type=int, default=42)
+    dm.add_argument("--tta", action="store_true",
+                    help="average DelpNet over the 8 flips/rotations of each patch (8x slower, more accurate)")
     dm.add_argument("--overwrite", action="store_true")
     dm.add_argument("-q", "--quiet", action="store_true")
     dm.set_defaults(func=cmd_defocus_map)

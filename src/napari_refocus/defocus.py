@@ -99,14 +99,16 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - ent / math.log(p.shape[-1]), 0.0, 1.0).astype(np.float32)
 
 
-def iter_patch_probabilities(model, patches, device, batch_size: int = 256):
+def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta: bool = False):
     """DelpNet softmax of ``(n, 84, 84)`` patches in raw counts, batch by batch (a generator).
 
-    Yields :class:`Progress` per batch; returns an ``(n, 12)`` float32 array.
+    ``tta=True`` averages the softmax over the 8 flips/rotations of every patch (defocus blur
+    has no orientation, so each is an equally valid view; 8x the compute). Yields
+    :class:`Progress` per batch; returns an ``(n, 12)`` float32 array.
     """
     import torch
 
-    from .models.delpnet import autocast, to_input
+    from .models.delpnet import autocast, dihedral_views, to_input
 
     n = patches.shape[0]
     probs = []
@@ -115,9 +117,13 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256):
     with torch.no_grad():
         for b in range(n_batches):
             chunk = patches[b * batch_size : (b + 1) * batch_size] / SCALE
-            with autocast(device):
-                logits = model(to_input(chunk, device))
-            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            views = dihedral_views(chunk) if tta else [chunk]
+            p = 0
+            for v in views:
+                with autocast(device):
+                    logits = model(to_input(v, device))
+                p = p + torch.softmax(logits.float(), dim=1).cpu()
+            probs.append(p / len(views))
             yield Progress(b + 1, n_batches, "defocus map")
     if not probs:
         return np.zeros((0, N_CLASSES), np.float32)
@@ -125,7 +131,7 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256):
 
 
 def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
-                     batch_size: int = 256):
+                     batch_size: int = 256, tta: bool = False):
     """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap."""
     import torch
 
@@ -143,7 +149,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     model = _model(weights, dev)
     data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     patches = extract_patches(data, grid, context=0, mode="reflect")
-    flat = yield from iter_patch_probabilities(model, patches, dev, batch_size)
+    flat = yield from iter_patch_probabilities(model, patches, dev, batch_size, tta=tta)
     p = flat.reshape(*grid.shape, N_CLASSES)
     cert = certainty_of(p)
     levels = p.argmax(-1).astype(np.int64)
@@ -152,7 +158,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
 
 
 def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
-                batch_size: int = 256, progress=None) -> DefocusMap:
+                batch_size: int = 256, progress=None, tta: bool = False) -> DefocusMap:
     """Defocus level (0..10, 11 = bg) of every 84x84 patch of a 2-D image.
 
     Parameters
@@ -163,6 +169,8 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
     stride : grid step in pixels (1..84; 42 = half a patch, the LB-DVD default).
     batch_size : patches per forward pass.
     progress : optional callback receiving :class:`Progress`.
+    tta : average DelpNet over the 8 flips/rotations of each patch (8x slower; more accurate,
+        see ``weights/delpnet.md``).
 
     A dask or zarr ``image`` (bigger than memory) is read block by block; the map is the
     same as for the image in memory.
@@ -172,6 +180,8 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
     if is_lazy(image):
         if len(image.shape) != 2 or min(image.shape) < PATCH:
             raise ValueError(f"image must be 2-D and at least {PATCH}x{PATCH}, got shape {image.shape}")
+        if tta:
+            raise ValueError("tta is not supported for images processed block by block")
         return chunked_defocus_map(image, weights=weights, device=device, stride=stride, progress=progress)
     return drain(iter_defocus_map(image, weights=weights, device=device, stride=stride,
-                                  batch_size=batch_size), progress)
+                                  batch_size=batch_size, tta=tta), progress)

@@ -85,14 +85,14 @@ def _weights_hashes(names) -> dict:
 
 # ------------------------------------------------------------------------------ methods
 def _run_lbdvd(image, *, device="auto", defocus_map=None, iterations=15, montage_weights="triangular",
-               padding="reflect", stride=42, optics=None, **optics_kwargs):
+               padding="reflect", stride=42, tta=False, optics=None, **optics_kwargs):
     """LB-DVD: DelpNet defocus map, then depth-variant Richardson-Lucy with that map."""
     from .deconvolution import iter_deconvolve
 
     if defocus_map is None:
         from .defocus import iter_defocus_map
 
-        defocus_map = yield from iter_defocus_map(image, device=device, stride=stride)
+        defocus_map = yield from iter_defocus_map(image, device=device, stride=stride, tta=bool(tta))
     elif tuple(defocus_map.grid.image_shape) != tuple(np.shape(image)):
         raise ValueError(
             f"the defocus map was made for an image of shape {defocus_map.grid.image_shape}, "
@@ -132,7 +132,7 @@ register(Method(
                 "patch with the Born-Wolf PSF of its level (He et al. 2020).",
     run=_run_lbdvd,
     weights=("delpnet",),
-    defaults={"iterations": 15, "stride": 42, "montage_weights": "triangular", "padding": "reflect"},
+    defaults={"iterations": 15, "stride": 42, "montage_weights": "triangular", "padding": "reflect", "tta": False},
 ))
 register(Method(
     name="rl",

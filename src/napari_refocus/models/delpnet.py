@@ -145,6 +145,13 @@ def prepare(model: nn.Module, device) -> nn.Module:
     return model.to(device=dev)
 
 
+def dihedral_views(batch):
+    """The 8 flips/rotations of a (..., H, W) tensor (test-time augmentation: defocus blur has
+    no orientation, so each view is an equally valid input)."""
+    views = [torch.rot90(batch, k, (-2, -1)) for k in range(4)]
+    return [v.contiguous() for v in views + [v.flip(-1) for v in views]]
+
+
 def to_input(batch, device):
     """(N, 84, 84) float tensor of 0..1 values -> (N, 1, 84, 84) on ``device``."""
     dev = torch.device(device)

@@ -44,14 +44,22 @@ def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def predict_proba(model, x, device, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities (N, 12) of (N, 84, 84) inputs already scaled to 0..1."""
+def predict_proba(model, x, device, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
+    """Softmax probabilities (N, 12) of (N, 84, 84) inputs already scaled to 0..1
+    (``tta``: averaged over the 8 flips/rotations)."""
+    from ..models.delpnet import dihedral_views
+
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch_size):
-        with autocast(device):
-            logits = model(to_input(x[i : i + batch_size], device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+        chunk = x[i : i + batch_size]
+        p = 0
+        views = dihedral_views(chunk) if tta else [chunk]
+        for v in views:
+            with autocast(device):
+                logits = model(to_input(v, device))
+            p = p + torch.softmax(logits.float(), dim=1).cpu()
+        out.append(p / len(views))
     return torch.cat(out) if out else torch.empty(0, 12)
 
 
@@ -315,7 +323,8 @@ def train_delpnet(out_dir="weights", *, progress: bool = True, **kwargs) -> dict
 
 # -------------------------------------------------------------------------------- evaluation
 def evaluate_delpnet(weights_path=None, *, data_root=None, wheels_dir=None, device="auto",
-                     n_per_class: int = 200, seed: int = 20_000, real_check: bool = True) -> dict:
+                     n_per_class: int = 200, seed: int = 20_000, real_check: bool = True,
+                     tta: bool = False) -> dict:
     """Evaluate weights on the held-out synthetic test sources (+ the real-data checks).
 
     Returns {"test": classification_report, "real": real_data_check(...), "weights_sha256"}.
@@ -329,20 +338,20 @@ def evaluate_delpnet(weights_path=None, *, data_root=None, wheels_dir=None, devi
     optics = Optics(**meta["optics"]) if "optics" in meta else Optics()
     split = split_sources(load_sources(data_root, wheels_dir=wheels_dir))
     x, y = fixed_set([s.image for s in split["test"]], n_per_class, seed=seed, optics=optics)
-    probs = predict_proba(model, x, dev)
+    probs = predict_proba(model, x, dev, tta=tta)
     res = {"weights_sha256": file_sha256(path),
            "test_sources": [s.name for s in split["test"]],
            "test": classification_report(y.numpy(), probs.argmax(1).numpy())}
     xp, yp = fixed_set([s.image for s in split["test"]], n_per_class, seed=seed + 1, optics=optics,
                        paper_protocol=True)
-    pp = predict_proba(model, xp, dev)
+    pp = predict_proba(model, xp, dev, tta=tta)
     res["test_paper_protocol"] = classification_report(yp.numpy(), pp.argmax(1).numpy())
     if real_check:
-        res["real"] = real_data_check(path, data_root=data_root, device=dev)
+        res["real"] = real_data_check(path, data_root=data_root, device=dev, tta=tta)
     return res
 
 
-def real_data_check(weights_path=None, *, data_root=None, device="auto") -> dict:
+def real_data_check(weights_path=None, *, data_root=None, device="auto", tta: bool = False) -> dict:
     """Level histograms of DelpNet on the real BBBC006 z_00 TIFFs and near-focus PNGs."""
     from ..defocus import defocus_map
 
@@ -351,7 +360,7 @@ def real_data_check(weights_path=None, *, data_root=None, device="auto") -> dict
         hist = np.zeros(12, dtype=np.int64)
         per_image = {}
         for name, img in images:
-            dm = defocus_map(img, weights=weights_path, device=device)
+            dm = defocus_map(img, weights=weights_path, device=device, tta=tta)
             h = np.bincount(dm.levels.ravel(), minlength=12)
             hist += h
             per_image[name] = {"histogram": h.tolist(), "focus_score": dm.focus_score()}
