@@ -75,7 +75,7 @@ def make_fake_iter_defocus_map(level_field, calls):
     DefocusMap = _defocus_map_class()
 
     def fake_iter_defocus_map(image2d, *, weights=None, device="auto", stride=42, batch_size=None,
-                              progress=None):
+                              progress=None, tta=False):
         calls.append(np.shape(image2d))
         grid = patch_grid(np.shape(image2d), stride=stride)
         levels = oracle_level_map(level_field[: image2d.shape[0], : image2d.shape[1]], grid)
@@ -297,6 +297,19 @@ def test_rgb_channel_by_channel(viewer, qtbot, crops):
     assert out.rgb and out.data.shape == rgb.shape
     np.testing.assert_allclose(out.data[..., 0], out.data[..., 2], rtol=1e-5)
     assert layer.data.dtype == np.uint8
+
+
+def test_tta_option_follows_method(viewer, qtbot):
+    from napari_refocus._widgets.refocus import RefocusWidget
+
+    w = RefocusWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_method("lbdvd")
+    assert w.params()["tta"] is False
+    w.tta.setChecked(True)
+    assert w.params()["tta"] is True
+    w.set_method("rl")
+    assert "tta" not in w.params()
 
 
 def test_upscaled_result_transform():

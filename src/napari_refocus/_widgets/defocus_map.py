@@ -99,6 +99,8 @@ class DefocusMapWidget(QWidget):
         self.stride.setRange(1, 84)
         self.stride.setValue(42)
         self.stride.setToolTip("patch-grid stride in pixels (84x84 patches; 42 = half overlap)")
+        self.tta = QCheckBox("average 8 flips/rotations")
+        self.tta.setToolTip("test-time augmentation: 8x slower, more accurate (see weights/delpnet.md)")
         self.use_certainty = QCheckBox("certainty as opacity")
         self.use_certainty.setToolTip("draw uncertain patches more transparent")
         self.use_certainty.toggled.connect(self._recolor)
@@ -109,6 +111,7 @@ class DefocusMapWidget(QWidget):
         form.addRow("image", self.layer_combo)
         form.addRow("device", self.device)
         form.addRow("stride", self.stride)
+        form.addRow("", self.tta)
         form.addRow("", self.use_certainty)
 
         self.panel = JobPanel("Compute defocus map", self.run, what="defocus map")
@@ -203,11 +206,12 @@ class DefocusMapWidget(QWidget):
             show_warning("napari-refocus: choose an image layer first")
             return None
         plane, index = layer_plane(self.viewer, layer)
-        device, stride = self.device.device, int(self.stride.value())
+        device, stride, tta = self.device.device, int(self.stride.value()), self.tta.isChecked()
 
         def job():
             mod = _defocus_module()
-            return (yield from mod.iter_defocus_map(plane, device=device, stride=stride))
+            kw = {"tta": True} if tta else {}
+            return (yield from mod.iter_defocus_map(plane, device=device, stride=stride, **kw))
 
         def done(dm):
             self._show_map(layer, dm, index, plane)

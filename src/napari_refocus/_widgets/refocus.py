@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -127,6 +128,8 @@ class RefocusWidget(QWidget):
         self.stride.setRange(1, 84)
         self.stride.setValue(42)
         self.stride.setToolTip("patch-grid stride in pixels (patches are 84x84; 42 = half overlap)")
+        self.tta = QCheckBox("average 8 flips/rotations")
+        self.tta.setToolTip("DelpNet test-time augmentation: 8x slower defocus map, more accurate")
         self.level = QSpinBox()
         self.level.setRange(0, 10)
         self.level.setValue(5)
@@ -142,6 +145,7 @@ class RefocusWidget(QWidget):
         form.addRow("iterations", self.iterations)
         self._stride_row = ("stride", self.stride)
         form.addRow("stride", self.stride)
+        form.addRow("defocus map", self.tta)
         form.addRow("defocus level", self.level)
         self.form = form
 
@@ -172,7 +176,7 @@ class RefocusWidget(QWidget):
     def _method_changed(self, *_):
         m = self.methods[self.method_combo.currentIndex()]
         keys = set(m.defaults)
-        for w, key in ((self.stride, "stride"), (self.level, "level")):
+        for w, key in ((self.stride, "stride"), (self.tta, "tta"), (self.level, "level")):
             if hasattr(self.form, "setRowVisible"):  # Qt >= 6.4
                 self.form.setRowVisible(w, key in keys)
             else:  # pragma: no cover
@@ -230,6 +234,8 @@ class RefocusWidget(QWidget):
             out["stride"] = int(self.stride.value())
         if "level" in m.defaults:
             out["level"] = int(self.level.value())
+        if "tta" in m.defaults:
+            out["tta"] = bool(self.tta.isChecked())
         out.update(self.optics.values())
         return out
 
