@@ -135,3 +135,31 @@ def test_shipped_method_gains_on_sample(name, infocus):
     if r > 1:
         small = small.reshape(256, r, 256, r).mean(axis=(1, 3))
     assert abs(compare(gt, small, blurred)["gain"]["psnr"] - gain) < 1.0
+
+
+def test_train_generator_end_to_end_stages_and_resume(tmp_path):
+    """The real training entry point on the real sources (tiny net, a few steps): weights +
+    card + eval JSON, a second stage from --init records both commands, and a resumed run
+    continues from its checkpoint instead of starting again."""
+    from conftest import SHARED
+
+    if not (SHARED / "BBBC006_w2_infocus").exists():
+        pytest.skip("needs ../shared/data (BBBC006 in-focus fields)")
+    from napari_refocus.training.train_generators import train_generator
+    from napari_refocus.weights import read_metadata
+
+    tiny = dict(model=dict(width=4, depth=2, n_scales=2, s2d=2), batch=2, patch=64)
+    r1 = train_generator("h2t-msunet", tmp_path, steps=3, evaluate=False, progress=False, **tiny)
+    w = tmp_path / "h2t-msunet.safetensors"
+    assert r1["steps"] == 3 and w.exists() and (tmp_path / "h2t-msunet.md").exists()
+    assert "napari-refocus train h2t-msunet" in (tmp_path / "h2t-msunet.md").read_text()
+    # resume: asking for 5 steps continues from step 3
+    r2 = train_generator("h2t-msunet", tmp_path, steps=5, evaluate=False, progress=False, **tiny)
+    assert r2["steps"] == 5 and r2["history"][0]["step"] <= 3
+    # a second stage from these weights records both stages
+    out2 = tmp_path / "stage2"
+    r3 = train_generator("h2t-msunet", out2, steps=2, init=w, evaluate=False, progress=False, lr=3e-4, **tiny)
+    stages = read_metadata(out2 / "h2t-msunet.safetensors")["provenance"]["stages"]
+    assert len(stages) == 2 and stages[1]["command"] == r3["command"]
+    assert f"--init {w}" in r3["command"] and "--lr 0.0003" in r3["command"]
+    assert "Trained in stages" in (out2 / "h2t-msunet.md").read_text()

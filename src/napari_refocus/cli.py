@@ -343,7 +343,7 @@ def cmd_train(args) -> None:
         except ImportError as exc:
             raise CliError(f"no training recipe for {args.model!r}: {exc}") from None
         kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
-        for name in ("minutes", "steps", "from_zstack", "init", "num_threads"):
+        for name in ("minutes", "steps", "from_zstack", "init", "num_threads", "lr"):
             if getattr(args, name) is not None:
                 kwargs[name] = getattr(args, name)
         result = train_generator(args.model, args.out, **kwargs)
@@ -494,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, help="generators: optimiser steps")
     tr.add_argument("--from-zstack", dest="from_zstack", help="generators: fine-tune on real pairs from this z-stack")
     tr.add_argument("--init", help="generators: start from these weights (.safetensors)")
+    tr.add_argument("--lr", type=float, help="generators: peak learning rate (default: the method's)")
     tr.add_argument("--threads", dest="num_threads", type=int,
                     help="generators: torch CPU threads (default: all cores)")
     tr.set_defaults(func=cmd_train)

@@ -441,11 +441,20 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
 
     feature = FeatureLoss(cfg.get("feature", "gradient"))
     tr = _Trainer(method, cfg, dev, feature)
+    stages = []  # earlier training stages of the init weights (their commands, steps, time)
     if init:
         from ..weights import load_state
 
-        state, _ = load_state(init)
+        state, init_meta = load_state(init)
         tr.G.load_state_dict(state)
+        stages = list(init_meta.get("provenance", {}).get("stages", []))
+        if not stages:
+            prev = Path(init).with_name(Path(init).stem + "_eval.json")
+            if prev.exists():
+                pj = json.loads(prev.read_text())
+                stages = [{k: pj.get(k) for k in ("command", "steps", "train_seconds", "weights_sha256")}]
+            else:
+                stages = [{"command": None, "weights_sha256": file_sha256(init)}]
     cl = dev.type == "cuda"
     if cl:
         for m in tr.modules.values():
@@ -507,6 +516,12 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
     st["history"].append({"step": st["step"], "elapsed_s": round(st["elapsed_s"], 1), "val_psnr": round(vp, 3)})
 
     G = tr.G.to("cpu").eval().to(memory_format=torch.contiguous_format)
+    command = config.get("command") or (
+        f"napari-refocus train {method} --out {out_dir} "
+        + (f"--minutes {minutes} " if minutes else "") + (f"--steps {steps} " if steps else "")
+        + f"--seed {seed}" + (f" --threads {num_threads}" if num_threads else "")
+        + (f" --init {init}" if init else "") + (f" --lr {config['lr']}" if "lr" in config else ""))
+    stages = stages + [{"command": command, "steps": st["step"], "train_seconds": round(st["elapsed_s"], 1)}]
     meta = {
         "method": method,
         "normalisation": {"kind": "percentiles", "percentiles": [1.0, 99.8]},
@@ -518,6 +533,7 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
             "test_sources": [s.name for s in split["test"]],
             "steps": st["step"], "train_seconds": round(st["elapsed_s"], 1), "seed": seed,
             "feature_loss": feature.kind, "device": str(dev), "init": str(init) if init else None,
+            "command": command, "stages": stages,
         },
     }
     wpath = save_weights(G, out / f"{method}.safetensors", meta=meta)
@@ -529,10 +545,7 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
               "threads": torch.get_num_threads(), "cpu": _cpu_name(),
               "sources": {k: [s.name for s in v] for k, v in split.items()},
               "licences": sorted({s.licence for s in sources}),
-              "command": config.get("command") or
-              f"napari-refocus train {method} --out {out_dir} "
-              + (f"--minutes {minutes} " if minutes else "") + (f"--steps {steps} " if steps else "")
-              + f"--seed {seed}" + (f" --threads {num_threads}" if num_threads else "")}
+              "command": command, "stages": stages}
     if evaluate:
         yield Progress(0, 1, "evaluating on the held-out set")
         result["eval"] = evaluate_generator(method, wpath, data_root=data_root, device=dev)
@@ -675,7 +688,11 @@ def write_model_card(path, result: dict) -> Path:
                                              "MDeblurGenerator" else ""),
         "",
         "## Training",
-        f"- Command: `{result['command']}`.",
+        f"- Command: `{result['command']}`." + (
+            "" if len(result.get("stages", [])) < 2 else
+            " Trained in stages, each starting from the weights of the one before: " + "; ".join(
+                f"({i + 1}) `{st.get('command')}` ({st.get('steps')} steps, {(st.get('train_seconds') or 0) / 60:.1f} min)"
+                for i, st in enumerate(result["stages"])) + "."),
         f"- Hardware: {result.get('cpu', platform.machine())} (2-core machine), training with "
         f"{result.get('threads', '?')} torch thread(s), no GPU (device `{result['device']}`); {result['steps']} steps in {result['train_seconds']:.0f} s "
         f"({result['train_seconds'] / 60:.1f} min).",
