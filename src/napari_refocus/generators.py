@@ -32,13 +32,14 @@ def get_generator(name_or_path):
 
 
 def _make_run(name: str):
-    def run(image, *, device="auto", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=4, precision="auto", weights=None, **_):
+    def run(image, *, device="auto", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=4, precision="auto", weights=None,
+            tta=False, **_):
         from .inference import iter_predict_tiled
 
         model = get_generator(weights or name)
         restored = yield from iter_predict_tiled(
             model, image, device=device, tile=int(tile), overlap=int(overlap), batch_size=int(batch_size),
-            precision=precision, stage=f"{name}: tiles",
+            precision=precision, stage=f"{name}: tiles", tta=bool(tta),
         )
         return restored, {}
 
@@ -46,7 +47,7 @@ def _make_run(name: str):
     return run
 
 
-_DEFAULTS = {"tile": DEFAULT_TILE, "overlap": DEFAULT_OVERLAP, "batch_size": 4, "precision": "auto"}
+_DEFAULTS = {"tile": DEFAULT_TILE, "overlap": DEFAULT_OVERLAP, "batch_size": 4, "precision": "auto", "tta": False}
 
 register(Method(
     name="comi-cyclegan",

@@ -112,12 +112,14 @@ def iter_predict_tiled(
     precision: str = "auto",
     percentiles=DEFAULT_PERCENTILES,
     stage: str = "restoring tiles",
+    tta: bool = False,
 ):
     """Generator: yields :class:`Progress` per tile batch, returns the restored float32 image
     (input units; ``upscale`` x the input's shape).
 
     ``tile`` <= 0 runs the whole image as one tile (untiled). ``model`` needs ``multiple``
-    and ``upscale`` attributes (1 if missing).
+    and ``upscale`` attributes (1 if missing). ``tta=True`` averages the network over the 8
+    flips/rotations of every tile (geometric self-ensemble: 8x the compute).
     """
     import torch
 
@@ -159,8 +161,19 @@ def iter_predict_tiled(
         batch = torch.stack([padded[y:y + ty, x:x + tx] for y, x in corners[start:stop]])[:, None]
         batch = batch.to(d)
         with torch.inference_mode(), autocast_context(d, precision):
-            out = m(batch)
-        return out.float()[:, 0].cpu().numpy()
+            if not tta:
+                out = m(batch).float()
+            else:
+                out = 0
+                for k in range(4):
+                    for flip in (False, True):
+                        v = torch.rot90(batch, k, (-2, -1))
+                        v = v.flip(-1) if flip else v
+                        y = m(v.contiguous()).float()
+                        y = y.flip(-1) if flip else y
+                        out = out + torch.rot90(y, -k, (-2, -1))
+                out = out / 8
+        return out[:, 0].cpu().numpy()
 
     total = len(corners)
     yield Progress(0, total, stage)

@@ -129,7 +129,8 @@ class RefocusWidget(QWidget):
         self.stride.setValue(42)
         self.stride.setToolTip("patch-grid stride in pixels (patches are 84x84; 42 = half overlap)")
         self.tta = QCheckBox("average 8 flips/rotations")
-        self.tta.setToolTip("DelpNet test-time augmentation: 8x slower defocus map, more accurate")
+        self.tta.setToolTip("test-time augmentation: average the network (DelpNet for lbdvd, the restoration "
+                            "network for learned methods) over the 8 flips/rotations; 8x slower, usually better")
         self.level = QSpinBox()
         self.level.setRange(0, 10)
         self.level.setValue(5)
@@ -145,7 +146,7 @@ class RefocusWidget(QWidget):
         form.addRow("iterations", self.iterations)
         self._stride_row = ("stride", self.stride)
         form.addRow("stride", self.stride)
-        form.addRow("defocus map", self.tta)
+        form.addRow("augment", self.tta)
         form.addRow("defocus level", self.level)
         self.form = form
 
