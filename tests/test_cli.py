@@ -50,6 +50,7 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["deconvolve", "{gt}", "-o", "{d}/x.tif", "--level", "3", "--device", "tpu"], "unknown device"),
         (["simulate", "{gt}", "-o", "{gt}", "--level", "3", "--overwrite"], "refusing"),
         (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
+        (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "no network"),
     ],
 )
 def test_errors_are_one_line(files, capsys, argv, message):

@@ -218,7 +218,7 @@ def cmd_defocus_map(args) -> None:
 
 def cmd_refocus(args) -> None:
     from .io import write_image
-    from .methods import iter_refocus
+    from .methods import get_method, iter_refocus
     from ._progress import drain
     from .simulate import cast_like
 
@@ -236,6 +236,10 @@ def cmd_refocus(args) -> None:
             params["iterations"] = args.iterations
         if args.level is not None:
             params["level"] = args.level
+        if args.tta:
+            if "tta" not in get_method(args.method).defaults:
+                raise CliError(f"--tta: method {args.method!r} has no network to augment")
+            params["tta"] = True
         update, close = _progress_bar(f"{args.method} {path.name}", not args.quiet)
         t0 = time.perf_counter()
         try:
@@ -449,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--device", default="auto")
     rf.add_argument("--iterations", type=int)
     rf.add_argument("--level", type=int, help="for --method rl: the defocus level")
+    rf.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: average the method's network over 8 flips/rotations (8x slower)")
     rf.add_argument("--float32", action="store_true", help="write float32 instead of the input dtype")
     rf.add_argument("--chunked", action="store_true",
                     help="read lazily and write a tiled TIFF block by block (automatic above 64 Mpx)")
