@@ -350,6 +350,14 @@ def cmd_train(args) -> None:
         for name in ("minutes", "steps", "from_zstack", "init", "num_threads", "lr"):
             if getattr(args, name) is not None:
                 kwargs[name] = getattr(args, name)
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+            try:
+                kwargs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                kwargs[key] = value
         result = train_generator(args.model, args.out, **kwargs)
     _emit(result if isinstance(result, dict) else {"out": str(args.out)})
 
@@ -501,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--from-zstack", dest="from_zstack", help="generators: fine-tune on real pairs from this z-stack")
     tr.add_argument("--init", help="generators: start from these weights (.safetensors)")
     tr.add_argument("--lr", type=float, help="generators: peak learning rate (default: the method's)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int,
                     help="generators: torch CPU threads (default: all cores)")
     tr.set_defaults(func=cmd_train)

@@ -520,7 +520,9 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
         f"napari-refocus train {method} --out {out_dir} "
         + (f"--minutes {minutes} " if minutes else "") + (f"--steps {steps} " if steps else "")
         + f"--seed {seed}" + (f" --threads {num_threads}" if num_threads else "")
-        + (f" --init {init}" if init else "") + (f" --lr {config['lr']}" if "lr" in config else ""))
+        + (f" --init {init}" if init else "") + (f" --lr {config['lr']}" if "lr" in config else "")
+        + "".join(f" --set {k}={json.dumps(v, separators=(',', ':'))}" for k, v in config.items()
+                  if k in DEFAULTS[method] and k != "lr"))
     stages = stages + [{"command": command, "steps": st["step"], "train_seconds": round(st["elapsed_s"], 1)}]
     meta = {
         "method": method,
