@@ -47,3 +47,14 @@ def write_section(name: str, body: str, path: Path = ROOT / "BENCHMARKS.md") -> 
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def publish(name: str, lines, write: bool = True) -> str:
+    """Print a section (a list of markdown lines) and, unless ``write`` is False, put it in
+    BENCHMARKS.md under ``name``; returns the text."""
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        write_section(name, text)
+    return text
+

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import git_rev, machine, write_section  # noqa: E402
+from _report import git_rev, machine, publish  # noqa: E402
 
 
 def main(argv=None):
@@ -66,10 +66,7 @@ def main(argv=None):
         f"TTA costs 8x the DelpNet time (TTA/plain evaluation time {secs[True] / secs[False]:.1f}x here, "
         "data preparation included).",
     ]
-    text = "\n".join(md)
-    print(text)
-    if not a.no_write:
-        write_section("delpnet-accuracy", text)
+    publish("delpnet-accuracy", md, write=not a.no_write)
 
 
 if __name__ == "__main__":

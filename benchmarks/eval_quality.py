@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import git_rev, machine, write_section  # noqa: E402
+from _report import git_rev, machine, publish  # noqa: E402
 from napari_refocus.inference import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: E402
 
 PAPER_H2T = {5: 5.46, 8: 4.26, 11: 3.44, 14: 3.27, 17: 2.50}  # level -> PSNR gain (dB), BBBC006
@@ -372,10 +372,7 @@ def main(argv=None):
                f"bf16 autocast {t16:.2f} s ({t16 / t32:.0f}x slower: no native bf16 on this CPU), PSNR "
                f"{p32:.3f} vs {p16:.3f} dB. So the CPU runs fp32 by default (`precision='bf16'` is opt-in); "
                "CUDA runs float16 autocast."]
-    text = "\n".join(md)
-    print(text)
-    if not a.no_write:
-        write_section("learned-generators", text)
+    publish("learned-generators", md, write=not a.no_write)
 
 
 if __name__ == "__main__":
