@@ -108,7 +108,7 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta:
     """
     import torch
 
-    from .models.delpnet import autocast, dihedral_views, to_input
+    from .models.delpnet import mean_softmax
 
     n = patches.shape[0]
     probs = []
@@ -117,13 +117,7 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta:
     with torch.no_grad():
         for b in range(n_batches):
             chunk = patches[b * batch_size : (b + 1) * batch_size] / SCALE
-            views = dihedral_views(chunk) if tta else [chunk]
-            p = 0
-            for v in views:
-                with autocast(device):
-                    logits = model(to_input(v, device))
-                p = p + torch.softmax(logits.float(), dim=1).cpu()
-            probs.append(p / len(views))
+            probs.append(mean_softmax(model, chunk, device, tta))
             yield Progress(b + 1, n_batches, "defocus map")
     if not probs:
         return np.zeros((0, N_CLASSES), np.float32)

@@ -49,32 +49,23 @@ def _make_run(name: str):
 
 _DEFAULTS = {"tile": DEFAULT_TILE, "overlap": DEFAULT_OVERLAP, "batch_size": 4, "precision": "auto", "tta": False}
 
-register(Method(
-    name="comi-cyclegan",
-    title="COMI CycleGAN (learned)",
-    description="ResNet encoder/decoder generator trained as a CycleGAN on synthetic BBBC006 defocus "
-                "(COMI, seed 000). Blind: no defocus level needed.",
-    run=_make_run("comi-cyclegan"), weights=("comi-cyclegan",), defaults=dict(_DEFAULTS),
-))
-register(Method(
-    name="refocus-unet",
-    title="ReFocus U-Net (learned)",
-    description="U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind.",
-    run=_make_run("refocus-unet"), weights=("refocus-unet",), defaults=dict(_DEFAULTS),
-))
-register(Method(
-    name="m-deblurgan",
-    title="M-Deblurgan, x2 (learned)",
-    description="Deblurring encoder-decoder + optimal approximation + x2 super-resolution module "
-                "(M-Deblurgan, seed 002). The output is twice as large as the input.",
-    run=_make_run("m-deblurgan"), weights=("m-deblurgan",), upscale=2, defaults=dict(_DEFAULTS),
-))
-register(Method(
-    name="h2t-msunet",
-    title="Head-to-tail multi-scale U-Net (learned)",
-    description="K U-Nets at K scales, coarse decoder features fused into the next finer encoder, "
-                "multi-scale loss (seed 004). Blind.",
-    run=_make_run("h2t-msunet"), weights=("h2t-msunet",), defaults=dict(_DEFAULTS),
-))
+
+
+def _register(name: str, title: str, description: str, upscale: int = 1) -> None:
+    register(Method(name=name, title=title, description=description, run=_make_run(name),
+                    weights=(name,), upscale=upscale, defaults=dict(_DEFAULTS)))
+
+
+_register("comi-cyclegan", "COMI CycleGAN (learned)",
+          "ResNet encoder/decoder generator trained as a CycleGAN on synthetic BBBC006 defocus "
+          "(COMI, seed 000). Blind: no defocus level needed.")
+_register("refocus-unet", "ReFocus U-Net (learned)",
+          "U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind.")
+_register("m-deblurgan", "M-Deblurgan, x2 (learned)",
+          "Deblurring encoder-decoder + optimal approximation + x2 super-resolution module "
+          "(M-Deblurgan, seed 002). The output is twice as large as the input.", upscale=2)
+_register("h2t-msunet", "Head-to-tail multi-scale U-Net (learned)",
+          "K U-Nets at K scales, coarse decoder features fused into the next finer encoder, "
+          "multi-scale loss (seed 004). Blind.")
 
 __all__ = ["GENERATORS", "get_generator"]

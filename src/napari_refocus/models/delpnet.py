@@ -152,6 +152,18 @@ def dihedral_views(batch):
     return [v.contiguous() for v in views + [v.flip(-1) for v in views]]
 
 
+def mean_softmax(model, batch, device, tta: bool = False):
+    """Softmax (N, 12) of (N, 84, 84) inputs already scaled to 0..1, on the CPU; ``tta``:
+    averaged over the 8 :func:`dihedral_views`. Call under ``torch.no_grad()``."""
+    views = dihedral_views(batch) if tta else [batch]
+    p = 0
+    for v in views:
+        with autocast(device):
+            logits = model(to_input(v, device))
+        p = p + torch.softmax(logits.float(), dim=1).cpu()
+    return p / len(views)
+
+
 def to_input(batch, device):
     """(N, 84, 84) float tensor of 0..1 values -> (N, 1, 84, 84) on ``device``."""
     dev = torch.device(device)

@@ -47,19 +47,10 @@ def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 def predict_proba(model, x, device, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
     """Softmax probabilities (N, 12) of (N, 84, 84) inputs already scaled to 0..1
     (``tta``: averaged over the 8 flips/rotations)."""
-    from ..models.delpnet import dihedral_views
+    from ..models.delpnet import mean_softmax
 
     model.eval()
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        chunk = x[i : i + batch_size]
-        p = 0
-        views = dihedral_views(chunk) if tta else [chunk]
-        for v in views:
-            with autocast(device):
-                logits = model(to_input(v, device))
-            p = p + torch.softmax(logits.float(), dim=1).cpu()
-        out.append(p / len(views))
+    out = [mean_softmax(model, x[i : i + batch_size], device, tta) for i in range(0, x.shape[0], batch_size)]
     return torch.cat(out) if out else torch.empty(0, 12)
 
 
