@@ -337,6 +337,8 @@ def cmd_train(args) -> None:
                   "resume": not args.no_resume}
         if args.data_root:
             kwargs["data_root"] = args.data_root
+        if args.num_threads is not None:
+            kwargs["num_threads"] = args.num_threads
         result = train_delpnet(args.out, **kwargs)
     else:
         from .methods import get_method
@@ -512,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int,
-                    help="generators: torch CPU threads (default: all cores)")
+                    help="torch CPU threads (default: all cores)")
     tr.set_defaults(func=cmd_train)
 
     m = sub.add_parser("demo", help="open napari with the sample pair (or --headless: run on it)")

