@@ -158,10 +158,13 @@ def test_train_generator_end_to_end_stages_and_resume(tmp_path):
     assert r2["steps"] == 5 and r2["history"][0]["step"] <= 3
     # a second stage from these weights records both stages
     out2 = tmp_path / "stage2"
-    r3 = train_generator("h2t-msunet", out2, steps=2, init=w, evaluate=False, progress=False, lr=3e-4, **tiny)
+    r3 = train_generator("h2t-msunet", out2, steps=2, init=w, evaluate=False, progress=False, lr=3e-4,
+                         levels=[1, 4], **tiny)
     stages = read_metadata(out2 / "h2t-msunet.safetensors")["provenance"]["stages"]
     assert len(stages) == 2 and stages[1]["command"] == r3["command"]
+    # every setting that differs from the command line's defaults is in the recorded command
     assert f"--init {w}" in r3["command"] and "--lr 0.0003" in r3["command"]
+    assert "--set levels=[1,4]" in r3["command"]
     assert "Trained in stages" in (out2 / "h2t-msunet.md").read_text()
 
 
