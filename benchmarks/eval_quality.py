@@ -389,8 +389,8 @@ def main(argv=None):
         fbest = max(gens, key=fmean.get)
         md += ["", f"Check on images no generator was trained or selected on (free of the selection bias of the "
                f"validation field): {[s.name for s in unseen]}, nuclei, mapped to 300..3800 counts, same simulation. "
-               f"PSNR gain (dB), mean over the {len(unseen)} images. (DelpNet, inside lbdvd, saw these images during "
-               "16 of its 80 epochs; see its card.)", "",
+               f"PSNR gain (dB), mean over the {len(unseen)} images. (They are among DelpNet's training sources, so "
+               "the lbdvd row is not free of that; see weights/delpnet.md.)", "",
                "| method | " + " | ".join(f"L{lv}" for lv in L) + " | mean |", "|---|" + "---|" * (len(L) + 1)]
         for m in fm:
             md.append(f"| {m} | " + " | ".join(f"{fg(m, lv):+.2f}" for lv in L) + f" | **{fmean[m]:+.2f}** |")
@@ -420,7 +420,7 @@ def main(argv=None):
                       f"{af['psnr_in']:.2f} | {af['psnr_out']:.2f} | {af['psnr_out'] - af['psnr_in']:+.2f} | "
                       f"{af['ssim_out'] - af['ssim_in']:+.3f} |")
             md += ["", f"Fine-tune (`napari-refocus train {ft['method']} --from-zstack <DFNN stack folder> --init "
-                   f"weights/{ft['method']}.safetensors`): held-out planes' held-out rows, PSNR {b['psnr_out']:.2f} -> "
+                   f"weights/{ft['method']}.safetensors --minutes {ft['seconds'] / 60:.0f}`): held-out planes' held-out rows, PSNR {b['psnr_out']:.2f} -> "
                    f"{af['psnr_out']:.2f} dB (input {b['psnr_in']:.2f}); SSIM {b['ssim_out']:.3f} -> {af['ssim_out']:.3f}. "
                    "Fine-tuned on the other planes and the top 60 % of rows only."]
     if seam:
