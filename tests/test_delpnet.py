@@ -157,9 +157,18 @@ def test_train_delpnet_seeded_and_resumable(tmp_path):
 
     tiny = dict(width=4, steps_per_epoch=2, batch_size=8, val_per_class=2, test_per_class=2,
                 real_check=False, progress=False, device="cpu", num_threads=1)
+    from napari_refocus.training.train_delpnet import iter_train_delpnet
+
     a = train_delpnet(tmp_path / "a", epochs=2, seed=3, **tiny)
-    train_delpnet(tmp_path / "b", epochs=1, seed=3, **tiny)
-    b = train_delpnet(tmp_path / "b", epochs=2, seed=3, **tiny)  # resumes from its checkpoint
+    # the same command, interrupted during epoch 2 (after epoch 1's checkpoint) ...
+    job = iter_train_delpnet(tmp_path / "b", epochs=2, seed=3,
+                             **{k: v for k, v in tiny.items() if k != "progress"})
+    for p in job:
+        if p.stage.startswith("epoch 2/"):
+            break
+    job.close()
+    assert not (tmp_path / "b" / "delpnet.safetensors").exists()
+    b = train_delpnet(tmp_path / "b", epochs=2, seed=3, **tiny)  # ... and run again: resumes
     c = train_delpnet(tmp_path / "c", epochs=2, seed=4, **tiny)
     assert [r["epoch"] for r in b["training"]["history"]] == [1, 2]
     from napari_refocus.weights import load_state
