@@ -51,6 +51,8 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["simulate", "{gt}", "-o", "{gt}", "--level", "3", "--overwrite"], "refusing"),
         (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
         (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "no network"),
+        (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--lr, --set only apply"),
+        (["train", "h2t-msunet", "--out", "{d}/w", "--epochs", "3"], "--epochs is for delpnet"),
     ],
 )
 def test_errors_are_one_line(files, capsys, argv, message):

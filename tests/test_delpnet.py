@@ -148,17 +148,16 @@ def test_tta_is_invariant_to_flips_and_rotations(tiny_weights):
 
 def test_train_delpnet_seeded_and_resumable(tmp_path):
     """The real training entry point on the real sources (tiny net, 2 epochs of 2 steps):
-    weights + card + eval JSON; a run stopped after epoch 1 and resumed ends with the SAME
-    weights as an uninterrupted run with that seed (so the card's command reproduces them),
-    and another seed gives other weights."""
+    weights + card + eval JSON; the same command interrupted inside epoch 2 and run again
+    resumes from its epoch-1 checkpoint and ends with the SAME weights as an uninterrupted
+    run with that seed (so the card's command reproduces them); another seed gives other weights."""
     if not (DATA / "BBBC006_w2_infocus").exists():
         pytest.skip("needs ../shared/data (BBBC006 in-focus fields)")
-    from napari_refocus.training.train_delpnet import train_delpnet
+    from napari_refocus.training.train_delpnet import iter_train_delpnet, train_delpnet
+    from napari_refocus.weights import load_state
 
     tiny = dict(width=4, steps_per_epoch=2, batch_size=8, val_per_class=2, test_per_class=2,
                 real_check=False, progress=False, device="cpu", num_threads=1)
-    from napari_refocus.training.train_delpnet import iter_train_delpnet
-
     a = train_delpnet(tmp_path / "a", epochs=2, seed=3, **tiny)
     # the same command, interrupted during epoch 2 (after epoch 1's checkpoint) ...
     job = iter_train_delpnet(tmp_path / "b", epochs=2, seed=3,
@@ -171,8 +170,6 @@ def test_train_delpnet_seeded_and_resumable(tmp_path):
     b = train_delpnet(tmp_path / "b", epochs=2, seed=3, **tiny)  # ... and run again: resumes
     c = train_delpnet(tmp_path / "c", epochs=2, seed=4, **tiny)
     assert [r["epoch"] for r in b["training"]["history"]] == [1, 2]
-    from napari_refocus.weights import load_state
-
     # tensors, not file hashes: the metadata holds the (varying) training time
     wa, wb, wc = (load_state(tmp_path / d / "delpnet.safetensors")[0] for d in "abc")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -333,8 +333,13 @@ def cmd_train(args) -> None:
     if args.model == "delpnet":
         from .training.train_delpnet import train_delpnet
 
-        kwargs = {"epochs": args.epochs, "device": args.device, "seed": args.seed,
-                  "resume": not args.no_resume}
+        given = [n for n in ("minutes", "steps", "from_zstack", "init", "lr", "set") if getattr(args, n) is not None]
+        if given:
+            raise CliError("train delpnet: " + ", ".join("--" + n.replace("_", "-") for n in given)
+                           + " only apply to the learned generators (delpnet takes --epochs)")
+        kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
+        if args.epochs is not None:
+            kwargs["epochs"] = args.epochs
         if args.data_root:
             kwargs["data_root"] = args.data_root
         if args.num_threads is not None:
@@ -348,6 +353,8 @@ def cmd_train(args) -> None:
             from .training.train_generators import train_generator
         except ImportError as exc:
             raise CliError(f"no training recipe for {args.model!r}: {exc}") from None
+        if args.epochs is not None:
+            raise CliError(f"train {args.model}: --epochs is for delpnet; a generator takes --minutes or --steps")
         kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
         for name in ("minutes", "steps", "from_zstack", "init", "num_threads", "lr"):
             if getattr(args, name) is not None:
@@ -501,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model (delpnet) and write its weights")
     tr.add_argument("model", help="delpnet, or a learned method: comi-cyclegan, refocus-unet, m-deblurgan, h2t-msunet")
     tr.add_argument("--out", default="weights", help="output folder for <model>.safetensors")
-    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--epochs", type=int, default=None, help="delpnet: training epochs (80)")
     tr.add_argument("--device", default="auto")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--data-root", help="folder with the shared data sets (default ../shared/data)")

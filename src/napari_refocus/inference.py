@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ._progress import Progress
+from ._tta import dihedral_mean
 
 #: 1024-px tiles: the generators' deepest features see hundreds of pixels, so a tile's own
 #: borders change its interior a little; measured on the earlier refocus-unet weights (1536 px vs an untiled
@@ -161,18 +162,10 @@ def iter_predict_tiled(
         batch = torch.stack([padded[y:y + ty, x:x + tx] for y, x in corners[start:stop]])[:, None]
         batch = batch.to(d)
         with torch.inference_mode(), autocast_context(d, precision):
-            if not tta:
-                out = m(batch).float()
+            if tta:
+                out = dihedral_mean(lambda v: m(v).float(), batch, equivariant=True)
             else:
-                out = 0
-                for k in range(4):
-                    for flip in (False, True):
-                        v = torch.rot90(batch, k, (-2, -1))
-                        v = v.flip(-1) if flip else v
-                        y = m(v.contiguous()).float()
-                        y = y.flip(-1) if flip else y
-                        out = out + torch.rot90(y, -k, (-2, -1))
-                out = out / 8
+                out = m(batch).float()
         return out[:, 0].cpu().numpy()
 
     total = len(corners)

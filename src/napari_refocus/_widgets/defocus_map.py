@@ -210,8 +210,7 @@ class DefocusMapWidget(QWidget):
 
         def job():
             mod = _defocus_module()
-            kw = {"tta": True} if tta else {}
-            return (yield from mod.iter_defocus_map(plane, device=device, stride=stride, **kw))
+            return (yield from mod.iter_defocus_map(plane, device=device, stride=stride, tta=tta))
 
         def done(dm):
             self._show_map(layer, dm, index, plane)

@@ -145,23 +145,18 @@ def prepare(model: nn.Module, device) -> nn.Module:
     return model.to(device=dev)
 
 
-def dihedral_views(batch):
-    """The 8 flips/rotations of a (..., H, W) tensor (test-time augmentation: defocus blur has
-    no orientation, so each view is an equally valid input)."""
-    views = [torch.rot90(batch, k, (-2, -1)) for k in range(4)]
-    return [v.contiguous() for v in views + [v.flip(-1) for v in views]]
-
-
 def mean_softmax(model, batch, device, tta: bool = False):
     """Softmax (N, 12) of (N, 84, 84) inputs already scaled to 0..1, on the CPU; ``tta``:
-    averaged over the 8 :func:`dihedral_views`. Call under ``torch.no_grad()``."""
-    views = dihedral_views(batch) if tta else [batch]
-    p = 0
-    for v in views:
+    averaged over the 8 flips/rotations (:func:`napari_refocus._tta.dihedral_mean`). Call
+    under ``torch.no_grad()``."""
+    from .._tta import dihedral_mean
+
+    def softmax(v):
         with autocast(device):
             logits = model(to_input(v, device))
-        p = p + torch.softmax(logits.float(), dim=1).cpu()
-    return p / len(views)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    return dihedral_mean(softmax, batch, equivariant=False) if tta else softmax(batch)
 
 
 def to_input(batch, device):
