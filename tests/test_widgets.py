@@ -524,3 +524,26 @@ def test_refocus_widget_runs_learned_method(viewer, qtbot, crops, name):
         restored = restored.reshape(H, r, W, r).mean(axis=(1, 3))
     assert compare(gt, restored, src)["gain"]["psnr"] > 0
     np.testing.assert_array_equal(layer.data, before)
+
+
+def test_dask_layer_gives_lazy_result_for_rl(viewer, qtbot, crops):
+    """A dask-backed layer stays lazy for any method (here rl), aligned with its input."""
+    da = pytest.importorskip("dask.array")
+    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.methods import refocus
+
+    src = crops[0]
+    add_source(viewer, da.from_array(src, chunks=(84, 126)), name="lazy")
+    w = RefocusWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_method("rl")
+    w.iterations.setValue(5)
+    w.run()
+    wait_idle(qtbot, w)
+    out = viewer.layers["lazy [rl]"]
+    assert type(out.data).__module__.startswith("dask")
+    np.testing.assert_allclose(out.scale, SCALE)
+    np.testing.assert_allclose(out.translate, TRANSLATE)
+    params = {k: v for k, v in out.metadata["parameters"].items() if k in ("level", "iterations", "pixel_um")}
+    eager = refocus(src, method="rl", device="cpu", **params).image
+    np.testing.assert_allclose(np.asarray(out.data), eager, rtol=1e-5, atol=1e-3)

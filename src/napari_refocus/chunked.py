@@ -7,6 +7,13 @@ For each block, every patch of the *global* 84/42 grid that touches it is read w
 deconvolved and blended with the same triangular weights; the block keeps only the pixels it
 owns. So the result equals the in-memory result to within float rounding, with no seams, and
 memory is bounded by one block (about 0.3 GB for the default 2016x2016 block).
+
+Methods without a patch grid (``rl``, the learned generators) run through
+:func:`iter_method_blocks` / :func:`lazy_method`: each block is read with the method's
+``halo`` of context (clipped at the true image borders, where the method handles the border
+as it does in memory), restored in memory and cropped to the pixels it owns. These results match the in-memory ones up to the small
+differences any tiling of a network or an iterative deconvolution makes near block edges
+(measured in ``tests/test_chunked.py``).
 """
 
 from __future__ import annotations
@@ -154,8 +161,9 @@ def is_lazy(image) -> bool:
 
 
 # ----------------------------------------------------------------------------- DelpNet per block
-def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256):
-    """``classify(patches (n, 84, 84) counts) -> (n, 12) probabilities`` with DelpNet."""
+def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tta: bool = False):
+    """``classify(patches (n, 84, 84) counts) -> (n, 12) probabilities`` with DelpNet
+    (``tta``: averaged over the 8 flips/rotations)."""
     from .defocus import iter_patch_probabilities
     from .devices import resolve_device
     from .weights import load_model
@@ -164,7 +172,7 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256):
     model = load_model("delpnet" if weights is None else weights, dev)
 
     def classify(core):
-        return _drain_quiet(iter_patch_probabilities(model, core, dev, batch_size))
+        return _drain_quiet(iter_patch_probabilities(model, core, dev, batch_size, tta=tta))
 
     classify.sha256 = getattr(model, "sha256", "")
     return classify
@@ -188,22 +196,25 @@ def chunked_defocus_map(source, *, weights=None, device="auto", stride: int = ST
 
 
 def iter_refocus_blocks(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=None,
-                        min_level: int = 0, **rl_kwargs):
+                        min_level: int = 0, tta: bool = False, **rl_kwargs):
     """LB-DVD of a big image, one block at a time (generator).
 
     Yields ``(Progress, Block, restored float32 block)``; memory stays bounded by one block.
     """
-    classify = delpnet_classifier(weights=weights, device=device)
+    classify = delpnet_classifier(weights=weights, device=device, tta=tta)
     for prog, blk, restored, _ in iter_blocks(source, classify=classify, block=block, device=device,
                                               min_level=min_level, **rl_kwargs):
         yield prog, blk, restored
 
 
-def refocus_to_tiff(source, path, *, dtype=None, pixel_um=None, metadata=None, block: int = DEFAULT_BLOCK,
-                    device="auto", progress=None, protect=(), **kwargs):
-    """LB-DVD of ``source`` written block by block into a tiled BigTIFF at ``path`` (atomic).
+def refocus_to_tiff(source, path, *, method: str = "lbdvd", dtype=None, pixel_um=None, metadata=None,
+                    block: int = DEFAULT_BLOCK, device="auto", progress=None, protect=(), **kwargs):
+    """A registered method on ``source``, written block by block into a tiled BigTIFF (atomic).
 
-    The TIFF's tiles are the blocks, so only one block is ever held in memory.
+    ``lbdvd`` runs on the global patch grid (:func:`iter_refocus_blocks`, exact); other
+    methods through :func:`iter_method_blocks`. The TIFF's tiles are the blocks, so only one
+    block is ever held in memory. ``pixel_um`` is the input's pixel size; an upscaling
+    method's output pixels are that many times smaller.
     """
     import json
     from pathlib import Path
@@ -211,17 +222,24 @@ def refocus_to_tiff(source, path, *, dtype=None, pixel_um=None, metadata=None, b
     import tifffile
 
     from .io import atomic_output, check_not_input
+    from .methods import get_method
     from .simulate import cast_like
 
     path = Path(path)
     check_not_input(path, protect)
     dtype = np.dtype(dtype or source.dtype)
+    r = int(get_method(method).upscale)
     h, w = source.shape[-2:]
+    if method == "lbdvd":
+        blocks = ((prog, (b.y0, b.y1, b.x0, b.x1), out) for prog, b, out in
+                  iter_refocus_blocks(source, device=device, block=block, **lbdvd_block_kwargs(kwargs)))
+    else:
+        blocks = iter_method_blocks(source, method, device=device, block=block, **kwargs)
 
     def tiles():
-        for prog, blk, restored in iter_refocus_blocks(source, device=device, block=block, **kwargs):
-            tile = np.zeros((block, block), dtype)
-            tile[: blk.y1 - blk.y0, : blk.x1 - blk.x0] = cast_like(restored, dtype)
+        for prog, _, restored in blocks:
+            tile = np.zeros((block * r, block * r), dtype)
+            tile[: restored.shape[0], : restored.shape[1]] = cast_like(restored, dtype)
             if progress:
                 progress(prog)
             yield tile
@@ -229,15 +247,17 @@ def refocus_to_tiff(source, path, *, dtype=None, pixel_um=None, metadata=None, b
     meta = dict(metadata or {})
     extra = {}
     if pixel_um:
-        extra = {"resolution": (1e4 / pixel_um, 1e4 / pixel_um), "resolutionunit": "CENTIMETER"}
-        meta["pixel_um"] = pixel_um
+        out_um = pixel_um / r
+        extra = {"resolution": (1e4 / out_um, 1e4 / out_um), "resolutionunit": "CENTIMETER"}
+        meta["pixel_um"] = out_um
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, tiles(), shape=(h, w), dtype=dtype, tile=(block, block), bigtiff=True,
-                         description=json.dumps(meta, default=str), metadata=None, **extra)
+        tifffile.imwrite(tmp, tiles(), shape=(h * r, w * r), dtype=dtype, tile=(block * r, block * r),
+                         bigtiff=True, description=json.dumps(meta, default=str), metadata=None, **extra)
     return path
 
 
-def lazy_refocus(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=None, **rl_kwargs):
+def lazy_refocus(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=None, tta: bool = False,
+                 **rl_kwargs):
     """A dask array that computes LB-DVD of ``source`` block by block when it is read.
 
     For napari: a dask-backed layer in, a dask-backed layer out; only the blocks on screen are
@@ -254,9 +274,113 @@ def lazy_refocus(source, *, device="auto", block: int = DEFAULT_BLOCK, weights=N
 
     def compute(block_id=None):
         if "classify" not in state:
-            state["classify"] = delpnet_classifier(weights=weights, device=device)
+            state["classify"] = delpnet_classifier(weights=weights, device=device, tta=tta)
         restored, _, _ = process_block(source, index[tuple(block_id)], grid, classify=state["classify"],
                                        device=device, **rl_kwargs)
         return restored
+
+    return da.map_blocks(compute, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+
+
+# ------------------------------------------------------------------- any method, block by block
+def lbdvd_block_kwargs(params: dict) -> dict:
+    """The lbdvd method's keywords, as the block-wise LB-DVD takes them.
+
+    Optics fields (``pixel_um=``, ``na=``, ...) become one :class:`~napari_refocus.optics.Optics`;
+    keywords that only the in-memory path knows (``stride``, ``padding``, ...) at their defaults
+    are dropped, other values are an error rather than silently ignored.
+    """
+    from .methods import get_method
+    from .optics import Optics, resolve_optics
+
+    fields = set(Optics().as_dict())
+    rl_keys = ("iterations", "initial", "boundary", "min_level", "weights", "tta")
+    out = {k: v for k, v in params.items() if k in rl_keys}
+    optics = {k: v for k, v in params.items() if k in fields}
+    if optics or params.get("optics") is not None:
+        out["optics"] = resolve_optics(params.get("optics"), **optics)
+    defaults = get_method("lbdvd").defaults
+    other = {k: v for k, v in params.items() if k not in out and k not in fields and k != "optics"}
+    bad = sorted(k for k, v in other.items() if k not in defaults or v != defaults[k])
+    if bad:
+        raise ValueError(f"lbdvd block by block (big images) does not take {', '.join(bad)}")
+    return out
+
+
+def block_bounds(image_shape, block: int = DEFAULT_BLOCK):
+    """``[(y0, y1, x0, x1), ...]``: the output blocks of an image, row by row."""
+    h, w = (int(n) for n in image_shape[-2:])
+    return [(y0, min(h, y0 + block), x0, min(w, x0 + block))
+            for y0 in range(0, h, block) for x0 in range(0, w, block)]
+
+
+def restore_block(source, bounds, fn, *, halo: int, upscale: int = 1) -> np.ndarray:
+    """``fn`` (2-D float32 image -> restored image, ``upscale`` x larger) on one block.
+
+    The block ``bounds = (y0, y1, x0, x1)`` is read with up to ``halo`` pixels of context on
+    every side, clipped to the image (not mirrored), so that the method meets the true image
+    borders exactly as it does in memory; the result is cropped back to the block.
+    """
+    y0, y1, x0, x1 = bounds
+    h, w = source.shape[-2:]
+    ya, yb, xa, xb = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
+    out = np.asarray(fn(np.asarray(source[ya:yb, xa:xb], dtype=np.float32)), dtype=np.float32)
+    r = int(upscale)
+    return out[(y0 - ya) * r:(y1 - ya) * r, (x0 - xa) * r:(x1 - xa) * r]
+
+
+def method_function(method: str, *, device="auto", **params):
+    """``fn(image) -> restored float32`` running a registered method in memory (for blocks)."""
+    from ._progress import drain
+    from .methods import get_method
+
+    m = get_method(method)
+
+    def fn(region):
+        restored, _ = drain(m.run(region, device=device, **params))
+        return restored
+
+    return fn, m
+
+
+def iter_method_blocks(source, method: str, *, device="auto", block: int = DEFAULT_BLOCK, **params):
+    """A registered method on a big image, one block at a time (generator).
+
+    Yields ``(Progress, (y0, y1, x0, x1), restored block)``; the block is ``upscale`` x larger
+    than its bounds for methods that upscale.
+    """
+    fn, m = method_function(method, device=device, **params)
+    bounds = block_bounds(source.shape, block)
+    for k, b in enumerate(bounds):
+        out = restore_block(source, b, fn, halo=m.halo, upscale=m.upscale)
+        yield Progress(k + 1, len(bounds), f"{method}: blocks"), b, out
+
+
+def lazy_method(source, method: str, *, device="auto", block: int = DEFAULT_BLOCK, **params):
+    """A dask array that computes a registered method on ``source`` block by block when read.
+
+    ``lbdvd`` uses :func:`lazy_refocus` (exact); any other method runs in memory on each block
+    plus its ``halo`` of context. The result is ``upscale`` x larger than ``source``.
+    """
+    if method == "lbdvd":
+        return lazy_refocus(source, device=device, block=block, **lbdvd_block_kwargs(params))
+    import dask.array as da
+
+    from .methods import get_method
+
+    m = get_method(method)
+    h, w = source.shape[-2:]
+    r = int(m.upscale)
+    chunks = (tuple(min(block, h - y) * r for y in range(0, h, block)),
+              tuple(min(block, w - x) * r for x in range(0, w, block)))
+    state = {}
+
+    def compute(block_id=None):
+        if "fn" not in state:  # the network is loaded once per process, on first use
+            state["fn"] = method_function(method, device=device, **params)[0]
+        by, bx = block_id
+        y0, x0 = by * block, bx * block
+        bounds = (y0, min(h, y0 + block), x0, min(w, x0 + block))
+        return restore_block(source, bounds, state["fn"], halo=m.halo, upscale=r)
 
     return da.map_blocks(compute, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))

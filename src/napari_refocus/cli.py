@@ -216,6 +216,22 @@ def cmd_defocus_map(args) -> None:
                "focus_certainty": certainty, "seconds": round(seconds, 3)})
 
 
+def _method_params(args, pixel_um=None) -> dict:
+    """The method keywords the ``refocus`` options ask for (optics, iterations, level, tta)."""
+    from .methods import get_method
+
+    params = _optics_kwargs(args, pixel_um)
+    if args.iterations is not None:
+        params["iterations"] = args.iterations
+    if args.level is not None:
+        params["level"] = args.level
+    if args.tta:
+        if "tta" not in get_method(args.method).defaults:
+            raise CliError(f"--tta: method {args.method!r} has no network to augment")
+        params["tta"] = True
+    return params
+
+
 def cmd_refocus(args) -> None:
     from .io import write_image
     from .methods import get_method, iter_refocus
@@ -231,15 +247,7 @@ def cmd_refocus(args) -> None:
             _refocus_chunked(path, out, args)
             continue
         image, info = _read(path)
-        params = _optics_kwargs(args, info["pixel_um"])
-        if args.iterations is not None:
-            params["iterations"] = args.iterations
-        if args.level is not None:
-            params["level"] = args.level
-        if args.tta:
-            if "tta" not in get_method(args.method).defaults:
-                raise CliError(f"--tta: method {args.method!r} has no network to augment")
-            params["tta"] = True
+        params = _method_params(args, info["pixel_um"])
         update, close = _progress_bar(f"{args.method} {path.name}", not args.quiet)
         t0 = time.perf_counter()
         try:
@@ -275,31 +283,30 @@ def _pixels_in(path) -> int:
 
 
 def _refocus_chunked(path, out, args) -> None:
-    """Big TIFF: read through tifffile's zarr store, LB-DVD block by block, tiled BigTIFF out."""
+    """Big TIFF: read through tifffile's zarr store, restored block by block, tiled BigTIFF out."""
     import tifffile
     import zarr
 
     from .chunked import refocus_to_tiff
     from .io import read_pixel_um
 
-    if args.method != "lbdvd":
-        raise CliError("images this large are processed block by block, which only 'lbdvd' supports")
     source = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     if len(source.shape) != 2:
         raise CliError(f"{path}: expected a 2-D image, got shape {source.shape}")
     pixel = args.pixel_um or read_pixel_um(path)
-    params = {"iterations": args.iterations} if args.iterations is not None else {}
-    update, close = _progress_bar(f"lbdvd (blocks) {path.name}", not args.quiet)
+    params = _method_params(args)
+    update, close = _progress_bar(f"{args.method} (blocks) {path.name}", not args.quiet)
     t0 = time.perf_counter()
     try:
-        refocus_to_tiff(source, out, dtype=None if not args.float32 else "float32", pixel_um=pixel,
-                        metadata={"source": str(path), "method": "lbdvd", "chunked": True},
+        refocus_to_tiff(source, out, method=args.method, dtype=None if not args.float32 else "float32",
+                        pixel_um=pixel, metadata={"source": str(path), "method": args.method, "chunked": True,
+                                                  "parameters": params},
                         device=args.device, progress=update, protect=[path], **params)
     finally:
         close()
     seconds = time.perf_counter() - t0
     mpx = np.prod(source.shape) / 1e6
-    _emit({"input": str(path), "output": str(out), "method": "lbdvd", "chunked": True,
+    _emit({"input": str(path), "output": str(out), "method": args.method, "chunked": True,
            "megapixels": round(float(mpx), 2), "seconds": round(seconds, 3),
            "megapixels_per_s": round(float(mpx / seconds), 3)})
 

@@ -64,6 +64,8 @@ class Method:
     weights: tuple = ()
     upscale: int = 1
     defaults: dict = field(default_factory=dict)
+    #: context (input pixels) a block of a big image is read with, for block-by-block runs
+    halo: int = 96
 
     def weights_present(self) -> bool:
         from ._resources import weights_dir
@@ -180,14 +182,11 @@ def iter_refocus(image, *, method: str = "lbdvd", device="auto", **params):
     t0 = time.perf_counter()
     if is_lazy(image):
         # bigger than memory: a lazy dask array, computed block by block when read
-        if m.name != "lbdvd":
-            raise ValueError(f"method {method!r} does not run on dask/zarr arrays yet; use 'lbdvd'")
         if len(image.shape) != 2 or not np.issubdtype(np.dtype(image.dtype), np.number):
             raise ValueError(f"image must be a 2-D numeric array, got shape {image.shape}, dtype {image.dtype}")
-        from .chunked import lazy_refocus
+        from .chunked import lazy_method
 
-        rl = {k: v for k, v in params.items() if k in ("iterations", "initial", "boundary")}
-        restored, extra = lazy_refocus(image, device=dev, **rl), {}
+        restored, extra = lazy_method(image, m.name, device=dev, **params), {}
         yield Progress(1, 1, "lazy")
     else:
         arr = as_image(image)
@@ -213,7 +212,8 @@ def refocus(image, *, method: str = "lbdvd", device="auto", progress=None, **par
     ``progress`` is called with every :class:`Progress`. Returns a :class:`RefocusResult`
     whose ``image`` is float32 in the input's units and ``defocus_map`` the map used.
     A dask (or zarr) ``image`` gives a lazy dask ``image``, computed block by block with
-    bounded memory when it is read (lbdvd only); its ``defocus_map`` is then None.
+    bounded memory when it is read (see :mod:`napari_refocus.chunked`); its ``defocus_map``
+    is then None.
     """
     return drain(iter_refocus(image, method=method, device=device, **params), progress)
 

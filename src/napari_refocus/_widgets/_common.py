@@ -374,7 +374,7 @@ def iter_refocus_layer(data, *, rgb: bool = False, method: str, device: str = "a
     from ..methods import iter_refocus
 
     shape = tuple(data.shape)
-    if is_lazy(data) and len(shape) == 2 and not rgb and method == "lbdvd":
+    if is_lazy(data) and len(shape) == 2 and not rgb:
         # a dask-backed 2-D layer stays lazy: the result is a dask array computed block by
         # block (with the halo each patch needs) as napari displays it
         res = yield from iter_refocus(data, method=method, device=device, **params)
