@@ -58,3 +58,22 @@ def publish(name: str, lines, write: bool = True) -> str:
         write_section(name, text)
     return text
 
+
+
+def delpnet_args(ap, argv=None):
+    """Parse the options the DelpNet benchmarks share (``--threads``, ``--wheels``,
+    ``--no-write``) and apply ``--threads`` to torch; returns the parsed arguments."""
+    import torch
+
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--wheels", default=None, help="folder of the nuclei wheels (as for training)")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a
+
+
+def threads_wheels(a) -> str:
+    """The ``--threads`` / ``--wheels`` part of a recorded command line."""
+    return f"{' --threads ' + str(a.threads) if a.threads else ''}{' --wheels ' + a.wheels if a.wheels else ''}"

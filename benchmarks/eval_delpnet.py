@@ -17,19 +17,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import git_rev, machine, publish  # noqa: E402
+from _report import delpnet_args, git_rev, machine, publish, threads_wheels  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--wheels", default=None, help="folder of the nuclei wheels (as for training)")
-    ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args(argv)
-    import torch
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = delpnet_args(ap, argv)
     from napari_refocus.training.train_delpnet import evaluate_delpnet
 
     res, secs = {}, {}
@@ -50,8 +43,7 @@ def main(argv=None):
     md = [
         "## DelpNet accuracy: plain vs test-time augmentation",
         "",
-        f"Command: `python benchmarks/eval_delpnet.py{' --threads ' + str(a.threads) if a.threads else ''}"
-        f"{' --wheels ' + a.wheels if a.wheels else ''}` (git {git_rev()}; {machine()}).",
+        f"Command: `python benchmarks/eval_delpnet.py{threads_wheels(a)}` (git {git_rev()}; {machine()}).",
         "",
         f"Shipped `weights/delpnet.safetensors` (SHA-256 {r0['weights_sha256'][:12]}...), held-out test sources "
         f"{r0['test_sources']}; 200 patches per class per protocol.",

@@ -124,6 +124,19 @@ def errors(monkeypatch):
     return got
 
 
+def run_rl(viewer, qtbot, iterations: int):
+    """Run the Refocus widget's Richardson-Lucy on the selected layer and wait for it."""
+    from napari_refocus._widgets.refocus import RefocusWidget
+
+    w = RefocusWidget(viewer)
+    qtbot.addWidget(w)
+    w.set_method("rl")
+    w.iterations.setValue(iterations)
+    w.run()
+    wait_idle(qtbot, w)
+    return w
+
+
 def add_source(viewer, data, **kw):
     kw.setdefault("scale", SCALE)
     kw.setdefault("translate", TRANSLATE)
@@ -283,16 +296,9 @@ def test_nd_stack_plane_by_plane(viewer, qtbot, crops):
 
 
 def test_rgb_channel_by_channel(viewer, qtbot, crops):
-    from napari_refocus._widgets.refocus import RefocusWidget
-
     rgb = np.stack([crops[0][:64, :80] // 16] * 3, axis=-1).astype(np.uint8)
     layer = viewer.add_image(rgb, rgb=True, name="rgb")
-    w = RefocusWidget(viewer)
-    qtbot.addWidget(w)
-    w.set_method("rl")
-    w.iterations.setValue(2)
-    w.run()
-    wait_idle(qtbot, w)
+    run_rl(viewer, qtbot, iterations=2)
     out = viewer.layers["rgb [rl]"]
     assert out.rgb and out.data.shape == rgb.shape
     np.testing.assert_allclose(out.data[..., 0], out.data[..., 2], rtol=1e-5)
@@ -529,17 +535,11 @@ def test_refocus_widget_runs_learned_method(viewer, qtbot, crops, name):
 def test_dask_layer_gives_lazy_result_for_rl(viewer, qtbot, crops):
     """A dask-backed layer stays lazy for any method (here rl), aligned with its input."""
     da = pytest.importorskip("dask.array")
-    from napari_refocus._widgets.refocus import RefocusWidget
     from napari_refocus.methods import refocus
 
     src = crops[0]
     add_source(viewer, da.from_array(src, chunks=(84, 126)), name="lazy")
-    w = RefocusWidget(viewer)
-    qtbot.addWidget(w)
-    w.set_method("rl")
-    w.iterations.setValue(5)
-    w.run()
-    wait_idle(qtbot, w)
+    run_rl(viewer, qtbot, iterations=5)
     out = viewer.layers["lazy [rl]"]
     assert type(out.data).__module__.startswith("dask")
     np.testing.assert_allclose(out.scale, SCALE)
