@@ -11,9 +11,9 @@ memory is bounded by one block (about 0.3 GB for the default 2016x2016 block).
 Methods without a patch grid (``rl``, the learned generators) run through
 :func:`iter_method_blocks` / :func:`lazy_method`: each block is read with the method's
 ``halo`` of context (clipped at the true image borders, where the method handles the border
-as it does in memory), restored in memory and cropped to the pixels it owns. These results match the in-memory ones up to the small
-differences any tiling of a network or an iterative deconvolution makes near block edges
-(measured in ``tests/test_chunked.py``).
+as it does in memory), restored in memory and cropped to the pixels it owns. These results
+match the in-memory ones up to the small differences any tiling of a network or an iterative
+deconvolution makes near block edges (measured in ``tests/test_chunked.py``).
 """
 
 from __future__ import annotations
@@ -213,8 +213,9 @@ def refocus_to_tiff(source, path, *, method: str = "lbdvd", dtype=None, pixel_um
 
     ``lbdvd`` runs on the global patch grid (:func:`iter_refocus_blocks`, exact); other
     methods through :func:`iter_method_blocks`. The TIFF's tiles are the blocks, so only one
-    block is ever held in memory. ``pixel_um`` is the input's pixel size; an upscaling
-    method's output pixels are that many times smaller.
+    block is ever held in memory. ``pixel_um`` is the input's pixel size: the method's optics
+    use it and the TIFF records it (an upscaling method's output pixels are that many times
+    smaller).
     """
     import json
     from pathlib import Path
@@ -230,6 +231,8 @@ def refocus_to_tiff(source, path, *, method: str = "lbdvd", dtype=None, pixel_um
     dtype = np.dtype(dtype or source.dtype)
     r = int(get_method(method).upscale)
     h, w = source.shape[-2:]
+    if pixel_um:
+        kwargs = {**kwargs, "pixel_um": float(pixel_um)}
     if method == "lbdvd":
         blocks = ((prog, (b.y0, b.y1, b.x0, b.x1), out) for prog, b, out in
                   iter_refocus_blocks(source, device=device, block=block, **lbdvd_block_kwargs(kwargs)))
@@ -369,18 +372,15 @@ def lazy_method(source, method: str, *, device="auto", block: int = DEFAULT_BLOC
     from .methods import get_method
 
     m = get_method(method)
-    h, w = source.shape[-2:]
     r = int(m.upscale)
-    chunks = (tuple(min(block, h - y) * r for y in range(0, h, block)),
-              tuple(min(block, w - x) * r for x in range(0, w, block)))
+    index = {(b[0] // block, b[2] // block): b for b in block_bounds(source.shape, block)}
+    chunks = (tuple((y1 - y0) * r for (y0, y1, x0, _) in index.values() if x0 == 0),
+              tuple((x1 - x0) * r for (y0, _, x0, x1) in index.values() if y0 == 0))
     state = {}
 
     def compute(block_id=None):
         if "fn" not in state:  # the network is loaded once per process, on first use
             state["fn"] = method_function(method, device=device, **params)[0]
-        by, bx = block_id
-        y0, x0 = by * block, bx * block
-        bounds = (y0, min(h, y0 + block), x0, min(w, x0 + block))
-        return restore_block(source, bounds, state["fn"], halo=m.halo, upscale=r)
+        return restore_block(source, index[tuple(block_id)], state["fn"], halo=m.halo, upscale=r)
 
     return da.map_blocks(compute, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))

@@ -293,14 +293,14 @@ def _refocus_chunked(path, out, args) -> None:
     source = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     if len(source.shape) != 2:
         raise CliError(f"{path}: expected a 2-D image, got shape {source.shape}")
-    pixel = args.pixel_um or read_pixel_um(path)
-    params = _method_params(args)
+    params = _method_params(args, read_pixel_um(path))
+    pixel = params.pop("pixel_um", None)
     update, close = _progress_bar(f"{args.method} (blocks) {path.name}", not args.quiet)
     t0 = time.perf_counter()
     try:
         refocus_to_tiff(source, out, method=args.method, dtype=None if not args.float32 else "float32",
                         pixel_um=pixel, metadata={"source": str(path), "method": args.method, "chunked": True,
-                                                  "parameters": params},
+                                                  "parameters": {**params, "pixel_um": pixel}},
                         device=args.device, progress=update, protect=[path], **params)
     finally:
         close()
