@@ -5,7 +5,9 @@
 Patches per second of the shipped DelpNet (weights/delpnet.safetensors) in batches of 256
 84x84 patches, against the paper's claim of 500 patches in under a second (GTX 1060), i.e. a
 baseline of 500 patches/s; then `napari_refocus.refocus(image, method="lbdvd")` on a real
-520x696 BBBC006 image (defocus map + depth-variant RL), split into its two stages.
+520x696 BBBC006 image (defocus map + depth-variant RL), split into its two stages; then the
+training cost per Adam step (batch 128) of the shipped width against the paper's 2.3 M-parameter
+width (baseline: the shipped width), and what 80 epochs x 100 steps would take.
 """
 
 from __future__ import annotations
@@ -45,6 +47,36 @@ def patches_per_second(device, n=2048, batch=256, seconds=5.0):
     return done / (time.perf_counter() - t0)
 
 
+def train_step_seconds(width, device, batch=128, steps=5):
+    """Median seconds per Adam step (forward + backward + update) on random patches, after a warm-up."""
+    import torch.nn.functional as F
+
+    from napari_refocus.models.delpnet import DelpNet, prepare
+
+    model = prepare(DelpNet(width=width), device)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.rand(batch, 84, 84) * 2000 / SCALE
+    y = torch.randint(0, 12, (batch,), device=device)
+
+    def step():
+        with autocast(device):
+            logits = model(to_input(x, device))
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 def best_of(fn, repeat=3):
     times = []
     for _ in range(repeat):
@@ -74,6 +106,17 @@ def main():
     lines += ["", f"LB-DVD on a 520x696 image (shipped BBBC006 sample, tilted defocus 0-16 um), CPU, best of 3: "
               f"whole method **{t_all:.2f} s** = defocus map of {n} patches {t_map:.2f} s + depth-variant RL of "
               f"{todo} patches {t_rl:.2f} s (the rest are level 0 or background and left as they are)."]
+    from napari_refocus.models.delpnet import PAPER_WIDTH, SHIPPED_WIDTH, DelpNet, n_parameters
+
+    lines += ["", "Training cost per Adam step (median of 5; batch 128 patches, random data; data synthesis not included):", "",
+              "| device | width | parameters | s/step | vs shipped width | 80 epochs x 100 steps |", "|---|---|---|---|---|---|"]
+    for dev in devices:
+        base = None
+        for width in (SHIPPED_WIDTH, PAPER_WIDTH):
+            sec = train_step_seconds(width, dev)
+            base = base or sec
+            lines.append(f"| {dev.type} | {width} | {n_parameters(DelpNet(width=width)):,} | {sec:.3f} | "
+                         f"{sec / base:.1f}x | {sec * 8000 / 3600:.1f} h |")
     text = "\n".join(lines)
     print(text)
     write_section("bench_delpnet", "## DelpNet speed and the whole LB-DVD method\n\n" + text)
