@@ -49,9 +49,8 @@ def patches_per_second(device, n=2048, batch=256, seconds=5.0):
 
 def train_step_seconds(width, device, batch=128, steps=5):
     """Median seconds per Adam step (forward + backward + update) on random patches, after a warm-up."""
-    import torch.nn.functional as F
-
     from napari_refocus.models.delpnet import DelpNet, prepare
+    from napari_refocus.training.train_delpnet import train_step
 
     model = prepare(DelpNet(width=width), device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -59,12 +58,7 @@ def train_step_seconds(width, device, batch=128, steps=5):
     y = torch.randint(0, 12, (batch,), device=device)
 
     def step():
-        with autocast(device):
-            logits = model(to_input(x, device))
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -159,6 +159,18 @@ def _load_checkpoint(ckdir: Path, model, opt) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------- training
+def train_step(model, opt, x, y, device):
+    """One Adam step on patches ``x`` (N, 84, 84, counts / 65535) with labels ``y``;
+    returns ``(loss, logits)``."""
+    with autocast(device):
+        logits = model(to_input(x, device))
+    loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, logits
+
+
 def iter_train_delpnet(
     out_dir="weights",
     *,
@@ -226,12 +238,7 @@ def iter_train_delpnet(
                 g["lr"] = _lr_at(gstep, total, lr, warmup)
             x, y = synth.sample(batch_size, gen)
             y = y.to(dev)
-            with autocast(dev):
-                logits = model(to_input(x, dev))
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, logits = train_step(model, opt, x, y, dev)
             losses.append(loss.item())
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += y.numel()
