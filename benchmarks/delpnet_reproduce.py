@@ -47,9 +47,8 @@ def by_split(weights: Path, wheels, n_per_class: int = 100, seed: int = 20_001) 
     import torch
 
     from napari_refocus.optics import Optics
-    from napari_refocus.training.delpnet_data import fixed_set
     from napari_refocus.training.sources import load_sources, split_sources
-    from napari_refocus.training.train_delpnet import classification_report, predict_proba
+    from napari_refocus.training.train_delpnet import score_on
     from napari_refocus.weights import load_model, read_metadata
 
     dev = torch.device("cpu")
@@ -59,11 +58,11 @@ def by_split(weights: Path, wheels, n_per_class: int = 100, seed: int = 20_001) 
     rows = []
     for name in ("train", "val", "test"):
         fields = [s for s in split[name] if s.name.startswith("bbbc006")]
-        x, y = fixed_set([s.image for s in fields], n_per_class, seed=seed, optics=optics, paper_protocol=True)
-        rep = classification_report(y.numpy(), predict_proba(model, x, dev).argmax(1).numpy())
+        rep = score_on(model, [s.image for s in fields], dev, n_per_class=n_per_class, seed=seed, optics=optics,
+                       paper_protocol=True)
         up, down = _errors_up(rep["confusion"])
-        rows.append({"split": name, "fields": len(fields), "patches": int(len(y)), "top1": rep["top1"],
-                     "within_one": rep["within_one"], "up": up, "down": down})
+        rows.append({"split": name, "fields": len(fields), "patches": int(np.sum(rep["confusion"])),
+                     "top1": rep["top1"], "within_one": rep["within_one"], "up": up, "down": down})
     return rows
 
 

@@ -211,8 +211,7 @@ def refocus_to_tiff(source, path, *, method: str = "lbdvd", dtype=None, pixel_um
                     block: int = DEFAULT_BLOCK, device="auto", progress=None, protect=(), **kwargs):
     """A registered method on ``source``, written block by block into a tiled BigTIFF (atomic).
 
-    ``lbdvd`` runs on the global patch grid (:func:`iter_refocus_blocks`, exact); other
-    methods through :func:`iter_method_blocks`. The TIFF's tiles are the blocks, so only one
+    The blocks come from :func:`iter_method_blocks`. The TIFF's tiles are the blocks, so only one
     block is ever held in memory. ``pixel_um`` is the input's pixel size: the method's optics
     use it and the TIFF records it (an upscaling method's output pixels are that many times
     smaller).
@@ -233,11 +232,7 @@ def refocus_to_tiff(source, path, *, method: str = "lbdvd", dtype=None, pixel_um
     h, w = source.shape[-2:]
     if pixel_um:
         kwargs = {**kwargs, "pixel_um": float(pixel_um)}
-    if method == "lbdvd":
-        blocks = ((prog, (b.y0, b.y1, b.x0, b.x1), out) for prog, b, out in
-                  iter_refocus_blocks(source, device=device, block=block, **lbdvd_block_kwargs(kwargs)))
-    else:
-        blocks = iter_method_blocks(source, method, device=device, block=block, **kwargs)
+    blocks = iter_method_blocks(source, method, device=device, block=block, **kwargs)
 
     def tiles():
         for prog, _, restored in blocks:
@@ -350,8 +345,14 @@ def iter_method_blocks(source, method: str, *, device="auto", block: int = DEFAU
     """A registered method on a big image, one block at a time (generator).
 
     Yields ``(Progress, (y0, y1, x0, x1), restored block)``; the block is ``upscale`` x larger
-    than its bounds for methods that upscale.
+    than its bounds for methods that upscale. ``lbdvd`` runs on the global patch grid
+    (:func:`iter_refocus_blocks`, exact); any other method in memory on each block plus its
+    ``halo`` of context.
     """
+    if method == "lbdvd":
+        for prog, b, out in iter_refocus_blocks(source, device=device, block=block, **lbdvd_block_kwargs(params)):
+            yield prog, (b.y0, b.y1, b.x0, b.x1), out
+        return
     fn, m = method_function(method, device=device, **params)
     bounds = block_bounds(source.shape, block)
     for k, b in enumerate(bounds):

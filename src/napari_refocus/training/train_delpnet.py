@@ -335,18 +335,23 @@ def evaluate_delpnet(weights_path=None, *, data_root=None, wheels_dir=None, devi
     meta = read_metadata(path)
     optics = Optics(**meta["optics"]) if "optics" in meta else Optics()
     split = split_sources(load_sources(data_root, wheels_dir=wheels_dir))
-    x, y = fixed_set([s.image for s in split["test"]], n_per_class, seed=seed, optics=optics)
-    probs = predict_proba(model, x, dev, tta=tta)
+    images = [s.image for s in split["test"]]
     res = {"weights_sha256": file_sha256(path),
            "test_sources": [s.name for s in split["test"]],
-           "test": classification_report(y.numpy(), probs.argmax(1).numpy())}
-    xp, yp = fixed_set([s.image for s in split["test"]], n_per_class, seed=seed + 1, optics=optics,
-                       paper_protocol=True)
-    pp = predict_proba(model, xp, dev, tta=tta)
-    res["test_paper_protocol"] = classification_report(yp.numpy(), pp.argmax(1).numpy())
+           "test": score_on(model, images, dev, n_per_class=n_per_class, seed=seed, optics=optics, tta=tta),
+           "test_paper_protocol": score_on(model, images, dev, n_per_class=n_per_class, seed=seed + 1,
+                                           optics=optics, tta=tta, paper_protocol=True)}
     if real_check:
         res["real"] = real_data_check(path, data_root=data_root, device=dev, tta=tta)
     return res
+
+
+def score_on(model, images, device, *, n_per_class: int, seed: int, optics=None, tta: bool = False,
+             paper_protocol: bool = False) -> dict:
+    """:func:`classification_report` of ``model`` on a fixed class-balanced set drawn from
+    ``images`` (see :func:`~.delpnet_data.fixed_set`)."""
+    x, y = fixed_set(images, n_per_class, seed=seed, optics=optics, paper_protocol=paper_protocol)
+    return classification_report(y.numpy(), predict_proba(model, x, device, tta=tta).argmax(1).numpy())
 
 
 def real_data_check(weights_path=None, *, data_root=None, device="auto", tta: bool = False) -> dict:
