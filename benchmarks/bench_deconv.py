@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import SHARED_DATA, git_rev, machine, write_section  # noqa: E402
 
 import napari_refocus as nr  # noqa: E402
-from napari_refocus.deconvolution import fft_size  # noqa: E402
-from napari_refocus.tiling import extract_patches, montage  # noqa: E402
+from napari_refocus.core.rl import fft_size  # noqa: E402
+from napari_refocus.core.tiling import extract_patches, montage  # noqa: E402
 
 ITER = 15
 
@@ -72,7 +72,7 @@ def fft_rate(shape=(128, 128), batch=32, seconds=1.5):
 
 
 def speed(report):
-    from napari_refocus.samples import infocus_image
+    from napari_refocus.io.samples import infocus_image
 
     gt = infocus_image()
     image = nr.simulate(gt, level=6, seed=0)
@@ -142,7 +142,7 @@ def quality(report, n_images):
         print("done", f.name, flush=True)
     lines = [
         f"{len(files)} real in-focus BBBC006 w2 (z_16) images from `../shared/data/BBBC006_w2_infocus`, "
-        "defocused by `napari_refocus.simulate` (Poisson noise, seed = level); mean PSNR (dB) against "
+        "defocused by `napari_refocus.core.forward` (Poisson noise, seed = level); mean PSNR (dB) against "
         "the in-focus image, data range = gt.max() - gt.min(); oracle levels.",
         "",
         "| level (um) | input | whole-image RL (level PSF) | depth-variant RL (oracle map) | gain DV | "

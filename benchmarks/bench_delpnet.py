@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import git_rev, machine, write_section  # noqa: E402
 
 import napari_refocus as nr  # noqa: E402
-from napari_refocus.defocus import SCALE  # noqa: E402
+from napari_refocus.methods.defocus import SCALE  # noqa: E402
 from napari_refocus.models.delpnet import autocast, to_input  # noqa: E402
-from napari_refocus.weights import load_model  # noqa: E402
+from napari_refocus.models.loader import load_model  # noqa: E402
 
 PAPER_PATCHES_PER_S = 500.0
 
@@ -81,7 +81,7 @@ def best_of(fn, repeat=3):
 
 
 def main():
-    from napari_refocus.samples import infocus_image
+    from napari_refocus.io.samples import infocus_image
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     lines = [f"Command: `python benchmarks/bench_delpnet.py` (commit {git_rev()}); machine: {machine()}.", "",

@@ -39,7 +39,7 @@ def make_mosaic(path: Path, size: int, tile: int = 1024) -> None:
     """A size x size uint16 mosaic of defocused real cells, written tile by tile."""
     import tifffile
 
-    from napari_refocus.samples import infocus_image
+    from napari_refocus.io.samples import infocus_image
 
     base = infocus_image()[:512, :512]
     variants = [nr.simulate(base, level=lv % 10, seed=lv) for lv in range(10)]
@@ -82,7 +82,7 @@ def big_image(report: list, size: int, workdir: Path) -> None:
     y0, x0, ch, cw = 42 * 100, 42 * 150, 42 * 24, 42 * 32
     crop = np.asarray(zarr.open(tifffile.imread(src, aszarr=True), mode="r")[y0:y0 + ch, x0:x0 + cw])
     mem = nr.refocus(crop, method="lbdvd", device="cpu").image
-    from napari_refocus.simulate import cast_like
+    from napari_refocus.core.forward import cast_like
 
     mem = cast_like(mem, np.uint16)
     outp = out_dir / "big_refocused.tif"

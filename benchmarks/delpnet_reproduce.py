@@ -46,10 +46,10 @@ def by_split(weights: Path, wheels, n_per_class: int = 100, seed: int = 20_001) 
     """Paper-protocol top-1 and error direction on the BBBC006 fields of each split."""
     import torch
 
-    from napari_refocus.optics import Optics
+    from napari_refocus.core.optics import Optics
     from napari_refocus.training.sources import load_sources, split_sources
     from napari_refocus.training.train_delpnet import score_on
-    from napari_refocus.weights import load_model, read_metadata
+    from napari_refocus.models.loader import load_model, read_metadata
 
     dev = torch.device("cpu")
     model = load_model(str(weights), dev)

@@ -5,7 +5,7 @@
 * Held-out synthetic set (:func:`napari_refocus.training.pairs.synthetic_test_set`): the
   BBBC006 phalloidin fields of the test and validation splits (never trained on), each
   defocused at one level (2..10 = 4..20 um) with Poisson noise. PSNR/SSIM/PCC gains over the
-  input per level (``napari_refocus.metrics``; data range = the ground truth's). Baselines: the
+  input per level (``napari_refocus.core.metrics``; data range = the ground truth's). Baselines: the
   input, ``lbdvd`` (DelpNet + depth-variant RL) when ``weights/delpnet.safetensors`` exists,
   else ``rl`` with the ORACLE level (said so in the table). An x2 output is binned 2x2.
   Generators are also run at levels 11/14/17 (22/28/34 um) for the head-to-tail paper table.
@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import git_rev, machine, publish  # noqa: E402
-from napari_refocus.inference import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: E402
+from napari_refocus.models.predict import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: E402
 
 PAPER_H2T = {5: 5.46, 8: 4.26, 11: 3.44, 14: 3.27, 17: 2.50}  # level -> PSNR gain (dB), BBBC006
 
@@ -62,8 +62,8 @@ def _run(method, image, **params):
 def _cached_rows(method, levels):
     """Per-level rows of weights/<method>_eval.json (train_generators.update_eval) when they
     were computed for the current weights file and cover ``levels``; else None."""
-    from napari_refocus._resources import weights_dir
-    from napari_refocus.weights import file_sha256
+    from napari_refocus.core.resources import weights_dir
+    from napari_refocus.models.loader import file_sha256
 
     p = weights_dir() / f"{method}_eval.json"
     if not p.exists():
@@ -83,7 +83,7 @@ def _cached_rows(method, levels):
 
 
 def synthetic(methods, levels, extra_levels, baseline, tta_methods=()):
-    from napari_refocus.metrics import compare
+    from napari_refocus.core.metrics import compare
     from napari_refocus.training.pairs import synthetic_test_set
 
     rows, times, tpm = [], {}, {}
@@ -147,7 +147,7 @@ def unseen_sources(wheels_dir=None, lo_counts=300.0, hi_counts=3800.0):
 
 def fresh(methods, levels, sources):
     """PSNR gain per method and level on :func:`unseen_sources` (one image per level each)."""
-    from napari_refocus.metrics import compare
+    from napari_refocus.core.metrics import compare
     from napari_refocus.training.pairs import synthetic_test_set
 
     rows = []
@@ -162,7 +162,7 @@ def fresh(methods, levels, sources):
 
 
 def dfnn(methods, every=3, eval_from=0.65):
-    from napari_refocus.metrics import compare
+    from napari_refocus.core.metrics import compare
     from napari_refocus.training.pairs import dfnn_stack_dir, read_zstack, zstack_pairs, zstack_split
 
     d = dfnn_stack_dir()
@@ -201,11 +201,11 @@ def seam_check(method, size=4096, crop=1024, context=(64, 128, 256)):
     within 4 px of a tile edge over the mean elsewhere (1 = the difference image does not
     see the tiles) and the |2nd difference| ratio across tile edges in the tiled output.
     """
-    from napari_refocus.generators import get_generator
-    from napari_refocus.inference import normalise, predict_tiled, tile_layout
-    from napari_refocus.samples import infocus_image
-    from napari_refocus.simulate import simulate
-    from napari_refocus import inference as inf
+    from napari_refocus.methods.learned import get_generator
+    from napari_refocus.models.predict import normalise, predict_tiled, tile_layout
+    from napari_refocus.io.samples import infocus_image
+    from napari_refocus.core.forward import simulate
+    from napari_refocus.models import predict as inf
 
     gt = infocus_image()
     img = simulate(gt, level=6, seed=0)
@@ -271,9 +271,9 @@ def seam_check(method, size=4096, crop=1024, context=(64, 128, 256)):
 
 def bf16_check(method):
     """fp32 vs bf16 autocast on this CPU: time and PSNR on one held-out level-6 image."""
-    from napari_refocus.generators import get_generator
-    from napari_refocus.inference import predict_tiled
-    from napari_refocus.metrics import metrics
+    from napari_refocus.methods.learned import get_generator
+    from napari_refocus.models.predict import predict_tiled
+    from napari_refocus.core.metrics import metrics
     from napari_refocus.training.pairs import synthetic_test_set
 
     it = synthetic_test_set((6,), splits=("test",))[0]
@@ -311,7 +311,7 @@ def main(argv=None):
     import napari_refocus.methods as M
 
     try:
-        import napari_refocus.generators  # noqa: F401  (registers the learned methods)
+        import napari_refocus.methods.learned  # noqa: F401  (registers the learned methods)
     except Exception as e:  # noqa: BLE001
         print("generators not importable:", e)
     gens = [m.name for m in M.list_methods() if m.name not in ("lbdvd", "rl") and m.weights_present()]

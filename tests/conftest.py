@@ -10,7 +10,7 @@ W2_INFOCUS = SHARED / "BBBC006_w2_infocus" / "examples" / "bbbc_subset"
 @pytest.fixture(scope="session")
 def infocus():
     """A real in-focus BBBC006 image (the one shipped in the package), read-only."""
-    from napari_refocus.samples import infocus_image
+    from napari_refocus.io.samples import infocus_image
 
     img = infocus_image()
     img.setflags(write=False)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import napari_refocus as nr
-from napari_refocus.batch import expand_inputs, run_batch
-from napari_refocus.simulate import cast_like
+from napari_refocus.io.batch import expand_inputs, run_batch
+from napari_refocus.core.forward import cast_like
 
 RL = {"level": 3, "iterations": 5}
 
@@ -114,7 +114,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "delpnet.safetensors
 
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="weights/delpnet.safetensors missing")
 def test_triage_copies_in_focus_images_and_restores_defocused_ones(tmp_path, infocus):
-    from napari_refocus.batch import below_threshold_untouched, process_image
+    from napari_refocus.io.batch import below_threshold_untouched, process_image
 
     crop = np.ascontiguousarray(infocus[:252, :336])
     nr.write_image(tmp_path / "sharp.tif", crop, pixel_um=0.65)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import napari_refocus as nr
-from napari_refocus.chunked import iter_blocks, plan_blocks, read_region
-from napari_refocus.tiling import extract_patches
+from napari_refocus.bigimage import iter_blocks, plan_blocks, read_region
+from napari_refocus.core.tiling import extract_patches
 
 
 def classify_by_contrast(core):
@@ -27,8 +27,8 @@ def big(infocus):
 
 
 def test_submodule_import_does_not_shadow_functions():
-    import napari_refocus.metrics  # noqa: F401
-    import napari_refocus.simulate  # noqa: F401
+    import napari_refocus.core.metrics  # noqa: F401
+    import napari_refocus.core.forward  # noqa: F401
 
     assert callable(nr.simulate) and callable(nr.metrics)
 
@@ -100,7 +100,7 @@ def test_rl_block_by_block_matches_in_memory(big):
     lazy = nr.refocus(da.from_array(big, chunks=(256, 256)), method="rl", level=4, device="cpu")
     assert type(lazy.image).__module__.startswith("dask")  # one 2016-px block here
     np.testing.assert_allclose(np.asarray(lazy.image), eager, rtol=1e-5, atol=1e-2)
-    from napari_refocus.chunked import lazy_method
+    from napari_refocus.bigimage import lazy_method
 
     small = np.asarray(lazy_method(da.from_array(big), "rl", block=256, level=4, device="cpu"))
     assert small.shape == big.shape
@@ -111,7 +111,7 @@ def test_rl_block_by_block_matches_in_memory(big):
 def test_method_blocks_to_tiff_and_errors(big, tmp_path):
     import tifffile
 
-    from napari_refocus.chunked import lbdvd_block_kwargs, refocus_to_tiff
+    from napari_refocus.bigimage import lbdvd_block_kwargs, refocus_to_tiff
 
     out = refocus_to_tiff(big, tmp_path / "rl.tif", method="rl", block=256, level=4, device="cpu",
                           pixel_um=0.65)
@@ -133,7 +133,7 @@ def test_upscaling_generator_on_dask_blocks(big, tmp_path):
     """A x2 generator block by block: lazy output and tiled TIFF twice the size (half the pixel
     size), close to the in-memory run."""
     da = pytest.importorskip("dask.array")
-    from napari_refocus.chunked import lazy_method, refocus_to_tiff
+    from napari_refocus.bigimage import lazy_method, refocus_to_tiff
 
     img = big[:300, :400]
     eager = nr.refocus(img, method="m-deblurgan", device="cpu").image

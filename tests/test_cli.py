@@ -82,7 +82,7 @@ def test_demo_headless(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet"])
 def test_refocus_command_with_learned_method(files, capsys, name):
-    import napari_refocus.generators  # noqa: F401  (registers the learned methods)
+    import napari_refocus.methods.learned  # noqa: F401  (registers the learned methods)
 
     if not get_method(name).weights_present():
         pytest.skip(f"weights/{name}.safetensors not shipped")

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import napari_refocus as nr
-from napari_refocus.deconvolution import fft_size, otf_bank, richardson_lucy_batch
-from napari_refocus.optics import BACKGROUND, Optics
-from napari_refocus.tiling import extract_patches, montage, weight_window
+from napari_refocus.core.rl import fft_size, otf_bank, richardson_lucy_batch
+from napari_refocus.core.optics import BACKGROUND, Optics
+from napari_refocus.core.tiling import extract_patches, montage, weight_window
 
 
 def psnr(a, gt):
@@ -91,7 +91,7 @@ def test_depth_variant_with_oracle_levels_matches_whole_image_rl(infocus, level)
 
 
 def test_depth_variant_beats_depth_invariant_on_a_tilt(infocus):
-    from napari_refocus.samples import oracle_level_map
+    from napari_refocus.io.samples import oracle_level_map
 
     gt = infocus[:252, :420]
     field = nr.tilted_level_field(gt.shape, low=0, high=8)

@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_refocus.defocus import DefocusMap, defocus_map, iter_defocus_map  # noqa: E402
+from napari_refocus.methods.defocus import DefocusMap, defocus_map, iter_defocus_map  # noqa: E402
 from napari_refocus.models.delpnet import PAPER_WIDTH, DelpNet, n_parameters  # noqa: E402
-from napari_refocus.weights import load_model, read_metadata, save_weights, weights_hash  # noqa: E402
+from napari_refocus.models.loader import load_model, read_metadata, save_weights, weights_hash  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / "delpnet.safetensors"
@@ -88,7 +88,7 @@ def test_defocus_map_geometry(tiny_weights, shape):
 
 
 def test_iter_defocus_map_yields_progress(tiny_weights):
-    from napari_refocus._progress import Progress, drain
+    from napari_refocus.core.progress import Progress, drain
 
     seen = []
     dm = drain(iter_defocus_map(np.full((90, 200), 150, np.uint16), weights=str(tiny_weights),
@@ -131,8 +131,8 @@ def test_shipped_weights_level0_vs_level8():
 def test_tta_is_invariant_to_flips_and_rotations(tiny_weights):
     """With test-time augmentation a patch and its mirror/rotation get the same probabilities
     (the 8 views are the same set), and they are a proper distribution."""
-    from napari_refocus._progress import drain
-    from napari_refocus.defocus import iter_patch_probabilities
+    from napari_refocus.core.progress import drain
+    from napari_refocus.methods.defocus import iter_patch_probabilities
 
     model = load_model(str(tiny_weights), "cpu")
     rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def test_train_delpnet_seeded_and_resumable(tmp_path):
     if not (DATA / "BBBC006_w2_infocus").exists():
         pytest.skip("needs ../shared/data (BBBC006 in-focus fields)")
     from napari_refocus.training.train_delpnet import iter_train_delpnet, train_delpnet
-    from napari_refocus.weights import load_state
+    from napari_refocus.models.loader import load_state
 
     tiny = dict(width=4, steps_per_epoch=2, batch_size=8, val_per_class=2, test_per_class=2,
                 real_check=False, progress=False, device="cpu", num_threads=1)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_refocus.inference import predict_tiled  # noqa: E402
+from napari_refocus.models.predict import predict_tiled  # noqa: E402
 from napari_refocus.models.h2t_msunet import HeadToTailUNet  # noqa: E402
 from napari_refocus.models.mdeblurgan import MDeblurGenerator  # noqa: E402
 from napari_refocus.models.resnet_generator import ResnetGenerator  # noqa: E402
@@ -71,7 +71,7 @@ def test_any_size_and_intensity_round_trip(shape):
 
 
 def test_zstack_focus_detection_synthetic():
-    from napari_refocus.simulate import simulate
+    from napari_refocus.core.forward import simulate
     from napari_refocus.training.pairs import zstack_pairs
 
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def test_training_smoke(tmp_path):
 
 
 def _shipped(name):
-    from napari_refocus._resources import weights_dir
+    from napari_refocus.core.resources import weights_dir
 
     try:
         return (weights_dir() / f"{name}.safetensors").exists()
@@ -114,10 +114,10 @@ def _shipped(name):
 def test_shipped_method_gains_on_sample(name, infocus):
     if not _shipped(name):
         pytest.skip(f"weights/{name}.safetensors not shipped")
-    import napari_refocus.generators  # noqa: F401
+    import napari_refocus.methods.learned  # noqa: F401
     from napari_refocus.methods import get_method, refocus
-    from napari_refocus.metrics import compare
-    from napari_refocus.simulate import simulate
+    from napari_refocus.core.metrics import compare
+    from napari_refocus.core.forward import simulate
 
     gt = np.ascontiguousarray(infocus[100:356, 200:456])
     blurred = simulate(gt, level=6, seed=0)
@@ -146,7 +146,7 @@ def test_train_generator_end_to_end_stages_and_resume(tmp_path):
     if not (SHARED / "BBBC006_w2_infocus").exists():
         pytest.skip("needs ../shared/data (BBBC006 in-focus fields)")
     from napari_refocus.training.train_generators import train_generator
-    from napari_refocus.weights import read_metadata
+    from napari_refocus.models.loader import read_metadata
 
     tiny = dict(model=dict(width=4, depth=2, n_scales=2, s2d=2), batch=2, patch=64)
     r1 = train_generator("h2t-msunet", tmp_path, steps=3, evaluate=False, progress=False, **tiny)
@@ -171,7 +171,7 @@ def test_train_generator_end_to_end_stages_and_resume(tmp_path):
 def test_tta_makes_inference_rotation_and_flip_equivariant():
     """Averaging over the 8 flips/rotations gives f(rot(x)) == rot(f(x)) for any network;
     without it a random network is not equivariant (so the check has teeth)."""
-    from napari_refocus.inference import predict_tiled
+    from napari_refocus.models.predict import predict_tiled
     from napari_refocus.models.h2t_msunet import HeadToTailUNet
 
     torch.manual_seed(0)

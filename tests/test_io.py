@@ -45,7 +45,7 @@ def test_missing_file():
 
 
 def test_reads_real_lzw_bbbc006():
-    from napari_refocus.samples import real_defocused_image
+    from napari_refocus.io.samples import real_defocused_image
 
     img = real_defocused_image()
     assert img.shape == (520, 696) and img.dtype == np.uint16

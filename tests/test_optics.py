@@ -4,7 +4,7 @@ from scipy import integrate
 from scipy.special import j0
 
 import napari_refocus as nr
-from napari_refocus.optics import Optics, radial_profile, rms_radius_px
+from napari_refocus.core.optics import Optics, radial_profile, rms_radius_px
 
 
 def _quad_intensity(r_um, z_um, lam_nm=451.0, na=0.5, n=1.0):

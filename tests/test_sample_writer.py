@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_refocus._sample_data import sample_pair, sample_real_defocused
-from napari_refocus._writer import write_tiff
+from napari_refocus.ui.sample_data import sample_pair, sample_real_defocused
+from napari_refocus.ui.writer import write_tiff
 from napari_refocus.io import read_image
-from napari_refocus.samples import PIXEL_UM, synthetic_pair
+from napari_refocus.io.samples import PIXEL_UM, synthetic_pair
 
 
 def test_sample_pair_layers():
@@ -84,7 +84,7 @@ def test_manifest_contributions_resolve():
 
     from npe2 import PluginManifest
 
-    from napari_refocus._resources import manifest_path
+    from napari_refocus.core.resources import manifest_path
 
     pm = PluginManifest.from_file(manifest_path())
     for cmd in pm.contributions.commands:

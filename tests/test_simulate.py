@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import napari_refocus as nr
-from napari_refocus.optics import rms_radius_px
+from napari_refocus.core.optics import rms_radius_px
 
 
 def test_dtype_kept_and_seeded(infocus_crop):

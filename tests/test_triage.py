@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import napari_refocus as nr
-from napari_refocus.triage import best_focus_plane, normalized_variance
+from napari_refocus.methods.triage import best_focus_plane, normalized_variance
 
 from conftest import SHARED
 

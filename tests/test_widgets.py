@@ -4,7 +4,7 @@ Run with plain ``pytest tests/test_widgets.py`` (pytest-xvfb starts Xvfb). Image
 crops of the shipped sample so the whole file stays well under two minutes on 2 CPU cores.
 
 Until ``weights/delpnet.safetensors`` exists, the DelpNet-dependent tests replace
-``napari_refocus.defocus.iter_defocus_map`` by ``fake_iter_defocus_map`` (the oracle level
+``napari_refocus.methods.defocus.iter_defocus_map`` by ``fake_iter_defocus_map`` (the oracle level
 map of the synthetic sample; in this file only), so the widget logic is still tested. When
 the weights exist, ``test_defocus_map_real_weights`` also runs the real network once.
 """
@@ -23,10 +23,10 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_refocus._progress import Progress  # noqa: E402
+from napari_refocus.core.progress import Progress  # noqa: E402
 from napari_refocus.methods import get_method  # noqa: E402
-from napari_refocus.samples import PIXEL_UM, oracle_level_map, synthetic_pair  # noqa: E402
-from napari_refocus.tiling import patch_grid  # noqa: E402
+from napari_refocus.io.samples import PIXEL_UM, oracle_level_map, synthetic_pair  # noqa: E402
+from napari_refocus.core.tiling import patch_grid  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -58,7 +58,7 @@ def wait_idle(qtbot, widget, timeout=TIMEOUT_MS):
 
 def _defocus_map_class():
     try:
-        return importlib.import_module("napari_refocus.defocus").DefocusMap
+        return importlib.import_module("napari_refocus.methods.defocus").DefocusMap
     except (ImportError, AttributeError):
         @dataclass(frozen=True)
         class FakeDefocusMap:  # same fields as the real DefocusMap
@@ -101,12 +101,12 @@ def fake_delpnet(monkeypatch, crops):
         return
     fake = make_fake_iter_defocus_map(crops[2], calls)
     try:
-        mod = importlib.import_module("napari_refocus.defocus")
+        mod = importlib.import_module("napari_refocus.methods.defocus")
         monkeypatch.setattr(mod, "iter_defocus_map", fake)
     except ImportError:
-        mod = types.ModuleType("napari_refocus.defocus")
+        mod = types.ModuleType("napari_refocus.methods.defocus")
         mod.iter_defocus_map = fake
-        monkeypatch.setitem(sys.modules, "napari_refocus.defocus", mod)
+        monkeypatch.setitem(sys.modules, "napari_refocus.methods.defocus", mod)
     import napari_refocus.methods as methods
 
     monkeypatch.setattr(methods.Method, "weights_present", lambda self: True)
@@ -126,7 +126,7 @@ def errors(monkeypatch):
 
 def run_rl(viewer, qtbot, iterations: int):
     """Run the Refocus widget's Richardson-Lucy on the selected layer and wait for it."""
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
 
     w = RefocusWidget(viewer)
     qtbot.addWidget(w)
@@ -148,7 +148,7 @@ def add_source(viewer, data, **kw):
 def test_refocus_rl_layer_and_event_loop(viewer, qtbot, crops):
     from qtpy.QtCore import QElapsedTimer, QTimer
 
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
 
     src = crops[0]
     before = src.copy()
@@ -198,7 +198,7 @@ def test_refocus_rl_layer_and_event_loop(viewer, qtbot, crops):
 
 
 def test_lbdvd_greyed_without_weights(viewer, qtbot):
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
 
     w = RefocusWidget(viewer)
     qtbot.addWidget(w)
@@ -220,7 +220,7 @@ def test_lbdvd_greyed_without_weights(viewer, qtbot):
 
 
 def test_cancel_leaves_viewer_consistent(viewer, qtbot, crops):
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
 
     stack = np.stack([crops[0][:96, :128]] * 6)
     before = stack.copy()
@@ -243,7 +243,7 @@ def test_cancel_leaves_viewer_consistent(viewer, qtbot, crops):
 
 
 def test_error_notifies_and_widget_recovers(viewer, qtbot, errors, crops):
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
 
     bad = crops[0][:64, :64].astype(np.float32)
     bad[3, 4] = np.nan
@@ -266,7 +266,7 @@ def test_error_notifies_and_widget_recovers(viewer, qtbot, errors, crops):
 
 
 def test_nd_stack_plane_by_plane(viewer, qtbot, crops):
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
     from napari_refocus.methods import refocus
 
     planes = [crops[0][:84, :100], crops[0][40:124, 50:150]]
@@ -306,7 +306,7 @@ def test_rgb_channel_by_channel(viewer, qtbot, crops):
 
 
 def test_tta_option_follows_method(viewer, qtbot):
-    from napari_refocus._widgets.refocus import RefocusWidget
+    from napari_refocus.ui.refocus import RefocusWidget
 
     w = RefocusWidget(viewer)
     qtbot.addWidget(w)
@@ -319,7 +319,7 @@ def test_tta_option_follows_method(viewer, qtbot):
 
 
 def test_upscaled_result_transform():
-    from napari_refocus._widgets._common import result_transform
+    from napari_refocus.ui._common import result_transform
 
     scale, translate = result_transform((1.0, 0.65, 0.65), (3.0, 10.0, 20.0), upscale=2)
     np.testing.assert_allclose(scale, (1.0, 0.325, 0.325))
@@ -360,7 +360,7 @@ def _check_map_widget(viewer, qtbot, w, layer, before):
 
 
 def test_defocus_map_overlay_and_refocus_with_map(viewer, qtbot, crops, fake_delpnet):
-    from napari_refocus._widgets.defocus_map import DefocusMapWidget
+    from napari_refocus.ui.defocus_map import DefocusMapWidget
 
     src = crops[0]
     before = src.copy()
@@ -390,7 +390,7 @@ def test_defocus_map_overlay_and_refocus_with_map(viewer, qtbot, crops, fake_del
 
 @pytest.mark.skipif(not HAVE_DELPNET, reason="weights/delpnet.safetensors not installed")
 def test_defocus_map_real_weights(viewer, qtbot, crops):
-    from napari_refocus._widgets.defocus_map import DefocusMapWidget
+    from napari_refocus.ui.defocus_map import DefocusMapWidget
 
     layer = add_source(viewer, crops[0])
     w = DefocusMapWidget(viewer)
@@ -407,7 +407,7 @@ def test_defocus_map_real_weights(viewer, qtbot, crops):
 def test_defocus_map_without_weights_shows_error(viewer, qtbot, errors, crops):
     if HAVE_DELPNET:
         pytest.skip("weights are installed")
-    from napari_refocus._widgets.defocus_map import DefocusMapWidget
+    from napari_refocus.ui.defocus_map import DefocusMapWidget
 
     add_source(viewer, crops[0][:90, :90])
     w = DefocusMapWidget(viewer)
@@ -421,9 +421,9 @@ def test_defocus_map_without_weights_shows_error(viewer, qtbot, errors, crops):
 
 # ------------------------------------------------------------------------------ compare
 def test_compare_table_profile_side_by_side_csv(viewer, qtbot, crops, tmp_path):
-    from napari_refocus._widgets.compare import CompareWidget
+    from napari_refocus.ui.compare import CompareWidget
     from napari_refocus.methods import refocus
-    from napari_refocus.metrics import compare
+    from napari_refocus.core.metrics import compare
 
     blurred, gt, _ = crops
     restored = refocus(blurred, method="rl", level=5, iterations=5).image
@@ -469,9 +469,9 @@ def test_compare_table_profile_side_by_side_csv(viewer, qtbot, crops, tmp_path):
 
 
 def test_compare_upscaled_restored_is_block_averaged(viewer, qtbot, crops):
-    from napari_refocus._widgets._common import result_transform
-    from napari_refocus._widgets.compare import CompareWidget, block_mean
-    from napari_refocus.metrics import compare
+    from napari_refocus.ui._common import result_transform
+    from napari_refocus.ui.compare import CompareWidget, block_mean
+    from napari_refocus.core.metrics import compare
 
     blurred, gt, _ = crops
     up = np.repeat(np.repeat(gt.astype(np.float32), 2, axis=0), 2, axis=1)
@@ -503,9 +503,9 @@ LEARNED = ["comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet"]
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_refocus_widget_runs_learned_method(viewer, qtbot, crops, name):
-    import napari_refocus.generators  # noqa: F401  (registers the learned methods)
-    from napari_refocus._widgets.refocus import RefocusWidget
-    from napari_refocus.metrics import compare
+    import napari_refocus.methods.learned  # noqa: F401  (registers the learned methods)
+    from napari_refocus.ui.refocus import RefocusWidget
+    from napari_refocus.core.metrics import compare
 
     if not get_method(name).weights_present():
         pytest.skip(f"weights/{name}.safetensors not shipped")

@@ -25,13 +25,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 # functions), so importing them here is cheap. It must be eager: ``simulate`` and ``metrics``
 # are both submodules and functions, and a lazily bound name would be replaced by the
 # submodule as soon as anything imported ``napari_refocus.simulate`` directly.
-from ._progress import Progress
-from .deconvolution import deconvolve, iter_deconvolve
+from .core.progress import Progress
+from .core.rl import deconvolve, iter_deconvolve
 from .io import read_image, write_image
-from .metrics import compare, metrics
-from .optics import BACKGROUND, Optics, psf_bank
-from .simulate import simulate, tilted_level_field, undulating_level_field
-from .tiling import PatchGrid, patch_grid
+from .core.metrics import compare, metrics
+from .core.optics import BACKGROUND, Optics, psf_bank
+from .core.forward import simulate, tilted_level_field, undulating_level_field
+from .core.tiling import PatchGrid, patch_grid
 
 _EAGER = ["Progress", "deconvolve", "iter_deconvolve", "read_image", "write_image", "compare",
           "metrics", "BACKGROUND", "Optics", "psf_bank", "simulate", "tilted_level_field",
@@ -42,9 +42,9 @@ _LAZY = {
     "iter_refocus": "methods",
     "list_methods": "methods",
     "RefocusResult": "methods",
-    "defocus_map": "defocus",
-    "iter_defocus_map": "defocus",
-    "DefocusMap": "defocus",
+    "defocus_map": "methods.defocus",
+    "iter_defocus_map": "methods.defocus",
+    "DefocusMap": "methods.defocus",
 }
 
 __all__ = sorted(_EAGER + list(_LAZY)) + ["__version__"]

@@ -37,7 +37,7 @@ def _json_default(o):
 
 def _progress_bar(desc: str, enabled: bool = True):
     """A callback for :class:`Progress` events that drives a tqdm bar on stderr."""
-    from ._progress import progress_bar
+    from .core.progress import progress_bar
 
     return progress_bar(desc, enabled=enabled, mininterval=0.2)
 
@@ -85,7 +85,7 @@ def _read(path):
 # --------------------------------------------------------------------------------------
 def cmd_simulate(args) -> None:
     from .io import write_image
-    from .simulate import simulate
+    from .core.forward import simulate
 
     _check_output(args.output, [args.input], args.overwrite)
     image, info = _read(args.input)
@@ -105,10 +105,10 @@ def cmd_simulate(args) -> None:
 def cmd_deconvolve(args) -> None:
     import numpy as np
 
-    from .deconvolution import iter_deconvolve
-    from ._progress import drain
+    from .core.rl import iter_deconvolve
+    from .core.progress import drain
     from .io import write_image
-    from .simulate import cast_like
+    from .core.forward import cast_like
 
     if (args.level is None) == (args.level_map is None):
         raise CliError("give exactly one of --level L or --level-map MAP.tif")
@@ -144,7 +144,7 @@ def cmd_deconvolve(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .metrics import compare
+    from .core.metrics import compare
 
     gt = _read(args.gt)[0]
     pred = _read(args.pred)[0]
@@ -155,13 +155,13 @@ def cmd_evaluate(args) -> None:
 def cmd_demo(args) -> None:
     if args.headless:
         return _demo_headless(args)
-    from ._demo import run_demo
+    from .ui.demo import run_demo
 
     run_demo(screenshot=args.screenshot)
 
 
 def cmd_methods(args) -> None:
-    from .devices import resolve_device
+    from .core.devices import resolve_device
     from .methods import list_methods
 
     device = str(resolve_device(args.device))
@@ -171,7 +171,7 @@ def cmd_methods(args) -> None:
 
 
 def _expand_inputs(inputs):
-    from .batch import expand_inputs
+    from .io.batch import expand_inputs
 
     return expand_inputs(inputs)
 
@@ -181,8 +181,8 @@ def cmd_defocus_map(args) -> None:
 
     import numpy as np
 
-    from .defocus import iter_defocus_map
-    from ._progress import drain
+    from .methods.defocus import iter_defocus_map
+    from .core.progress import drain
     from .io import write_image
 
     outdir = Path(args.outdir)
@@ -235,8 +235,8 @@ def _method_params(args, pixel_um=None) -> dict:
 def cmd_refocus(args) -> None:
     from .io import write_image
     from .methods import get_method, iter_refocus
-    from ._progress import drain
-    from .simulate import cast_like
+    from .core.progress import drain
+    from .core.forward import cast_like
 
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +287,7 @@ def _refocus_chunked(path, out, args) -> None:
     import tifffile
     import zarr
 
-    from .chunked import refocus_to_tiff
+    from .bigimage import refocus_to_tiff
     from .io import read_pixel_um
 
     source = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
@@ -312,7 +312,7 @@ def _refocus_chunked(path, out, args) -> None:
 
 
 def cmd_batch(args) -> None:
-    from .batch import run_batch
+    from .io.batch import run_batch
 
     params = _optics_kwargs(args)
     if args.iterations is not None:
@@ -328,7 +328,7 @@ def cmd_batch(args) -> None:
 
 
 def cmd_triage(args) -> None:
-    from .triage import best_focus_plane
+    from .methods.triage import best_focus_plane
 
     stack, _ = _read(args.input)
     for rec in best_focus_plane(stack, z_axis=args.z_axis, channel_axis=args.channel_axis,
@@ -384,9 +384,9 @@ def _demo_headless(args) -> None:
 
     from .io import write_image
     from .methods import refocus
-    from .metrics import compare
-    from .samples import PIXEL_UM, synthetic_pair
-    from .simulate import cast_like
+    from .core.metrics import compare
+    from .io.samples import PIXEL_UM, synthetic_pair
+    from .core.forward import cast_like
 
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,7 @@ def mean_softmax(model, batch, device, tta: bool = False):
     """Softmax (N, 12) of (N, 84, 84) inputs already scaled to 0..1, on the CPU; ``tta``:
     averaged over the 8 flips/rotations (:func:`napari_refocus._tta.dihedral_mean`). Call
     under ``torch.no_grad()``."""
-    from .._tta import dihedral_mean
+    from ..core.tta import dihedral_mean
 
     def softmax(v):
         with autocast(device):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..optics import BACKGROUND, Optics
+from ..core.optics import BACKGROUND, Optics
 
 PATCH = 84
 BG_MAX = 230
@@ -41,7 +41,7 @@ def normalise_source(img: np.ndarray) -> np.ndarray:
 
 def blur_levels(img: np.ndarray, optics: Optics) -> torch.Tensor:
     """(n_levels, H, W) float32: the image blurred by every level's PSF (FFT, reflect pad)."""
-    from ..deconvolution import fft_size, otf_bank
+    from ..core.rl import fft_size, otf_bank
 
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
     h, w = t.shape

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..optics import Optics
+from ..core.optics import Optics
 from .delpnet_data import blur_levels, normalise_source
 
 #: optics of the generators' training data: 18 levels, 0..34 um from focus
@@ -190,7 +190,7 @@ def synthetic_test_set(levels=EVAL_LEVELS, *, splits=("test", "val"), data_root=
     ``sources``: a list of :class:`~.sources.SourceImage` (intensities in counts) to use
     instead of the ``splits`` of the BBBC006 fields; their ``split`` is reported as "given".
     """
-    from ..simulate import simulate
+    from ..core.forward import simulate
     from .sources import load_sources, split_sources
 
     split = {"given": list(sources)} if sources is not None else split_sources(load_sources(data_root))

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._progress import Progress, run_with_bar
-from ..devices import resolve_device
-from ..optics import BACKGROUND, Optics
+from ..core.progress import Progress, run_with_bar
+from ..core.devices import resolve_device
+from ..core.optics import BACKGROUND, Optics
 from ..models.delpnet import DelpNet, SHIPPED_WIDTH, autocast, n_parameters, prepare, to_input
-from ..weights import file_sha256, load_state, read_metadata, save_weights
+from ..models.loader import file_sha256, load_state, read_metadata, save_weights
 from .delpnet_data import PatchSynth, fixed_set
 from .sources import default_data_root, load_sources, real_check_images, split_sources
 
@@ -327,7 +327,7 @@ def evaluate_delpnet(weights_path=None, *, data_root=None, wheels_dir=None, devi
 
     Returns {"test": classification_report, "real": real_data_check(...), "weights_sha256"}.
     """
-    from ..weights import load_model, resolve_path
+    from ..models.loader import load_model, resolve_path
 
     path = resolve_path(weights_path or NAME)
     dev = resolve_device(device)
@@ -356,7 +356,7 @@ def score_on(model, images, device, *, n_per_class: int, seed: int, optics=None,
 
 def real_data_check(weights_path=None, *, data_root=None, device="auto", tta: bool = False) -> dict:
     """Level histograms of DelpNet on the real BBBC006 z_00 TIFFs and near-focus PNGs."""
-    from ..defocus import defocus_map
+    from ..methods.defocus import defocus_map
 
     out = {}
     for key, images in real_check_images(data_root).items():

@@ -43,9 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._progress import Progress, run_with_bar
-from ..devices import resolve_device
-from ..inference import DEFAULT_OVERLAP, DEFAULT_TILE
+from ..core.progress import Progress, run_with_bar
+from ..core.devices import resolve_device
+from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 
 METHODS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 
@@ -164,7 +164,7 @@ class FeatureLoss(torch.nn.Module):
         self.sha256 = None
         if kind in ("auto", "delpnet"):
             try:
-                from ..weights import load_state, resolve_path, build_model
+                from ..models.loader import load_state, resolve_path, build_model
 
                 path = resolve_path("delpnet")
                 state, meta = load_state(path)
@@ -187,7 +187,7 @@ class FeatureLoss(torch.nn.Module):
                 self.std_channel = net.std_channel
                 self.s2d = net.s2d
                 self.kind = "delpnet"
-                from ..weights import file_sha256
+                from ..models.loader import file_sha256
 
                 self.sha256 = file_sha256(path)
             except (FileNotFoundError, ValueError, ImportError):
@@ -417,7 +417,7 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
                                                  num_threads=num_threads, **config))
     from .pairs import GEN_OPTICS, cached_synth, fixed_pairs
     from .sources import load_sources, split_sources
-    from ..weights import file_sha256, save_weights
+    from ..models.loader import file_sha256, save_weights
 
     t_wall = time.time()
     if num_threads:
@@ -452,7 +452,7 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
     tr = _Trainer(method, cfg, dev, feature)
     stages = []  # earlier training stages of the init weights (their commands, steps, time)
     if init:
-        from ..weights import load_state
+        from ..models.loader import load_state
 
         state, init_meta = load_state(init)
         tr.G.load_state_dict(state)
@@ -569,7 +569,7 @@ def iter_train_generator(method, out_dir="weights", *, minutes=None, steps=None,
 def update_eval(method, out_dir="weights", *, levels=tuple(range(2, 11)) + (11, 14, 17), num_threads=None) -> dict:
     """(Re-)evaluate ``<out_dir>/<method>.safetensors`` on the held-out set and rewrite its
     ``<method>_eval.json`` and model card (lets the evaluation run apart from the training)."""
-    from ..weights import file_sha256
+    from ..models.loader import file_sha256
 
     if num_threads:
         torch.set_num_threads(int(num_threads))
@@ -598,7 +598,7 @@ def train_generator(method, out_dir="weights", *, minutes=None, steps=None, devi
 def load_generator(name_or_path, device="cpu"):
     """A generator network from a safetensors weights file written by :func:`train_generator`
     (architecture and constructor arguments from the metadata; never pickle)."""
-    from ..weights import load_state, resolve_path, verify_hash
+    from ..models.loader import load_state, resolve_path, verify_hash
 
     path = resolve_path(name_or_path)
     digest = verify_hash(path)
@@ -626,8 +626,8 @@ def evaluate_generator(method, weights=None, *, levels=(2, 4, 6, 8, 10, 14, 17),
     (:func:`napari_refocus.training.pairs.synthetic_test_set`: whole held-out BBBC006 images,
     one defocus level each, Poisson noise). An x2 output is binned 2x2 before comparing.
     Levels above 10 use 18-level optics (up to 34 um)."""
-    from ..inference import predict_tiled
-    from ..metrics import compare
+    from ..models.predict import predict_tiled
+    from ..core.metrics import compare
     from .pairs import synthetic_test_set
 
     model = load_generator(weights or method, device)
@@ -777,9 +777,9 @@ def write_model_card(path, result: dict) -> Path:
 def _iter_finetune_zstack(method, out_dir, *, from_zstack, init=None, minutes=None, steps=None, device="auto",
                           seed=0, num_threads=None, patch=128, batch=None, lr=None, every=3, train_rows=0.6,
                           focus=None, metric="laplacian", name=None, **_ignored):
-    from ..inference import predict_tiled
-    from ..metrics import compare
-    from ..weights import file_sha256, load_state, save_weights
+    from ..models.predict import predict_tiled
+    from ..core.metrics import compare
+    from ..models.loader import file_sha256, load_state, save_weights
     from .pairs import read_zstack, zstack_pairs, zstack_split, _pct_normalise
 
     if num_threads:
@@ -796,7 +796,7 @@ def _iter_finetune_zstack(method, out_dir, *, from_zstack, init=None, minutes=No
     r_eval = int(H * (train_rows + 0.05))
     init_path = init or None
     if init_path is None:
-        from ..weights import resolve_path
+        from ..models.loader import resolve_path
 
         init_path = resolve_path(method)
     base = load_generator(init_path, "cpu")

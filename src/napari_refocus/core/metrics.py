@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_image
+from .validation import as_image
 
 
 def metrics(pred, gt, data_range=None) -> dict:

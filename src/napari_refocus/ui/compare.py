@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._progress import Progress
+from ..core.progress import Progress
 from ._common import WARN_STYLE, JobPanel, LayerCombo, PlotCanvas, layer_plane
 
 METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("pcc", "PCC"))
@@ -142,7 +142,7 @@ class CompareWidget(QWidget):
         names = {"input": inp.name if inp is not None else None, "restored": res.name, "gt": gt.name}
 
         def job():
-            from ..metrics import compare
+            from ..core.metrics import compare
 
             yield Progress(0, 1, "metrics")
             pred, factor = match_to_gt(np.asarray(res_plane), gt_plane.shape)

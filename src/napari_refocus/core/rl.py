@@ -15,8 +15,8 @@ import functools
 
 import numpy as np
 
-from ._progress import Progress, drain
-from ._validation import as_image, check_level, check_level_map
+from .progress import Progress, drain
+from .validation import as_image, check_level, check_level_map
 from .devices import resolve_device, run_chunked
 from .optics import BACKGROUND, Optics, bank_for, resolve_optics
 from .tiling import CONTEXT, PATCH, STRIDE, extract_patches, montage, patch_grid

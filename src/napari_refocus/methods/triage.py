@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_image
+from ..core.validation import as_image
 
 
 def normalized_variance(image) -> float:

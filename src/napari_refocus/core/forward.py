@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_image, check_level
+from .validation import as_image, check_level
 from .devices import resolve_device
 from .optics import Optics, resolve_optics
 
@@ -14,7 +14,7 @@ def _blur_all(data_t, levels, optics: Optics, device):
     import torch
     import torch.nn.functional as F
 
-    from .deconvolution import fft_size, otf_bank
+    from .rl import fft_size, otf_bank
 
     h, w = data_t.shape
     radius = optics.psf_size // 2

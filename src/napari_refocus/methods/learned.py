@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import functools
 
-from .inference import DEFAULT_OVERLAP, DEFAULT_TILE
-from .methods import Method, register
+from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
+from . import Method, register
 
 GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 
 
 @functools.lru_cache(maxsize=8)
 def _cached(path_str: str, mtime: float):
-    from .training.train_generators import load_generator
+    from ..training.train_generators import load_generator
 
     return load_generator(path_str, "cpu")
 
 
 def get_generator(name_or_path):
     """The (cached, CPU, eval-mode) network of a generator name or weights path."""
-    from .weights import resolve_path
+    from ..models.loader import resolve_path
 
     path = resolve_path(name_or_path).resolve()
     return _cached(str(path), path.stat().st_mtime)
@@ -34,7 +34,7 @@ def get_generator(name_or_path):
 def _make_run(name: str):
     def run(image, *, device="auto", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=4, precision="auto", weights=None,
             tta=False, **_):
-        from .inference import iter_predict_tiled
+        from ..models.predict import iter_predict_tiled
 
         model = get_generator(weights or name)
         restored = yield from iter_predict_tiled(

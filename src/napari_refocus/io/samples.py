@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from ._resources import data_dir
+from ..core.resources import data_dir
 
 INFOCUS_FILE = "bbbc006_a14_s2_w2_z16_infocus.tif"
 DEFOCUSED_FILE = "bbbc006_b14_s2_w1_z00_defocused.tif"
@@ -18,21 +18,21 @@ SAMPLE_SEED = 0
 
 def infocus_image() -> np.ndarray:
     """Real in-focus BBBC006 phalloidin image (520x696 uint16, plane z_16)."""
-    from .io import read_image
+    from . import read_image
 
     return read_image(data_dir() / INFOCUS_FILE)[0]
 
 
 def real_defocused_image() -> np.ndarray:
     """Real out-of-focus BBBC006 Hoechst image (520x696 uint16, plane z_00, 32 um off)."""
-    from .io import read_image
+    from . import read_image
 
     return read_image(data_dir() / DEFOCUSED_FILE)[0]
 
 
 @functools.lru_cache(maxsize=1)
 def _pair():
-    from .simulate import simulate, tilted_level_field
+    from ..core.forward import simulate, tilted_level_field
 
     gt = infocus_image()
     field = tilted_level_field(gt.shape, low=SAMPLE_LEVELS[0], high=SAMPLE_LEVELS[1])

@@ -16,14 +16,14 @@ ATTRIBUTION = (
 
 
 def _common_meta(**extra) -> dict:
-    from .samples import PIXEL_UM
+    from ..io.samples import PIXEL_UM
 
     return {"pixel_um": PIXEL_UM, "attribution": ATTRIBUTION, **extra}
 
 
 def sample_pair():
     """Synthetic tilted-defocus image and its real in-focus ground truth (two layers)."""
-    from .samples import INFOCUS_FILE, PIXEL_UM, SAMPLE_LEVELS, SAMPLE_SEED, synthetic_pair
+    from ..io.samples import INFOCUS_FILE, PIXEL_UM, SAMPLE_LEVELS, SAMPLE_SEED, synthetic_pair
 
     blurred, gt, _field = synthetic_pair()
     scale = (PIXEL_UM, PIXEL_UM)
@@ -48,7 +48,7 @@ def sample_pair():
 
 def sample_real_defocused():
     """A real out-of-focus BBBC006 nuclei image (Hoechst, plane z_00, 32 um from focus)."""
-    from .samples import DEFOCUSED_FILE, real_defocused_image
+    from ..io.samples import DEFOCUSED_FILE, real_defocused_image
 
     img = np.array(real_defocused_image())
     return [

@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ._progress import Progress
-from ._tta import dihedral_mean
+from ..core.progress import Progress
+from ..core.tta import dihedral_mean
 
 #: 1024-px tiles: the generators' deepest features see hundreds of pixels, so a tile's own
 #: borders change its interior a little; measured on the earlier refocus-unet weights (1536 px vs an untiled
@@ -124,7 +124,7 @@ def iter_predict_tiled(
     """
     import torch
 
-    from .devices import resolve_device, run_chunked
+    from ..core.devices import resolve_device, run_chunked
 
     img = np.asarray(image)
     if img.ndim != 2:
@@ -183,6 +183,6 @@ def iter_predict_tiled(
 
 def predict_tiled(model, image, **kwargs) -> np.ndarray:
     """Non-generator form of :func:`iter_predict_tiled`."""
-    from ._progress import drain
+    from ..core.progress import drain
 
     return drain(iter_predict_tiled(model, image, **kwargs))

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._progress import Progress, drain
-from ._validation import as_image
+from ..core.progress import Progress, drain
+from ..core.validation import as_image
 
 
 @dataclass
@@ -36,7 +36,7 @@ class RefocusResult:
 
     def provenance(self) -> dict:
         """A JSON-able record for layer metadata and TIFF descriptions."""
-        from . import __version__
+        from .. import __version__
 
         return {
             "method": self.method,
@@ -68,7 +68,7 @@ class Method:
     halo: int = 96
 
     def weights_present(self) -> bool:
-        from ._resources import weights_dir
+        from ..core.resources import weights_dir
 
         try:
             folder = weights_dir()
@@ -80,7 +80,7 @@ class Method:
 def _weights_hashes(names) -> dict:
     if not names:
         return {}
-    from .weights import weights_hash
+    from ..models.loader import weights_hash
 
     return {n: weights_hash(n) for n in names}
 
@@ -89,7 +89,7 @@ def _weights_hashes(names) -> dict:
 def _run_lbdvd(image, *, device="auto", defocus_map=None, iterations=15, montage_weights="triangular",
                padding="reflect", stride=42, tta=False, optics=None, **optics_kwargs):
     """LB-DVD: DelpNet defocus map, then depth-variant Richardson-Lucy with that map."""
-    from .deconvolution import iter_deconvolve
+    from ..core.rl import iter_deconvolve
 
     if defocus_map is None:
         from .defocus import iter_defocus_map
@@ -110,7 +110,7 @@ def _run_lbdvd(image, *, device="auto", defocus_map=None, iterations=15, montage
 
 def _run_rl(image, *, device="auto", level=5, iterations=15, optics=None, **optics_kwargs):
     """Depth-invariant Richardson-Lucy with one known defocus level for the whole image."""
-    from .deconvolution import iter_deconvolve
+    from ..core.rl import iter_deconvolve
 
     restored = yield from iter_deconvolve(
         image, level=level, iterations=iterations, device=device, optics=optics, **optics_kwargs
@@ -149,8 +149,8 @@ def _register_learned_methods() -> None:
     """The learned generators register themselves when their module is imported."""
     import importlib.util
 
-    if importlib.util.find_spec(f"{__package__}.generators") is not None:
-        from . import generators  # noqa: F401
+    if importlib.util.find_spec(f"{__package__}.learned") is not None:
+        from . import learned  # noqa: F401
 
 
 _register_learned_methods()
@@ -170,9 +170,9 @@ def get_method(name: str) -> Method:
 
 def iter_refocus(image, *, method: str = "lbdvd", device="auto", **params):
     """Generator form of :func:`refocus`: yields Progress, returns a :class:`RefocusResult`."""
-    from .devices import resolve_device
+    from ..core.devices import resolve_device
 
-    from .chunked import is_lazy
+    from ..bigimage import is_lazy
 
     m = get_method(method)
     if not m.weights_present():
@@ -184,7 +184,7 @@ def iter_refocus(image, *, method: str = "lbdvd", device="auto", **params):
         # bigger than memory: a lazy dask array, computed block by block when read
         if len(image.shape) != 2 or not np.issubdtype(np.dtype(image.dtype), np.number):
             raise ValueError(f"image must be a 2-D numeric array, got shape {image.shape}, dtype {image.dtype}")
-        from .chunked import lazy_method
+        from ..bigimage import lazy_method
 
         restored, extra = lazy_method(image, m.name, device=dev, **params), {}
         yield Progress(1, 1, "lazy")

@@ -28,10 +28,10 @@ def run_demo(screenshot: str | None = None, *, device: str = "auto", timeout_s: 
     """Open napari with the sample pair and the widgets; see the module docstring."""
     import napari
 
-    from ._sample_data import sample_pair
-    from ._widgets import CompareWidget, DefocusMapWidget, RefocusWidget
-    from ._widgets._common import wait_for
-    from .methods import get_method
+    from .sample_data import sample_pair
+    from . import CompareWidget, DefocusMapWidget, RefocusWidget
+    from ._common import wait_for
+    from ..methods import get_method
 
     viewer = napari.Viewer(title="napari-refocus demo", show=True)
     for data, kwargs, _kind in sample_pair():

@@ -17,7 +17,7 @@ META_KEY = "napari_refocus"
 
 
 def _architectures():
-    from .models.delpnet import DelpNet
+    from .delpnet import DelpNet
 
     return {"DelpNet": DelpNet}
 
@@ -63,7 +63,7 @@ def read_metadata(path) -> dict:
 
 def weights_path(name: str) -> Path:
     """``weights/<name>.safetensors`` of the installed package (raises if missing)."""
-    from ._resources import weights_dir
+    from ..core.resources import weights_dir
 
     path = Path(weights_dir()) / f"{name}.safetensors"
     if not path.exists():
@@ -121,7 +121,7 @@ def build_model(meta: dict):
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path_str: str, mtime: float, device_str: str):
-    from .models.delpnet import prepare
+    from .delpnet import prepare
 
     path = Path(path_str)
     digest = verify_hash(path)
@@ -143,7 +143,7 @@ def load_model(name="delpnet", device="cpu"):
     ``.weights_file`` and ``.sha256``. Raises FileNotFoundError when the file is missing, ValueError when its
     SHA-256 does not match ``<name>.sha256``.
     """
-    from .devices import resolve_device
+    from ..core.devices import resolve_device
 
     path = resolve_path(name).resolve()
     dev = resolve_device(device)

@@ -80,7 +80,7 @@ def write_tiff(path: str, data, meta: dict) -> list[str]:
     An existing file is replaced (napari's save dialog asked already), except the file the
     layer (or its source layer) was read from, which is refused with a ValueError.
     """
-    from .io import write_image
+    from ..io import write_image
 
     meta = dict(meta or {})
     description = _jsonable(dict(meta.get("metadata") or {}))

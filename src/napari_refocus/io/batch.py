@@ -76,8 +76,8 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
 
     import numpy as np
 
-    from .io import read_image, write_image
-    from .simulate import cast_like
+    from . import read_image, write_image
+    from ..core.forward import cast_like
 
     if threads:
         import torch
@@ -101,7 +101,7 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     dmap, t_map = None, 0.0
     if method == "lbdvd" or min_level is not None:
-        from .defocus import defocus_map
+        from ..methods.defocus import defocus_map
 
         t1 = time.perf_counter()
         dmap = defocus_map(image, device=device)
@@ -116,7 +116,7 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
         restored = image
         metadata["napari_refocus"] = "copied by focus triage"
     else:
-        from .methods import refocus
+        from ..methods import refocus
 
         kwargs = dict(params)
         if method == "lbdvd":
@@ -144,7 +144,7 @@ def below_threshold_untouched(dmap, min_level: int):
     (left untouched by depth-variant RL); background stays background."""
     from dataclasses import replace
 
-    from .optics import BACKGROUND
+    from ..core.optics import BACKGROUND
 
     levels = dmap.levels.copy()
     levels[(levels < min_level) & (levels != BACKGROUND)] = 0
@@ -171,7 +171,7 @@ def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, d
     """
     from dask.distributed import as_completed
 
-    from .methods import get_method
+    from ..methods import get_method
 
     get_method(method)  # fail early on a wrong name
     files = expand_inputs(inputs)

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._progress import Progress
+from ..core.progress import Progress
 
 # ------------------------------------------------------------------------------ colours
 N_LEVELS = 11
@@ -152,7 +152,7 @@ class DevicePicker(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        from ..devices import available_devices
+        from ..core.devices import available_devices
 
         self.devices = available_devices()
         self.combo = QComboBox()
@@ -370,7 +370,7 @@ def iter_refocus_layer(data, *, rgb: bool = False, method: str, device: str = "a
     colour channel is restored on its own and an alpha channel is copied. ``result`` is the
     :class:`RefocusResult` of the first plane (for provenance).
     """
-    from ..chunked import is_lazy
+    from ..bigimage import is_lazy
     from ..methods import iter_refocus
 
     shape = tuple(data.shape)
@@ -449,7 +449,7 @@ def add_result_layer(viewer, source, stack, result, extra: dict | None = None):
         metadata=meta,
         rgb=rgb,
     )
-    from ..chunked import is_lazy
+    from ..bigimage import is_lazy
 
     if not kwargs["rgb"]:
         kwargs["colormap"] = source.colormap.name

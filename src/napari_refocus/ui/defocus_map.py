@@ -39,7 +39,7 @@ def _defocus_module():
     import importlib
 
     try:
-        return importlib.import_module("napari_refocus.defocus")
+        return importlib.import_module("napari_refocus.methods.defocus")
     except ImportError as exc:  # pragma: no cover - the module ships with the package
         raise ValueError(f"the defocus-map module is not available: {exc}") from None
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._progress import Progress
-from .tiling import CONTEXT, PATCH, STRIDE, PatchGrid, patch_grid
+from .core.progress import Progress
+from .core.tiling import CONTEXT, PATCH, STRIDE, PatchGrid, patch_grid
 
 #: 48 strides of 42 px and 126 TIFF tiles of 16 px
 DEFAULT_BLOCK = 2016
@@ -111,9 +111,9 @@ def process_block(source, blk: Block, grid: PatchGrid, *, classify, deconvolve_l
     Returns ``(restored (y1-y0, x1-x0) float32 or None, levels, probabilities)`` with the
     levels and probabilities on the block's sub-grid of patches.
     """
-    from .deconvolution import deconvolve_patches
-    from .optics import BACKGROUND
-    from .tiling import montage
+    from .core.rl import deconvolve_patches
+    from .core.optics import BACKGROUND
+    from .core.tiling import montage
 
     patch, stride = grid.patch, grid.stride
     patches, sub = block_patches(source, blk, grid, context)
@@ -149,7 +149,7 @@ def iter_blocks(source, *, classify, deconvolve_levels=True, block: int = DEFAUL
 
 
 def _drain_quiet(gen):
-    from ._progress import drain
+    from .core.progress import drain
 
     return drain(gen)
 
@@ -164,9 +164,9 @@ def is_lazy(image) -> bool:
 def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tta: bool = False):
     """``classify(patches (n, 84, 84) counts) -> (n, 12) probabilities`` with DelpNet
     (``tta``: averaged over the 8 flips/rotations)."""
-    from .defocus import iter_patch_probabilities
-    from .devices import resolve_device
-    from .weights import load_model
+    from .methods.defocus import iter_patch_probabilities
+    from .core.devices import resolve_device
+    from .models.loader import load_model
 
     dev = resolve_device(device)
     model = load_model("delpnet" if weights is None else weights, dev)
@@ -181,7 +181,7 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
 def chunked_defocus_map(source, *, weights=None, device="auto", stride: int = STRIDE,
                         block: int = DEFAULT_BLOCK, progress=None):
     """:func:`napari_refocus.defocus.defocus_map` of an image too big for memory, block by block."""
-    from .defocus import DefocusMap, certainty_of
+    from .methods.defocus import DefocusMap, certainty_of
 
     classify = delpnet_classifier(weights=weights, device=device)
     grid, _ = plan_blocks(source.shape, block=block, stride=stride)
@@ -223,7 +223,7 @@ def refocus_to_tiff(source, path, *, method: str = "lbdvd", dtype=None, pixel_um
 
     from .io import atomic_output, check_not_input
     from .methods import get_method
-    from .simulate import cast_like
+    from .core.forward import cast_like
 
     path = Path(path)
     check_not_input(path, protect)
@@ -289,7 +289,7 @@ def lbdvd_block_kwargs(params: dict) -> dict:
     are dropped, other values are an error rather than silently ignored.
     """
     from .methods import get_method
-    from .optics import Optics, resolve_optics
+    from .core.optics import Optics, resolve_optics
 
     fields = set(Optics().as_dict())
     rl_keys = ("iterations", "initial", "boundary", "min_level", "weights", "tta")
@@ -329,7 +329,7 @@ def restore_block(source, bounds, fn, *, halo: int, upscale: int = 1) -> np.ndar
 
 def method_function(method: str, *, device="auto", **params):
     """``fn(image) -> restored float32`` running a registered method in memory (for blocks)."""
-    from ._progress import drain
+    from .core.progress import drain
     from .methods import get_method
 
     m = get_method(method)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._progress import Progress, drain
-from ._validation import as_image
-from .optics import BACKGROUND
-from .tiling import PATCH, STRIDE, PatchGrid, extract_patches, patch_grid
+from ..core.progress import Progress, drain
+from ..core.validation import as_image
+from ..core.optics import BACKGROUND
+from ..core.tiling import PATCH, STRIDE, PatchGrid, extract_patches, patch_grid
 
 N_CLASSES = 12
 SCALE = 65535.0
@@ -87,7 +87,7 @@ class DefocusMap:
 
 
 def _model(weights, device):
-    from .weights import load_model
+    from ..models.loader import load_model
 
     return load_model("delpnet" if weights is None else weights, device)
 
@@ -108,7 +108,7 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta:
     """
     import torch
 
-    from .models.delpnet import mean_softmax
+    from ..models.delpnet import mean_softmax
 
     n = patches.shape[0]
     probs = []
@@ -129,7 +129,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap."""
     import torch
 
-    from .devices import resolve_device
+    from ..core.devices import resolve_device
 
     arr = as_image(image, name="image", ndim=2)
     if min(arr.shape) < PATCH:
@@ -169,7 +169,7 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
     A dask or zarr ``image`` (bigger than memory) is read block by block; the map is the
     same as for the image in memory.
     """
-    from .chunked import chunked_defocus_map, is_lazy
+    from ..bigimage import chunked_defocus_map, is_lazy
 
     if is_lazy(image):
         if len(image.shape) != 2 or min(image.shape) < PATCH:
