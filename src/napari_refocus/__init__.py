@@ -38,11 +38,13 @@ _EAGER = ["Progress", "deconvolve", "iter_deconvolve", "read_image", "write_imag
           "undulating_level_field", "PatchGrid", "patch_grid"]
 
 _LAZY = {
-    "refocus": "methods",
-    "iter_refocus": "methods",
-    "list_methods": "methods",
-    "RefocusResult": "methods",
-    "defocus_map": "methods.defocus",
+    "refocus": "api",
+    "defocus_map": "api",
+    "is_lazy": "api",
+    "iter_refocus": "methods.run",
+    "list_methods": "methods.registry",
+    "get_method": "methods.registry",
+    "RefocusResult": "methods.base",
     "iter_defocus_map": "methods.defocus",
     "DefocusMap": "methods.defocus",
 }

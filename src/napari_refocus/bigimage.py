@@ -329,14 +329,12 @@ def restore_block(source, bounds, fn, *, halo: int, upscale: int = 1) -> np.ndar
 
 def method_function(method: str, *, device="auto", **params):
     """``fn(image) -> restored float32`` running a registered method in memory (for blocks)."""
-    from .core.progress import drain
-    from .methods import get_method
+    from .methods import get_method, refocus_array
 
     m = get_method(method)
 
     def fn(region):
-        restored, _ = drain(m.run(region, device=device, **params))
-        return restored
+        return refocus_array(region, method=m, device=device, **params).image
 
     return fn, m
 

@@ -383,7 +383,7 @@ def _demo_headless(args) -> None:
     import numpy as np
 
     from .io import write_image
-    from .methods import refocus
+    from .api import refocus
     from .core.metrics import compare
     from .io.samples import PIXEL_UM, synthetic_pair
     from .core.forward import cast_like

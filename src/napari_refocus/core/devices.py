@@ -62,12 +62,29 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def run_chunked(fn, n_items: int, *, batch_size: int, device):
+class DeviceReport:
+    """What actually ran: the device a job ended on, after any out-of-memory fallback.
+
+    A method passes one down to :func:`run_chunked`; provenance then records the device that
+    did the work, not the one that was asked for.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.fallbacks: list[str] = []
+
+    def fell_back(self, new_device, why: str) -> None:
+        self.fallbacks.append(why)
+        self.device = new_device
+
+
+def run_chunked(fn, n_items: int, *, batch_size: int, device, report: DeviceReport | None = None):
     """Call ``fn(start, stop, device)`` over ``range(n_items)`` in chunks, as a generator.
 
     Yields ``(stop, result)`` per chunk. On an accelerator out-of-memory error the chunk is
     retried with half the batch, down to 1, and then on the CPU (RedLionfish-style), so a
-    job that fits in host memory always finishes.
+    job that fits in host memory always finishes. ``report`` (a :class:`DeviceReport`) learns
+    of a move to the CPU.
     """
     import torch
 
@@ -87,6 +104,8 @@ def run_chunked(fn, n_items: int, *, batch_size: int, device):
                 logger.warning("out of memory on %s: retrying with batch %d", device, batch)
             else:
                 logger.warning("out of memory on %s even with batch 1: continuing on the CPU", device)
+                if report is not None:
+                    report.fell_back(torch.device("cpu"), f"out of memory on {device}: continued on the CPU")
                 device = torch.device("cpu")
             continue
         yield stop, result

@@ -32,3 +32,13 @@ def weights_dir() -> Path:
 def data_dir() -> Path:
     """Small sample images shipped in the package (with their attribution)."""
     return _PKG / "data"
+
+
+def package_version() -> str:
+    """The installed napari-refocus version ("0+unknown" in a bare source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("napari-refocus")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"

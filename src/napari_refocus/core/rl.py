@@ -144,9 +144,13 @@ def iter_deconvolve(
     boundary: str = "normalized",
     batch_size: int | None = None,
     optics: Optics | None = None,
+    report=None,
     **optics_kwargs,
 ):
-    """Generator form of :func:`deconvolve`: yields :class:`Progress`, returns the image."""
+    """Generator form of :func:`deconvolve`: yields :class:`Progress`, returns the image.
+
+    ``report``: an optional :class:`~napari_refocus.core.devices.DeviceReport` told of an
+    out-of-memory move to the CPU."""
     import torch
 
     arr = as_image(image)
@@ -188,7 +192,7 @@ def iter_deconvolve(
         inside = extract_patches(torch.ones_like(data), grid, context=context, mode="zeros")
     restored = yield from deconvolve_patches(
         patches, levels, context=context, iterations=iterations, device=dev, initial=initial,
-        boundary=boundary, batch_size=batch_size, optics=optics, inside=inside,
+        boundary=boundary, batch_size=batch_size, optics=optics, inside=inside, report=report,
     )
     out = montage(restored, grid, weights=montage_weights)
     return out.clamp_min(0).cpu().numpy()
@@ -206,6 +210,7 @@ def deconvolve_patches(
     batch_size: int | None = None,
     optics: Optics | None = None,
     inside=None,
+    report=None,
 ):
     """Deconvolve context-padded patches ``(N, p+2c, p+2c)``, each with its own level.
 
@@ -250,7 +255,7 @@ def deconvolve_patches(
     total = max(1, len(todo))
     yield Progress(0, total, "deconvolve")
     done = 0
-    for stop, chunk in run_chunked(work, len(todo), batch_size=batch_size, device=dev):
+    for stop, chunk in run_chunked(work, len(todo), batch_size=batch_size, device=dev, report=report):
         restored[torch.from_numpy(todo[done:stop]).to(restored.device)] = chunk
         done = stop
         yield Progress(done, total, "deconvolve")

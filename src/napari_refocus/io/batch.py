@@ -116,7 +116,7 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
         restored = image
         metadata["napari_refocus"] = "copied by focus triage"
     else:
-        from ..methods import refocus
+        from ..api import refocus
 
         kwargs = dict(params)
         if method == "lbdvd":

@@ -151,7 +151,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                       weights_sha256=getattr(model, "sha256", ""))
 
 
-def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
+def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRIDE,
                 batch_size: int = 256, progress=None, tta: bool = False) -> DefocusMap:
     """Defocus level (0..10, 11 = bg) of every 84x84 patch of a 2-D image.
 
@@ -166,16 +166,10 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
     tta : average DelpNet over the 8 flips/rotations of each patch (8x slower; more accurate,
         see ``weights/delpnet.md``).
 
-    A dask or zarr ``image`` (bigger than memory) is read block by block; the map is the
-    same as for the image in memory.
     """
-    from ..bigimage import chunked_defocus_map, is_lazy
-
-    if is_lazy(image):
-        if len(image.shape) != 2 or min(image.shape) < PATCH:
-            raise ValueError(f"image must be 2-D and at least {PATCH}x{PATCH}, got shape {image.shape}")
-        if tta:
-            raise ValueError("tta is not supported for images processed block by block")
-        return chunked_defocus_map(image, weights=weights, device=device, stride=stride, progress=progress)
     return drain(iter_defocus_map(image, weights=weights, device=device, stride=stride,
                                   batch_size=batch_size, tta=tta), progress)
+
+
+#: the in-memory form under its old name (``napari_refocus.defocus_map`` also takes big images)
+defocus_map = defocus_map_array

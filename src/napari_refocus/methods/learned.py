@@ -1,71 +1,73 @@
-"""The four learned refocusing generators as registered methods.
+"""The four learned refocusing generators (blind: no defocus level or optics needed).
 
-Importing this module registers ``comi-cyclegan``, ``refocus-unet``, ``m-deblurgan`` (x2
-output) and ``h2t-msunet`` in :data:`napari_refocus.methods.REGISTRY` (``methods.py`` imports
-it at its end). Each runs :func:`napari_refocus.inference.iter_predict_tiled` with the network
-of ``weights/<name>.safetensors`` (a custom weights file with ``weights=PATH``).
+Each runs :func:`napari_refocus.models.predict.iter_predict_tiled` with the network of
+``weights/<name>.safetensors`` (or a custom file, ``weights=PATH``), loaded through the one
+model loader, which keeps one cached instance per (file, device).
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 
 from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
-from . import Method, register
+from .base import Method
+from .params import Params, option
 
 GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 
 
-@functools.lru_cache(maxsize=8)
-def _cached(path_str: str, mtime: float):
-    from ..training.train_generators import load_generator
+@dataclass(frozen=True)
+class LearnedParams(Params):
+    """Parameters of the learned methods."""
 
-    return load_generator(path_str, "cpu")
+    tile: int = option(DEFAULT_TILE, help="tile side, px (<= 0: the whole image at once)", unit="px")
+    overlap: int = option(DEFAULT_OVERLAP, help="tile overlap, px", minimum=0, unit="px")
+    batch_size: int = option(4, help="tiles per forward pass", minimum=1)
+    precision: str = option("auto", help="autocast: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
+                            choices=("auto", "fp32", "fp16", "bf16"))
+    tta: bool = option(False, help="average the network over 8 flips/rotations (8x slower)")
+    weights: str | None = option(None, help="a .safetensors file (default: the shipped weights)")
 
 
-def get_generator(name_or_path):
-    """The (cached, CPU, eval-mode) network of a generator name or weights path."""
-    from ..models.loader import resolve_path
+def get_generator(name_or_path, device="cpu"):
+    """The cached, eval-mode network of a generator name or weights path on ``device``."""
+    from ..models.loader import load_model
 
-    path = resolve_path(name_or_path).resolve()
-    return _cached(str(path), path.stat().st_mtime)
+    return load_model(name_or_path, device)
 
 
 def _make_run(name: str):
-    def run(image, *, device="auto", tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=4, precision="auto", weights=None,
-            tta=False, **_):
+    def run(image, params: LearnedParams, *, device, report, stats=None):
         from ..models.predict import iter_predict_tiled
 
-        model = get_generator(weights or name)
-        restored = yield from iter_predict_tiled(
-            model, image, device=device, tile=int(tile), overlap=int(overlap), batch_size=int(batch_size),
-            precision=precision, stage=f"{name}: tiles", tta=bool(tta),
-        )
-        return restored, {}
+        source = params.weights or name
+        model = get_generator(source, device)
+        report.used_weights(name, model)
+        return (yield from iter_predict_tiled(
+            lambda d: model if d == device else get_generator(source, d), image, device=device,
+            tile=params.tile, overlap=params.overlap, batch_size=params.batch_size, precision=params.precision,
+            stage=f"{name}: tiles", tta=params.tta, stats=stats, report=report,
+        ))
 
     run.__name__ = f"run_{name.replace('-', '_')}"
     return run
 
 
-_DEFAULTS = {"tile": DEFAULT_TILE, "overlap": DEFAULT_OVERLAP, "batch_size": 4, "precision": "auto", "tta": False}
+def _method(name: str, title: str, description: str, upscale: int = 1) -> Method:
+    return Method(name=name, title=title, description=description, schema=LearnedParams, run=_make_run(name),
+                  weights=(name,), upscale=upscale, inputs=("stats",), form_fields=("tta",))
 
 
-
-def _register(name: str, title: str, description: str, upscale: int = 1) -> None:
-    register(Method(name=name, title=title, description=description, run=_make_run(name),
-                    weights=(name,), upscale=upscale, defaults=dict(_DEFAULTS)))
-
-
-_register("comi-cyclegan", "COMI CycleGAN (learned)",
-          "ResNet encoder/decoder generator trained as a CycleGAN on synthetic BBBC006 defocus "
-          "(COMI, seed 000). Blind: no defocus level needed.")
-_register("refocus-unet", "ReFocus U-Net (learned)",
-          "U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind.")
-_register("m-deblurgan", "M-Deblurgan, x2 (learned)",
-          "Deblurring encoder-decoder + optimal approximation + x2 super-resolution module "
-          "(M-Deblurgan, seed 002). The output is twice as large as the input.", upscale=2)
-_register("h2t-msunet", "Head-to-tail multi-scale U-Net (learned)",
-          "K U-Nets at K scales, coarse decoder features fused into the next finer encoder, "
-          "multi-scale loss (seed 004). Blind.")
-
-__all__ = ["GENERATORS", "get_generator"]
+METHODS = (
+    _method("comi-cyclegan", "COMI CycleGAN (learned)",
+            "ResNet encoder/decoder generator trained as a CycleGAN on synthetic BBBC006 defocus "
+            "(COMI, seed 000). Blind: no defocus level needed."),
+    _method("refocus-unet", "ReFocus U-Net (learned)",
+            "U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind."),
+    _method("m-deblurgan", "M-Deblurgan, x2 (learned)",
+            "Deblurring encoder-decoder + optimal approximation + x2 super-resolution module "
+            "(M-Deblurgan, seed 002). The output is twice as large as the input.", upscale=2),
+    _method("h2t-msunet", "Head-to-tail multi-scale U-Net (learned)",
+            "K U-Nets at K scales, coarse decoder features fused into the next finer encoder, "
+            "multi-scale loss (seed 004). Blind."),
+)

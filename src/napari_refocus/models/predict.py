@@ -114,13 +114,20 @@ def iter_predict_tiled(
     percentiles=DEFAULT_PERCENTILES,
     stage: str = "restoring tiles",
     tta: bool = False,
+    stats=None,
+    report=None,
 ):
     """Generator: yields :class:`Progress` per tile batch, returns the restored float32 image
     (input units; ``upscale`` x the input's shape).
 
-    ``tile`` <= 0 runs the whole image as one tile (untiled). ``model`` needs ``multiple``
-    and ``upscale`` attributes (1 if missing). ``tta=True`` averages the network over the 8
+    ``tile`` <= 0 runs the whole image as one tile (untiled). ``model`` is a network, or a
+    function ``device -> network`` (the run-time loader's cached instance for that device, so
+    an out-of-memory move to the CPU never moves a shared cached module); the network needs
+    ``multiple`` and ``upscale`` attributes (1 if missing). ``tta=True`` averages the network over the 8
     flips/rotations of every tile (geometric self-ensemble: 8x the compute).
+    ``stats``: ``(lo, scale)`` intensity normalisation to use instead of this image's own
+    percentiles (a block of a big image uses the whole image's). ``report``: an optional
+    :class:`~napari_refocus.core.devices.DeviceReport` told of an out-of-memory move to the CPU.
     """
     import torch
 
@@ -130,9 +137,21 @@ def iter_predict_tiled(
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")
     dev = resolve_device(device)
-    multiple = int(getattr(model, "multiple", 1) or 1)
-    r = int(getattr(model, "upscale", 1) or 1)
-    xn, stats = normalise(img, percentiles)
+    if isinstance(model, torch.nn.Module):
+        net = model
+
+        def model_for(d):  # the caller's own module: moved as it always was
+            return net.to(d).eval()
+    else:
+        model_for = model
+    first = model_for(dev)
+    multiple = int(getattr(first, "multiple", 1) or 1)
+    r = int(getattr(first, "upscale", 1) or 1)
+    if stats is None:
+        xn, stats = normalise(img, percentiles)
+    else:
+        lo, scale = (float(v) for v in stats)
+        xn, stats = (img.astype(np.float32) - np.float32(lo)) / np.float32(scale), (lo, scale)
     h, w = xn.shape
     if tile is None or tile <= 0:
         tile = _round_up(max(h, w) + overlap, multiple)
@@ -149,16 +168,8 @@ def iter_predict_tiled(
     weight = np.outer(wy, wx)
     num = np.zeros((ys * r, xs * r), dtype=np.float32)
     den = np.zeros((ys * r, xs * r), dtype=np.float32)
-    cache = {}
-
-    def model_on(d):
-        key = str(d)
-        if key not in cache:
-            cache[key] = model.to(d).eval()
-        return cache[key]
-
     def work(start, stop, d):
-        m = model_on(d)
+        m = first if d == dev else model_for(d)
         batch = torch.stack([padded[y:y + ty, x:x + tx] for y, x in corners[start:stop]])[:, None]
         batch = batch.to(d)
         with torch.inference_mode(), autocast_context(d, precision):
@@ -170,7 +181,7 @@ def iter_predict_tiled(
 
     total = len(corners)
     yield Progress(0, total, stage)
-    for stop, preds in run_chunked(work, total, batch_size=batch_size, device=dev):
+    for stop, preds in run_chunked(work, total, batch_size=batch_size, device=dev, report=report):
         start = stop - len(preds)
         for (y, x), p in zip(corners[start:stop], preds):
             num[y * r:(y + ty) * r, x * r:(x + tx) * r] += p * weight

@@ -370,14 +370,15 @@ def iter_refocus_layer(data, *, rgb: bool = False, method: str, device: str = "a
     colour channel is restored on its own and an alpha channel is copied. ``result`` is the
     :class:`RefocusResult` of the first plane (for provenance).
     """
-    from ..bigimage import is_lazy
+    from ..api import is_lazy, refocus
     from ..methods import iter_refocus
 
     shape = tuple(data.shape)
     if is_lazy(data) and len(shape) == 2 and not rgb:
         # a dask-backed 2-D layer stays lazy: the result is a dask array computed block by
         # block (with the halo each patch needs) as napari displays it
-        res = yield from iter_refocus(data, method=method, device=device, **params)
+        res = refocus(data, method=method, device=device, **params)
+        yield Progress(1, 1, "lazy")
         return res.image, res
     planes = layer_planes(shape, rgb)
     n = len(planes)
@@ -449,7 +450,7 @@ def add_result_layer(viewer, source, stack, result, extra: dict | None = None):
         metadata=meta,
         rgb=rgb,
     )
-    from ..bigimage import is_lazy
+    from ..api import is_lazy
 
     if not kwargs["rgb"]:
         kwargs["colormap"] = source.colormap.name

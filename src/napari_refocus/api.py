@@ -1,0 +1,109 @@
+"""The public functions that take any image: eager (numpy) or lazy (dask, zarr).
+
+This is the one place where an image in memory and a bigger-than-memory one are told apart:
+arrays in memory go to :mod:`napari_refocus.methods`, lazy ones to the block-by-block executor
+:mod:`napari_refocus.bigimage`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .core.devices import resolve_device
+from .core.progress import Progress
+from .core.tiling import PATCH, STRIDE
+
+
+def is_lazy(image) -> bool:
+    """True for arrays processed block by block (dask, zarr)."""
+    mod = type(image).__module__
+    return mod.startswith("dask") or mod.startswith("zarr")
+
+
+def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
+    """Restore an out-of-focus 2-D image (y, x) with a registered method.
+
+    Parameters
+    ----------
+    image : (Y, X) array of intensities (numpy), or a dask/zarr array (bigger than memory).
+    method : str
+        A name from :func:`list_methods` ("lbdvd" = DelpNet map + depth-variant RL).
+    device : "auto" | "cpu" | "cuda" | "mps"
+    progress : callable, optional, called with every :class:`~napari_refocus.Progress`.
+    **params
+        The method's parameters (see ``get_method(name).describe()``; unknown names are a
+        ValueError listing the valid ones), optics fields (``pixel_um=``, ``na=`` ...) for the
+        physics methods, and ``defocus_map=`` (lbdvd) to reuse a map.
+
+    Returns
+    -------
+    RefocusResult
+        ``image`` is float32 in the input's units (``upscale`` x larger for x2 methods); for a
+        lazy input it is a lazy dask array computed block by block when read, and
+        ``defocus_map`` is None.
+
+    Examples
+    --------
+    >>> import napari_refocus as nr
+    >>> result = nr.refocus(image, method="rl", level=4, pixel_um=0.65)  # doctest: +SKIP
+    """
+    from .methods.registry import get_method
+    from .methods.run import check_weights, refocus_array, split_inputs
+
+    if not is_lazy(image):
+        return refocus_array(image, method=method, device=device, progress=progress, **params)
+    from .bigimage import lazy_method
+    from .methods.base import RefocusResult
+
+    m = get_method(method)
+    raw, inputs = split_inputs(m, params)
+    if inputs:
+        raise ValueError(f"{', '.join(inputs)} cannot be given for an image processed block by block")
+    parsed = m.parse(**raw)
+    if getattr(parsed, "weights", None) is None:
+        check_weights(m)
+    if len(image.shape) != 2 or not np.issubdtype(np.dtype(image.dtype), np.number):
+        raise ValueError(f"image must be a 2-D numeric array, got shape {image.shape}, dtype {image.dtype}")
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    restored = lazy_method(image, m.name, device=dev, **raw)
+    if progress:
+        progress(Progress(1, 1, "lazy"))
+    return RefocusResult(image=restored, method=m.name, parameters=parsed.as_dict(), upscale=m.upscale,
+                         seconds=time.perf_counter() - t0, device=str(dev),
+                         notes=["computed block by block when read"])
+
+
+def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
+                progress=None, tta: bool = False):
+    """Defocus level (0..10, 11 = background) of every 84x84 patch of a 2-D image.
+
+    Parameters
+    ----------
+    image : (Y, X) array of camera counts, at least 84x84; or a dask/zarr array, read block by
+        block (the map is the same as for the image in memory).
+    weights : None for the shipped ``weights/delpnet.safetensors``, or a .safetensors path.
+    device : "auto" | "cpu" | "cuda" | "mps".
+    stride : grid step in pixels (1..84; 42 = half a patch, the LB-DVD default).
+    batch_size : patches per forward pass.
+    progress : optional callback receiving :class:`~napari_refocus.Progress`.
+    tta : average DelpNet over the 8 flips/rotations of each patch (8x slower).
+
+    Returns
+    -------
+    DefocusMap
+    """
+    from .methods.defocus import defocus_map_array
+
+    if is_lazy(image):
+        if len(image.shape) != 2 or min(image.shape) < PATCH:
+            raise ValueError(f"image must be 2-D and at least {PATCH}x{PATCH}, got shape {image.shape}")
+        if tta:
+            raise ValueError("tta is not supported for images processed block by block")
+        from .bigimage import chunked_defocus_map
+
+        return chunked_defocus_map(image, weights=weights, device=device, stride=stride, progress=progress)
+    return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
+                             progress=progress, tta=tta)

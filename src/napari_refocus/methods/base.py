@@ -1,0 +1,141 @@
+"""What a restoration method is (:class:`Method`) and what a run returns (:class:`RefocusResult`).
+
+A method is data: a name, a parameter schema (:mod:`.params`), the weights it needs and a
+``run`` generator. ``run(image, params, *, device, report, **inputs)`` takes a 2-D float
+image in memory, yields :class:`~napari_refocus.core.progress.Progress` and returns the
+restored float32 image; it tells ``report`` (a :class:`RunReport`) what it really used: the
+device after any out-of-memory fallback, the SHA-256 of the weights file it loaded, and extra
+outputs such as the defocus map. Provenance is built from that report, never from what was
+asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..core.devices import DeviceReport
+from .params import describe, field_names, parse
+
+
+class RunReport(DeviceReport):
+    """A method run's account of what it used (device, weights) and extra outputs."""
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.weights_sha256: dict[str, str] = {}
+        self.extras: dict[str, Any] = {}
+
+    def used_weights(self, name: str, model) -> None:
+        """Record the weights file a loaded network came from (its own hash)."""
+        self.weights_sha256[name] = getattr(model, "sha256", "")
+
+
+@dataclass
+class RefocusResult:
+    """What a method returns: the restored image and how it was made.
+
+    ``image`` is float32 in the input's intensity units; ``upscale`` > 1 means the image is
+    that many times larger than the input (a viewer divides the input's scale by it).
+    ``parameters`` are the method's parameters as used (its schema, defaults filled in);
+    ``device`` is the device that did the work; ``weights_sha256`` the files really loaded.
+    """
+
+    image: np.ndarray
+    method: str
+    parameters: dict = field(default_factory=dict)
+    defocus_map: Any = None
+    upscale: int = 1
+    seconds: float = 0.0
+    weights_sha256: dict = field(default_factory=dict)
+    device: str = "cpu"
+    notes: list = field(default_factory=list)
+
+    def provenance(self) -> dict:
+        """A JSON-able record for layer metadata and TIFF descriptions."""
+        from ..core.resources import package_version
+
+        out = {
+            "method": self.method,
+            "parameters": _jsonable(self.parameters),
+            "weights_sha256": dict(self.weights_sha256),
+            "napari_refocus_version": package_version(),
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+            "upscale": self.upscale,
+        }
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One restoration method.
+
+    ``schema``: its parameter dataclass; ``inputs``: names of run-time inputs that are not
+    parameters (``defocus_map`` for lbdvd, ``stats`` for the learned methods run on blocks);
+    ``halo``: input pixels of context a block of a big image is read with; ``block_runner``:
+    for a method with its own exact block-by-block form (lbdvd's patch grid), a function
+    ``(source, params, *, device, block) -> iterator of (Progress, (y0, y1, x0, x1), block)``
+    plus ``block_multiple`` (block sides must be multiples of it).
+    """
+
+    name: str
+    title: str
+    description: str
+    schema: type
+    run: Callable
+    weights: tuple = ()
+    upscale: int = 1
+    halo: int = 96
+    inputs: tuple = ()
+    block_runner: Callable | None = None
+    block_multiple: int = 1
+    #: which schema fields the user sets in a form (others: advanced, API and CLI only)
+    form_fields: tuple = ()
+
+    def parse(self, **kwargs):
+        """This method's parameters from keywords (ValueError for unknown or bad values)."""
+        return parse(self.schema, self.name, **kwargs)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return field_names(self.schema)
+
+    def accepts(self, name: str) -> bool:
+        return name in self.parameter_names
+
+    @property
+    def defaults(self) -> dict:
+        """The schema's default values (optics as a nested dict)."""
+        return self.schema().as_dict()
+
+    def describe(self) -> list[dict]:
+        return describe(self.schema)
+
+    def weights_present(self) -> bool:
+        from ..core.resources import weights_dir
+
+        try:
+            folder = weights_dir()
+        except FileNotFoundError:
+            return False
+        return all((folder / f"{w}.safetensors").exists() for w in self.weights)
