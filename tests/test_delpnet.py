@@ -65,6 +65,47 @@ def test_safetensors_round_trip(tiny_weights, tmp_path):
         load_model(str(tmp_path / "missing.safetensors"), "cpu")
 
 
+def test_truncated_or_pickled_weights_raise_one_line_value_error(tiny_weights, tmp_path):
+    """A truncated file, or a pickle (torch.save) renamed .safetensors, is refused (never
+    unpickled) with a one-line ValueError naming the file."""
+    from napari_refocus.models.loader import load_state
+
+    data = tiny_weights.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save(DelpNet(width=4).state_dict(), pickled)
+    for bad in (truncated, pickled):
+        for load in (lambda p: load_model(str(p), "cpu"), load_state, read_metadata):
+            with pytest.raises(ValueError) as err:
+                load(bad)
+            assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_cache_per_device_and_thread_safe(tiny_weights, monkeypatch):
+    """One cached instance per (file, device), built once even when threads race, never
+    moved in place; any registered architecture loads; duplicate names are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_refocus.models import loader, registry
+
+    loader.clear_cache()
+    built = []
+    real = loader.load_fresh
+    monkeypatch.setattr(loader, "load_fresh", lambda p: built.append(p) or real(p))
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: load_model(str(tiny_weights), "cpu"), range(8)))
+    assert len(built) == 1 and all(m is models[0] for m in models)
+    assert models[0].sha256 == weights_hash(tiny_weights) and models[0].weights_file == str(tiny_weights.resolve())
+    assert set(registry.architectures()) == {"DelpNet", "ResnetGenerator", "ResNetUNet", "MDeblurGenerator",
+                                             "HeadToTailUNet"}
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(DelpNet)
+    if torch.cuda.is_available():
+        gpu = load_model(str(tiny_weights), "cuda")
+        assert gpu is not models[0] and next(models[0].parameters()).device.type == "cpu"
+
+
 @pytest.mark.parametrize("shape", [(100, 130), (84, 84), (520, 696)])
 def test_defocus_map_geometry(tiny_weights, shape):
     rng = np.random.default_rng(0)

@@ -4,22 +4,40 @@ A weights file ``weights/<name>.safetensors`` holds the tensors plus one metadat
 ``"napari_refocus"``: JSON with ``architecture`` (class name), ``kwargs`` (its constructor
 arguments), ``optics``, ``normalisation`` and free-form ``provenance``. Next to it,
 ``weights/<name>.sha256`` (one hex digest) is checked on load when present.
+
+:func:`load_model` is the one run-time loader (DelpNet and the generators, any architecture of
+:mod:`.registry`), with one cached instance per (file, modification time, device);
+:func:`load_fresh` gives an uncached module that the caller owns (training, fine-tuning).
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 META_KEY = "napari_refocus"
 
 
-def _architectures():
-    from .delpnet import DelpNet
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
 
-    return {"DelpNet": DelpNet}
+
+@contextlib.contextmanager
+def _readable(path):
+    """Turn safetensors' errors about a corrupt, truncated or non-safetensors (e.g. pickle)
+    file into a one-line ValueError naming the file."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{path} is not a valid safetensors weights file (corrupt, truncated or pickled?): {_one_line(exc)}"
+        ) from None
 
 
 def file_sha256(path) -> str:
@@ -54,11 +72,12 @@ def read_metadata(path) -> dict:
     """The napari-refocus metadata dict of a safetensors file (no tensors are read)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(META_KEY)
-    if raw is None:
-        raise ValueError(f"{path} has no napari-refocus metadata; was it written by save_weights?")
-    return json.loads(raw)
+    with _readable(path):
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+        if raw is None:
+            raise ValueError(f"{path} has no napari-refocus metadata; was it written by save_weights?")
+        return json.loads(raw)
 
 
 def weights_path(name: str) -> Path:
@@ -108,43 +127,78 @@ def load_state(path):
     """(state_dict, metadata) of a safetensors weights file, on the CPU."""
     from safetensors.torch import load_file
 
-    return load_file(str(path), device="cpu"), read_metadata(path)
+    with _readable(path):
+        state = load_file(str(path), device="cpu")
+    return state, read_metadata(path)
 
 
 def build_model(meta: dict):
-    archs = _architectures()
-    arch = meta.get("architecture")
-    if arch not in archs:
-        raise ValueError(f"unknown architecture {arch!r} in weights metadata (known: {sorted(archs)})")
-    return archs[arch](**meta.get("kwargs", {}))
+    """A new module of the architecture named in ``meta`` (see :mod:`.registry`)."""
+    from .registry import build_model as _build
+
+    return _build(meta)
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(path_str: str, mtime: float, device_str: str):
-    from .delpnet import prepare
+def load_fresh(name_or_path):
+    """A NEW module (not cached, CPU, eval mode) with the weights of a name or .safetensors path.
 
-    path = Path(path_str)
+    The SHA-256 is checked against ``<name>.sha256`` when that file exists. The module carries
+    ``.meta``, ``.weights_file`` and ``.sha256``; the caller owns it (may train or move it).
+    """
+    path = resolve_path(name_or_path)
     digest = verify_hash(path)
     state, meta = load_state(path)
-    model = build_model(meta)
-    model.load_state_dict(state)
+    try:
+        model = build_model(meta)
+        model.load_state_dict(state)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: {_one_line(exc)}") from None
     model.eval()
-    model = prepare(model, device_str)
-    model.meta = meta
-    model.weights_file = str(path)
-    model.sha256 = digest
+    model.meta, model.weights_file, model.sha256 = meta, str(path), digest
     return model
 
 
-def load_model(name="delpnet", device="cpu"):
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 8
+_LOCK = threading.Lock()
+
+
+def load_model(name_or_path="delpnet", device="cpu"):
     """The network of ``weights/<name>.safetensors`` (or of a .safetensors path) in eval mode.
 
-    Cached per (file, device). The returned module carries ``.meta`` (the stored config),
-    ``.weights_file`` and ``.sha256``. Raises FileNotFoundError when the file is missing, ValueError when its
-    SHA-256 does not match ``<name>.sha256``.
+    Any registered architecture (DelpNet and the four generators). Cached by (resolved path,
+    modification time, device); the cached module is never moved: each device gets its own
+    instance, loaded on the CPU and moved before it enters the cache (thread-safe; the cache
+    keeps the 8 most recently used). The module carries ``.meta`` (the stored config),
+    ``.weights_file`` and ``.sha256``. Raises FileNotFoundError when the file is missing,
+    ValueError when its SHA-256 does not match ``<name>.sha256`` or it is not a valid
+    safetensors weights file.
     """
     from ..core.devices import resolve_device
+    from .registry import get_architecture
 
-    path = resolve_path(name).resolve()
+    path = resolve_path(name_or_path).resolve()
     dev = resolve_device(device)
-    return _load_cached(str(path), path.stat().st_mtime, str(dev))
+    key = (str(path), path.stat().st_mtime_ns, str(dev))
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        fresh = load_fresh(path)
+        model = get_architecture(fresh.meta["architecture"]).prepare(fresh, dev)
+        model.meta, model.weights_file, model.sha256 = fresh.meta, fresh.weights_file, fresh.sha256
+        _CACHE[key] = model
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return model
+
+
+def load_generator(name_or_path, device="cpu"):
+    """:func:`load_model` (kept for the generators' callers)."""
+    return load_model(name_or_path, device)
+
+
+def clear_cache() -> None:
+    """Forget every cached module."""
+    with _LOCK:
+        _CACHE.clear()
