@@ -1,0 +1,125 @@
+"""Methods as data: strict parameter schemas, an explicit registry, true provenance."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import napari_refocus as nr  # noqa: E402
+from napari_refocus.methods import get_method, list_methods, register, unregister  # noqa: E402
+from napari_refocus.methods.registry import BUILTIN  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small(infocus_crop):
+    return np.ascontiguousarray(nr.simulate(infocus_crop, level=4, seed=0)[:128, :160])
+
+
+def test_registry_is_the_explicit_list_and_refuses_duplicates():
+    assert [m.name for m in list_methods()][: len(BUILTIN)] == [m.name for m in BUILTIN]
+    assert [m.name for m in BUILTIN] == ["lbdvd", "rl", "comi-cyclegan", "refocus-unet", "m-deblurgan",
+                                         "h2t-msunet"]
+    with pytest.raises(ValueError, match="already registered"):
+        register(get_method("rl"))
+    custom = dataclasses.replace(get_method("rl"), name="rl-copy")
+    register(custom)
+    try:
+        assert get_method("rl-copy") is custom
+    finally:
+        unregister("rl-copy")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("method, bad", [("rl", "stride"), ("h2t-msunet", "iterations"),
+                                         ("h2t-msunet", "pixel_um"), ("lbdvd", "level")])
+def test_unknown_parameter_is_a_value_error_listing_the_valid_ones(small, method, bad):
+    with pytest.raises(ValueError) as err:
+        nr.refocus(small, method=method, device="cpu", **{bad: 1})
+    msg = str(err.value)
+    assert repr(bad) in msg and "valid:" in msg
+    for name in get_method(method).parameter_names[:3]:
+        assert name in msg
+
+
+@pytest.mark.parametrize("kw, match", [({"iterations": 0}, ">= 1"), ({"iterations": 2.5}, "integer"),
+                                       ({"level": 11}, "0..10"), ({"pixel_um": 0}, "positive"),
+                                       ({"level": True}, "integer")])
+def test_bad_values_are_clear_errors(small, kw, match):
+    with pytest.raises(ValueError, match=match):
+        nr.refocus(small, method="rl", device="cpu", **kw)
+
+
+def test_provenance_holds_the_parameters_the_method_used(small):
+    res = nr.refocus(small, method="rl", device="cpu", level=3, iterations=4, pixel_um=0.5)
+    prov = res.provenance()
+    assert prov["parameters"]["level"] == 3 and prov["parameters"]["iterations"] == 4
+    assert prov["parameters"]["optics"]["pixel_um"] == 0.5
+    assert set(prov["parameters"]) == {"level", "iterations", "optics"}
+    assert prov["device"] == "cpu" and prov["weights_sha256"] == {}
+
+
+@pytest.fixture(scope="module")
+def custom_h2t(tmp_path_factory):
+    """The shipped h2t-msunet tensors re-saved with other metadata: same network, new file hash."""
+    from napari_refocus.models.loader import file_sha256, load_model, save_weights
+
+    if not get_method("h2t-msunet").weights_present():
+        pytest.skip("h2t-msunet weights not installed")
+    model = load_model("h2t-msunet", "cpu")
+    path = tmp_path_factory.mktemp("w") / "mine.safetensors"
+    save_weights(model, path, meta={**model.meta, "provenance": {"note": "a user's copy"}})
+    return path, file_sha256(path)
+
+
+def test_provenance_records_a_custom_weights_files_own_hash(small, custom_h2t):
+    from napari_refocus.models.loader import weights_hash
+
+    path, digest = custom_h2t
+    shipped = nr.refocus(small, method="h2t-msunet", device="cpu")
+    mine = nr.refocus(small, method="h2t-msunet", device="cpu", weights=str(path))
+    assert digest != weights_hash("h2t-msunet")
+    assert shipped.provenance()["weights_sha256"] == {"h2t-msunet": weights_hash("h2t-msunet")}
+    assert mine.provenance()["weights_sha256"] == {"h2t-msunet": digest}
+    assert mine.provenance()["parameters"]["weights"] == str(path)
+    np.testing.assert_array_equal(mine.image, shipped.image)  # same tensors, same output
+    # only what a learned method uses: no optics, no iterations
+    assert set(mine.provenance()["parameters"]) == {f.name for f in dataclasses.fields(get_method("h2t-msunet").schema)}
+
+
+def test_provenance_records_the_device_that_ran_after_an_oom_fallback(small, monkeypatch):
+    """A pretend accelerator that is always out of memory: tiles are halved down to one, then
+    the CPU finishes the job; provenance says "cpu", not the device asked for."""
+    import napari_refocus.core.devices as devices
+    import napari_refocus.methods.learned as learned
+    import napari_refocus.methods.run as run
+
+    if not get_method("h2t-msunet").weights_present():
+        pytest.skip("h2t-msunet weights not installed")
+    want = nr.refocus(small, method="h2t-msunet", device="cpu", tile=64, overlap=16)
+    real_get = learned.get_generator
+    fake = torch.device("cuda")  # only a name: this machine need not have CUDA
+    batches = []
+    monkeypatch.setattr(run, "resolve_device", lambda d: fake)
+    monkeypatch.setattr(learned, "get_generator", lambda src, d: real_get(src, "cpu"))
+
+    def always_oom(exc):
+        return True
+
+    monkeypatch.setattr(devices, "is_oom", always_oom)
+    real_run_chunked = devices.run_chunked
+
+    def spy(fn, n, **kw):
+        def fn2(start, stop, d):
+            batches.append((stop - start, d.type))
+            return fn(start, stop, d)
+        return real_run_chunked(fn2, n, **kw)
+
+    monkeypatch.setattr(devices, "run_chunked", spy)
+    res = nr.refocus(small, method="h2t-msunet", device="cuda", tile=64, overlap=16)
+    assert res.device == "cpu" and res.provenance()["device"] == "cpu"
+    assert any("CPU" in n for n in res.provenance()["notes"])
+    assert [b for b, d in batches if d == "cuda"] == [4, 2, 1]  # halved, then the CPU
+    np.testing.assert_allclose(res.image, want.image, rtol=1e-5)  # batch 1 vs 4: float rounding only
