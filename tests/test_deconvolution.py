@@ -165,3 +165,77 @@ def test_bad_levels(infocus_crop):
             nr.deconvolve(infocus_crop, level=2, device="cuda")
         else:
             raise ValueError("cuda present: nothing to check")
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_deconvolve_restores_the_callers_flush_denormal_mode(before):
+    from napari_refocus.core.torchstate import denormals_flushed
+
+    if not torch.set_flush_denormal(before):
+        pytest.skip("this CPU cannot flush subnormal floats")
+    try:
+        assert denormals_flushed() is before
+        nr.deconvolve(np.full((90, 90), 100.0, dtype=np.float32), level=3, iterations=2)
+        assert denormals_flushed() is before
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_flush_denormal_is_on_inside_and_restored_after_an_error():
+    from napari_refocus.core.torchstate import denormals_flushed, flush_denormal
+
+    torch.set_flush_denormal(False)
+    with pytest.raises(RuntimeError, match="inside"):
+        with flush_denormal() as on:
+            assert denormals_flushed() is on
+            raise RuntimeError("inside")
+    assert not denormals_flushed()
+    with flush_denormal(False) as on:
+        assert not on and not denormals_flushed()
+
+
+def test_torch_threads_restores_the_thread_count():
+    from napari_refocus.core.torchstate import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        with torch_threads(-2):
+            pass
+
+
+def test_otf_bank_levels_are_rows_of_the_full_bank():
+    optics, shape = Optics(), (135, 128)
+    full = otf_bank(optics, shape, "cpu")
+    assert full.shape == (optics.n_levels, 135, 65)
+    assert torch.equal(otf_bank(optics, shape, "cpu", [7, 2, 7]), full[[7, 2, 7]])
+    with pytest.raises(ValueError, match="outside"):
+        otf_bank(optics, shape, "cpu", [optics.n_levels])
+
+
+def test_otf_cache_keeps_only_the_levels_used_within_its_byte_budget(monkeypatch):
+    from napari_refocus.core import otf
+
+    n = fft_size(200 + Optics().psf_size // 2)  # the FFT frame of a 200x200 image
+    cache = otf._ByteLRU(3 * n * (n // 2 + 1) * 8)  # room for three of its spectra
+    monkeypatch.setattr(otf, "_CACHE", cache)
+    img = np.full((200, 200), 50.0, dtype=np.float32)
+    nr.deconvolve(img, level=4, iterations=1)
+    assert [key[-1] for key in cache._items] == [4]  # one level, not the whole bank
+    grid = nr.patch_grid(img.shape)
+    nr.deconvolve(img, level_map=np.full(grid.shape, 2), iterations=1)
+    assert sorted(key[-1] for key in cache._items) == [2, 4]
+    for lv in (5, 6, 7):
+        nr.deconvolve(img, level=lv, iterations=1)
+    assert cache.nbytes <= cache.max_bytes and len(cache._items) == 3
+    assert [key[-1] for key in cache._items] == [5, 6, 7]  # least recently used left first
+    big = otf._ByteLRU(cache.max_bytes // 4)  # smaller than one spectrum: nothing is kept
+    monkeypatch.setattr(otf, "_CACHE", big)
+    out = nr.deconvolve(img, level=4, iterations=1)
+    assert big.nbytes == 0 and np.isfinite(out).all()

@@ -7,14 +7,13 @@ import numpy as np
 from .validation import as_image, check_level
 from .devices import resolve_device
 from .optics import Optics, resolve_optics
+from .otf import fft_size, otf_bank
 
 
 def _blur_all(data_t, levels, optics: Optics, device):
     """{level: blurred image} for the given integer levels (mirrored borders, FFT)."""
     import torch
     import torch.nn.functional as F
-
-    from .rl import fft_size, otf_bank
 
     h, w = data_t.shape
     radius = optics.psf_size // 2
@@ -23,14 +22,13 @@ def _blur_all(data_t, levels, optics: Optics, device):
     ph, pw = padded.shape
     shape = (fft_size(ph + radius), fft_size(pw + radius))
     spec = torch.fft.rfft2(F.pad(padded, (0, shape[1] - pw, 0, shape[0] - ph)))
-    otfs = otf_bank(optics, shape, device)
     out = {}
     for lv in levels:
         if lv == 0:
             # level 0 is the in-focus image itself: "no synthetic degradation" (LB-DVD 2.1)
             out[lv] = data_t
             continue
-        full = torch.fft.irfft2(spec * otfs[lv], s=shape)
+        full = torch.fft.irfft2(spec * otf_bank(optics, shape, device, [lv])[0], s=shape)
         out[lv] = full[margin : margin + h, margin : margin + w].clamp_min(0)
     return out
 

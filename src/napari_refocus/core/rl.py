@@ -11,52 +11,17 @@ Intensities stay in the image's own units; results are float32.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from .progress import Progress, drain
 from .validation import as_image, check_level, check_level_map
 from .devices import resolve_device, run_chunked
-from .optics import BACKGROUND, Optics, bank_for, resolve_optics
+from .optics import BACKGROUND, Optics, resolve_optics
+from .otf import fft_size, otf_bank
 from .tiling import CONTEXT, PATCH, STRIDE, extract_patches, montage, patch_grid
+from .torchstate import flush_denormal
 
 EPS = 1e-12
-
-
-def fft_size(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n (sizes pocketfft and cuFFT transform fastest)."""
-    best = None
-    p2 = 1
-    while p2 < 2 * n:
-        p3 = p2
-        while p3 < 2 * n:
-            p5 = p3
-            while p5 < 2 * n:
-                if p5 >= n and (best is None or p5 < best):
-                    best = p5
-                p5 *= 5
-            p3 *= 3
-        p2 *= 2
-    return best
-
-
-@functools.lru_cache(maxsize=32)
-def _otf_bank_cached(optics: Optics, shape: tuple[int, int], device_str: str):
-    import torch
-
-    psfs = torch.from_numpy(np.array(bank_for(optics)))
-    n_lv, k, _ = psfs.shape
-    embedded = torch.zeros(n_lv, *shape, dtype=torch.float32)
-    embedded[:, :k, :k] = psfs
-    # centre of the PSF at pixel (0, 0): circular convolution then equals 'same' convolution
-    embedded = torch.roll(embedded, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))
-    return torch.fft.rfft2(embedded).to(device_str)
-
-
-def otf_bank(optics: Optics, shape, device):
-    """rfft2 of every PSF of ``optics`` centred at (0, 0) in an array of ``shape``; cached."""
-    return _otf_bank_cached(optics, tuple(int(s) for s in shape), str(device))
 
 
 def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, initial: str = "observed"):
@@ -103,13 +68,8 @@ def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, ini
         keep = (~usable).to(observed.dtype)
     # FFT round-off leaves subnormal floats where the data is zero; on a CPU they make
     # every later multiply tens of times slower, so flush them to zero while we iterate
-    flush = observed.device.type == "cpu" and torch.set_flush_denormal(True)
-    try:
-        est = _iterate(est, observed, otf, otf_conj, iterations, scale, keep)
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-    return est
+    with flush_denormal(observed.device.type == "cpu"):
+        return _iterate(est, observed, otf, otf_conj, iterations, scale, keep)
 
 
 def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
@@ -176,7 +136,7 @@ def iter_deconvolve(
         if boundary == "normalized":
             mask = torch.zeros_like(obs)
             mask[:, :h, :w] = 1
-        otf = otf_bank(optics, shape, dev)[lv : lv + 1]
+        otf = otf_bank(optics, shape, dev, [lv])
         est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
         yield Progress(1, 1, "deconvolve")
         return est[0, :h, :w].clamp_min(0).cpu().numpy()
@@ -247,8 +207,9 @@ def deconvolve_patches(
             # one mask for all patches unless some lack real neighbours
             region = inside[idx].to(dev_) if inside is not None else torch.ones_like(obs[:1, :size, :size])
             mask = torch.nn.functional.pad(region, frame)
-        lv = torch.from_numpy(levels[todo[start:stop]]).to(dev_)
-        otf = otf_bank(optics, shape, dev_)[lv]
+        # only the levels this chunk uses are transformed; each patch indexes its own
+        needed, which = np.unique(levels[todo[start:stop]], return_inverse=True)
+        otf = otf_bank(optics, shape, dev_, needed)[torch.from_numpy(which.ravel()).to(dev_)]
         est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
         return est[:, crop, crop].to(restored.device)
 

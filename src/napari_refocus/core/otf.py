@@ -1,0 +1,123 @@
+"""Optical transfer functions: the rfft2 of each level's PSF in an FFT frame, cached by bytes.
+
+Only the levels a computation needs are transformed, and the cache holds at most
+:data:`OTF_CACHE_BYTES` of spectra (least recently used first out), so a whole-image run at
+8192^2 keeps one level's spectrum (~300 MB, then not cached at all), not all eleven.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from .optics import Optics, bank_for
+
+#: Upper bound on the bytes of spectra kept between calls; a larger spectrum is not cached.
+OTF_CACHE_BYTES = 256 * 2**20
+
+
+def fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (sizes pocketfft and cuFFT transform fastest)."""
+    best = None
+    p2 = 1
+    while p2 < 2 * n:
+        p3 = p2
+        while p3 < 2 * n:
+            p5 = p3
+            while p5 < 2 * n:
+                if p5 >= n and (best is None or p5 < best):
+                    best = p5
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return best
+
+
+class _ByteLRU:
+    """A thread-safe least-recently-used map of torch tensors bounded by their total bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(_nbytes(v) for v in self._items.values())
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        size = _nbytes(value)
+        with self._lock:
+            self._items.pop(key, None)
+            if size > self.max_bytes:
+                return
+            self._items[key] = value
+            total = sum(_nbytes(v) for v in self._items.values())
+            while total > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                total -= _nbytes(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _nbytes(t) -> int:
+    return t.element_size() * t.nelement()
+
+
+_CACHE = _ByteLRU(OTF_CACHE_BYTES)
+
+
+def _otf(optics: Optics, shape: tuple[int, int], device: str, level: int):
+    key = (optics, shape, device, level)
+    spectrum = _CACHE.get(key)
+    if spectrum is None:
+        import torch
+
+        psf = torch.from_numpy(np.array(bank_for(optics)[level]))
+        k = psf.shape[-1]
+        embedded = torch.zeros(shape, dtype=torch.float32)
+        embedded[:k, :k] = psf
+        # centre of the PSF at pixel (0, 0): circular convolution then equals 'same' convolution
+        embedded = torch.roll(embedded, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))
+        # transformed on the CPU for every device, so all devices use the same numbers
+        spectrum = torch.fft.rfft2(embedded).to(device)
+        _CACHE.put(key, spectrum)
+    return spectrum
+
+
+def otf_bank(optics: Optics, shape, device, levels=None):
+    """rfft2 of the PSFs of ``levels`` (default: all), centred at (0, 0) in an array of ``shape``.
+
+    Returns a complex tensor ``(len(levels), shape[0], shape[1] // 2 + 1)`` on ``device``.
+    Each level's spectrum is cached on its own (see :data:`OTF_CACHE_BYTES`).
+    """
+    shape = tuple(int(s) for s in shape)
+    if levels is None:
+        levels = range(optics.n_levels)
+    levels = [int(lv) for lv in levels]
+    for lv in levels:
+        if not 0 <= lv < optics.n_levels:
+            raise ValueError(f"level {lv} is outside 0..{optics.n_levels - 1}")
+    spectra = [_otf(optics, shape, str(device), lv) for lv in levels]
+    if len(spectra) == 1:
+        return spectra[0][None]
+    import torch
+
+    return torch.stack(spectra)
+
+
+def clear_otf_cache() -> None:
+    """Drop every cached spectrum (they are recomputed on the next use)."""
+    _CACHE.clear()
