@@ -93,6 +93,12 @@ def test_no_run_time_module_imports_training(graph):
     assert not bad, "run-time modules that import training/:\n" + "\n".join(chains)
 
 
+def test_no_module_imports_the_root_package(graph):
+    # the root re-exports from io/ and core/: importing it from below would reach upward
+    importers = sorted(graph.find_modules_that_directly_import("napari_refocus"))
+    assert not importers, f"modules importing the public API package: {importers}"
+
+
 def test_no_module_over_400_lines():
     long = {
         str(p.relative_to(PACKAGE)): n
