@@ -51,7 +51,7 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["deconvolve", "{gt}", "-o", "{d}/x.tif", "--level", "3", "--device", "tpu"], "unknown device"),
         (["simulate", "{gt}", "-o", "{gt}", "--level", "3", "--overwrite"], "refusing"),
         (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
-        (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "no network"),
+        (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "does not take --tta; its options: --level, --iterations"),
         (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--lr, --set only apply"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--epochs", "3"], "--epochs is for delpnet"),
     ],

@@ -9,6 +9,7 @@ outputs and report as an uninterrupted run. Inputs are never written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -16,10 +17,12 @@ import os
 import time
 from pathlib import Path
 
+from .pipeline import below_threshold_untouched  # noqa: F401  (re-exported: batch triage)
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 REPORT_FIELDS = [
     "input", "output", "status", "action", "method", "focus_level", "focus_certainty",
-    "seconds_read", "seconds_map", "seconds_restore", "seconds_write", "seconds_total", "worker",
+    "seconds_read", "seconds_map", "seconds_restore", "seconds_write", "seconds_total", "worker", "axes",
 ]
 
 
@@ -69,86 +72,48 @@ def clean_partial(outdir: Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def torch_threads(n):
+    """Within the block, torch uses ``n`` CPU threads (no change for None or 0); the previous
+    number is restored on the way out."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None, patch_min_level=None,
-                  threads=None, params=None) -> dict:
-    """Refocus one image file into ``outdir`` and return its record (runs on a worker)."""
+                  threads=None, params=None, axes=None, pixel_um=None) -> dict:
+    """Refocus one image file into ``outdir`` and return its record (runs on a worker).
+
+    The work is :func:`napari_refocus.io.pipeline.refocus_file` (stacks plane by plane, RGB
+    channel by channel; ``min_level`` / ``patch_min_level``: focus triage); the record is also
+    written to the image's sidecar, which marks it done for a restarted batch.
+    """
     import socket
 
-    import numpy as np
+    from .pipeline import refocus_file
 
-    from . import read_image, write_image
-    from ..core.forward import cast_like
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     path, outdir = Path(path), Path(outdir)
     out, sidecar = output_paths(path, outdir)
     if sidecar.exists() and out.exists():
         record = json.loads(sidecar.read_text())
         record["status"] = "done-before"
         return record
-    t0 = time.perf_counter()
-    image, info = read_image(path)
-    if image.ndim != 2:
-        raise ValueError(f"{path}: batch takes 2-D images, got shape {image.shape}")
-    t_read = time.perf_counter() - t0
-    params = dict(params or {})
-    if info.get("pixel_um") and "pixel_um" not in params:
-        params["pixel_um"] = info["pixel_um"]
-    record = {"input": str(path), "output": str(out), "method": method, "status": "done",
-              "worker": f"{socket.gethostname()}:{os.getpid()}"}
-    dmap, t_map = None, 0.0
-    if method == "lbdvd" or min_level is not None:
-        from ..methods.defocus import defocus_map
-
-        t1 = time.perf_counter()
-        dmap = defocus_map(image, device=device)
-        t_map = time.perf_counter() - t1
-        level, certainty = dmap.focus_score_and_certainty()
-        record["focus_level"] = None if level != level else round(level, 4)  # NaN: all background
-        record["focus_certainty"] = round(certainty, 4)
-    t2 = time.perf_counter()
-    metadata = {"source": str(path)}
-    if min_level is not None and dmap is not None and not ((record["focus_level"] or 0) >= min_level):
-        record["action"] = "copied (in focus: level below --min-level)"
-        restored = image
-        metadata["napari_refocus"] = "copied by focus triage"
-    else:
-        from ..api import refocus
-
-        kwargs = dict(params)
-        if method == "lbdvd":
-            use = dmap
-            if patch_min_level:
-                use = below_threshold_untouched(dmap, int(patch_min_level))
-            kwargs["defocus_map"] = use
-        result = refocus(image, method=method, device=device, **kwargs)
-        restored = cast_like(result.image, image.dtype)
-        record["action"] = "restored"
-        metadata.update(result.provenance())
-    t_restore = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    pixel = params.get("pixel_um")
-    write_image(out, np.asarray(restored), pixel_um=pixel, metadata=metadata, overwrite=True, protect=[path])
-    t_write = time.perf_counter() - t3
-    record.update(seconds_read=round(t_read, 3), seconds_map=round(t_map, 3), seconds_restore=round(t_restore, 3),
-                  seconds_write=round(t_write, 3), seconds_total=round(time.perf_counter() - t0, 3))
+    with torch_threads(threads):
+        record = refocus_file(path, out, method=method, device=device, params=params, axes=axes,
+                              pixel_um=pixel_um, min_level=min_level, patch_min_level=patch_min_level,
+                              chunked=False, overwrite=True)
+    record["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     _atomic_json(sidecar, record)
     return record
-
-
-def below_threshold_untouched(dmap, min_level: int):
-    """A copy of a DefocusMap whose patches below ``min_level`` are set to level 0
-    (left untouched by depth-variant RL); background stays background."""
-    from dataclasses import replace
-
-    from ..core.optics import BACKGROUND
-
-    levels = dmap.levels.copy()
-    levels[(levels < min_level) & (levels != BACKGROUND)] = 0
-    return replace(dmap, levels=levels)
 
 
 def _client(scheduler, workers):
@@ -162,18 +127,20 @@ def _client(scheduler, workers):
 
 
 def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, device="cpu", min_level=None,
-              patch_min_level=None, params=None, progress=True, on_record=None) -> dict:
+              patch_min_level=None, params=None, axes=None, pixel_um=None, progress=True,
+              on_record=None) -> dict:
     """Refocus every input on a dask cluster; write ``report.csv`` and ``report.json``.
 
     ``scheduler``: address of a running ``dask.distributed`` scheduler (e.g.
     ``tcp://127.0.0.1:8786``); None starts a local cluster of ``workers`` processes.
-    Returns the report dict (records in input order, totals).
+    ``params``, ``axes``, ``pixel_um``, ``min_level``, ``patch_min_level``: as for
+    :func:`process_image`. Returns the report dict (records in input order, totals).
     """
     from dask.distributed import as_completed
 
-    from ..methods import get_method
+    from .pipeline import method_params
 
-    get_method(method)  # fail early on a wrong name
+    method_params(method, params)  # fail early on a wrong name or parameter
     files = expand_inputs(inputs)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +158,8 @@ def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, d
         n_workers = len(client.scheduler_info().get("workers", {}))
         futures = {
             client.submit(process_image, f, outdir, method=method, device=device, min_level=min_level,
-                          patch_min_level=patch_min_level, threads=threads, params=params,
+                          patch_min_level=patch_min_level, threads=threads, params=params, axes=axes,
+                          pixel_um=pixel_um,
                           key=f"refocus-{i}-{f.name}", pure=False): f
             for i, f in enumerate(files)
         }

@@ -1,0 +1,197 @@
+"""Reading images: pixels, their axes and the pixel size in micrometres.
+
+TIFF (plain, OME-TIFF, ImageJ hyperstacks) through tifffile; PNG and other formats through
+imageio. Every reader returns ``(array, info)`` where ``info`` has
+
+* ``path``
+* ``axes`` - a tifffile-style axes string over the array's dimensions (``"YX"``, ``"ZYX"``,
+  ``"YXS"`` for RGB(A) samples, ``"TCZYX"`` ...; see :mod:`napari_refocus.core.planes`);
+  tifffile's unnamed axes (``Q``, ``I``) become ``Z`` when there is exactly one of them.
+* ``pixel_um`` - from the OME ``PhysicalSizeX`` with its unit, the ImageJ resolution and
+  unit, or the TIFF resolution in pixels per centimetre; None when the file does not say
+  (a resolution in dots per inch is a print setting, not a pixel size).
+* ``metadata`` - the JSON ImageDescription written by :func:`~napari_refocus.io.write_image`
+  (provenance), when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.planes import default_axes, normalise_axes
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: micrometres per unit, for the units OME and ImageJ files use for lengths
+UM_PER_UNIT = {
+    "um": 1.0, "µm": 1.0, "μm": 1.0, "\\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4,
+    "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6,
+}
+_UNNAMED = ("Q", "I")
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def read_image(path, *, axes: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read an image file into memory; returns ``(array, info)`` (see the module docstring).
+
+    ``axes`` overrides the axes found in the file (it must name every dimension).
+    """
+    path = _existing(path)
+    if _is_tiff(path):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            arr = np.asarray(tif.series[0].asarray())
+            info = _tiff_info(path, tif)
+    else:
+        import imageio.v3 as iio
+
+        try:
+            arr = np.asarray(iio.imread(path))
+        except Exception as exc:  # noqa: BLE001 - imageio raises many types
+            raise ValueError(f"cannot read {path}: {exc}") from None
+        info = {"path": str(path), "pixel_um": None, "axes": _guess_axes(arr.shape)}
+    return arr, _with_axes(info, arr.shape, axes)
+
+
+def open_image(path, *, axes: str | None = None):
+    """A TIFF opened lazily (a zarr array over tifffile's store: read block by block) and its
+    info; other formats are read into memory. Returns ``(array, info)``."""
+    path = _existing(path)
+    if not _is_tiff(path):
+        return read_image(path, axes=axes)
+    import tifffile
+    import zarr
+
+    with tifffile.TiffFile(path) as tif:
+        info = _tiff_info(path, tif)
+    source = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+    return source, _with_axes(info, source.shape, axes)
+
+
+def read_info(path, *, axes: str | None = None) -> dict:
+    """``info`` of a TIFF (plus ``shape`` and ``dtype``) without reading its pixels; other
+    formats are read."""
+    path = _existing(path)
+    if not _is_tiff(path):
+        arr, info = read_image(path, axes=axes)
+        return {**info, "shape": arr.shape, "dtype": arr.dtype}
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        info = _tiff_info(path, tif)
+        shape, dtype = tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
+    return {**_with_axes(info, shape, axes), "shape": shape, "dtype": dtype}
+
+
+def read_pixel_um(path) -> float | None:
+    """Pixel size (um) from a TIFF's metadata, without reading its pixels."""
+    import tifffile
+
+    with tifffile.TiffFile(_existing(path)) as tif:
+        return tiff_pixel_um(tif)
+
+
+def _with_axes(info: dict, shape, axes) -> dict:
+    info = dict(info)
+    info["axes"] = normalise_axes(axes if axes is not None else info["axes"], len(shape))
+    return info
+
+
+def _tiff_info(path: Path, tif) -> dict:
+    info = {"path": str(path), "pixel_um": tiff_pixel_um(tif), "axes": tiff_axes(tif.series[0].axes)}
+    desc = tif.pages[0].tags.get("ImageDescription")
+    if desc is not None and str(desc.value).startswith("{"):
+        try:
+            info["metadata"] = json.loads(desc.value)
+        except ValueError:
+            pass
+    return info
+
+
+def tiff_axes(axes: str) -> str:
+    """tifffile's ``series.axes`` as the plane driver takes them: one unnamed axis (``Q`` or
+    ``I``, e.g. pages of a plain multi-page TIFF) becomes ``Z`` if there is no ``Z`` yet."""
+    axes = axes.upper()
+    unnamed = [a for a in axes if a in _UNNAMED]
+    if len(unnamed) == 1 and "Z" not in axes:
+        axes = axes.replace(unnamed[0], "Z")
+    return axes
+
+
+def _guess_axes(shape) -> str:
+    """Axes of a PNG/JPEG-like array: (Y, X), or (Y, X, S) with 2 to 4 samples (grey or
+    colour, with or without alpha)."""
+    rgb = len(shape) == 3 and shape[-1] in (2, 3, 4)
+    axes = default_axes(len(shape), rgb=rgb)
+    return tiff_axes(axes)
+
+
+# ------------------------------------------------------------------------------- pixel size
+def um_per(unit) -> float | None:
+    """Micrometres per ``unit`` (``"nm"``, ``"µm"``, ``"micron"``, ``"mm"`` ...), None if unknown."""
+    if unit is None:
+        return None
+    return UM_PER_UNIT.get(str(unit).strip().lower())
+
+
+def tiff_pixel_um(tif) -> float | None:
+    """Pixel size in um of an open ``tifffile.TiffFile`` (OME, then ImageJ, then TIFF tags)."""
+    if tif.is_ome and tif.ome_metadata:
+        size = ome_pixel_um(tif.ome_metadata)
+        if size is not None:
+            return size
+    page = tif.pages[0]
+    res = page.tags.get("XResolution")
+    if res is None:
+        return None
+    num, den = res.value
+    if not num or not den:
+        return None
+    per_unit = num / den  # pixels per unit
+    if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit"):
+        factor = um_per(tif.imagej_metadata["unit"])
+        return factor / per_unit if factor else None
+    ru = page.tags.get("ResolutionUnit")
+    if ru is not None and int(ru.value) == 3:  # centimetre
+        return 1e4 / per_unit
+    return None  # inch (a print resolution) or no unit
+
+
+def ome_pixel_um(ome_xml: str) -> float | None:
+    """``PhysicalSizeX`` of the first image of an OME-XML document, converted to um.
+
+    The unit is ``PhysicalSizeXUnit`` (OME's default: um); an unknown unit gives None.
+    """
+    import tifffile
+
+    try:
+        ome = tifffile.xml2dict(ome_xml).get("OME", {})
+    except Exception:  # noqa: BLE001 - malformed XML: no pixel size rather than no image
+        return None
+    image = ome.get("Image")
+    if isinstance(image, list):
+        image = image[0] if image else None
+    pixels = (image or {}).get("Pixels") or {}
+    size = pixels.get("PhysicalSizeX")
+    if size is None:
+        return None
+    factor = um_per(pixels.get("PhysicalSizeXUnit", "µm"))
+    try:
+        value = float(size)
+    except (TypeError, ValueError):
+        return None
+    return value * factor if factor and value > 0 else None
