@@ -48,7 +48,7 @@ def by_split(weights: Path, wheels, n_per_class: int = 100, seed: int = 20_001) 
 
     from napari_refocus.core.optics import Optics
     from napari_refocus.training.sources import load_sources, split_sources
-    from napari_refocus.training.train_delpnet import score_on
+    from napari_refocus.training.evaluation import score_on
     from napari_refocus.models.loader import load_model, read_metadata
 
     dev = torch.device("cpu")
@@ -70,7 +70,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="output folders of `napari-refocus train delpnet`")
     a = delpnet_args(ap, argv)
-    from napari_refocus.training.train_delpnet import evaluate_delpnet
+    from napari_refocus.training.evaluation import evaluate_delpnet
 
     shipped = ROOT / "weights" / "delpnet.safetensors"
     entries = [("shipped (baseline)", shipped, None)]

@@ -23,7 +23,7 @@ from _report import delpnet_args, git_rev, machine, publish, threads_wheels  # n
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a = delpnet_args(ap, argv)
-    from napari_refocus.training.train_delpnet import evaluate_delpnet
+    from napari_refocus.training.evaluation import evaluate_delpnet
 
     res, secs = {}, {}
     for tta in (False, True):

@@ -199,7 +199,10 @@ def test_train_delpnet_seeded_and_resumable(tmp_path):
 
     tiny = dict(width=4, steps_per_epoch=2, batch_size=8, val_per_class=2, test_per_class=2,
                 real_check=False, progress=False, device="cpu", num_threads=1)
+    rng_state, threads = torch.get_rng_state(), torch.get_num_threads()
     a = train_delpnet(tmp_path / "a", epochs=2, seed=3, **tiny)
+    # training leaves the process's random state and thread count as they were
+    assert torch.equal(torch.get_rng_state(), rng_state) and torch.get_num_threads() == threads
     # the same command, interrupted during epoch 2 (after epoch 1's checkpoint) ...
     job = iter_train_delpnet(tmp_path / "b", epochs=2, seed=3,
                              **{k: v for k, v in tiny.items() if k != "progress"})

@@ -93,7 +93,9 @@ def test_zstack_focus_detection_dfnn():
 
 
 def test_training_smoke(tmp_path):
-    from napari_refocus.training.train_generators import _Trainer, DEFAULTS, FeatureLoss
+    from napari_refocus.training.configs import DEFAULTS
+    from napari_refocus.training.losses import FeatureLoss
+    from napari_refocus.training.train_generators import _Trainer
 
     cfg = dict(DEFAULTS["h2t-msunet"], model=dict(width=4, depth=2, n_scales=2, s2d=2))
     tr = _Trainer("h2t-msunet", cfg, torch.device("cpu"), FeatureLoss("gradient"))
@@ -114,8 +116,8 @@ def _shipped(name):
 def test_shipped_method_gains_on_sample(name, infocus):
     if not _shipped(name):
         pytest.skip(f"weights/{name}.safetensors not shipped")
-    import napari_refocus.methods.learned  # noqa: F401
-    from napari_refocus.methods import get_method, refocus
+    from napari_refocus import refocus
+    from napari_refocus.methods import get_method
     from napari_refocus.core.metrics import compare
     from napari_refocus.core.forward import simulate
 

@@ -166,3 +166,28 @@ def to_input(batch, device):
     if use_channels_last(dev):
         return x.contiguous(memory_format=torch.channels_last)
     return x.contiguous()
+
+
+def certainty(probabilities):
+    """1 - entropy / log(n_classes) of softmax probabilities (last axis): float32 in [0, 1]."""
+    import math
+
+    import numpy as np
+
+    p = np.asarray(probabilities)
+    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
+    return np.clip(1.0 - ent / math.log(p.shape[-1]), 0.0, 1.0).astype(np.float32)
+
+
+def focus_score(levels, certainties, background: int = N_CLASSES - 1) -> tuple[float, float]:
+    """(score, certainty) of a patch map: the certainty-weighted mean level of the non-bg
+    patches (Yang et al. 2018; NaN when all are bg) and their mean certainty (0 then)."""
+    import numpy as np
+
+    mask = np.asarray(levels) != background
+    if not mask.any():
+        return float("nan"), 0.0
+    w = np.asarray(certainties)[mask].astype(np.float64)
+    lv = np.asarray(levels)[mask].astype(np.float64)
+    score = float((w * lv).sum() / w.sum()) if w.sum() > 0 else float(lv.mean())
+    return score, float(w.mean())

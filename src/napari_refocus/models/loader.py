@@ -145,11 +145,14 @@ def load_fresh(name_or_path):
     The SHA-256 is checked against ``<name>.sha256`` when that file exists. The module carries
     ``.meta``, ``.weights_file`` and ``.sha256``; the caller owns it (may train or move it).
     """
+    import torch
+
     path = resolve_path(name_or_path)
     digest = verify_hash(path)
     state, meta = load_state(path)
     try:
-        model = build_model(meta)
+        with torch.random.fork_rng(devices=[]):  # the random initial weights leave no trace
+            model = build_model(meta)
         model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ValueError(f"{path}: {_one_line(exc)}") from None

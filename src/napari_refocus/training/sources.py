@@ -206,14 +206,15 @@ def split_sources(sources: list[SourceImage]) -> dict[str, list[SourceImage]]:
 
 def real_check_images(data_root=None) -> dict[str, list[tuple[str, np.ndarray]]]:
     """The real-data checks: {"z00": [...], "near_focus": [...]} of (file name, uint16 array)."""
-    from ..io import read_image
+    import imageio.v3 as iio
+    import tifffile
 
     root = default_data_root(data_root)
     out = {"z00": [], "near_focus": []}
     for p in sorted(glob.glob(str(root / MIQ_DIR / "images_for_glob_test" / "*.tif"))):
-        out["z00"].append((Path(p).name, read_image(p)[0]))
+        out["z00"].append((Path(p).name, np.asarray(tifffile.imread(p))))
     for p in sorted(glob.glob(str(root / MIQ_DIR / "*.png"))):
-        out["near_focus"].append((Path(p).name, read_image(p)[0]))
+        out["near_focus"].append((Path(p).name, np.asarray(iio.imread(p))))
     for k, v in out.items():
         if not v:
             warnings.warn(f"real-data check {k!r}: no images found under {root / MIQ_DIR}", stacklevel=2)
