@@ -5,6 +5,7 @@ import pytest
 
 import napari_refocus as nr
 from napari_refocus.cli import main
+from napari_refocus.core.forward import cast_like
 from napari_refocus.methods import get_method
 
 
@@ -123,3 +124,85 @@ def test_chunked_refocus_any_method(files, capsys):
         assert info["pixel_um"] == pytest.approx(0.65)
         # rl: the same computation; lbdvd: the same up to float rounding before the uint16 cast
         np.testing.assert_allclose(blk.astype(float), mem.astype(float), atol=0 if method == "rl" else 1)
+
+
+RL_ARGS = ["--method", "rl", "--level", 3, "--iterations", 4, "-q"]
+
+
+@pytest.fixture
+def stack_and_rgb(tmp_path, infocus):
+    """A 3x128x128 uint16 Z stack (ImageJ axes, 0.65 um) and a 128x128x3 uint8 RGB TIFF."""
+    import tifffile
+
+    crops = [nr.simulate(np.ascontiguousarray(infocus[y:y + 128, 200:328]), level=3, seed=y) for y in (0, 150, 300)]
+    stack = np.stack(crops)
+    rgb = np.stack([c // 200 for c in crops], axis=-1).astype(np.uint8)
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX", "unit": "um"},
+                     resolution=(1 / 0.65, 1 / 0.65))
+    tifffile.imwrite(src / "rgb.tif", rgb, photometric="rgb")
+    return src, {"stack.tif": (stack, "ZYX"), "rgb.tif": (rgb, "YXS")}
+
+
+def _planes(arr, axes):
+    return [(z,) for z in range(arr.shape[0])] if axes == "ZYX" else [(..., c) for c in range(arr.shape[-1])]
+
+
+def check_plane_by_plane(outdir, inputs):
+    """Every output has its input's shape, dtype and axes; each plane is the 2-D run of that plane."""
+    for name, (arr, axes) in inputs.items():
+        out, info = nr.read_image(outdir / name.replace(".tif", "_refocused.tif"))
+        assert out.shape == arr.shape and out.dtype == arr.dtype and info["axes"] == axes
+        for idx in _planes(arr, axes):
+            want = nr.refocus(arr[idx], method="rl", device="cpu", level=3, iterations=4).image
+            np.testing.assert_array_equal(out[idx], cast_like(want, arr.dtype))
+
+
+def test_refocus_stack_and_rgb_keep_their_shape(stack_and_rgb, tmp_path, capsys):
+    src, inputs = stack_and_rgb
+    rc, out, err = run(capsys, "refocus", src, "-o", tmp_path / "out", *RL_ARGS)
+    assert rc == 0, err
+    recs = {json.loads(line)["input"]: json.loads(line) for line in out.strip().splitlines()}
+    assert {r["axes"] for r in recs.values()} == {"ZYX", "YXS"}
+    check_plane_by_plane(tmp_path / "out", inputs)
+    # a file without axes metadata: --axes says what its dimensions are
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "pages.tif", inputs["stack.tif"][0][:2])
+    rc, _, err = run(capsys, "refocus", tmp_path / "pages.tif", "-o", tmp_path / "o2", "--axes", "ZYX", *RL_ARGS)
+    assert rc == 0, err
+    assert nr.read_image(tmp_path / "o2" / "pages_refocused.tif")[0].shape == (2, 128, 128)
+
+
+def test_batch_stack_and_rgb_keep_their_shape(stack_and_rgb, tmp_path, capsys):
+    src, inputs = stack_and_rgb
+    rc, out, err = run(capsys, "batch", src, "-o", tmp_path / "out", "--workers", 1, *RL_ARGS)
+    assert rc == 0, err
+    assert json.loads(out)["done"] == 2
+    check_plane_by_plane(tmp_path / "out", inputs)
+
+
+def test_method_options_come_from_the_schemas(files, capsys):
+    d, gt = files
+    rc, out, _ = run(capsys, "methods")
+    listed = {json.loads(line)["method"]: json.loads(line)["options"] for line in out.strip().splitlines()}
+    assert listed["rl"] == ["--level", "--iterations"] and "--tile" in listed["h2t-msunet"]
+    rc, _, err = run(capsys, "refocus", gt, "-o", d / "o", "--method", "h2t-msunet", "--na", "0.8", "-q")
+    assert rc == 2 and "does not take --na" in err and "--tile" in err
+    rc, _, err = run(capsys, "refocus", gt, "-o", d / "o", "--method", "rl", "--iterations", "0", "-q")
+    assert rc == 2 and "iterations must be >= 1" in err
+    with pytest.raises(SystemExit):  # a wrong choice is argparse's usage error
+        main(["refocus", str(gt), "-o", str(d / "o"), "--precision", "fp64"])
+    capsys.readouterr()
+
+
+def test_debug_shows_the_traceback(files, capsys):
+    d, gt = files
+    argv = ["deconvolve", str(gt), "-o", str(d / "x.tif"), "--level", "3", "--device", "tpu"]
+    assert main(argv) == 2
+    with pytest.raises(ValueError, match="unknown device"):
+        main(["--debug", *argv])
+    with pytest.raises(ValueError, match="unknown device"):
+        main([*argv, "--debug"])
+    capsys.readouterr()

@@ -10,6 +10,7 @@ method's parameters are generated from the methods' schemas.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -28,17 +29,16 @@ def _emit(obj) -> None:
     print(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
 
 
-def _drain(job, desc: str, args):
-    """Run a progress generator under a progress bar on stderr (none with ``-q``)."""
-    from .core.progress import run_with_bar
-
-    return run_with_bar(job, desc, enabled=not getattr(args, "quiet", False), mininterval=0.2)
-
-
-def _bar(desc: str, args):
+@contextlib.contextmanager
+def _progress(desc: str, args):
+    """A progress callback driving a bar on stderr (none with ``-q``), closed on the way out."""
     from .core.progress import progress_bar
 
-    return progress_bar(desc, enabled=not getattr(args, "quiet", False), mininterval=0.2)
+    update, close = progress_bar(desc, enabled=not getattr(args, "quiet", False), mininterval=0.2)
+    try:
+        yield update
+    finally:
+        close()
 
 
 def _read(path):
@@ -47,19 +47,9 @@ def _read(path):
     return read_image(path)
 
 
-def _check_output(out, inputs, overwrite: bool) -> None:
-    from .io.write import check_output
-
-    check_output(out, overwrite=overwrite, protect=inputs)
-
-
-def _optics(args, pixel_um_from_file=None) -> dict:
-    """The optics options given, with the file's pixel size unless ``--pixel-um`` is given."""
-    kw = {name: getattr(args, name) for name in OPTICS_FLAGS if getattr(args, name, None) is not None}
-    pixel = getattr(args, "pixel_um", None) or pixel_um_from_file
-    if pixel:
-        kw["pixel_um"] = float(pixel)
-    return kw
+def _optics(args) -> dict:
+    """The optics options given (``pixel_um`` overrides the file's pixel size)."""
+    return {name: getattr(args, name) for name in (*OPTICS_FLAGS, "pixel_um") if getattr(args, name, None) is not None}
 
 
 # ------------------------------------------------------------------- options from the schemas
@@ -117,45 +107,22 @@ def _method_params(args) -> dict:
 
 # -------------------------------------------------------------------------------- commands
 def cmd_simulate(args) -> None:
-    from .core.forward import simulate
-    from .io import write_image
+    from .io.pipeline import simulate_file
 
-    _check_output(args.output, [args.input], args.overwrite)
-    image, info = _read(args.input)
-    optics = _optics(args, info["pixel_um"])
-    t0 = time.perf_counter()
-    out = simulate(image, level=args.level, noise=None if args.no_noise else "poisson", gain=args.gain,
-                   seed=args.seed, **optics)
-    meta = {"napari_refocus": "simulate", "level": args.level, "seed": args.seed, "optics": optics}
-    write_image(args.output, out, pixel_um=optics.get("pixel_um"), metadata=meta, overwrite=args.overwrite,
-                protect=[args.input])
-    _emit({"input": args.input, "output": args.output, "level": args.level,
-           "seconds": round(time.perf_counter() - t0, 3)})
+    _emit(simulate_file(args.input, args.output, level=args.level, noise=None if args.no_noise else "poisson",
+                        gain=args.gain, seed=args.seed, optics=_optics(args), overwrite=args.overwrite))
 
 
 def cmd_deconvolve(args) -> None:
-    from .core.forward import cast_like
-    from .core.rl import iter_deconvolve
-    from .io import write_image
+    from .io.pipeline import deconvolve_file
 
     if (args.level is None) == (args.level_map is None):
         raise CliError("give exactly one of --level L or --level-map MAP.tif")
-    _check_output(args.output, [args.input, args.level_map], args.overwrite)
-    image, info = _read(args.input)
-    level_map = _read(args.level_map)[0] if args.level_map is not None else None
-    optics = _optics(args, info["pixel_um"])
-    t0 = time.perf_counter()
-    out = _drain(iter_deconvolve(image, level=args.level, level_map=level_map, iterations=args.iterations,
-                                 device=args.device, montage_weights=args.montage, padding=args.padding,
-                                 **optics), "deconvolve", args)
-    seconds = time.perf_counter() - t0
-    if not args.float32:
-        out = cast_like(out, image.dtype)
-    meta = {"napari_refocus": "deconvolve", "level": args.level, "level_map": args.level_map,
-            "iterations": args.iterations, "montage": args.montage, "optics": optics}
-    write_image(args.output, out, pixel_um=optics.get("pixel_um"), metadata=meta, overwrite=args.overwrite,
-                protect=[args.input, args.level_map])
-    _emit({"input": args.input, "output": args.output, "seconds": round(seconds, 3)})
+    with _progress("deconvolve", args) as update:
+        _emit(deconvolve_file(args.input, args.output, level=args.level, level_map=args.level_map,
+                              iterations=args.iterations, device=args.device, montage_weights=args.montage,
+                              padding=args.padding, optics=_optics(args), float32=args.float32,
+                              overwrite=args.overwrite, progress=update))
 
 
 def cmd_evaluate(args) -> None:
@@ -181,12 +148,9 @@ def cmd_defocus_map(args) -> None:
     from .io.pipeline import defocus_map_file
 
     for path in expand_inputs(args.inputs):
-        update, close = _bar(f"defocus map {path.name}", args)
-        try:
+        with _progress(f"defocus map {path.name}", args) as update:
             _emit(defocus_map_file(path, args.outdir, device=args.device, stride=args.stride, tta=args.tta,
                                    overwrite=args.overwrite, progress=update))
-        finally:
-            close()
 
 
 def cmd_refocus(args) -> None:
@@ -197,13 +161,10 @@ def cmd_refocus(args) -> None:
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     for path in expand_inputs(args.inputs):
-        update, close = _bar(f"{args.method} {path.name}", args)
-        try:
+        with _progress(f"{args.method} {path.name}", args) as update:
             rec = refocus_file(path, outdir / f"{path.stem}_refocused.tif", method=args.method, device=args.device,
                                params=params, axes=args.axes, pixel_um=args.pixel_um, float32=args.float32,
                                chunked=True if args.chunked else None, overwrite=args.overwrite, progress=update)
-        finally:
-            close()
         if rec["chunked"]:  # the keys this command has always printed
             rec["seconds"] = rec["seconds_total"]
         else:

@@ -226,6 +226,52 @@ def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=
     return record
 
 
+def _with_file_pixel(optics, info) -> dict:
+    """``optics`` keywords plus the file's pixel size unless ``pixel_um`` is among them."""
+    optics = dict(optics or {})
+    if not optics.get("pixel_um") and info.get("pixel_um"):
+        optics["pixel_um"] = float(info["pixel_um"])
+    return optics
+
+
+def simulate_file(path, out, *, level: int, noise="poisson", gain: float = 1.0, seed=None, optics=None,
+                  overwrite: bool = False) -> dict:
+    """Defocus the in-focus image ``path`` to ``level`` (Born-Wolf PSF, Poisson ``noise``) into
+    ``out``, with the file's pixel size unless ``optics`` sets one."""
+    from ..core.forward import simulate
+
+    check_output(out, overwrite=overwrite, protect=[path])
+    image, info = read_image(path)
+    optics = _with_file_pixel(optics, info)
+    t0 = time.perf_counter()
+    blurred = simulate(image, level=level, noise=noise, gain=gain, seed=seed, **optics)
+    meta = {"napari_refocus": "simulate", "level": level, "seed": seed, "optics": optics}
+    write_image(out, blurred, pixel_um=optics.get("pixel_um"), metadata=meta, overwrite=overwrite, protect=[path])
+    return {"input": str(path), "output": str(out), "level": level, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def deconvolve_file(path, out, *, level=None, level_map=None, iterations: int = 15, device="auto",
+                    montage_weights="triangular", padding="reflect", optics=None, float32: bool = False,
+                    overwrite: bool = False, progress=None) -> dict:
+    """Richardson-Lucy of the image ``path`` with one ``level`` or the per-patch levels of the
+    TIFF ``level_map``, into ``out`` (the input's dtype unless ``float32``)."""
+    from ..core.rl import iter_deconvolve
+
+    check_output(out, overwrite=overwrite, protect=[path, level_map])
+    image, info = read_image(path)
+    levels = read_image(level_map)[0] if level_map is not None else None
+    optics = _with_file_pixel(optics, info)
+    t0 = time.perf_counter()
+    restored = drain(iter_deconvolve(image, level=level, level_map=levels, iterations=iterations, device=device,
+                                     montage_weights=montage_weights, padding=padding, **optics), progress)
+    seconds = time.perf_counter() - t0
+    meta = {"napari_refocus": "deconvolve", "level": level, "level_map": None if level_map is None else str(level_map),
+            "iterations": iterations, "montage": montage_weights, "optics": optics}
+    write_image(out, restored if float32 else cast_like(restored, image.dtype), pixel_um=optics.get("pixel_um"),
+                metadata=meta, overwrite=overwrite, protect=[path, level_map])
+    return {"input": str(path), "output": str(out), "seconds": round(seconds, 3)}
+
+
 def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool = False,
                      overwrite: bool = False, progress=None) -> dict:
     """DelpNet's defocus map of a 2-D image file: ``<stem>_levels.tif`` (uint8 levels on the
