@@ -91,11 +91,21 @@ class Method:
     """One restoration method.
 
     ``schema``: its parameter dataclass; ``inputs``: names of run-time inputs that are not
-    parameters (``defocus_map`` for lbdvd, ``stats`` for the learned methods run on blocks);
-    ``halo``: input pixels of context a block of a big image is read with; ``block_runner``:
-    for a method with its own exact block-by-block form (lbdvd's patch grid), a function
-    ``(source, params, *, device, block) -> iterator of (Progress, (y0, y1, x0, x1), block)``
-    plus ``block_multiple`` (block sides must be multiples of it).
+    parameters (``defocus_map`` for lbdvd, ``stats`` for the learned methods run on blocks).
+
+    How a big image runs block by block (:mod:`napari_refocus.bigimage`):
+
+    ``halo``: input pixels of context each output block is read with (clipped at the image
+    borders, where the method meets the true border as it does in memory).
+    ``block_runner``: for a method with its own exact block form (lbdvd's global patch grid),
+    ``block_runner(params, *, device, **inputs) -> restore`` with
+    ``restore(source, (y0, y1, x0, x1)) -> float32 block`` of ``upscale`` x the bounds' size;
+    ``source`` is in the whole image's coordinates and is read only within the bounds plus
+    ``halo``. None: the method's ``run`` on each block plus its halo, cropped to the block.
+    ``block_multiple``: block sides must be multiples of it.
+    ``image_stats``: ``(whole image, or a strided subsample of a big one, float32) -> dict`` of
+    run-time inputs computed once per image and given to every block (the learned methods'
+    intensity normalisation ``stats``), so that no block uses statistics of its own.
     """
 
     name: str
@@ -109,6 +119,7 @@ class Method:
     inputs: tuple = ()
     block_runner: Callable | None = None
     block_multiple: int = 1
+    image_stats: Callable | None = None
     #: which schema fields the user sets in a form (others: advanced, API and CLI only)
     form_fields: tuple = ()
 

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.optics import Optics
 from ..core.tiling import STRIDE
 from .base import Method
+from .lbdvd_blocks import block_runner
 from .params import Params, option
 
 
@@ -60,5 +61,7 @@ METHOD = Method(
     run=run,
     weights=("delpnet",),
     inputs=("defocus_map",),
+    block_runner=block_runner,
+    block_multiple=STRIDE,
     form_fields=("iterations", "stride", "tta"),
 )

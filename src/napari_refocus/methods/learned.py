@@ -53,9 +53,18 @@ def _make_run(name: str):
     return run
 
 
+def image_stats(image) -> dict:
+    """``{"stats": (lo, scale)}``: the intensity normalisation of a whole image, which every
+    block of a big image then uses instead of its own (``Method.image_stats``)."""
+    from ..models.predict import normalise
+
+    return {"stats": normalise(image)[1]}
+
+
 def _method(name: str, title: str, description: str, upscale: int = 1) -> Method:
     return Method(name=name, title=title, description=description, schema=LearnedParams, run=_make_run(name),
-                  weights=(name,), upscale=upscale, inputs=("stats",), form_fields=("tta",))
+                  weights=(name,), upscale=upscale, inputs=("stats",), image_stats=image_stats,
+                  form_fields=("tta",))
 
 
 METHODS = (
