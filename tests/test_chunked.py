@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import napari_refocus as nr
-from napari_refocus.bigimage import iter_blocks, plan_blocks, read_region
+from napari_refocus.methods.lbdvd_blocks import iter_blocks, plan_blocks, read_region
 from napari_refocus.core.tiling import extract_patches
 
 
@@ -111,7 +111,8 @@ def test_rl_block_by_block_matches_in_memory(big):
 def test_method_blocks_to_tiff_and_errors(big, tmp_path):
     import tifffile
 
-    from napari_refocus.bigimage import lbdvd_block_kwargs, refocus_to_tiff
+    from napari_refocus.bigimage import lazy_method, refocus_to_tiff
+    from napari_refocus.methods import get_method
 
     out = refocus_to_tiff(big, tmp_path / "rl.tif", method="rl", block=256, level=4, device="cpu",
                           pixel_um=0.65)
@@ -119,10 +120,15 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path):
     got = tifffile.imread(out)
     assert got.shape == big.shape and got.dtype == big.dtype
     assert _max_rel_diff(got.astype(np.float32), eager) < 0.02
-    kw = lbdvd_block_kwargs({"iterations": 5, "pixel_um": 0.3, "stride": 42, "tta": True})
-    assert kw["optics"].pixel_um == 0.3 and kw["iterations"] == 5 and kw["tta"] is True
-    with pytest.raises(ValueError, match="stride"):
-        lbdvd_block_kwargs({"stride": 21})
+    lbdvd = get_method("lbdvd")
+    assert callable(lbdvd.block_runner(lbdvd.parse(iterations=5, pixel_um=0.3, stride=42, tta=True), device="cpu"))
+    for bad in ({"stride": 21}, {"padding": "zeros"}, {"montage_weights": "rectangular"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):  # not silently ignored
+            lbdvd.block_runner(lbdvd.parse(**bad), device="cpu")
+    with pytest.raises(ValueError, match="multiple of 42"):
+        lazy_method(big, "lbdvd", block=100)
+    with pytest.raises(ValueError, match="halo"):
+        lazy_method(big, "rl", block=64)
 
 
 GEN_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "m-deblurgan.safetensors"
@@ -145,3 +151,108 @@ def test_upscaling_generator_on_dask_blocks(big, tmp_path):
     tif, info = nr.read_image(out)
     assert tif.shape == (600, 800) and info["pixel_um"] == pytest.approx(0.325)
     assert np.abs(tif.astype(np.float32) - got).max() <= 1.0  # the same blocks, cast to uint16
+
+
+# ------------------------------------------------- the generic executor, on a toy method
+def _toy_method(upscale=1, counter=None):
+    """A method that needs 1 px of context and a whole-image statistic (its mean)."""
+    from dataclasses import dataclass
+
+    from napari_refocus.core.progress import Progress
+    from napari_refocus.methods.base import Method
+    from napari_refocus.methods.params import Params
+
+    @dataclass(frozen=True)
+    class NoParams(Params):
+        pass
+
+    def mean(image):
+        if counter is not None:
+            counter.append(1)
+        return {"stats": float(np.asarray(image, np.float64).mean())}
+
+    def run(image, params, *, device, report, stats=None):
+        lo = mean(image)["stats"] if stats is None else stats
+        p = np.pad(np.asarray(image, np.float32), 1, mode="edge")
+        out = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] + p[1:-1, 1:-1]) / 5 - np.float32(lo)
+        yield Progress(1, 1, "toy")
+        return np.kron(out, np.ones((upscale, upscale), np.float32))
+
+    return Method(name="toy", title="toy", description="", schema=NoParams, run=run, upscale=upscale, halo=16,
+                  inputs=("stats",), image_stats=mean)
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_any_method_on_dask_blocks_equals_in_memory(big, upscale):
+    """map_overlap with the halo (short last blocks included) and whole-image statistics give
+    the in-memory result exactly; statistics per block would not."""
+    import dataclasses
+
+    from napari_refocus.bigimage import iter_method_blocks, lazy_method
+    from napari_refocus.core.progress import drain
+
+    da = pytest.importorskip("dask.array")
+    img = big[:200, :135]  # 64-px blocks: last row and column of blocks 8 and 7 px < the 16-px halo
+    calls = []
+    toy = _toy_method(upscale, calls)
+    eager = drain(toy.run(img, toy.parse(), device="cpu", report=None))
+    calls.clear()
+    lazy = lazy_method(da.from_array(img, chunks=(50, 50)), toy, block=64, device="cpu")
+    assert lazy.shape == eager.shape == (200 * upscale, 135 * upscale)
+    assert lazy.chunks[0] == tuple(n * upscale for n in (64, 64, 64, 8))
+    np.testing.assert_array_equal(np.asarray(lazy), eager)
+    assert len(calls) == 1  # once for the whole image, not per block
+    written = np.zeros_like(eager)
+    for _, (y0, y1, x0, x1), out in iter_method_blocks(img, toy, block=64, device="cpu"):
+        written[y0 * upscale:y1 * upscale, x0 * upscale:x1 * upscale] = out
+    np.testing.assert_array_equal(written, eager)
+    per_block = dataclasses.replace(toy, image_stats=None)
+    assert not np.allclose(np.asarray(lazy_method(img, per_block, block=64, device="cpu")), eager)
+
+
+def test_whole_image_statistics_from_a_strided_subsample(big, tmp_path):
+    """Above the pixel limit the statistics come from image[::s, ::s], read block by block."""
+    import tifffile
+    import zarr
+
+    from napari_refocus.bigimage import whole_image_sample
+
+    sample, s = whole_image_sample(big, block=100, max_pixels=10_000)
+    assert s == 9 and sample.size <= 10_000
+    np.testing.assert_array_equal(sample, big[::9, ::9].astype(np.float32))
+    tifffile.imwrite(tmp_path / "big.tif", big, tile=(64, 64))
+    store = zarr.open(tifffile.imread(tmp_path / "big.tif", aszarr=True), mode="r")
+    np.testing.assert_array_equal(whole_image_sample(store, block=100, max_pixels=10_000)[0], sample)
+    whole, s = whole_image_sample(store)
+    assert s == 1
+    np.testing.assert_array_equal(whole, big.astype(np.float32))
+
+
+COMI = Path(__file__).resolve().parents[1] / "weights" / "comi-cyclegan.safetensors"
+
+
+@pytest.mark.skipif(not COMI.exists(), reason="weights/comi-cyclegan.safetensors not shipped")
+def test_learned_method_blocks_share_one_normalisation(big, monkeypatch):
+    """A generator on dask blocks normalises once for the whole image: every block uses the
+    in-memory run's (lo, scale), and the result is closer to in-memory than with per-block
+    statistics."""
+    import dataclasses
+
+    import napari_refocus.models.predict as predict
+    from napari_refocus.bigimage import lazy_method
+    from napari_refocus.methods import get_method
+
+    da = pytest.importorskip("dask.array")
+    img = big[:300, :400]
+    eager = nr.refocus(img, method="comi-cyclegan", device="cpu")
+    calls = []
+    real = predict.normalise
+    monkeypatch.setattr(predict, "normalise", lambda x, *a, **k: calls.append(x.shape) or real(x, *a, **k))
+    lazy = lazy_method(da.from_array(img), "comi-cyclegan", block=128, device="cpu")
+    got = np.asarray(lazy)
+    assert calls == [img.shape]  # the whole image, once; 12 blocks
+    monkeypatch.setattr(predict, "normalise", real)
+    per_block = np.asarray(lazy_method(img, dataclasses.replace(get_method("comi-cyclegan"), image_stats=None),
+                                       block=128, device="cpu"))
+    err, err_per_block = np.abs(got - eager.image), np.abs(per_block - eager.image)
+    assert err.mean() < err_per_block.mean() / 10 and err.max() < err_per_block.max()

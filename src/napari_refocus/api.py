@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-from .core.devices import resolve_device
 from .core.progress import Progress
 from .core.tiling import PATCH, STRIDE
 
@@ -54,7 +53,7 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
 
     if not is_lazy(image):
         return refocus_array(image, method=method, device=device, progress=progress, **params)
-    from .bigimage import lazy_method
+    from .bigimage import prepare
     from .methods.base import RefocusResult
 
     m = get_method(method)
@@ -66,14 +65,14 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
         check_weights(m)
     if len(image.shape) != 2 or not np.issubdtype(np.dtype(image.dtype), np.number):
         raise ValueError(f"image must be a 2-D numeric array, got shape {image.shape}, dtype {image.dtype}")
-    dev = resolve_device(device)
     t0 = time.perf_counter()
-    restored = lazy_method(image, m.name, device=dev, **raw)
+    run = prepare(image, m, parsed, device=device)
+    restored = run.lazy()
     if progress:
         progress(Progress(1, 1, "lazy"))
     return RefocusResult(image=restored, method=m.name, parameters=parsed.as_dict(), upscale=m.upscale,
-                         seconds=time.perf_counter() - t0, device=str(dev),
-                         notes=["computed block by block when read"])
+                         seconds=time.perf_counter() - t0, device=str(run.device),
+                         notes=[f"computed block by block ({run.block} px) when read", *run.notes])
 
 
 def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
@@ -102,8 +101,10 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
             raise ValueError(f"image must be 2-D and at least {PATCH}x{PATCH}, got shape {image.shape}")
         if tta:
             raise ValueError("tta is not supported for images processed block by block")
-        from .bigimage import chunked_defocus_map
+        from .bigimage import DEFAULT_BLOCK
+        from .methods.lbdvd_blocks import chunked_defocus_map
 
-        return chunked_defocus_map(image, weights=weights, device=device, stride=stride, progress=progress)
+        return chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
+                                   progress=progress)
     return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
                              progress=progress, tta=tta)
