@@ -111,7 +111,8 @@ def test_rl_block_by_block_matches_in_memory(big):
 def test_method_blocks_to_tiff_and_errors(big, tmp_path):
     import tifffile
 
-    from napari_refocus.bigimage import lazy_method, refocus_to_tiff
+    from napari_refocus.bigimage import lazy_method
+    from napari_refocus.io import refocus_to_tiff
     from napari_refocus.methods import get_method
 
     out = refocus_to_tiff(big, tmp_path / "rl.tif", method="rl", block=256, level=4, device="cpu",
@@ -139,7 +140,8 @@ def test_upscaling_generator_on_dask_blocks(big, tmp_path):
     """A x2 generator block by block: lazy output and tiled TIFF twice the size (half the pixel
     size), close to the in-memory run."""
     da = pytest.importorskip("dask.array")
-    from napari_refocus.bigimage import lazy_method, refocus_to_tiff
+    from napari_refocus.bigimage import lazy_method
+    from napari_refocus.io import refocus_to_tiff
 
     img = big[:300, :400]
     eager = nr.refocus(img, method="m-deblurgan", device="cpu").image

@@ -26,7 +26,8 @@ Two ways to run, one block function:
   ``boundary="none"``, the source a graph input); only the blocks that are read are computed
   (napari's lazy layers). An ``upscale`` x method's blocks are ``upscale`` x larger.
 * :func:`iter_method_blocks`: the blocks one after another, each read straight from the source
-  with its halo (for writers such as :func:`refocus_to_tiff`): memory bounded by one block.
+  with its halo (for writers such as :func:`napari_refocus.io.write.refocus_to_tiff`): memory
+  bounded by one block.
 """
 
 from __future__ import annotations
@@ -214,50 +215,3 @@ def lazy_method(source, method, *, device="auto", block: int = DEFAULT_BLOCK, **
     the method's parameters.
     """
     return prepare(source, method, params, device=device, block=block).lazy()
-
-
-def refocus_to_tiff(source, path, *, method="lbdvd", dtype=None, pixel_um=None, metadata=None,
-                    block: int = DEFAULT_BLOCK, device="auto", progress=None, protect=(), **kwargs):
-    """A method (name or Method) on ``source``, written block by block into a tiled BigTIFF (atomic).
-
-    The blocks come from :func:`iter_method_blocks`. The TIFF's tiles are the blocks, so only one
-    block is ever held in memory. ``pixel_um`` is the input's pixel size: the optics of a method
-    that has them use it and the TIFF records it (an upscaling method's output pixels are that
-    many times smaller).
-    """
-    import json
-    from pathlib import Path
-
-    import tifffile
-
-    from .core.forward import cast_like
-    from .io import atomic_output, check_not_input
-
-    path = Path(path)
-    check_not_input(path, protect)
-    dtype = np.dtype(dtype or source.dtype)
-    m = get_method(method)
-    r = int(m.upscale)
-    h, w = source.shape[-2:]
-    if pixel_um and m.accepts("pixel_um"):  # the physics methods' optics; the networks have none
-        kwargs = {**kwargs, "pixel_um": float(pixel_um)}
-    blocks = iter_method_blocks(source, m, device=device, block=block, **kwargs)
-
-    def tiles():
-        for prog, _, restored in blocks:
-            tile = np.zeros((block * r, block * r), dtype)
-            tile[: restored.shape[0], : restored.shape[1]] = cast_like(restored, dtype)
-            if progress:
-                progress(prog)
-            yield tile
-
-    meta = dict(metadata or {})
-    extra = {}
-    if pixel_um:
-        out_um = pixel_um / r
-        extra = {"resolution": (1e4 / out_um, 1e4 / out_um), "resolutionunit": "CENTIMETER"}
-        meta["pixel_um"] = out_um
-    with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, tiles(), shape=(h * r, w * r), dtype=dtype, tile=(block * r, block * r),
-                         bigtiff=True, description=json.dumps(meta, default=str), metadata=None, **extra)
-    return path
