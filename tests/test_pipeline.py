@@ -142,9 +142,9 @@ def test_triage_per_plane_copies_in_focus_planes(infocus):
     np.testing.assert_array_equal(sharp.data, crop)
 
 
-def test_torch_threads_restores_the_previous_value():
+def test_batch_worker_restores_the_thread_count(tmp_path, planes):
     torch = pytest.importorskip("torch")
-    from napari_refocus.io.batch import torch_threads
+    from napari_refocus.io.batch import process_image, torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):
@@ -153,3 +153,6 @@ def test_torch_threads_restores_the_previous_value():
     with pytest.raises(RuntimeError), torch_threads(1):
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+    src = nr.write_image(tmp_path / "p.tif", planes[0])
+    rec = process_image(src, tmp_path / "out", method="rl", device="cpu", threads=1, params=RL)
+    assert rec["status"] == "done" and torch.get_num_threads() == before

@@ -9,7 +9,6 @@ outputs and report as an uninterrupted run. Inputs are never written.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob
 import json
@@ -17,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+from ..core.torchstate import torch_threads
 from .pipeline import below_threshold_untouched  # noqa: F401  (re-exported: batch triage)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -70,23 +70,6 @@ def clean_partial(outdir: Path) -> list[Path]:
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
-
-
-@contextlib.contextmanager
-def torch_threads(n):
-    """Within the block, torch uses ``n`` CPU threads (no change for None or 0); the previous
-    number is restored on the way out."""
-    if not n:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None, patch_min_level=None,
