@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import CheckBox, Label, PushButton, Table
 
 from ..core.progress import Progress
-from ._common import WARN_STYLE, JobPanel, LayerCombo, PlotCanvas, layer_plane
+from .base import ViewerWidget
+from .forms import align_labels
+from .jobs import JobPanel
+from .layers import displayed_plane_index, is_result, read_plane
+from .plots import PlotCanvas
+from .profiles import layer_profile, plot_profiles, sample_points
+from .style import WARN_STYLE, info_label, section, show
 
 METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("pcc", "PCC"))
 COLUMNS = ("input", "restored", "gain")
 PROFILE_LAYER = "profile line"
+ROLES = ("input", "restored", "ground truth")
 
 
 def _is_gt(layer) -> int:
@@ -34,7 +28,7 @@ def _is_gt(layer) -> int:
 
 
 def _is_restored(layer) -> int:
-    return 3 if "method" in layer.metadata and "source_layer" in layer.metadata else 0
+    return 3 if is_result(layer) else 0
 
 
 def _is_input(layer) -> int:
@@ -60,7 +54,14 @@ def match_to_gt(restored: np.ndarray, gt_shape) -> tuple[np.ndarray, int]:
                      "(nor an integer upscaling of it)")
 
 
-class CompareWidget(QWidget):
+def _format(value, key: str, gain: bool) -> str:
+    if value is None:
+        return "–"
+    digits = 2 if key == "psnr" else 4
+    return f"{value:+.{digits}f}" if gain else f"{value:.{digits}f}"
+
+
+class CompareWidget(ViewerWidget):
     """Metrics of the input and the restored layer against a ground-truth layer.
 
     :meth:`run` computes the table in a worker (returns it); :attr:`report` holds the
@@ -69,91 +70,78 @@ class CompareWidget(QWidget):
     a line (world coordinates) and plots the three intensity profiles along it.
     """
 
-    def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
+    def __init__(self, napari_viewer):
+        from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
+
+        super().__init__(napari_viewer, labels=False, name="compare")
         self.report = None
         self.downsampled = 1
         self.profiles: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._grid_state = None
-        self._names = {}
-
-        self.input_combo = LayerCombo(napari_viewer, prefer=_is_input)
-        self.restored_combo = LayerCombo(napari_viewer, prefer=_is_restored)
-        self.gt_combo = LayerCombo(napari_viewer, prefer=_is_gt)
-        form = QFormLayout()
-        form.addRow("input", self.input_combo)
-        form.addRow("restored", self.restored_combo)
-        form.addRow("ground truth", self.gt_combo)
-
+        self._names: dict = {}
+        self._line_watched = None
+        self.choosers = section("choosers", [
+            self.layer_chooser("input", "input", prefer=_is_input),
+            self.layer_chooser("restored", "restored", prefer=_is_restored),
+            self.layer_chooser("gt", "ground truth", prefer=_is_gt),
+        ])
+        align_labels(self.choosers)
         self.panel = JobPanel("Compute metrics", self.run, what="metrics")
-        self.table = QTableWidget(len(METRICS) + 1, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setVerticalHeaderLabels([t for _, t in METRICS] + ["data range"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setFixedHeight(150)
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
-        self.save_button = QPushButton("Save table as CSV…")
-        self.save_button.clicked.connect(self._save_clicked)
-        self.save_button.setEnabled(False)
-
-        self.side_by_side = QCheckBox("side by side (grid view, linked cameras)")
-        self.side_by_side.toggled.connect(self.set_side_by_side)
-        self.line_button = QPushButton("Draw profile line")
-        self.line_button.setToolTip("adds a Shapes layer in line mode; draw a line on the image")
-        self.line_button.clicked.connect(self.start_line)
+        self.table = Table(name="table", value={"data": [["–"] * len(COLUMNS) for _ in range(len(METRICS) + 1)],
+                                                "index": [t for _, t in METRICS] + ["data range"],
+                                                "columns": list(COLUMNS)})
+        self.table.read_only = True
+        self.table.native.setFixedHeight(150)
+        self.table.native.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))  # cells shown as written
+        self.note = info_label("note")
+        self.save_button = PushButton(name="save", text="Save table as CSV…")
+        self.save_button.enabled = False
+        self.side_by_side = CheckBox(name="side_by_side", text="side by side (grid view, linked cameras)")
+        self.line_button = PushButton(name="line", text="Draw profile line")
+        self.line_button.tooltip = "adds a Shapes layer in line mode; draw a line on the image"
         self.plot = PlotCanvas(190)
-
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.panel)
-        lay.addWidget(QLabel("<b>vs ground truth</b> (gain = restored - input)"))
-        lay.addWidget(self.table)
-        lay.addWidget(self.note)
-        lay.addWidget(self.save_button)
-        lay.addWidget(self.side_by_side)
-        row = QHBoxLayout()
-        row.addWidget(self.line_button)
-        lay.addLayout(row)
-        lay.addWidget(self.plot)
-        lay.addStretch(1)
+        self.extend([self.choosers, self.panel, Label(name="title", value="<b>vs ground truth</b> "
+                                                                          "(gain = restored - input)"),
+                     self.table, self.note, self.save_button, self.side_by_side, self.line_button, self.plot])
+        self.save_button.changed.connect(self._save_clicked)
+        self.side_by_side.changed.connect(self.set_side_by_side)
+        self.line_button.changed.connect(self.start_line)
 
     @property
     def worker(self):
         return self.panel.worker
 
     def layers(self):
-        return self.input_combo.layer(), self.restored_combo.layer(), self.gt_combo.layer()
+        return tuple(self.choosers[name].value for name in ("input", "restored", "gt"))
 
     # -------------------------------------------------------------- metrics
     def run(self):
         """Compute the metrics of the chosen layers in a worker; returns the worker."""
-        from napari.utils.notifications import show_warning
-
         inp, res, gt = self.layers()
         if res is None or gt is None:
+            from napari.utils.notifications import show_warning
+
             show_warning("napari-refocus: choose a restored and a ground-truth layer")
             return None
-        gt_plane = layer_plane(self.viewer, gt)[0]
-        res_plane = layer_plane(self.viewer, res)[0]
-        inp_plane = layer_plane(self.viewer, inp)[0] if inp is not None else None
+        # which plane each layer shows, and its data object: read in the worker
+        planes = [None if ly is None else (ly.data, displayed_plane_index(self.viewer, ly), bool(ly.rgb))
+                  for ly in (inp, res, gt)]
         names = {"input": inp.name if inp is not None else None, "restored": res.name, "gt": gt.name}
 
         def job():
             from ..core.metrics import compare
 
             yield Progress(0, 1, "metrics")
+            inp_plane, res_plane, gt_plane = (None if p is None else read_plane(*p) for p in planes)
             pred, factor = match_to_gt(np.asarray(res_plane), gt_plane.shape)
             report = compare(gt_plane, pred, inp_plane)
             yield Progress(1, 1, "metrics")
             return report, factor
 
         def done(value):
-            report, factor = value
             self._names = names
-            self.show_report(report, factor)
+            self.show_report(*value)
 
         return self.panel.start(job, done, label="metrics")
 
@@ -163,32 +151,33 @@ class CompareWidget(QWidget):
         for r, (key, _) in enumerate(METRICS):
             vals = (report.get("input", {}).get(key), report["pred"][key], report.get("gain", {}).get(key))
             for c, v in enumerate(vals):
-                text = "–" if v is None else (f"{v:+.4f}" if c == 2 else f"{v:.4f}")
-                if v is not None and key == "psnr":
-                    text = f"{v:+.2f}" if c == 2 else f"{v:.2f}"
-                self.table.setItem(r, c, QTableWidgetItem(text))
+                self._set_cell(r, c, _format(v, key, gain=c == 2))
         dr = f"{report['data_range']:g}"
-        self.table.setItem(len(METRICS), 0, QTableWidgetItem(dr))
-        self.table.setItem(len(METRICS), 1, QTableWidgetItem(dr))
-        self.table.setItem(len(METRICS), 2, QTableWidgetItem(""))
+        for c, text in enumerate((dr, dr, "")):
+            self._set_cell(len(METRICS), c, text)
         note = f"data range {dr} (ground-truth max - min), same for both rows."
+        style = ""
         if downsampled > 1:
             note += (f" The restored layer is {downsampled}x finer than the ground truth: it was "
                      f"downsampled by a {downsampled}x{downsampled} block mean for these metrics.")
-            self.note.setStyleSheet(WARN_STYLE)
-        else:
-            self.note.setStyleSheet("")
-        self.note.setText(note)
-        self.save_button.setEnabled(True)
+            style = WARN_STYLE
+        show(self.note, note, style)
+        self.save_button.enabled = True
+
+    def _set_cell(self, row: int, col: int, text: str):
+        # as text, with its sign and digits (magicgui's cells would turn it into a float)
+        from qtpy.QtWidgets import QTableWidgetItem
+
+        self.table.native.setItem(row, col, QTableWidgetItem(text))
 
     def table_values(self) -> dict:
         """The numbers shown, parsed back from the table (for tests)."""
         out = {}
         for r, (key, _) in enumerate(METRICS):
             for c, col in enumerate(("input", "pred", "gain")):
-                item = self.table.item(r, c)
-                if item is not None and item.text() not in ("", "–"):
-                    out.setdefault(col, {})[key] = float(item.text())
+                text = self.table.native.item(r, c).text()
+                if text not in ("", "–"):
+                    out.setdefault(col, {})[key] = float(text)
         return out
 
     def export_csv(self, path) -> str:
@@ -208,24 +197,23 @@ class CompareWidget(QWidget):
                 w.writerow([f"layer_{role}", self._names.get(role) or "", "", ""])
         return str(path)
 
-    def _save_clicked(self):
-        path, _ = QFileDialog.getSaveFileName(self, "Save metrics", "metrics.csv", "CSV (*.csv)")
+    def _save_clicked(self, *_):
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self.native, "Save metrics", "metrics.csv", "CSV (*.csv)")
         if path:
             self.export_csv(path)
 
     # -------------------------------------------------------------- side by side
     def set_side_by_side(self, on: bool):
         """Grid view with input, restored and ground truth visible (and back)."""
-        if self.side_by_side.isChecked() != bool(on):
-            self.side_by_side.setChecked(bool(on))  # re-enters through toggled
+        if self.side_by_side.value != bool(on):
+            self.side_by_side.value = bool(on)  # re-enters through changed
             return
         v = self.viewer
         chosen = [ly for ly in self.layers() if ly is not None]
         if on:
-            self._grid_state = {
-                "enabled": v.grid.enabled,
-                "visible": {id(ly): ly.visible for ly in v.layers},
-            }
+            self._grid_state = {"enabled": v.grid.enabled, "visible": {id(ly): ly.visible for ly in v.layers}}
             for ly in v.layers:
                 ly.visible = ly in chosen
             v.grid.enabled = True
@@ -241,14 +229,17 @@ class CompareWidget(QWidget):
     # -------------------------------------------------------------- profiles
     def _line_layer(self, create: bool = True):
         if PROFILE_LAYER in self.viewer.layers:
-            return self.viewer.layers[PROFILE_LAYER]
-        if not create:
+            ly = self.viewer.layers[PROFILE_LAYER]
+        elif create:
+            ly = self.viewer.add_shapes(name=PROFILE_LAYER, ndim=2, edge_color="yellow", edge_width=2)
+        else:
             return None
-        ly = self.viewer.add_shapes(name=PROFILE_LAYER, ndim=2, edge_color="yellow", edge_width=2)
-        ly.events.data.connect(self._line_changed)
+        if ly is not self._line_watched:  # redraw the profiles whenever the line is edited
+            self._line_watched = ly
+            self.watch(ly.events.data, self._line_changed)
         return ly
 
-    def start_line(self):
+    def start_line(self, *_):
         ly = self._line_layer()
         self.viewer.layers.selection.active = ly
         ly.mode = "add_line"
@@ -266,45 +257,18 @@ class CompareWidget(QWidget):
         try:
             self.update_profile()
         except Exception as exc:  # noqa: BLE001 - never break drawing
-            self.note.setText(f"profile: {exc}")
+            show(self.note, f"profile: {exc}")
 
     def update_profile(self):
         """Sample the three layers along the last line of the profile layer; returns profiles."""
-        from scipy.ndimage import map_coordinates
-
         ly = self._line_layer(create=False)
         if ly is None or len(ly.data) == 0:
             return {}
         line = np.asarray(ly.data[-1], dtype=float)[[0, -1], -2:]
-        s, t = np.asarray(ly.scale[-2:]), np.asarray(ly.translate[-2:])
-        world = line * s + t  # (2, 2) world y, x
-        length = float(np.hypot(*(world[1] - world[0])))
-        layers = dict(zip(("input", "restored", "ground truth"), self.layers()))
-        px = min((float(np.min(lay.scale[-2:])) for lay in layers.values() if lay is not None), default=1.0)
-        n = max(2, int(math.ceil(length / px)) + 1)
-        frac = np.linspace(0, 1, n)
-        pts = world[0] + frac[:, None] * (world[1] - world[0])
-        self.profiles = {}
-        for role, lay in layers.items():
-            if lay is None:
-                continue
-            plane = layer_plane(self.viewer, lay)[0].astype(np.float64)
-            coords = (pts - np.asarray(lay.translate[-2:])) / np.asarray(lay.scale[-2:])
-            vals = map_coordinates(plane, coords.T, order=1, mode="nearest")
-            self.profiles[role] = (frac * length, vals)
-        self._plot_profiles()
+        world = line * np.asarray(ly.scale[-2:]) + np.asarray(ly.translate[-2:])  # (2, 2) world y, x
+        layers = dict(zip(ROLES, self.layers()))
+        distance, pts, _ = sample_points(world, layers.values())
+        self.profiles = {role: (distance, layer_profile(self.viewer, lay, pts))
+                         for role, lay in layers.items() if lay is not None}
+        plot_profiles(self.plot, self.profiles)
         return self.profiles
-
-    def _plot_profiles(self):
-        if self.plot.ax is None:
-            return
-        self.plot.clear()
-        ax = self.plot.ax
-        colors = {"input": "#ff7f0e", "restored": "#2ca02c", "ground truth": "#dddddd"}
-        for role, (x, y) in self.profiles.items():
-            ax.plot(x, y, lw=1.2, color=colors[role], label=role)
-        ax.set_xlabel("distance along line (world units, e.g. µm)", fontsize=7)
-        ax.set_ylabel("intensity", fontsize=7)
-        leg = ax.legend(fontsize=7, facecolor="#262930", edgecolor="#888", labelcolor="#dddddd")
-        leg.get_frame().set_alpha(0.8)
-        self.plot.draw()

@@ -28,10 +28,10 @@ def run_demo(screenshot: str | None = None, *, device: str = "auto", timeout_s: 
     """Open napari with the sample pair and the widgets; see the module docstring."""
     import napari
 
-    from .sample_data import sample_pair
-    from . import CompareWidget, DefocusMapWidget, RefocusWidget
-    from ._common import wait_for
     from ..methods import get_method
+    from . import CompareWidget, DefocusMapWidget, RefocusWidget
+    from .jobs import wait_for
+    from .sample_data import sample_pair
 
     viewer = napari.Viewer(title="napari-refocus demo", show=True)
     for data, kwargs, _kind in sample_pair():
@@ -46,7 +46,7 @@ def run_demo(screenshot: str | None = None, *, device: str = "auto", timeout_s: 
         from qtpy.QtCore import Qt
 
         win = viewer.window._qt_window
-        docks = [viewer.window._dock_widgets[f"{n} ({PLUGIN})"] for n in ("Refocus", "Defocus map", "Compare")]
+        docks = [w.native.parent() for w in (refocus_w, map_w, compare_w)]
         win.splitDockWidget(docks[0], docks[1], Qt.Orientation.Horizontal)
         win.splitDockWidget(docks[1], docks[2], Qt.Orientation.Horizontal)
         win.resizeDocks(docks, [360, 360, 380], Qt.Orientation.Horizontal)
@@ -58,10 +58,14 @@ def run_demo(screenshot: str | None = None, *, device: str = "auto", timeout_s: 
         return viewer
 
     viewer.window._qt_window.resize(*WINDOW_SIZE)
-    refocus_w.layer_combo.set_layer(source)
-    map_w.layer_combo.set_layer(source)
+    refocus_w.image.value = source
+    map_w.image.value = source
+    for w in (refocus_w, map_w):  # the same picture every time; the user's saved preferences untouched
+        w.prefs.persist = False
+        w.prefs.reset()
+        if device in w.prefs.device.choices:
+            w.prefs.device.value = device
     if get_method("lbdvd").weights_present():
-        map_w.device.combo.setCurrentText(device if device in map_w.device.devices else "auto")
         map_w.run(source)
         wait_for(map_w.panel, timeout_s)
         if map_w.map_layer is not None:
@@ -69,14 +73,14 @@ def run_demo(screenshot: str | None = None, *, device: str = "auto", timeout_s: 
             wait_for(map_w.refocus_panel, timeout_s)
     else:
         refocus_w.set_method("rl")
-        refocus_w.level.setValue(4)
+        refocus_w.set_values(level=4)
         refocus_w.run(source)
         wait_for(refocus_w.panel, timeout_s)
     results = [ly for ly in viewer.layers if "method" in ly.metadata]
     if results:
-        compare_w.input_combo.set_layer(source)
-        compare_w.restored_combo.set_layer(results[-1])
-        compare_w.gt_combo.set_layer(viewer.layers["ground truth"])
+        compare_w.choosers.input.value = source
+        compare_w.choosers.restored.value = results[-1]
+        compare_w.choosers.gt.value = viewer.layers["ground truth"]
         compare_w.run()
         wait_for(compare_w.panel, timeout_s)
         h, w = source.data.shape

@@ -1,287 +1,278 @@
-"""The Refocus dock widget: pick an image layer, a method and a device, press Refocus."""
+"""The Refocus dock widget: pick an image layer, a method and a device, press Refocus.
+
+The form is generated: one chooser of the registered methods, and for the chosen method the
+fields of its schema it shows (``Method.form_fields``), the optics when its schema has them,
+and the persisted preferences (device, iterations). :meth:`RefocusWidget.params` is the one
+place form values become the method's keyword parameters (:func:`.forms.method_kwargs`).
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QLabel,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+import time
 
-from ._common import (
-    ERR_STYLE,
-    WARN_STYLE,
-    DevicePicker,
-    JobPanel,
-    LayerCombo,
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
+
+from ..core.progress import Progress
+from .base import ViewerWidget
+from .forms import (
+    Preferences,
+    align_labels,
+    device_status,
+    form_values,
+    method_kwargs,
+    optics_form,
+    optics_specs,
+    schema_form,
+    set_defaults,
+)
+from .jobs import JobPanel
+from .layers import (
     add_result_layer,
-    iter_refocus_layer,
+    guess_pixel_um,
+    is_result,
+    layer_axes,
+    plane_count,
+    read_plane,
 )
-
-#: optics fields shown in the collapsible section: (keyword, label, default, min, max, step, decimals)
-OPTICS_FIELDS = (
-    ("wavelength_nm", "wavelength (nm)", 451.0, 200.0, 1200.0, 1.0, 1),
-    ("na", "numerical aperture", 0.5, 0.01, 1.7, 0.01, 3),
-    ("refractive_index", "refractive index", 1.0, 1.0, 1.7, 0.001, 3),
-    ("pixel_um", "pixel size (µm)", 0.65, 0.001, 100.0, 0.01, 4),
-    ("level_step_um", "µm per defocus level", 2.0, 0.01, 100.0, 0.1, 2),
-)
+from .style import ERR_STYLE, WARN_STYLE, info_label, section, show
 
 
-class OpticsBox(QWidget):
-    """Optics keywords (a collapsible section when superqt is there)."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.spins: dict[str, QDoubleSpinBox] = {}
-        inner = QWidget()
-        form = QFormLayout(inner)
-        form.setContentsMargins(4, 0, 0, 0)
-        for key, label, default, lo, hi, step, dec in OPTICS_FIELDS:
-            s = QDoubleSpinBox()
-            s.setRange(lo, hi)
-            s.setDecimals(dec)
-            s.setSingleStep(step)
-            s.setValue(default)
-            self.spins[key] = s
-            form.addRow(label, s)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        try:
-            from superqt import QCollapsible
-
-            self.collapsible = QCollapsible("Optics (microscope)")
-            self.collapsible.addWidget(inner)
-            lay.addWidget(self.collapsible)
-        except ImportError:  # pragma: no cover - superqt ships with napari
-            self.collapsible = None
-            lay.addWidget(QLabel("Optics (microscope)"))
-            lay.addWidget(inner)
-
-    def values(self) -> dict:
-        return {k: float(s.value()) for k, s in self.spins.items()}
-
-    def set_pixel_um(self, value: float):
-        self.spins["pixel_um"].setValue(float(value))
+def _not_result(layer) -> int:
+    return 0 if is_result(layer) else 1
 
 
-def _guess_pixel_um(layer) -> float | None:
-    """The layer's pixel size if its scale looks like micrometres (not napari's default 1)."""
-    s = [float(v) for v in layer.scale[-2:]]
-    if abs(s[0] - s[1]) < 1e-9 and s[0] != 1.0 and 0.001 <= s[0] <= 100:
-        return s[0]
+def iterations_spec(methods) -> dict | None:
+    """The ``iterations`` field of the first method that has one (the preference's limits)."""
+    for m in methods:
+        for spec in m.describe():
+            if spec["name"] == "iterations":
+                return spec
     return None
 
 
-class RefocusWidget(QWidget):
+class RefocusWidget(ViewerWidget):
     """Restore the chosen image layer with a registered method into a new layer.
 
-    Methods tests and scripts can call: :meth:`run` (start; returns the worker),
-    :meth:`cancel`, and the attribute :attr:`worker` (None when idle). Results go to a new
-    layer ``"{source} [{method}]"`` with the source's scale/translate and the provenance in
-    its metadata; the source layer is never modified.
+    :meth:`run` starts (returns the worker), :meth:`cancel` stops, :attr:`worker` is None
+    when idle; :meth:`set_method` and :meth:`set_values` change the form as a user would.
+    Results go to a new layer ``"{source} [{method}]"`` with the source's scale/translate
+    and the provenance in its metadata; the source layer is never modified.
     """
 
-    def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
+    def __init__(self, napari_viewer):
+        from ..core.devices import available_devices
         from ..methods import list_methods
 
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, labels=False, name="refocus")
         self.methods = list_methods()
+        self.devices = available_devices()
         self.last_layer = None
-
-        self.layer_combo = LayerCombo(napari_viewer)
-        self.layer_combo.currentIndexChanged.connect(self._layer_changed)
-        self.layer_info = QLabel("")
-        self.layer_info.setWordWrap(True)
-
-        self.method_combo = QComboBox()
-        model = self.method_combo.model()
-        for i, m in enumerate(self.methods):
-            self.method_combo.addItem(m.title, m.name)
-            tip = m.description
-            if not m.weights_present():
-                missing = ", ".join(f"weights/{w}.safetensors" for w in m.weights)
-                tip += f"\n\nNot available: needs {missing}, which is not installed."
-                item = model.item(i)
-                item.setEnabled(False)
-                self.method_combo.setItemText(i, f"{m.title}  (weights missing)")
-            self.method_combo.setItemData(i, tip, 3)  # Qt.ToolTipRole
-        first_ok = next((i for i, m in enumerate(self.methods) if m.weights_present()), 0)
-        self.method_combo.setCurrentIndex(first_ok)
-        self.method_combo.currentIndexChanged.connect(self._method_changed)
-        self.method_info = QLabel("")
-        self.method_info.setWordWrap(True)
-
-        self.device = DevicePicker()
-
-        self.iterations = QSpinBox()
-        self.iterations.setRange(1, 500)
-        self.iterations.setValue(15)
-        self.iterations.setToolTip("Richardson-Lucy iterations")
-        self.stride = QSpinBox()
-        self.stride.setRange(1, 84)
-        self.stride.setValue(42)
-        self.stride.setToolTip("patch-grid stride in pixels (patches are 84x84; 42 = half overlap)")
-        self.tta = QCheckBox("average 8 flips/rotations")
-        self.tta.setToolTip("test-time augmentation: average the network (DelpNet for lbdvd, the restoration "
-                            "network for learned methods) over the 8 flips/rotations; 8x slower, usually better")
-        self.level = QSpinBox()
-        self.level.setRange(0, 10)
-        self.level.setValue(5)
-        self.level.setToolTip("defocus level for the whole image (level x 2 µm by default)")
-        self.optics = OpticsBox()
-
-        form = QFormLayout()
-        form.addRow("image", self.layer_combo)
-        form.addRow("", self.layer_info)
-        form.addRow("method", self.method_combo)
-        form.addRow("", self.method_info)
-        form.addRow("device", self.device)
-        form.addRow("iterations", self.iterations)
-        self._stride_row = ("stride", self.stride)
-        form.addRow("stride", self.stride)
-        form.addRow("augment", self.tta)
-        form.addRow("defocus level", self.level)
-        self.form = form
-
+        self.image = self.layer_chooser("image", "image", prefer=_not_result)
+        self.layer_info = info_label("layer_info")
+        self.method = ComboBox(name="method", label="method",
+                               choices=[(m.title if m.weights_present() else f"{m.title}  (weights missing)", m.name)
+                                        for m in self.methods])
+        self.method_info = info_label("method_info")
+        self.source = section("source", [self.image, self.layer_info, self.method, self.method_info])
+        self.prefs = Preferences(self.devices, iterations_spec(self.methods))
+        self.device_note = info_label("device_note")
+        self.forms: dict[str, Container] = {}  # one generated form per method, made when first chosen
+        self.params_box = section("params_box", labels=False)
+        self.show_optics = CheckBox(name="show_optics", text="optics (microscope)", value=False)
+        self.optics = optics_form()
+        self.optics.visible = False
+        self.reset_button = PushButton(name="reset", text="Reset to defaults")
+        self.reset_button.tooltip = "device, iterations, method parameters and optics back to their defaults"
         self.panel = JobPanel("Refocus", self.run, what="refocus")
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.optics)
-        lay.addWidget(self.panel)
-        lay.addStretch(1)
+        self.extend([self.source, self.prefs, section("notes", [self.device_note]),
+                     self.params_box, self.show_optics, self.optics, self.reset_button, self.panel])
+        self._mark_unavailable()
+        first_ok = next((m.name for m in self.methods if m.weights_present()), self.methods[0].name)
+        self.method.value = first_ok
+        self.method.changed.connect(self._method_changed)
+        self.image.changed.connect(self._layer_changed)
+        self.prefs.device.changed.connect(self._device_changed)
+        self.show_optics.changed.connect(self._optics_visibility)
+        self.reset_button.changed.connect(self.reset_defaults)
+        self.panel.finished.connect(self._update_enabled)
         self._method_changed()
         self._layer_changed()
+        self._device_changed()
 
     # -------------------------------------------------------------- state
     @property
     def worker(self):
         return self.panel.worker
 
+    def current_method(self):
+        return next(m for m in self.methods if m.name == self.method.value)
+
     @property
-    def method(self) -> str:
-        return self.method_combo.currentData()
+    def form(self) -> Container:
+        """The generated form of the chosen method."""
+        return self.forms[self.method.value]
 
     def set_method(self, name: str):
-        idx = self.method_combo.findData(name)
-        if idx < 0:
+        if name not in [m.name for m in self.methods]:
             raise ValueError(f"unknown method {name!r}")
-        self.method_combo.setCurrentIndex(idx)
+        self.method.value = name
 
-    def _method_changed(self, *_):
-        m = self.methods[self.method_combo.currentIndex()]
-        keys = set(m.defaults)
-        for w, key in ((self.stride, "stride"), (self.tta, "tta"), (self.level, "level")):
-            if hasattr(self.form, "setRowVisible"):  # Qt >= 6.4
-                self.form.setRowVisible(w, key in keys)
-            else:  # pragma: no cover
-                w.setEnabled(key in keys)
-        if "iterations" in m.defaults:
-            self.iterations.setValue(int(m.defaults["iterations"]))
-        if "stride" in m.defaults:
-            self.stride.setValue(int(m.defaults["stride"]))
-        if "level" in m.defaults:
-            self.level.setValue(int(m.defaults["level"]))
-        if m.weights_present():
-            self.method_info.setText(m.description)
-            self.method_info.setStyleSheet("")
-        else:
-            missing = ", ".join(f"weights/{w}.safetensors" for w in m.weights)
-            self.method_info.setText(f"{m.title} needs {missing}, which is not installed; "
-                                     "choose another method.")
-            self.method_info.setStyleSheet(ERR_STYLE)
-        self._update_enabled()
+    def set_values(self, **values):
+        """Set form fields by name (the method's, the optics' or a preference)."""
+        for name, value in values.items():
+            for form in (self.form, self.optics, self.prefs):
+                if form.get_widget(name) is not None:
+                    form[name].value = value
+                    break
+            else:
+                raise ValueError(f"the form of {self.method.value!r} has no field {name!r}")
 
-    def _layer_changed(self, *_):
-        layer = self.layer_combo.layer()
-        if layer is None:
-            self.layer_info.setText("add an image layer (File > Open Sample > napari-refocus)")
-            self.layer_info.setStyleSheet(WARN_STYLE)
-        else:
-            shape = tuple(layer.data.shape)
-            kind = "RGB, channel by channel" if layer.rgb else (
-                f"{layer.data.ndim}-D, {self._n_planes(layer)} planes" if layer.data.ndim > 2 else "2-D")
-            self.layer_info.setText(f"{shape} {layer.data.dtype}, {kind}")
-            self.layer_info.setStyleSheet("")
-            px = _guess_pixel_um(layer)
-            if px is not None:
-                self.optics.set_pixel_um(px)
-        self._update_enabled()
-
-    @staticmethod
-    def _n_planes(layer) -> int:
-        from ._common import layer_planes
-
-        return len(layer_planes(tuple(layer.data.shape), layer.rgb))
-
-    def _update_enabled(self):
-        if self.panel.running:
-            return
-        m = self.methods[self.method_combo.currentIndex()]
-        ok = self.layer_combo.layer() is not None and m.weights_present()
-        self.panel.button.setEnabled(ok)
+    def values(self) -> dict:
+        """Every value the form holds now (preferences, the method's fields, the optics)."""
+        return form_values(self.prefs, self.form, self.optics)
 
     def params(self) -> dict:
-        """The method keywords the widget would pass now."""
-        m = self.methods[self.method_combo.currentIndex()]
-        out = {"iterations": int(self.iterations.value())}
-        if "stride" in m.defaults:
-            out["stride"] = int(self.stride.value())
-        if "level" in m.defaults:
-            out["level"] = int(self.level.value())
-        if "tta" in m.defaults:
-            out["tta"] = bool(self.tta.isChecked())
-        out.update(self.optics.values())
-        return out
+        """The method's keyword parameters from the form (only names its schema accepts)."""
+        return method_kwargs(self.current_method(), self.values())
+
+    def _mark_unavailable(self):
+        from qtpy.QtCore import Qt
+
+        model = self.method.native.model()
+        for i, m in enumerate(self.methods):
+            tip = m.description
+            if not m.weights_present():
+                missing = ", ".join(f"weights/{w}.safetensors" for w in m.weights)
+                tip += f"\n\nNot available: needs {missing}, which is not installed."
+                model.item(i).setEnabled(False)
+            self.method.native.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+
+    def _method_changed(self, *_):
+        m = self.current_method()
+        if m.name not in self.forms:
+            self.forms[m.name] = schema_form(m.describe(), [n for n in m.form_fields if n not in self.prefs.defaults],
+                                             name=m.name.replace("-", "_"))
+            self.params_box.append(self.forms[m.name])
+        for name, form in self.forms.items():
+            form.visible = name == m.name
+        self.prefs.iterations.visible = m.accepts("iterations")
+        self.show_optics.visible = m.accepts("optics")
+        self._optics_visibility()
+        align_labels(self.source, self.prefs, self["notes"], self.form, self.optics)
+        if m.weights_present():
+            show(self.method_info, m.description)
+        else:
+            missing = ", ".join(f"weights/{w}.safetensors" for w in m.weights)
+            show(self.method_info, f"{m.title} needs {missing}, which is not installed; choose another method.",
+                 ERR_STYLE)
+        self._update_enabled()
+
+    def _optics_visibility(self, *_):
+        self.optics.visible = bool(self.show_optics.value) and self.current_method().accepts("optics")
+
+    def _layer_changed(self, *_):
+        layer = self.image.value
+        if layer is None:
+            show(self.layer_info, "add an image layer (File > Open Sample > napari-refocus)", WARN_STYLE)
+        else:
+            ndim = layer.data.ndim
+            kind = "RGB, channel by channel" if layer.rgb else (
+                f"{ndim}-D, {plane_count(layer)} planes" if ndim > 2 else "2-D")
+            show(self.layer_info, f"{tuple(layer.data.shape)} {layer.data.dtype}, {kind}")
+            px = guess_pixel_um(layer)
+            if px is not None:
+                self.optics.pixel_um.value = px
+        self._update_enabled()
+
+    def _device_changed(self, *_):
+        show(self.device_note, *device_status(self.prefs.device.value, self.devices))
+        self.device_note.tooltip = "devices here: " + ", ".join(self.devices)
+
+    def _update_enabled(self, *_):
+        if not self.closed and not self.panel.running:
+            self.panel.button.enabled = self.image.value is not None and self.current_method().weights_present()
+
+    def reset_defaults(self, *_):
+        """Preferences, every method's fields and the optics back to their defaults."""
+        self.prefs.reset()
+        for m in self.methods:
+            if m.name in self.forms:
+                set_defaults(self.forms[m.name], m.describe())
+        set_defaults(self.optics, optics_specs())
+        self._layer_changed()  # the pixel size read from the layer's scale again
 
     # -------------------------------------------------------------- actions
     def run(self, layer=None):
         """Start refocusing ``layer`` (default: the chosen one); returns the worker."""
-        layer = layer if layer is not None else self.layer_combo.layer()
+        layer = layer if layer is not None else self.image.value
         if layer is None:
             from napari.utils.notifications import show_warning
 
             show_warning("napari-refocus: choose an image layer first")
             return None
-        return start_refocus(self.viewer, self.panel, layer, method=self.method,
-                             device=self.device.device, params=self.params(), owner=self)
+        m = self.current_method()
+        params = self.params()
+        try:
+            m.parse(**params)  # a bad value is reported now, before any work starts
+        except ValueError as exc:
+            self.panel.fail(exc)
+            return None
+        return start_refocus(self.viewer, self.panel, layer, method=m.name, device=self.prefs.device.value,
+                             params=params, owner=self)
 
     def cancel(self):
         self.panel.cancel()
 
 
-def start_refocus(viewer, panel: JobPanel, layer, *, method: str, device: str, params: dict,
-                  owner=None, extra_meta: dict | None = None, data=None):
-    """Run :func:`iter_refocus_layer` on ``layer`` in ``panel``'s worker and add the result layer.
+def refocus_planes(data, *, axes: str, method: str, device: str, params: dict, inputs: dict | None = None):
+    """Worker body: restore every plane of ``data`` (read here, one plane at a time).
 
-    ``data`` overrides what is restored (e.g. one plane of a stack); it defaults to
-    ``layer.data``. ``owner.last_layer`` (if given) is set to the new layer.
+    Yields Progress, returns ``(stack, first_result)``. A lazy 2-D image (dask, zarr) stays
+    lazy: :func:`napari_refocus.refocus` returns a result computed block by block when read.
     """
-    source_data = layer.data if data is None else data
-    rgb = bool(layer.rgb) if data is None else False
+    from ..api import is_lazy, refocus
+    from ..core.planes import iter_map_planes
+    from ..methods import get_method, iter_refocus
 
-    import time
+    if axes == "YX" and is_lazy(data) and not inputs:
+        res = refocus(data, method=method, device=device, **params)
+        yield Progress(1, 1, "lazy")
+        return res.image, res
 
+    def job(plane):
+        res = yield from iter_refocus(plane, method=method, device=device, **params, **(inputs or {}))
+        return res.image, res
+
+    return (yield from iter_map_planes(data, job, axes=axes, upscale=get_method(method).upscale))
+
+
+def start_refocus(viewer, panel: JobPanel, layer, *, method: str, device: str, params: dict,
+                  inputs: dict | None = None, plane: tuple | None = None, owner=None,
+                  extra_meta: dict | None = None):
+    """Restore ``layer`` in ``panel``'s worker and add the result layer.
+
+    ``plane`` (an index into the layer's data) restores only that 2-D plane (RGB: the mean
+    of its colour channels); ``inputs`` are run-time inputs such as ``defocus_map``. The
+    layer's data is read in the worker. ``owner.last_layer`` (if given) is the new layer.
+    """
+    data, rgb = layer.data, bool(layer.rgb)
+    axes = "YX" if plane is not None else layer_axes(layer)
     t0 = time.perf_counter()
 
     def job():
-        return (yield from iter_refocus_layer(source_data, rgb=rgb, method=method, device=device, **params))
+        source = read_plane(data, plane, rgb) if plane is not None else data
+        return (yield from refocus_planes(source, axes=axes, method=method, device=device, params=params,
+                                          inputs=inputs))
 
     def done(value):
         stack, result = value
         extra = dict(extra_meta or {})
         extra["seconds_total"] = round(time.perf_counter() - t0, 3)
-        if stack.ndim > 2 and not rgb:
+        if stack.ndim > 2 and "S" not in axes:
             extra.setdefault("planes", int(stack.size // (stack.shape[-1] * stack.shape[-2])))
         new = add_result_layer(viewer, layer, stack, result, extra)
         if owner is not None:
             owner.last_layer = new
-        panel.status.setText(f"added '{new.name}' in {result.seconds:.1f} s on {result.device}")
+        show(panel.status, f"added '{new.name}' in {result.seconds:.1f} s on {result.device}")
 
     return panel.start(job, done, label=f"{method} on {layer.name}")

@@ -1,0 +1,134 @@
+"""Layer helpers: what a layer's axes are, which plane is shown, and where a result goes.
+
+The GUI side only looks at layer metadata (shape, scale, which plane the sliders show);
+pixel data is read by :func:`read_plane`, which the widgets call inside their workers.
+:func:`add_result_layer` puts a :class:`~napari_refocus.methods.RefocusResult` into a new
+layer over its source (scale, translate, provenance) and never touches the source layer.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+
+def is_image(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image)
+
+
+def is_result(layer) -> bool:
+    """A layer this plugin computed (it records its method and source layer)."""
+    return "method" in layer.metadata and "source_layer" in layer.metadata
+
+
+def layer_axes(layer) -> str:
+    """tifffile-style axes of a layer's data for :mod:`napari_refocus.core.planes`.
+
+    ``"YXS"`` for RGB(A); otherwise the layer's own one-letter axis labels when it has them
+    (``axis_labels=("t", "z", "y", "x")`` -> ``"TZYX"``), else ``"YX"`` after the leading
+    axes: ``"ZYX"`` for a 3-D layer, unnamed (``Q``) axes before ``Z`` for more.
+    """
+    ndim = layer.data.ndim
+    if layer.rgb:
+        return "Q" * (ndim - 3) + "YXS"
+    labels = [str(a).upper() for a in (getattr(layer, "axis_labels", None) or ())]
+    named = "".join(labels)
+    if len(labels) == ndim and len(named) == ndim and named.endswith("YX") and "S" not in named \
+            and all(ch in string.ascii_uppercase for ch in named) and len(set(named)) == ndim:
+        return named
+    lead = ndim - 2
+    return ("Q" * (lead - 1) + "Z" if lead else "") + "YX"
+
+
+def plane_count(layer) -> int:
+    """How many 2-D planes a layer's data is restored as (RGB: one per colour channel)."""
+    from ..core.planes import plane_indices
+
+    return len(plane_indices(tuple(layer.data.shape), axes=layer_axes(layer)))
+
+
+def guess_pixel_um(layer) -> float | None:
+    """The layer's pixel size if its scale looks like micrometres (not napari's default 1)."""
+    s = [float(v) for v in layer.scale[-2:]]
+    if abs(s[0] - s[1]) < 1e-9 and s[0] != 1.0 and 0.001 <= s[0] <= 100:
+        return s[0]
+    return None
+
+
+def displayed_plane_index(viewer, layer) -> tuple:
+    """Index into ``layer.data`` of the 2-D plane shown now (``()`` for a 2-D layer)."""
+    lead = layer.data.ndim - (3 if layer.rgb else 2)
+    if lead <= 0:
+        return ()
+    pos = np.asarray(layer.world_to_data(viewer.dims.point))
+    return tuple(int(np.clip(np.round(pos[ax]), 0, layer.data.shape[ax] - 1)) for ax in range(lead))
+
+
+def read_plane(data, index: tuple = (), rgb: bool = False, window=None) -> np.ndarray:
+    """One 2-D plane of ``data`` (RGB: mean of the colour channels), read now.
+
+    Call it in a worker: ``data`` may be a dask or zarr array. ``window`` = ``(y0, y1, x0,
+    x1)`` reads only that part of the plane.
+    """
+    yx = (slice(window[0], window[1]), slice(window[2], window[3])) if window else ()
+    plane = np.asarray(data[(*index, *yx)])
+    if rgb:
+        plane = plane[..., :3].astype(np.float32).mean(axis=-1)
+    return plane
+
+
+def result_transform(scale, translate, upscale: int = 1):
+    """(scale, translate) of a result whose last two axes are ``upscale`` x finer.
+
+    Keeps the pixel areas aligned: input pixel k covers [t + (k-1/2)s, t + (k+1/2)s], and
+    its ``upscale`` output pixels tile exactly that interval.
+    """
+    scale = np.asarray(scale, dtype=float).copy()
+    translate = np.asarray(translate, dtype=float).copy()
+    if upscale and upscale != 1:
+        s = scale[-2:]
+        new = s / upscale
+        translate[-2:] = translate[-2:] - s / 2 + new / 2
+        scale[-2:] = new
+    return tuple(scale), tuple(translate)
+
+
+def source_path(layer) -> str | None:
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return str(path) if path else None
+
+
+def add_result_layer(viewer, source, stack, result, extra: dict | None = None):
+    """Add ``stack`` as a new image layer over ``source``; returns the new layer.
+
+    Name ``"{source} [{method}]"``, the source's scale and translate (adjusted for an
+    upscaling method), its colormap, and the provenance in ``metadata``.
+    """
+    from ..api import is_lazy
+
+    rgb = bool(source.rgb) and stack.ndim == source.data.ndim
+    nd = stack.ndim - (1 if rgb else 0)  # a single plane of a stack keeps the last two axes
+    scale, translate = result_transform(source.scale[-nd:], source.translate[-nd:], result.upscale)
+    meta = dict(result.provenance())
+    meta["source_layer"] = source.name
+    path = source_path(source)
+    if path:
+        meta["source_path"] = path
+    meta.update(extra or {})
+    kwargs = dict(name=f"{source.name} [{result.method}]", scale=scale, translate=translate,
+                  metadata=meta, rgb=rgb)
+    if rgb or is_lazy(stack):  # a lazy result's range would compute all of it
+        kwargs["contrast_limits"] = tuple(float(c) for c in source.contrast_limits)
+    else:
+        lo, hi = float(np.min(stack)), float(np.max(stack))
+        kwargs["contrast_limits"] = (lo, hi if hi > lo else lo + 1)
+    if not rgb:
+        kwargs["colormap"] = source.colormap.name
+    for key in ("axis_labels", "units"):
+        value = getattr(source, key, None)
+        if value is not None:
+            kwargs[key] = tuple(value)[-nd:]
+    return viewer.add_image(stack, **kwargs)

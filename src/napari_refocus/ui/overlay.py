@@ -1,0 +1,95 @@
+"""How a defocus map is drawn: label colours per patch, the hover table, legend, histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .style import N_LEVELS, hex_color, level_colors
+
+BACKGROUND = 11
+BASE_OPACITY = 0.55
+
+
+def overlay_colors(dm, use_certainty: bool) -> dict:
+    """Label id -> RGBA for every grid cell: level colour, background transparent."""
+    colors = level_colors(N_LEVELS)
+    levels = np.asarray(dm.levels).ravel()
+    cert = np.asarray(dm.certainty, dtype=float).ravel()
+    out = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    for k, (lv, c) in enumerate(zip(levels, cert)):
+        if 0 <= lv < N_LEVELS:
+            rgba = colors[int(lv)].copy()
+            rgba[3] = float(np.clip(c, 0.0, 1.0)) if use_certainty else 1.0
+        else:
+            rgba = np.zeros(4, np.float32)
+        out[k + 1] = rgba
+    return out
+
+
+def overlay_features(dm, level_step_um: float = 2.0):
+    """Per-cell table shown in the status bar on hover: level, defocus (µm), certainty."""
+    import pandas as pd
+
+    levels = np.asarray(dm.levels).ravel().astype(int)
+    cert = np.asarray(dm.certainty, dtype=float).ravel()
+    rows, cols = np.asarray(dm.levels).shape
+    ii, jj = np.divmod(np.arange(levels.size), cols)
+    return pd.DataFrame({
+        "index": np.arange(1, levels.size + 1),
+        "level": [("background" if lv == BACKGROUND else str(lv)) for lv in levels],
+        "defocus_um": np.where(levels == BACKGROUND, np.nan, levels * level_step_um),
+        "certainty": np.round(cert, 3),
+        "patch": [f"({i}, {j})" for i, j in zip(ii, jj)],
+    })
+
+
+def legend_html(per_column: int = 6) -> str:
+    """The level colours as a rich-text table (two columns of swatch + "k: 2k µm")."""
+    colors = level_colors(N_LEVELS)
+    entries = [(hex_color(colors[k]), f"{k}: {2 * k} µm" + (" (in focus)" if k == 0 else ""))
+               for k in range(N_LEVELS)]
+    entries.append((None, "bg: background (not drawn)"))
+    columns = [entries[i:i + per_column] for i in range(0, len(entries), per_column)]
+    rows = []
+    for r in range(per_column):
+        cells = []
+        for col in columns:
+            if r < len(col):
+                color, text = col[r]
+                swatch = f'bgcolor="{color}"' if color else 'style="border: 1px dashed #888"'
+                cells.append(f'<td width="14" {swatch}>&nbsp;</td><td style="font-size: 10px">{text}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return '<table cellspacing="2">' + "".join(rows) + "</table>"
+
+
+def level_counts(dm) -> np.ndarray:
+    """Patches per level 0..10 and background."""
+    levels = np.asarray(dm.levels).ravel()
+    return np.array([(levels == k).sum() for k in range(N_LEVELS + 1)])
+
+
+def summary_text(dm) -> str:
+    levels2d = np.asarray(dm.levels)
+    levels = levels2d.ravel()
+    cert = np.asarray(dm.certainty, dtype=float).ravel()
+    fg = levels != BACKGROUND
+    if not fg.any():
+        return f"{levels.size} patches, all background"
+    med = int(np.median(levels[fg]))
+    return (f"{levels.size} patches ({levels2d.shape[0]}x{levels2d.shape[1]}), {int((~fg).sum())} background; "
+            f"median level {med} ({2 * med} µm), mean certainty {cert[fg].mean():.2f}")
+
+
+def plot_histogram(canvas, dm) -> None:
+    """Bars of :func:`level_counts` in the level colours on a :class:`~.plots.PlotCanvas`."""
+    if canvas.ax is None:
+        return
+    colors = [*level_colors(N_LEVELS), np.array([0.5, 0.5, 0.5, 1.0])]
+    canvas.clear()
+    ax = canvas.ax
+    ax.bar(np.arange(N_LEVELS + 1), level_counts(dm), color=[c[:3] for c in colors], edgecolor="#222")
+    ax.set_xticks(np.arange(N_LEVELS + 1))
+    ax.set_xticklabels([str(k) for k in range(N_LEVELS)] + ["bg"])
+    ax.set_xlabel("defocus level (2 µm each)", fontsize=7)
+    ax.set_ylabel("patches", fontsize=7)
+    canvas.draw()
