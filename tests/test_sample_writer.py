@@ -77,16 +77,3 @@ def test_writer_refuses_layer_source_path(make_napari_viewer, tmp_path):
         write_tiff(str(src), data, state)
     np.testing.assert_array_equal(tifffile.imread(src), 5)
 
-
-def test_manifest_contributions_resolve():
-    """The npe2 manifest's python_names point at real objects."""
-    import importlib
-
-    from npe2 import PluginManifest
-
-    from napari_refocus.core.resources import manifest_path
-
-    pm = PluginManifest.from_file(manifest_path())
-    for cmd in pm.contributions.commands:
-        mod, obj = cmd.python_name.split(":")
-        assert callable(getattr(importlib.import_module(mod), obj)), cmd.python_name
