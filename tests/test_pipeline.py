@@ -94,6 +94,9 @@ def test_block_by_block_stack_equals_in_memory(tmp_path, planes, x2):
     a, b = nr.read_image(tmp_path / "mem.tif"), nr.read_image(tmp_path / "blk.tif")
     assert b[1]["axes"] == "ZYX" and b[1]["pixel_um"] == pytest.approx(0.65)
     np.testing.assert_array_equal(a[0], b[0])  # one block per plane: the same computation
+    meta = b[1]["metadata"]
+    assert meta["chunked"] and meta["parameters"]["level"] == 3 and meta["parameters"]["optics"]["pixel_um"] == 0.65
+    assert meta["device"] == "cpu" and "napari_refocus_version" in meta
     # many tiles per plane, RGB, an upscaling method: every tile where it belongs
     from napari_refocus.io import refocus_to_tiff
 

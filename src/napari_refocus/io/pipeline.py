@@ -174,6 +174,27 @@ def use_blocks(path, info: dict, chunked) -> bool:
     return int(shape[ax.index("Y")]) * int(shape[ax.index("X")]) > CHUNKED_ABOVE
 
 
+def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device, progress, overwrite) -> dict:
+    """The block-by-block branch of :func:`refocus_file` (a TIFF read lazily, a tiled BigTIFF out)."""
+    from ..core.devices import resolve_device
+    from ..methods.base import RefocusResult
+
+    t0 = time.perf_counter()
+    source, info = open_image(path, axes=axes)
+    dev = str(resolve_device(device))
+    provenance = RefocusResult(image=None, method=m.name, parameters=m.parse(**kwargs).as_dict(), upscale=m.upscale,
+                               device=dev, notes=["computed block by block (weights hashes not recorded)"]).provenance()
+    provenance.pop("seconds")
+    pixel = kwargs.pop("pixel_um", pixel)  # refocus_to_tiff gives it to methods that take it
+    refocus_to_tiff(source, out, method=m.name, axes=info["axes"], dtype="float32" if float32 else None,
+                    pixel_um=pixel, metadata={"source": str(path), "chunked": True, **provenance}, device=dev,
+                    progress=progress, protect=[path], overwrite=overwrite, **kwargs)
+    seconds = time.perf_counter() - t0
+    mpx = float(np.prod(source.shape)) / 1e6
+    return {"action": "restored", "chunked": True, "axes": info["axes"], "device": dev, "megapixels": round(mpx, 2),
+            "megapixels_per_s": round(mpx / seconds, 3), "seconds_total": round(seconds, 3)}
+
+
 def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=None, pixel_um=None,
                  float32: bool = False, chunked=None, min_level=None, patch_min_level=None,
                  overwrite: bool = False, progress=None) -> dict:
@@ -200,18 +221,8 @@ def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=
     if use_blocks(path, info, chunked):
         if min_level is not None or patch_min_level:
             raise ValueError("focus triage (min levels) takes images processed in memory, not block by block")
-        source, info = open_image(path, axes=axes)
-        meta = {"source": str(path), "method": m.name, "chunked": True, "parameters": m.parse(**kwargs).as_dict()}
-        pixel = kwargs.pop("pixel_um", pixel)  # refocus_to_tiff gives it to methods that take it
-        refocus_to_tiff(source, out, method=m.name, axes=info["axes"], dtype="float32" if float32 else None,
-                        pixel_um=pixel, metadata=meta, device=device, progress=progress, protect=[path],
-                        overwrite=overwrite, **kwargs)
-        seconds = time.perf_counter() - t0
-        mpx = float(np.prod(source.shape)) / 1e6
-        record.update(action="restored", chunked=True, axes=info["axes"], device=str(device),
-                      megapixels=round(mpx, 2), megapixels_per_s=round(mpx / seconds, 3),
-                      seconds_total=round(seconds, 3))
-        return record
+        return {**record, **_refocus_blocks(path, out, m, kwargs, pixel=pixel, axes=axes, float32=float32,
+                                            device=device, progress=progress, overwrite=overwrite)}
     image, info = read_image(path, axes=axes)
     t_read = time.perf_counter() - t0
     restored = restore_image(image, axes=info["axes"], method=m, device=device, params=kwargs, float32=float32,
