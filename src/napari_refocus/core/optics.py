@@ -56,6 +56,9 @@ class Optics:
     oversample: int = 5
     #: "paraxial" (LB-DVD eq. 2 as printed, right only in air) or "exact" (any immersion)
     psf_model: str = "paraxial"
+    #: defocus (um) of each level, when levels are not ``level * level_step_um`` apart (a
+    #: DelpNet class expressed for another objective: :func:`match_defocus_um`)
+    defocus_table_um: tuple | None = None
 
     def __post_init__(self):
         if self.psf_model not in PSF_MODELS:
@@ -74,6 +77,12 @@ class Optics:
             raise ValueError(f"n_levels must be >= 1, got {self.n_levels}")
         if self.oversample < 1 or self.oversample % 2 == 0:
             raise ValueError(f"oversample must be an odd integer >= 1, got {self.oversample}")
+        if self.defocus_table_um is not None:
+            table = tuple(float(z) for z in self.defocus_table_um)
+            if len(table) != self.n_levels or not all(np.isfinite(z) and z >= 0 for z in table):
+                raise ValueError(f"defocus_table_um must hold {self.n_levels} defocus values >= 0, "
+                                 f"got {self.defocus_table_um!r}")
+            object.__setattr__(self, "defocus_table_um", table)
 
     def as_dict(self) -> dict:
         """Plain-dict form (for provenance metadata)."""
@@ -81,7 +90,15 @@ class Optics:
 
     def defocus_um(self, level: float) -> float:
         """Defocus distance in um of a (possibly fractional) level."""
+        if self.defocus_table_um is not None:
+            table = self.defocus_table_um
+            return float(np.interp(level, np.arange(len(table)), table))
         return float(level) * self.level_step_um
+
+    @property
+    def sampling(self) -> float:
+        """Pixel size in units of lambda / NA: what makes two objectives' images look alike."""
+        return self.pixel_um * self.na / (self.wavelength_nm * 1e-3)
 
     @property
     def depth_of_field_um(self) -> float:
@@ -205,3 +222,61 @@ def rms_radius_px(psf: np.ndarray) -> float:
     c = np.arange(size) - (size - 1) / 2
     r2 = c[:, None] ** 2 + c[None, :] ** 2
     return float(np.sqrt((psf * r2).sum() / psf.sum()))
+
+
+def _profiles(optics: Optics, r_um: np.ndarray, zs: np.ndarray) -> np.ndarray:
+    """``h(r; z)`` of ``optics`` for many defocus values at once: ``(len(zs), len(r_um))``."""
+    from scipy.special import j0
+
+    k0 = 2 * np.pi / (optics.wavelength_nm * 1e-3)
+    na, n = optics.na, optics.refractive_index
+    z_max = float(np.max(np.abs(zs))) if len(zs) else 0.0
+    if optics.psf_model == "paraxial":
+        a, span = k0 * na / n, k0 * na / n * r_um.max() + k0 * z_max * na**2 / n**2
+    else:
+        a, span = k0 * na, k0 * na * r_um.max() + k0 * z_max * na**2 / np.sqrt(n**2 - na**2)
+    x, w = np.polynomial.legendre.leggauss(int(min(20000, max(64, 8 * span / np.pi))))
+    rho, w = 0.5 * (x + 1.0), 0.5 * w
+    if optics.psf_model == "paraxial":
+        phase = -0.5 * k0 * np.outer(zs, rho**2) * na**2 / n**2
+    else:
+        phase = k0 * np.outer(zs, np.sqrt(n**2 - (na * rho) ** 2) - n)
+    bessel = j0(a * np.outer(r_um, rho)) * (rho * w)  # (radii, nodes): the same for every z
+    amp = np.exp(1j * phase) @ bessel.T
+    return np.abs(amp) ** 2
+
+
+def encircled_energy(optics: Optics, defocus_um, radii: np.ndarray) -> np.ndarray:
+    """Fraction of the PSF's energy within each radius (in units of lambda / NA), up to the
+    last radius (continuous profile, not pixel-integrated). ``defocus_um``: a value or an
+    array (then one curve per row)."""
+    r_um = np.asarray(radii, dtype=np.float64) * optics.wavelength_nm * 1e-3 / optics.na
+    zs = np.atleast_1d(np.asarray(defocus_um, dtype=np.float64))
+    h = _profiles(optics, r_um, zs) * r_um
+    e = np.concatenate([np.zeros((len(zs), 1)), np.cumsum(0.5 * (h[:, 1:] + h[:, :-1]) * np.diff(r_um), -1)], -1)
+    e = e / np.where(e[:, -1:] > 0, e[:, -1:], 1.0)
+    return e if np.ndim(defocus_um) else e[0]
+
+
+@functools.lru_cache(maxsize=32)
+def match_defocus_um(reference: Optics, target: Optics, *, n_candidates: int = 400) -> tuple:
+    """The defocus (um) of ``target``'s objective whose blur matches each level of ``reference``.
+
+    Blur is compared in units of lambda / NA, where the in-focus PSFs of all objectives agree:
+    for each level of ``reference`` the target defocus whose encircled-energy curve is closest
+    (mean absolute difference, out to twice the reference's PSF window: within the window alone
+    the widest high-NA PSFs match badly) is chosen among ``n_candidates`` defocus values up to
+    twice the depth-of-field-scaled top level. Cached per pair of optics. Returns
+    ``reference.n_levels`` values, non-decreasing, 0 for level 0.
+    """
+    r_max = reference.psf_size * reference.sampling
+    radii = np.linspace(0.0, r_max, 160)
+    levels = np.array([reference.defocus_um(lv) for lv in range(reference.n_levels)])
+    ref = encircled_energy(reference, levels, radii)
+    z_top = 2.0 * levels[-1] * target.depth_of_field_um / reference.depth_of_field_um
+    zs = np.linspace(0.0, max(z_top, 1e-3), n_candidates)
+    cand = encircled_energy(target, zs, radii)
+    dist = np.abs(ref[:, None, :] - cand[None, :, :]).mean(-1)
+    best = zs[dist.argmin(1)]
+    best[0] = 0.0
+    return tuple(float(z) for z in np.maximum.accumulate(best))

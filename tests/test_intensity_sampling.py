@@ -1,0 +1,57 @@
+"""Exposure-, dtype- and objective-independent building blocks of the defocus map."""
+
+import numpy as np
+import pytest
+
+from napari_refocus.core.intensity import noise_sigma, robust_range, to_canonical
+from napari_refocus.core.optics import Optics, match_defocus_um
+from napari_refocus.core.resample import resample, resized_shape
+
+
+def test_to_canonical_ignores_affine_changes_of_intensity(infocus_crop):
+    a = infocus_crop.astype(np.float32)
+    ref = to_canonical(a, span=1000, offset=150)
+    for b in (a * 16 + 300, a / 65535.0, np.round(a / a.max() * 255)):
+        out = to_canonical(b, span=1000, offset=150)
+        tol = 1000 / 255 if b.max() <= 255 else 1e-2  # 8-bit rounding
+        assert np.abs(out - ref).max() <= tol * 1.01
+    assert ref.min() >= 0 and np.percentile(ref, 99.8) == pytest.approx(1150, abs=1)
+
+
+def test_noise_sigma_measures_noise_not_structure(infocus_crop):
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(infocus_crop, np.float32)
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(smooth, 3)
+    noisy = smooth + rng.normal(0, 7.0, smooth.shape)
+    assert noise_sigma(noisy) == pytest.approx(7.0, rel=0.1)
+    lo, hi = robust_range(noisy)
+    assert lo < hi
+
+
+def test_resample_shapes_and_mean():
+    img = np.random.default_rng(1).random((200, 300)).astype(np.float32) + 1
+    small = resample(img, shape=resized_shape(img.shape, 0.4))
+    assert small.shape == (80, 120) and small.mean() == pytest.approx(img.mean(), rel=0.01)
+    assert resample(img, shape=img.shape) is not None and np.array_equal(resample(img, shape=(200, 300)), img)
+
+
+def test_defocus_tables_match_the_reference_and_scale_with_the_objective():
+    paper = Optics()
+    same = match_defocus_um(paper, paper)
+    np.testing.assert_allclose(same, [2.0 * lv for lv in range(11)], atol=0.11)
+    oil = match_defocus_um(paper, Optics(na=1.4, refractive_index=1.515, wavelength_nm=520, pixel_um=0.108,
+                                         psf_model="exact"))
+    assert all(b >= a for a, b in zip(oil, oil[1:])) and oil[0] == 0
+    # small defocus blurs like the same number of depths of field (0.40 um in oil, 1.8 um in air)
+    assert oil[1] == pytest.approx(2.0 * 0.402 / 1.804, rel=0.4)
+    # and the top class is far less defocus in oil than in air
+    assert oil[-1] < 0.2 * same[-1]
+
+
+def test_defocus_table_is_validated_and_used():
+    o = Optics(n_levels=3, defocus_table_um=(0, 1, 5))
+    assert o.defocus_um(2) == 5 and o.defocus_um(1.5) == 3
+    with pytest.raises(ValueError, match="defocus_table_um"):
+        Optics(n_levels=3, defocus_table_um=(0, 1))
