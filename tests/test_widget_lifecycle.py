@@ -11,26 +11,10 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from widget_support import (  # noqa: E402,F401  (fixtures)
-    HAVE_DELPNET,
-    add_source,
-    crops,
-    dock,
-    fake_delpnet,
-    references,
-    saved_preferences,
-    spy,
-    viewer,
-    wait_idle,
-)
+from widget_support import HAVE_DELPNET, add_source, dock, references, spy, wait_idle, widget_class  # noqa: E402
+from widget_support import crops, fake_delpnet, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
-
-
-def _widgets():
-    from napari_refocus.ui import CompareWidget, DefocusMapWidget, RefocusWidget
-
-    return {"refocus": RefocusWidget, "defocus_map": DefocusMapWidget, "compare": CompareWidget}
 
 
 def _emitters(viewer, layer):
@@ -41,8 +25,8 @@ def _emitters(viewer, layer):
 
 
 def test_choosers_follow_the_layer_list(viewer):
-    w = dock(viewer, _widgets()["compare"])
-    r = dock(viewer, _widgets()["refocus"])
+    w = dock(viewer, "compare")
+    r = dock(viewer, "refocus")
     assert w.layers() == (None, None, None) and r.image.value is None
     inp = viewer.add_image(np.zeros((90, 90)), name="defocused")
     gt = viewer.add_image(np.zeros((90, 90)), name="ground truth")
@@ -66,7 +50,7 @@ def test_closed_widget_leaves_nothing_connected(viewer, qtbot, crops, kind):
     layer = add_source(viewer, crops[0][:96, :96])
     emitters = _emitters(viewer, layer)
     before = {k: len(e.callbacks) for k, e in emitters.items()}
-    w = dock(viewer, _widgets()[kind], kind)
+    w = dock(viewer, kind)
     if kind == "compare":  # the profile line connects to a layer's events
         w.set_profile_line((12.0, 22.0), (40.0, 60.0))
         emitters["line.data"] = viewer.layers["profile line"].events.data
@@ -92,7 +76,7 @@ def test_closed_widget_leaves_nothing_connected(viewer, qtbot, crops, kind):
 def test_close_without_dock_and_no_leak(viewer, qtbot):
     import weakref
 
-    w = _widgets()["refocus"](viewer)
+    w = widget_class("refocus")(viewer)
     viewer.window.add_dock_widget(w, name="Refocus")
     ref = weakref.ref(w)
     w.close()
@@ -112,11 +96,11 @@ def test_layer_data_read_in_the_worker(viewer, qtbot, crops, fake_delpnet):
     gt = add_source(viewer, spy(crops[1][:90, :96]), name="ground truth")
     res = add_source(viewer, spy(crops[1][:90, :96]), name="src [rl]",
                      metadata={"method": "rl", "source_layer": "src"})
-    w_refocus = dock(viewer, _widgets()["refocus"])
+    w_refocus = dock(viewer, "refocus")
     w_refocus.set_method("rl")
     w_refocus.set_values(iterations=2)
-    w_map = dock(viewer, _widgets()["defocus_map"])
-    w_compare = dock(viewer, _widgets()["compare"])
+    w_map = dock(viewer, "defocus_map")
+    w_compare = dock(viewer, "compare")
     jobs = [(w_refocus, lambda: w_refocus.run(layer), [stack]), (w_map, lambda: w_map.run(layer), [stack])]
     if not HAVE_DELPNET and fake_delpnet is None:
         jobs.pop()

@@ -19,30 +19,10 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_refocus.methods import get_method, list_methods  # noqa: E402
-from widget_support import (  # noqa: E402,F401  (fixtures)
-    H,
-    SCALE,
-    TIMEOUT_MS,
-    TRANSLATE,
-    W,
-    add_source,
-    crops,
-    dock,
-    errors,
-    run_rl,
-    saved_preferences,
-    viewer,
-    wait_idle,
-)
+from widget_support import H, PIXEL_UM, SCALE, TIMEOUT_MS, TRANSLATE, W, add_source, dock, run_rl, wait_idle  # noqa: E402
+from widget_support import crops, errors, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
-PIXEL_UM = SCALE[0]
-
-
-def refocus_widget(viewer):
-    from napari_refocus.ui.refocus import RefocusWidget
-
-    return dock(viewer, RefocusWidget, "Refocus")
 
 
 # ------------------------------------------------------------------------------ runs
@@ -52,7 +32,7 @@ def test_refocus_rl_layer_and_event_loop(viewer, qtbot, crops):
     src = crops[0]
     before = src.copy()
     layer = add_source(viewer, src)
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     assert [m.name for m in w.methods][:2] == ["lbdvd", "rl"]
     assert w.prefs.device.choices[0] == "auto" and "cpu" in w.devices
     assert "CPU" in w.device_note.value or "GPU" in w.device_note.value
@@ -97,7 +77,7 @@ def test_refocus_rl_layer_and_event_loop(viewer, qtbot, crops):
 
 
 def test_lbdvd_greyed_without_weights(viewer, qtbot):
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     item = w.method.native.model().item(0)
     assert w.method.choices[0] == "lbdvd"
     if get_method("lbdvd").weights_present():
@@ -120,7 +100,7 @@ def test_cancel_leaves_viewer_consistent(viewer, qtbot, crops):
     stack = np.stack([crops[0][:96, :128]] * 6)
     before = stack.copy()
     layer = add_source(viewer, stack, scale=(1.0, *SCALE), translate=(0.0, *TRANSLATE))
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     w.set_method("rl")
     w.set_values(iterations=60)
     seen = []
@@ -140,7 +120,7 @@ def test_error_notifies_and_widget_recovers(viewer, qtbot, errors, crops):
     bad = crops[0][:64, :64].astype(np.float32)
     bad[3, 4] = np.nan
     bad_layer = add_source(viewer, bad, name="with nan")
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     w.set_method("rl")
     w.set_values(iterations=3)
     w.run(bad_layer)
@@ -167,7 +147,7 @@ def test_nd_stack_plane_by_plane(viewer, qtbot, crops):
     stack = np.stack(planes)[None]  # (T=1, Z=2, y, x)
     before = stack.copy()
     layer = add_source(viewer, stack, scale=(1.0, 2.0, *SCALE), translate=(0.0, 5.0, *TRANSLATE))
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     w.set_method("rl")
     w.set_values(iterations=4, level=3)
     assert "2 planes" in w.layer_info.value
@@ -230,7 +210,7 @@ def test_form_is_generated_from_each_schema(viewer):
     from napari_refocus.core.optics import Optics
     from napari_refocus.ui.forms import OPTICS_HIDDEN, PREFERENCES
 
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     optics_names = [f.name for f in dataclasses.fields(Optics)
                     if f.name not in OPTICS_HIDDEN and isinstance(f.default, (int, float, str))]
     assert [x.name for x in w.optics] == optics_names
@@ -256,7 +236,7 @@ def test_form_is_generated_from_each_schema(viewer):
 
 
 def test_tta_option_follows_method(viewer):
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     w.set_method("lbdvd")
     assert w.params()["tta"] is False
     w.set_values(tta=True)
@@ -270,7 +250,7 @@ def test_tta_option_follows_method(viewer):
 
 
 def test_preferences_persist_and_reset(viewer, saved_preferences):
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     w.prefs.device.value = "cpu"
     w.set_method("rl")
     w.set_values(iterations=7, level=2)
@@ -278,7 +258,7 @@ def test_preferences_persist_and_reset(viewer, saved_preferences):
     saved = list(saved_preferences.rglob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text()) == {"device": "cpu", "iterations": 7}
 
-    again = refocus_widget(viewer)  # preferences come back; per-run values do not
+    again = dock(viewer, "refocus")  # preferences come back; per-run values do not
     again.set_method("rl")
     assert again.prefs.device.value == "cpu" and again.values()["iterations"] == 7
     assert again.values()["level"] == get_method("rl").defaults["level"]
@@ -305,7 +285,7 @@ def test_refocus_widget_runs_learned_method(viewer, qtbot, crops, name):
     src, gt, _ = crops
     before = src.copy()
     layer = add_source(viewer, src)
-    w = refocus_widget(viewer)
+    w = dock(viewer, "refocus")
     assert name in [x.name for x in w.methods]
     w.set_method(name)
     w.run()

@@ -8,34 +8,10 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from widget_support import (  # noqa: E402,F401  (fixtures)
-    HAVE_DELPNET,
-    SCALE,
-    TRANSLATE,
-    add_source,
-    crops,
-    dock,
-    errors,
-    fake_delpnet,
-    saved_preferences,
-    viewer,
-    wait_idle,
-)
+from widget_support import HAVE_DELPNET, PIXEL_UM, SCALE, TRANSLATE, add_source, dock, wait_idle  # noqa: E402
+from widget_support import crops, errors, fake_delpnet, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
-PIXEL_UM = SCALE[0]
-
-
-def map_widget(viewer):
-    from napari_refocus.ui.defocus_map import DefocusMapWidget
-
-    return dock(viewer, DefocusMapWidget, "Defocus map")
-
-
-def compare_widget(viewer):
-    from napari_refocus.ui.compare import CompareWidget
-
-    return dock(viewer, CompareWidget, "Compare")
 
 
 # ------------------------------------------------------------------------------ defocus map
@@ -70,7 +46,7 @@ def test_defocus_map_overlay_and_refocus_with_map(viewer, qtbot, crops, fake_del
     src = crops[0]
     before = src.copy()
     layer = add_source(viewer, src)
-    w = map_widget(viewer)
+    w = dock(viewer, "defocus_map")
     assert [f.name for f in w.map_form] == ["stride", "tta"]  # generated from the lbdvd schema
     w.run()
     wait_idle(qtbot, w)
@@ -101,7 +77,7 @@ def test_defocus_map_of_a_stack_plane(viewer, qtbot, crops, fake_delpnet):
     stack = np.stack([crops[0], crops[0][::-1]])
     layer = add_source(viewer, stack, scale=(1.0, *SCALE), translate=(0.0, *TRANSLATE))
     viewer.dims.set_current_step(0, 1)
-    w = map_widget(viewer)
+    w = dock(viewer, "defocus_map")
     w.run()
     wait_idle(qtbot, w)
     assert w.panel.last_error is None, w.panel.last_error
@@ -118,7 +94,7 @@ def test_defocus_map_of_a_stack_plane(viewer, qtbot, crops, fake_delpnet):
 @pytest.mark.skipif(not HAVE_DELPNET, reason="weights/delpnet.safetensors not installed")
 def test_defocus_map_real_weights(viewer, qtbot, crops):
     layer = add_source(viewer, crops[0])
-    w = map_widget(viewer)
+    w = dock(viewer, "defocus_map")
     w.run()
     wait_idle(qtbot, w, timeout=120_000)
     assert w.panel.last_error is None, w.panel.last_error
@@ -132,7 +108,7 @@ def test_defocus_map_without_weights_shows_error(viewer, qtbot, errors, crops):
     if HAVE_DELPNET:
         pytest.skip("weights are installed")
     add_source(viewer, crops[0][:90, :90])
-    w = map_widget(viewer)
+    w = dock(viewer, "defocus_map")
     assert "delpnet.safetensors" in w.weights_note.value
     w.run()
     wait_idle(qtbot, w)
@@ -151,7 +127,7 @@ def test_compare_table_profile_side_by_side_csv(viewer, qtbot, crops, tmp_path):
     res = add_source(viewer, restored, name="defocused [rl]", metadata={"method": "rl", "source_layer": "defocused"})
     gtl = add_source(viewer, gt, name="ground truth")
     other = viewer.add_image(np.zeros((10, 10)), name="other")
-    w = compare_widget(viewer)
+    w = dock(viewer, "compare")
     assert w.layers() == (inp, res, gtl)
     w.run()
     wait_idle(qtbot, w)
@@ -202,7 +178,7 @@ def test_compare_upscaled_restored_is_block_averaged(viewer, qtbot, crops):
     add_source(viewer, blurred, name="defocused")
     viewer.add_image(up, name="sr", scale=s, translate=t, metadata={"method": "x2", "source_layer": "defocused"})
     add_source(viewer, gt, name="ground truth")
-    w = compare_widget(viewer)
+    w = dock(viewer, "compare")
     w.run()
     wait_idle(qtbot, w)
     assert w.downsampled == 2 and "block mean" in w.note.value

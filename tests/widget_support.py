@@ -63,10 +63,17 @@ def errors(monkeypatch):
     return got
 
 
-def dock(viewer, widget_cls, name: str | None = None):
-    """Make a widget for ``viewer`` and dock it as napari docks a plugin's widget."""
-    widget = widget_cls(viewer)
-    viewer.window.add_dock_widget(widget, name=name or widget_cls.__name__)
+def widget_class(kind: str):
+    """``"refocus"``, ``"defocus_map"`` or ``"compare"`` -> the dock widget's class."""
+    from napari_refocus.ui import CompareWidget, DefocusMapWidget, RefocusWidget
+
+    return {"refocus": RefocusWidget, "defocus_map": DefocusMapWidget, "compare": CompareWidget}[kind]
+
+
+def dock(viewer, kind: str):
+    """Make a widget of ``kind`` for ``viewer`` and dock it as napari docks a plugin's widget."""
+    widget = widget_class(kind)(viewer)
+    viewer.window.add_dock_widget(widget, name=kind)
     return widget
 
 
@@ -83,9 +90,7 @@ def add_source(viewer, data, **kw):
 
 def run_rl(viewer, qtbot, iterations: int):
     """Run the Refocus widget's Richardson-Lucy on the chosen layer and wait for it."""
-    from napari_refocus.ui.refocus import RefocusWidget
-
-    w = dock(viewer, RefocusWidget)
+    w = dock(viewer, "refocus")
     w.set_method("rl")
     w.set_values(iterations=iterations)
     w.run()
