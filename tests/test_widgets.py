@@ -269,6 +269,12 @@ def test_preferences_persist_and_reset(viewer, saved_preferences):
     assert again.values()["level"] == get_method("rl").defaults["level"]
     assert again.optics.na.value == pytest.approx(0.5)
     assert json.loads(saved[0].read_text()) == {"device": "auto", "iterations": 15}
+    # a device this machine does not have, or a damaged file: the defaults, no error
+    saved[0].write_text(json.dumps({"device": "cuda:7", "iterations": 9}))
+    other = dock(viewer, "refocus")
+    assert other.prefs.device.value == "auto" and other.prefs.iterations.value == 9
+    saved[0].write_text("{not json")
+    assert dock(viewer, "refocus").prefs.iterations.value == 15
 
 
 # ------------------------------------------------------------------------------ learned methods
