@@ -42,6 +42,8 @@ _OPTICS_HINTS = {
     "psf_model": {"label": "PSF model", "help": "paraxial: LB-DVD eq. 2 as printed (right in air); "
                   "exact: any immersion"},
 }
+#: shorter or clearer labels than a schema field's name, for the form only
+FIELD_LABELS = {"tta": "augment (8 flips/rotations)"}
 _INT_LIMIT = 2**31 - 1
 
 
@@ -49,7 +51,7 @@ def field_widget(spec: Mapping):
     """A magicgui widget for one field described like ``Method.describe()`` entries."""
     name, default = spec["name"], spec["default"]
     unit = spec.get("unit") or ""
-    label = spec.get("label") or name.replace("_", " ") + (f" ({unit})" if unit else "")
+    label = spec.get("label") or FIELD_LABELS.get(name) or name.replace("_", " ") + (f" ({unit})" if unit else "")
     options = {"tooltip": spec.get("help") or ""}
     annotation = spec.get("type") or type(default)
     if spec.get("choices"):
@@ -147,7 +149,7 @@ class Preferences(FunctionGui):
 
     def __init__(self, devices, iterations_spec: Mapping | None = None):
         spec = iterations_spec or {"default": 15, "min": 1, "max": 500, "help": "Richardson-Lucy iterations"}
-        self.defaults = {"device": "auto", "iterations": int(spec["default"])}
+        self.defaults = dict(zip(PREFERENCES, ("auto", int(spec["default"]))))
         super().__init__(_preferences, persist=True, call_button=False, name="preferences", labels=True,
                          param_options={
                              "device": {"widget_type": "ComboBox", "choices": ["auto", *devices],

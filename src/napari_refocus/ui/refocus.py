@@ -15,6 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 from ..core.progress import Progress
 from .base import ViewerWidget
 from .forms import (
+    PREFERENCES,
     Preferences,
     align_labels,
     device_status,
@@ -150,7 +151,7 @@ class RefocusWidget(ViewerWidget):
     def _method_changed(self, *_):
         m = self.current_method()
         if m.name not in self.forms:
-            self.forms[m.name] = schema_form(m.describe(), [n for n in m.form_fields if n not in self.prefs.defaults],
+            self.forms[m.name] = schema_form(m.describe(), [n for n in m.form_fields if n not in PREFERENCES],
                                              name=m.name.replace("-", "_"))
             self.params_box.append(self.forms[m.name])
         for name, form in self.forms.items():
