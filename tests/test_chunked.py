@@ -20,6 +20,12 @@ def classify_by_contrast(core):
     return p
 
 
+def classify_blocks(core):
+    """The block form's classifier protocol: (probabilities, levels)."""
+    p = classify_by_contrast(core)
+    return p, p.argmax(1)
+
+
 @pytest.fixture(scope="module")
 def big(infocus):
     gt = np.tile(infocus, (2, 2))[:700, :950]
@@ -68,7 +74,7 @@ def test_blocks_equal_in_memory(big, kind, tmp_path):
         source = zarr.open(tifffile.imread(tmp_path / "big.tif", aszarr=True), mode="r")
     out = np.zeros(big.shape, np.float32)
     levels = np.full(grid.shape, -1)
-    for _, blk, restored, (lv, _) in iter_blocks(source, classify=classify_by_contrast, block=336):
+    for _, blk, restored, (lv, _) in iter_blocks(source, classify=classify_blocks, block=336):
         out[blk.y0:blk.y1, blk.x0:blk.x1] = restored
         levels[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = lv
     np.testing.assert_array_equal(levels, level_map)
@@ -122,7 +128,9 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path):
     assert got.shape == big.shape and got.dtype == big.dtype
     assert _max_rel_diff(got.astype(np.float32), eager) < 0.02
     lbdvd = get_method("lbdvd")
-    assert callable(lbdvd.block_runner(lbdvd.parse(iterations=5, pixel_um=0.3, stride=42, tta=True), device="cpu"))
+    assert callable(lbdvd.block_runner(lbdvd.parse(iterations=5, pixel_um=0.65, stride=42, tta=True), device="cpu"))
+    with pytest.raises(ValueError, match="training sampling"):  # another objective: in memory only, for now
+        lbdvd.block_runner(lbdvd.parse(pixel_um=0.3), device="cpu")
     for bad in ({"stride": 21}, {"padding": "zeros"}, {"montage_weights": "rectangular"}):
         with pytest.raises(ValueError, match=next(iter(bad))):  # not silently ignored
             lbdvd.block_runner(lbdvd.parse(**bad), device="cpu")

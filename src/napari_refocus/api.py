@@ -76,35 +76,54 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
 
 
 def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
-                progress=None, tta: bool = False):
-    """Defocus level (0..10, 11 = background) of every 84x84 patch of a 2-D image.
+                progress=None, tta: bool = False, optics=None, normalise: bool = True, **optics_fields):
+    """Defocus class (0..10, 11 = background) and defocus (um) of every 84x84 patch of a 2-D image.
 
     Parameters
     ----------
-    image : (Y, X) array of camera counts, at least 84x84; or a dask/zarr array, read block by
-        block (the map is the same as for the image in memory).
+    image : (Y, X) array of intensities in any dtype, exposure or scale; or a dask/zarr array,
+        read block by block (the map is the same as for the image in memory).
     weights : None for the shipped ``weights/delpnet.safetensors``, or a .safetensors path.
     device : "auto" | "cpu" | "cuda" | "mps".
-    stride : grid step in pixels (1..84; 42 = half a patch, the LB-DVD default).
+    stride : grid step in map pixels (1..84; 42 = half a patch, the LB-DVD default).
     batch_size : patches per forward pass.
     progress : optional callback receiving :class:`~napari_refocus.Progress`.
     tta : average DelpNet over the 8 flips/rotations of each patch (8x slower).
+    optics, **optics_fields : the objective the image was taken with (an ``Optics`` and/or its
+        fields: ``na=``, ``pixel_um=``, ``refractive_index=``, ``wavelength_nm=``,
+        ``psf_model=``); default: DelpNet's training objective.
+    normalise : put intensities on DelpNet's scale first (default; False = raw 16-bit counts).
 
     Returns
     -------
     DefocusMap
+        ``levels`` on the map's grid (``scale`` native pixels per map pixel) and
+        ``defocus_um``: each class as a defocus of this objective.
     """
+    from .core.optics import resolve_optics
     from .methods.defocus import defocus_map_array
 
+    if optics is not None or optics_fields:
+        optics = resolve_optics(optics, **optics_fields)
     if is_lazy(image):
         if len(image.shape) != 2 or min(image.shape) < PATCH:
             raise ValueError(f"image must be 2-D and at least {PATCH}x{PATCH}, got shape {image.shape}")
         if tta:
             raise ValueError("tta is not supported for images processed block by block")
-        from .bigimage import DEFAULT_BLOCK
+        from .bigimage import DEFAULT_BLOCK, whole_image_sample
+        from .methods.defocus import canonical_stats, map_frame
         from .methods.lbdvd_blocks import chunked_defocus_map
 
-        return chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
-                                   progress=progress)
+        if map_frame(optics)[0] != 1.0:
+            raise ValueError("a defocus map block by block (big images) runs only at DelpNet's training "
+                             "sampling for now; load the image in memory for this objective")
+        stats = canonical_stats(whole_image_sample(image, DEFAULT_BLOCK)[0]) if normalise else None
+        dm = chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
+                                 progress=progress, stats=stats)
+        if optics is not None:
+            import dataclasses
+
+            dm = dataclasses.replace(dm, defocus_um=map_frame(optics)[1], optics=optics.as_dict())
+        return dm
     return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
-                             progress=progress, tta=tta)
+                             progress=progress, tta=tta, optics=optics, normalise=normalise)

@@ -1,29 +1,47 @@
-"""Patch-wise defocus levels of a 2-D image with DelpNet (LB-DVD step 1).
+"""Patch-wise defocus of a 2-D image with DelpNet (LB-DVD step 1), for any objective and camera.
 
-The image is cut into 84x84 patches on the grid of :func:`napari_refocus.tiling.patch_grid`
-(stride 42 by default; patches overhanging the bottom/right edge are mirror-padded), each
-patch is divided by 65535 (the network was trained on raw 16-bit counts / 65535) and
-classified into defocus level 0..10 or background (11).
+DelpNet was trained on one microscope (:data:`CANONICAL`: NA 0.5 in air, 451 nm, 0.65 um
+pixels, LB-DVD eq. 2) and on 16-bit counts in one range. Any other image is first brought to
+that frame, so the same network serves every objective and exposure:
 
-Input intensities are taken as camera counts whatever the dtype: uint16 / integer images are
-used as they are; float images are NOT rescaled (values are read as counts, so a float image
-normalised to 0..1 will look like background - convert it back to counts first).
+1. **Sampling.** Blur looks alike on two objectives when lengths are measured in lambda / NA
+   (:attr:`~napari_refocus.core.optics.Optics.sampling`). The image is resampled so that its
+   pixel is as many lambda / NA as the training pixel (0.65 um x 0.5 / 451 nm = 0.72); the map's
+   grid is then 84x84 *canonical* pixels, ``scale`` native pixels each.
+2. **Intensity.** Intensities are mapped onto one canonical scale by their robust range
+   (:func:`napari_refocus.core.intensity.to_canonical`: 1st..99.8th percentile -> 150..1150
+   counts), so 8-bit, 16-bit, float counts, float 0..1 and any exposure give the same input.
+3. **Classes in um for the user's objective.** Class ``L`` is the blur of the training
+   objective at ``2 L`` um; :func:`~napari_refocus.core.optics.match_defocus_um` finds the
+   defocus of the user's objective with the same blur (encircled energy in lambda / NA). The
+   map reports that defocus (``defocus_um``), and LB-DVD deconvolves with the user's PSF there.
+4. **Background** is relative: a patch whose canonical intensities stay within 80 counts of the
+   image's background and span less than 30 counts or 6 noise sigmas (the paper's absolute
+   rule, max < 230 and range < 30 counts, written on the canonical scale) is background
+   whatever DelpNet says; DelpNet's own "bg" answers stand too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
-from ..core.validation import as_image
-from ..core.optics import BACKGROUND
 from ..core.tiling import PATCH, STRIDE, PatchGrid, extract_patches, patch_grid
+from ..core.validation import as_image
 
 N_CLASSES = 12
 SCALE = 65535.0
+#: the optics DelpNet's training data were made with (the classes are its blur levels)
+CANONICAL = Optics()
+#: the canonical intensity scale: robust range -> SPAN counts above OFFSET
+SPAN, OFFSET = 1000.0, 150.0
+#: background rule on the canonical scale: the paper's 230 / 30 counts, relative to OFFSET
+BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +51,12 @@ class DefocusMap:
     levels : (rows, cols) int64, 0..10 or 11 (= bg)
     probabilities : (rows, cols, 12) float32 softmax (p0..p10, pbg)
     certainty : (rows, cols) float32, 1 - entropy / log(12), in [0, 1]
-    grid : the PatchGrid of the patches
+    grid : the PatchGrid of the patches, in the map's own (canonical) pixels
     weights_sha256 : SHA-256 of the weights file used (provenance)
+    scale : native image pixels per map pixel (1 for the training objective); the patch at
+        grid corner (y0, x0) covers native pixels from (y0, x0) * scale
+    defocus_um : defocus of each class 0..10 for the objective the image was taken with (um)
+    optics : that objective's optics (a plain dict), for provenance
     """
 
     levels: np.ndarray
@@ -42,10 +64,18 @@ class DefocusMap:
     certainty: np.ndarray
     grid: PatchGrid
     weights_sha256: str = ""
+    scale: float = 1.0
+    defocus_um: tuple = tuple(2.0 * lv for lv in range(N_CLASSES - 1))
+    optics: dict = field(default_factory=lambda: CANONICAL.as_dict())
 
     @property
     def background(self) -> np.ndarray:
         return self.levels == BACKGROUND
+
+    def defocus_map_um(self) -> np.ndarray:
+        """(rows, cols) float32 defocus in um of every patch (NaN for background)."""
+        table = np.append(np.asarray(self.defocus_um, np.float32), np.nan)
+        return table[np.clip(self.levels, 0, BACKGROUND)]
 
     def focus_score(self) -> float:
         """Whole-image defocus level: certainty-weighted mean level of the non-bg patches
@@ -55,17 +85,20 @@ class DefocusMap:
     def focus_score_and_certainty(self) -> tuple[float, float]:
         """(score, certainty): score as in :meth:`focus_score`; certainty = the mean
         certainty of the non-bg patches (0 when all are bg)."""
-        mask = ~self.background
-        if not mask.any():
-            return float("nan"), 0.0
-        w = self.certainty[mask].astype(np.float64)
-        lv = self.levels[mask].astype(np.float64)
-        score = float((w * lv).sum() / w.sum()) if w.sum() > 0 else float(lv.mean())
-        return score, float(w.mean())
+        from ..models.delpnet import focus_score
+
+        return focus_score(self.levels, self.certainty, BACKGROUND)
+
+    def focus_defocus_um(self) -> float:
+        """The whole-image focus score as a defocus in um of this image's objective."""
+        score = self.focus_score()
+        if score != score:
+            return float("nan")
+        return float(np.interp(score, np.arange(len(self.defocus_um)), self.defocus_um))
 
     def to_rows(self) -> list[dict]:
-        """One dict per patch (row-major) for a CSV: row, col, y0, x0, level (int or "bg"),
-        certainty, p0..p10, pbg."""
+        """One dict per patch (row-major) for a CSV: row, col, y0, x0 (native pixels), level
+        (int or "bg"), defocus_um, certainty, p0..p10, pbg."""
         corners = self.grid.corners()
         rows = []
         for i in range(self.levels.shape[0]):
@@ -74,9 +107,10 @@ class DefocusMap:
                 d = {
                     "row": i,
                     "col": j,
-                    "y0": int(corners[i, j, 0]),
-                    "x0": int(corners[i, j, 1]),
+                    "y0": int(round(corners[i, j, 0] * self.scale)),
+                    "x0": int(round(corners[i, j, 1] * self.scale)),
                     "level": "bg" if lv == BACKGROUND else lv,
+                    "defocus_um": "" if lv == BACKGROUND else round(float(self.defocus_um[lv]), 4),
                     "certainty": float(self.certainty[i, j]),
                 }
                 for c in range(N_CLASSES - 1):
@@ -94,9 +128,67 @@ def _model(weights, device):
 
 def certainty_of(probabilities: np.ndarray) -> np.ndarray:
     """1 - entropy / log(n_classes) of softmax probabilities (last axis), in [0, 1]."""
-    p = np.asarray(probabilities)
-    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(-1)
-    return np.clip(1.0 - ent / math.log(p.shape[-1]), 0.0, 1.0).astype(np.float32)
+    from ..models.delpnet import certainty
+
+    return certainty(probabilities)
+
+
+def map_frame(optics: Optics | None):
+    """``(scale, defocus_um)`` of the map for an image taken with ``optics`` (None: the
+    training objective): native pixels per canonical pixel, and each class's defocus (um)."""
+    from ..core.optics import match_defocus_um
+
+    if optics is None:
+        optics = CANONICAL
+    scale = CANONICAL.sampling / optics.sampling
+    if abs(scale - 1.0) < 0.01:  # the training sampling: no resampling (1 % is < 1 px per patch)
+        scale = 1.0
+    same = dataclasses.replace(optics, defocus_table_um=None) == CANONICAL
+    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else match_defocus_um(CANONICAL, optics)
+    return scale, table
+
+
+def canonical_stats(image) -> tuple[float, float, float]:
+    """``(lo, hi, sigma)``: the image's robust range and its noise on the canonical scale.
+
+    Computed once per image (for a big image, by the block executor's ``image_stats`` hook), so
+    that every block is put on the same scale as the image in memory."""
+    from ..core.intensity import noise_sigma, robust_range
+
+    lo, hi = robust_range(image)
+    return lo, hi, noise_sigma(image) * (SPAN / (hi - lo) if hi > lo else 0.0)
+
+
+def to_canonical_counts(x, stats):
+    """``x`` (numpy or torch) on the canonical intensity scale (float32, clipped at 0)."""
+    from ..core.intensity import to_canonical
+
+    lo, hi = stats[0], stats[1]
+    if isinstance(x, np.ndarray):
+        return to_canonical(x, span=SPAN, offset=OFFSET, stats=(lo, hi))
+    import torch
+
+    return torch.from_numpy(to_canonical(x.numpy(), span=SPAN, offset=OFFSET, stats=(lo, hi)))
+
+
+def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, stats=None):
+    """``(image on the canonical grid and intensity scale, stats)`` (stats None: raw counts)."""
+    from ..core.resample import resample, resized_shape
+
+    img = np.asarray(arr, dtype=np.float32)
+    if scale != 1.0:
+        img = resample(img, shape=resized_shape(img.shape, 1.0 / scale))
+    if not normalise:
+        return img, None
+    stats = stats or canonical_stats(img)
+    return to_canonical_counts(img, stats), stats
+
+
+def background_rule(patches, sigma: float):
+    """Patches (canonical counts, a torch tensor) that are background (see the module doc)."""
+    flat = patches.reshape(patches.shape[0], -1)
+    top, bottom = flat.max(1).values.numpy(), flat.min(1).values.numpy()
+    return (top < OFFSET + BG_ABOVE) & ((top - bottom) < max(BG_RANGE, BG_SIGMAS * sigma))
 
 
 def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta: bool = False):
@@ -125,50 +217,64 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta:
 
 
 def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
-                     batch_size: int = 256, tta: bool = False):
-    """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap."""
+                     batch_size: int = 256, tta: bool = False, optics: Optics | None = None,
+                     normalise: bool = True, stats=None):
+    """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap.
+
+    ``stats``: :func:`canonical_stats` of the whole image, when ``image`` is a part of it."""
     import torch
 
     from ..core.devices import resolve_device
 
-    arr = as_image(image, name="image", ndim=2)
-    if min(arr.shape) < PATCH:
-        raise ValueError(
-            f"image is {arr.shape[0]}x{arr.shape[1]} pixels; DelpNet needs at least {PATCH}x{PATCH}"
-        )
+    arr = as_image(image, name="image", ndim=2, allow_negative=True)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    grid = patch_grid(arr.shape, patch=PATCH, stride=stride)
+    scale, table = map_frame(optics)
+    data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
+    if min(data.shape) < PATCH:
+        need = int(math.ceil(PATCH * scale))
+        raise ValueError(f"image is {arr.shape[0]}x{arr.shape[1]} pixels; DelpNet needs at least "
+                         f"{need}x{need} at this pixel size")
+    grid = patch_grid(data.shape, patch=PATCH, stride=stride)
     dev = resolve_device(device)
     model = _model(weights, dev)
-    data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    patches = extract_patches(data, grid, context=0, mode="reflect")
+    patches = extract_patches(torch.from_numpy(np.ascontiguousarray(data)), grid, context=0, mode="reflect")
     flat = yield from iter_patch_probabilities(model, patches, dev, batch_size, tta=tta)
     p = flat.reshape(*grid.shape, N_CLASSES)
-    cert = certainty_of(p)
     levels = p.argmax(-1).astype(np.int64)
-    return DefocusMap(levels=levels, probabilities=p, certainty=cert, grid=grid,
-                      weights_sha256=getattr(model, "sha256", ""))
+    if normalise:
+        levels[background_rule(patches, stats[2]).reshape(grid.shape)] = BACKGROUND
+    return DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
+                      weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
+                      optics=(optics or CANONICAL).as_dict())
 
 
-def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRIDE,
-                batch_size: int = 256, progress=None, tta: bool = False) -> DefocusMap:
-    """Defocus level (0..10, 11 = bg) of every 84x84 patch of a 2-D image.
+def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
+                      progress=None, tta: bool = False, optics: Optics | None = None,
+                      normalise: bool = True) -> DefocusMap:
+    """Defocus class (0..10, 11 = background) and defocus (um) of every patch of a 2-D image.
 
     Parameters
     ----------
-    image : 2-D array of camera counts, at least 84x84 (see the module doc for float input).
+    image : (Y, X) array of intensities in any dtype or scale (see the module doc).
     weights : None for the shipped ``weights/delpnet.safetensors``, or a .safetensors path.
     device : "auto" | "cpu" | "cuda" | torch.device.
-    stride : grid step in pixels (1..84; 42 = half a patch, the LB-DVD default).
+    stride : grid step in map pixels (1..84; 42 = half a patch, the LB-DVD default).
     batch_size : patches per forward pass.
     progress : optional callback receiving :class:`Progress`.
-    tta : average DelpNet over the 8 flips/rotations of each patch (8x slower; more accurate,
-        see ``weights/delpnet.md``).
+    tta : average DelpNet over the 8 flips/rotations of each patch (8x slower).
+    optics : the objective the image was taken with (None: the training objective). The
+        image is resampled to DelpNet's sampling and the classes are expressed as defocus of
+        this objective (``DefocusMap.defocus_um``).
+    normalise : map intensities to the canonical scale first (default; False reads them as
+        raw 16-bit counts, as the paper did, for reproducing it).
 
+    Returns
+    -------
+    DefocusMap
     """
-    return drain(iter_defocus_map(image, weights=weights, device=device, stride=stride,
-                                  batch_size=batch_size, tta=tta), progress)
+    return drain(iter_defocus_map(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
+                                  tta=tta, optics=optics, normalise=normalise), progress)
 
 
 #: the in-memory form under its old name (``napari_refocus.defocus_map`` also takes big images)

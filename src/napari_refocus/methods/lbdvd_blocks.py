@@ -117,8 +117,7 @@ def process_block(source, blk: Block, grid: PatchGrid, *, classify, deconvolve_l
     patch, stride = grid.patch, grid.stride
     patches, sub = block_patches(source, blk, grid, context)
     core = patches[:, context:context + patch, context:context + patch].contiguous()
-    probs = np.asarray(classify(core))
-    levels = probs.argmax(axis=1)
+    probs, levels = classify(core)
     restored = None
     if deconvolve_levels:
         todo = np.where((levels < min_level) & (levels != BACKGROUND), 0, levels)
@@ -134,7 +133,7 @@ def iter_blocks(source, *, classify, block: int, deconvolve_levels=True, patch: 
                 stride: int = STRIDE, **kwargs):
     """Process a big 2-D image block by block (a generator).
 
-    ``classify(patches (n, p, p) float32 tensor) -> probabilities (n, 12) numpy``.
+    ``classify(patches (n, p, p) float32 tensor) -> (probabilities (n, 12), levels (n,))``.
     Yields ``(Progress, block, restored_block_or_None, (levels, probs) on the block's
     sub-grid)``; keyword arguments go to :func:`process_block` (``min_level``, ``device``,
     Richardson-Lucy options).
@@ -146,46 +145,59 @@ def iter_blocks(source, *, classify, block: int, deconvolve_levels=True, patch: 
         yield Progress(k + 1, len(blocks), "blocks"), blk, restored, (levels, probs)
 
 
-def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tta: bool = False):
-    """``classify(patches (n, 84, 84) counts) -> (n, 12) probabilities`` with DelpNet
-    (``tta``: averaged over the 8 flips/rotations); the network comes from the model cache."""
+def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tta: bool = False, stats=None):
+    """``classify(patches (n, 84, 84)) -> (probabilities (n, 12), levels (n,))`` with DelpNet
+    (``tta``: averaged over the 8 flips/rotations); the network comes from the model cache.
+
+    ``stats``: the whole image's :func:`~.defocus.canonical_stats`: patches are put on the
+    canonical intensity scale and the relative background rule applies, exactly as for the
+    image in memory (None: raw counts, the paper's input)."""
     from ..core.devices import resolve_device
+    from ..core.optics import BACKGROUND
     from ..models.loader import load_model
-    from .defocus import iter_patch_probabilities
+    from .defocus import background_rule, iter_patch_probabilities, to_canonical_counts
 
     dev = resolve_device(device)
     model = load_model("delpnet" if weights is None else weights, dev)
 
     def classify(core):
-        return drain(iter_patch_probabilities(model, core, dev, batch_size, tta=tta))
+        if stats is not None:
+            core = to_canonical_counts(core, stats)
+        probs = drain(iter_patch_probabilities(model, core, dev, batch_size, tta=tta))
+        levels = probs.argmax(axis=1)
+        if stats is not None:
+            levels[background_rule(core, stats[2])] = BACKGROUND
+        return probs, levels
 
     classify.sha256 = getattr(model, "sha256", "")
     return classify
 
 
 def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stride: int = STRIDE,
-                        progress=None):
+                        progress=None, stats=None):
     """The :class:`~.defocus.DefocusMap` of an image too big for memory, block by block
-    (the same map as for the image in memory)."""
+    (the same map as for the image in memory; ``stats``: see :func:`delpnet_classifier`)."""
     from .defocus import DefocusMap, certainty_of
 
-    classify = delpnet_classifier(weights=weights, device=device)
+    classify = delpnet_classifier(weights=weights, device=device, stats=stats)
     grid, _ = plan_blocks(source.shape, block=block, stride=stride)
     probs = np.zeros((*grid.shape, 12), np.float32)
-    for prog, blk, _, (_, pr) in iter_blocks(source, classify=classify, deconvolve_levels=False,
-                                             block=block, stride=stride, device=device):
+    levels = np.zeros(grid.shape, np.int64)
+    for prog, blk, _, (lv, pr) in iter_blocks(source, classify=classify, deconvolve_levels=False,
+                                              block=block, stride=stride, device=device):
         probs[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = pr
+        levels[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = lv
         if progress:
             progress(prog)
-    return DefocusMap(levels=probs.argmax(-1).astype(np.int64), probabilities=probs,
-                      certainty=certainty_of(probs), grid=grid, weights_sha256=classify.sha256)
+    return DefocusMap(levels=levels, probabilities=probs, certainty=certainty_of(probs), grid=grid,
+                      weights_sha256=classify.sha256)
 
 
 #: lbdvd parameters the block form runs only at these values (it is built on the default grid)
 _FIXED = {"stride": STRIDE, "montage_weights": "triangular", "padding": "reflect"}
 
 
-def block_runner(params, *, device):
+def block_runner(params, *, device, stats=None):
     """lbdvd's ``Method.block_runner``: ``restore(source, bounds) -> float32 block``.
 
     ``params`` is a parsed :class:`~.lbdvd.LbdvdParams`; parameters the block form cannot
@@ -193,16 +205,23 @@ def block_runner(params, *, device):
     rather than silently ignored. ``restore`` reads ``source`` (the whole image's
     coordinates, any 2-D array-like) only within ``bounds`` +- :data:`HALO`.
     """
+    from .lbdvd import rl_frame
+
     bad = sorted(k for k, v in _FIXED.items() if getattr(params, k) != v)
     if bad:
         raise ValueError("lbdvd block by block (big images) does not take "
                          + ", ".join(f"{k}={getattr(params, k)!r}" for k in bad))
+    frame = rl_frame(params.optics)
+    if frame.scale != 1.0:
+        raise ValueError("lbdvd block by block (big images) runs only at the training sampling for now: "
+                         f"this objective's pixel is {frame.scale:.2f}x finer; run it in memory")
 
     def restore(source, bounds):
         grid = patch_grid(source.shape)
-        classify = delpnet_classifier(weights=params.weights, device=device, tta=params.tta)
+        classify = delpnet_classifier(weights=params.weights, device=device, tta=params.tta,
+                                      stats=stats if params.normalise else None)
         restored, _, _ = process_block(source, grid_block(grid, bounds), grid, classify=classify, device=device,
-                                       iterations=params.iterations, optics=params.optics)
+                                       iterations=params.iterations, optics=frame.optics)
         return restored
 
     return restore
