@@ -123,3 +123,20 @@ def test_provenance_records_the_device_that_ran_after_an_oom_fallback(small, mon
     assert any("CPU" in n for n in res.provenance()["notes"])
     assert [b for b, d in batches if d == "cuda"] == [4, 2, 1]  # halved, then the CPU
     np.testing.assert_allclose(res.image, want.image, rtol=1e-5)  # batch 1 vs 4: float rounding only
+
+
+def test_a_cached_model_is_not_moved_by_a_run_on_another_device(small):
+    """Each device gets its own cached instance; a run elsewhere never moves the CPU one
+    (the 'meta' device stands in for an accelerator this machine may not have)."""
+    from napari_refocus.models.loader import load_model
+
+    if not get_method("h2t-msunet").weights_present():
+        pytest.skip("h2t-msunet weights not installed")
+    cpu = load_model("h2t-msunet", "cpu")
+    weights_before = {k: v.clone() for k, v in cpu.state_dict().items()}
+    other = load_model("h2t-msunet", torch.device("meta"))
+    assert other is not cpu and {p.device.type for p in other.parameters()} == {"meta"}
+    nr.refocus(small, method="h2t-msunet", device="cpu")
+    assert load_model("h2t-msunet", "cpu") is cpu
+    assert {p.device.type for p in cpu.parameters()} == {"cpu"}
+    assert all(torch.equal(v, weights_before[k]) for k, v in cpu.state_dict().items())
