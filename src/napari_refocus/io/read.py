@@ -10,6 +10,10 @@ imageio. Every reader returns ``(array, info)`` where ``info`` has
 * ``pixel_um`` - from the OME ``PhysicalSizeX`` with its unit, the ImageJ resolution and
   unit, or the TIFF resolution in pixels per centimetre; None when the file does not say
   (a resolution in dots per inch is a print setting, not a pixel size).
+* ``optics`` - ``{field: value}`` of the :class:`~napari_refocus.core.optics.Optics` fields the
+  file states: ``pixel_um`` as above and, from OME metadata (:func:`ome_optics`), the
+  objective's ``na``, the immersion's ``refractive_index`` and the first channel's emission
+  ``wavelength_nm``; ``optics_source`` says ``"file"`` for each of them.
 * ``metadata`` - the JSON ImageDescription written by :func:`~napari_refocus.io.write_image`
   (provenance), when there is one.
 """
@@ -63,7 +67,8 @@ def read_image(path, *, axes: str | None = None) -> tuple[np.ndarray, dict]:
             arr = np.asarray(iio.imread(path))
         except Exception as exc:  # noqa: BLE001 - imageio raises many types
             raise ValueError(f"cannot read {path}: {exc}") from None
-        info = {"path": str(path), "pixel_um": None, "axes": _guess_axes(arr.shape)}
+        info = {"path": str(path), "pixel_um": None, "axes": _guess_axes(arr.shape), "optics": {},
+                "optics_source": {}}
     return arr, _with_axes(info, arr.shape, axes)
 
 
@@ -113,6 +118,10 @@ def _with_axes(info: dict, shape, axes) -> dict:
 
 def _tiff_info(path: Path, tif) -> dict:
     info = {"path": str(path), "pixel_um": tiff_pixel_um(tif), "axes": tiff_axes(tif.series[0].axes)}
+    optics = ome_optics(tif.ome_metadata) if tif.is_ome and tif.ome_metadata else {}
+    if info["pixel_um"] is not None:
+        optics["pixel_um"] = info["pixel_um"]
+    info.update(optics=optics, optics_source=dict.fromkeys(optics, "file"))
     desc = tif.pages[0].tags.get("ImageDescription")
     if desc is not None and str(desc.value).startswith("{"):
         try:
@@ -171,27 +180,91 @@ def tiff_pixel_um(tif) -> float | None:
     return None  # inch (a print resolution) or no unit
 
 
-def ome_pixel_um(ome_xml: str) -> float | None:
-    """``PhysicalSizeX`` of the first image of an OME-XML document, converted to um.
-
-    The unit is ``PhysicalSizeXUnit`` (OME's default: um); an unknown unit gives None.
-    """
+def _ome(ome_xml: str) -> dict:
+    """The OME-XML document as tifffile's ``xml2dict`` gives it (``{}`` when malformed)."""
     import tifffile
 
     try:
-        ome = tifffile.xml2dict(ome_xml).get("OME", {})
-    except Exception:  # noqa: BLE001 - malformed XML: no pixel size rather than no image
-        return None
-    image = ome.get("Image")
-    if isinstance(image, list):
-        image = image[0] if image else None
-    pixels = (image or {}).get("Pixels") or {}
-    size = pixels.get("PhysicalSizeX")
-    if size is None:
-        return None
-    factor = um_per(pixels.get("PhysicalSizeXUnit", "µm"))
+        return tifffile.xml2dict(ome_xml).get("OME", {}) or {}
+    except Exception:  # noqa: BLE001 - malformed XML: no metadata rather than no image
+        return {}
+
+
+def _as_list(node) -> list:
+    return node if isinstance(node, list) else ([] if node is None else [node])
+
+
+def _number(value, factor=1.0) -> float | None:
     try:
-        value = float(size)
+        value = float(value) * factor
     except (TypeError, ValueError):
         return None
-    return value * factor if factor and value > 0 else None
+    return value if value > 0 and value == value else None
+
+
+def _length(value, unit, *, default_unit: str) -> float | None:
+    """An OME length in um (None if missing, not positive or in an unknown unit)."""
+    factor = um_per(unit if unit is not None else default_unit)
+    return _number(value, factor) if factor else None
+
+
+def ome_pixel_um(ome_xml: str, image: int = 0) -> float | None:
+    """``PhysicalSizeX`` of an image of an OME-XML document, converted to um.
+
+    The unit is ``PhysicalSizeXUnit`` (OME's default: um); an unknown unit gives None.
+    """
+    images = _as_list(_ome(ome_xml).get("Image"))
+    pixels = (images[image] if image < len(images) else {}).get("Pixels") or {}
+    return _length(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"), default_unit="µm")
+
+
+#: refractive index of OME's ``Objective@Immersion`` media
+IMMERSION_INDEX = {"oil": 1.515, "water": 1.333, "waterdipping": 1.333, "glycerol": 1.47, "air": 1.0}
+
+
+def _objective(ome: dict, image: dict) -> dict:
+    """The objective an image was taken with: the one ``ObjectiveSettings@ID`` names, else
+    the only objective of its instrument, else the only one in the document."""
+    instruments = _as_list(ome.get("Instrument"))
+    every = [o for ins in instruments for o in _as_list(ins.get("Objective"))]
+    wanted = (image.get("ObjectiveSettings") or {}).get("ID")
+    if wanted is not None:
+        return next((o for o in every if o.get("ID") == wanted), {})
+    ref = (image.get("InstrumentRef") or {}).get("ID")
+    mine = [o for ins in instruments if ins.get("ID") == ref for o in _as_list(ins.get("Objective"))]
+    for candidates in (mine, every):
+        if len(candidates) == 1:
+            return candidates[0]
+    return {}
+
+
+def ome_optics(ome_xml: str, image: int = 0, channel: int = 0) -> dict:
+    """The optics an OME-XML document states for an image: ``{field: value}`` with
+
+    * ``na`` - the objective's ``LensNA`` (the objective ``Image/ObjectiveSettings@ID``
+      names, else the single objective),
+    * ``refractive_index`` - ``ObjectiveSettings@RefractiveIndex``, else the index of the
+      objective's ``Immersion`` medium (:data:`IMMERSION_INDEX`),
+    * ``wavelength_nm`` - the channel's ``EmissionWavelength`` with its unit (OME's default nm),
+    * ``pixel_um`` - ``PhysicalSizeX`` with its unit.
+
+    Only the values the document states (and that are valid) are returned.
+    """
+    ome = _ome(ome_xml)
+    images = _as_list(ome.get("Image"))
+    if image >= len(images):
+        return {}
+    img = images[image]
+    objective = _objective(ome, img)
+    pixels = img.get("Pixels") or {}
+    channels = _as_list(pixels.get("Channel"))
+    ch = channels[channel] if channel < len(channels) else {}
+    emission = _length(ch.get("EmissionWavelength"), ch.get("EmissionWavelengthUnit"), default_unit="nm")
+    immersion = IMMERSION_INDEX.get(str(objective.get("Immersion", "")).strip().lower())
+    out = {
+        "na": _number(objective.get("LensNA")),
+        "refractive_index": _number((img.get("ObjectiveSettings") or {}).get("RefractiveIndex")) or immersion,
+        "wavelength_nm": emission * 1e3 if emission else None,
+        "pixel_um": ome_pixel_um(ome_xml, image),
+    }
+    return {k: v for k, v in out.items() if v is not None}
