@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 PROG = "napari-refocus"
-OPTICS_FLAGS = ("wavelength_nm", "na", "refractive_index", "level_step_um")
+OPTICS_FLAGS = ("wavelength_nm", "na", "refractive_index", "level_step_um", "psf_model")
 
 
 class CliError(Exception):
@@ -48,8 +48,10 @@ def _read(path):
 
 
 def _optics(args) -> dict:
-    """The optics options given (``pixel_um`` overrides the file's pixel size)."""
-    return {name: getattr(args, name) for name in (*OPTICS_FLAGS, "pixel_um") if getattr(args, name, None) is not None}
+    """The optics flags given (``optics=``) and the ``--optics`` file (``optics_file=``): they
+    override the optics file, which overrides the file's metadata (io.optics)."""
+    flags = {name: getattr(args, name) for name in (*OPTICS_FLAGS, "pixel_um") if getattr(args, name, None) is not None}
+    return {"optics": flags, "optics_file": args.optics}
 
 
 # ------------------------------------------------------------------- options from the schemas
@@ -94,8 +96,7 @@ def _method_params(args) -> dict:
 
     m = get_method(args.method)
     given = {n: getattr(args, n) for n in method_options() if getattr(args, n, None) is not None}
-    given.update({n: getattr(args, n) for n in OPTICS_FLAGS if getattr(args, n, None) is not None})
-    bad = [n for n in given if not m.accepts(n)]
+    bad = [n for n in (*given, *OPTICS_FLAGS) if getattr(args, n, None) is not None and not m.accepts(n)]
     if bad:
         valid = [_flag(n) for n in m.parameter_names if n in method_options()]
         if m.accepts("optics"):
@@ -110,7 +111,7 @@ def cmd_simulate(args) -> None:
     from .io.pipeline import simulate_file
 
     _emit(simulate_file(args.input, args.output, level=args.level, noise=None if args.no_noise else "poisson",
-                        gain=args.gain, seed=args.seed, optics=_optics(args), overwrite=args.overwrite))
+                        gain=args.gain, seed=args.seed, overwrite=args.overwrite, **_optics(args)))
 
 
 def cmd_deconvolve(args) -> None:
@@ -121,7 +122,7 @@ def cmd_deconvolve(args) -> None:
     with _progress("deconvolve", args) as update:
         _emit(deconvolve_file(args.input, args.output, level=args.level, level_map=args.level_map,
                               iterations=args.iterations, device=args.device, montage_weights=args.montage,
-                              padding=args.padding, optics=_optics(args), float32=args.float32,
+                              padding=args.padding, float32=args.float32, **_optics(args),
                               overwrite=args.overwrite, progress=update))
 
 
@@ -150,7 +151,7 @@ def cmd_defocus_map(args) -> None:
     for path in expand_inputs(args.inputs):
         with _progress(f"defocus map {path.name}", args) as update:
             _emit(defocus_map_file(path, args.outdir, device=args.device, stride=args.stride, tta=args.tta,
-                                   overwrite=args.overwrite, progress=update))
+                                   overwrite=args.overwrite, progress=update, **_optics(args)))
 
 
 def cmd_refocus(args) -> None:
@@ -163,13 +164,11 @@ def cmd_refocus(args) -> None:
     for path in expand_inputs(args.inputs):
         with _progress(f"{args.method} {path.name}", args) as update:
             rec = refocus_file(path, outdir / f"{path.stem}_refocused.tif", method=args.method, device=args.device,
-                               params=params, axes=args.axes, pixel_um=args.pixel_um, float32=args.float32,
+                               params=params, axes=args.axes, float32=args.float32, **_optics(args),
                                chunked=True if args.chunked else None, overwrite=args.overwrite, progress=update)
-        if rec["chunked"]:  # the keys this command has always printed
-            rec["seconds"] = rec["seconds_total"]
-        else:
-            rec["seconds"] = {"read_and_run": round(rec["seconds_read"] + rec["seconds_map"]
-                                                    + rec["seconds_restore"], 3), "write": rec["seconds_write"]}
+        # the keys this command has always printed
+        rec["seconds"] = rec["seconds_total"] if rec["chunked"] else {"read_and_run": round(
+            rec["seconds_read"] + rec["seconds_map"] + rec["seconds_restore"], 3), "write": rec["seconds_write"]}
         _emit(rec)
 
 
@@ -179,7 +178,7 @@ def cmd_batch(args) -> None:
     report = run_batch(args.inputs, args.outdir, method=args.method, scheduler=args.scheduler,
                        workers=args.workers, device=args.device, min_level=args.min_level,
                        patch_min_level=args.patch_min_level, params=_method_params(args), axes=args.axes,
-                       pixel_um=args.pixel_um, progress=not args.quiet)
+                       progress=not args.quiet, **_optics(args))
     _emit({k: v for k, v in report.items() if k != "records"})
 
 
@@ -255,13 +254,17 @@ def _common(p):
 
 
 def _optics_options(p):
-    g = p.add_argument_group("optics (defaults: LB-DVD paper / BBBC006)")
+    g = p.add_argument_group("optics (each: this flag, else --optics FILE, else the image file's metadata, else "
+                             "the LB-DVD paper's default; the JSON output says which)")
+    g.add_argument("--optics", metavar="FILE.json", help="optics saved for a microscope: a JSON object of "
+                   "Optics fields (na, refractive_index, wavelength_nm, pixel_um, ...), or {\"optics\": {...}}")
     g.add_argument("--wavelength-nm", dest="wavelength_nm", type=float, help="emission wavelength, nm (451)")
     g.add_argument("--na", type=float, help="numerical aperture (0.5)")
     g.add_argument("--refractive-index", dest="refractive_index", type=float, help="immersion index (1.0)")
-    g.add_argument("--pixel-um", dest="pixel_um", type=float,
-                   help="pixel size in the sample, um (default: from the file, else 0.65)")
+    g.add_argument("--pixel-um", dest="pixel_um", type=float, help="pixel size in the sample, um (0.65)")
     g.add_argument("--level-step-um", dest="level_step_um", type=float, help="defocus per level, um (2)")
+    g.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
+                   help="paraxial: LB-DVD eq. 2 as printed, right in air (default); exact: any immersion")
 
 
 def _many_images(p):
@@ -320,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("methods", cmd_methods, "list restoration methods, their weights, options and device", device)
 
-    dm = command("defocus-map", cmd_defocus_map, "DelpNet defocus level per 84x84 patch", device, overwrite, quiet)
+    dm = command("defocus-map", cmd_defocus_map, "DelpNet defocus class and defocus (um) per patch", device,
+                 overwrite, quiet, optics)
     dm.add_argument("inputs", nargs="+", help="files, folders or globs")
     dm.add_argument("-o", "--outdir", required=True)
     dm.add_argument("--stride", type=int, default=42)

@@ -73,7 +73,7 @@ def clean_partial(outdir: Path) -> list[Path]:
 
 
 def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None, patch_min_level=None,
-                  threads=None, params=None, axes=None, pixel_um=None) -> dict:
+                  threads=None, params=None, axes=None, pixel_um=None, optics=None, optics_file=None) -> dict:
     """Refocus one image file into ``outdir`` and return its record (runs on a worker).
 
     The work is :func:`napari_refocus.io.pipeline.refocus_file` (stacks plane by plane, RGB
@@ -92,11 +92,21 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
         return record
     with torch_threads(threads):
         record = refocus_file(path, out, method=method, device=device, params=params, axes=axes,
-                              pixel_um=pixel_um, min_level=min_level, patch_min_level=patch_min_level,
-                              chunked=False, overwrite=True)
+                              pixel_um=pixel_um, optics=optics, optics_file=optics_file, min_level=min_level,
+                              patch_min_level=patch_min_level, chunked=False, overwrite=True)
     record["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     _atomic_json(sidecar, record)
     return record
+
+
+def common_optics(records) -> dict:
+    """The optics and their sources, when every image that has them used the same; else a
+    pointer to the per-image records."""
+    seen = {json.dumps([r["optics"], r["optics_source"]], sort_keys=True) for r in records if "optics" in r}
+    if len(seen) == 1:
+        optics, sources = json.loads(seen.pop())
+        return {"optics": optics, "optics_source": sources}
+    return {"optics": "per image: see report.json"} if seen else {}
 
 
 def _client(scheduler, workers):
@@ -110,20 +120,23 @@ def _client(scheduler, workers):
 
 
 def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, device="cpu", min_level=None,
-              patch_min_level=None, params=None, axes=None, pixel_um=None, progress=True,
-              on_record=None) -> dict:
+              patch_min_level=None, params=None, axes=None, pixel_um=None, optics=None, optics_file=None,
+              progress=True, on_record=None) -> dict:
     """Refocus every input on a dask cluster; write ``report.csv`` and ``report.json``.
 
     ``scheduler``: address of a running ``dask.distributed`` scheduler (e.g.
     ``tcp://127.0.0.1:8786``); None starts a local cluster of ``workers`` processes.
-    ``params``, ``axes``, ``pixel_um``, ``min_level``, ``patch_min_level``: as for
-    :func:`process_image`. Returns the report dict (records in input order, totals).
+    ``params``, ``axes``, ``pixel_um``, ``optics``, ``optics_file``, ``min_level``,
+    ``patch_min_level``: as for :func:`process_image` (and
+    :func:`~napari_refocus.io.pipeline.refocus_file`). Returns the report dict (records in input order, totals).
     """
     from dask.distributed import as_completed
 
+    from .optics import load_optics_file
     from .pipeline import method_params
 
-    method_params(method, params)  # fail early on a wrong name or parameter
+    method_params(method, params)  # fail early on a wrong name or parameter, or a bad optics file
+    optics_file = load_optics_file(optics_file) if optics_file else None  # read here: workers may be elsewhere
     files = expand_inputs(inputs)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +155,7 @@ def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, d
         futures = {
             client.submit(process_image, f, outdir, method=method, device=device, min_level=min_level,
                           patch_min_level=patch_min_level, threads=threads, params=params, axes=axes,
-                          pixel_um=pixel_um,
+                          pixel_um=pixel_um, optics=optics, optics_file=optics_file,
                           key=f"refocus-{i}-{f.name}", pure=False): f
             for i, f in enumerate(files)
         }
@@ -179,6 +192,7 @@ def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, d
         "scheduler": scheduler or "local",
         "seconds": round(time.perf_counter() - t0, 3),
         "temporary_files_removed": [str(p) for p in removed],
+        **common_optics(ordered),
         "records": ordered,
     }
     _atomic_json(outdir / "report.json", report)

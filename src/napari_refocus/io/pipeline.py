@@ -11,8 +11,12 @@ and ``demo --headless``.
   writes to its report.
 * :func:`demo_headless` - the sample pair through LB-DVD, written as four TIFFs, with metrics.
 
-The file's pixel size reaches a method only if the method's schema has optics
-(``method.accepts("pixel_um")``); the output TIFF always records it.
+Optics (:mod:`napari_refocus.io.optics`): the values given (keywords, ``optics=``), an optics
+file (``optics_file=``), the file's metadata (pixel size; OME objective NA, immersion index,
+emission wavelength) and the defaults are merged in that order of precedence; the values that
+are not defaults reach a method only if its schema has optics (``method.accepts("na")`` ...),
+and the record says what was used and where each value came from. The output TIFF always
+records the pixel size.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from ..core.forward import cast_like
 from ..core.planes import iter_map_planes, normalise_axes
 from ..core.progress import drain
+from .optics import OPTICS_FIELDS, cli_optics, given_optics, optics_report
 from .read import open_image, read_image, read_info
 from .write import atomic_output, check_output, refocus_to_tiff, write_image
 
@@ -50,19 +55,35 @@ class Restored:
     record: dict = field(default_factory=dict)
 
 
-def method_params(method, params=None, *, pixel_um=None) -> dict:
-    """``params`` for ``method``, plus the image's ``pixel_um`` when the method's schema takes
-    it (and ``params`` does not set it). Checked against the schema: an unknown name is a
-    ValueError that lists the valid ones."""
+def method_params(method, params=None, *, pixel_um=None, optics=None) -> dict:
+    """``params`` for ``method``, plus the image's ``pixel_um`` and the ``optics`` values
+    (``{field: value}``) the method's schema takes (and ``params`` does not set). Checked
+    against the schema: an unknown name is a ValueError that lists the valid ones."""
     from ..methods.registry import get_method
     from ..methods.run import split_inputs
 
     m = get_method(method)
     out = dict(params or {})
-    if pixel_um and "pixel_um" not in out and m.accepts("pixel_um"):
-        out["pixel_um"] = float(pixel_um)
+    extra = {**({"pixel_um": float(pixel_um)} if pixel_um else {}), **(optics or {})}
+    out.update({k: v for k, v in extra.items() if k not in out and m.accepts(k)})
     m.parse(**split_inputs(m, out)[0])
     return out
+
+
+def file_optics(m, params, info: dict, *, flags=None, optics_file=None) -> tuple[dict, dict]:
+    """``(method keywords, record)`` of method ``m`` on a file with ``info``: ``params`` plus
+    the optics of :func:`~napari_refocus.io.optics.cli_optics` (optics fields in ``params``
+    count as flags) when ``m`` takes optics; the record has the optics used and their
+    sources then, and ``pixel_um`` (given or from the file; None if unknown) always."""
+    params = dict(params or {})
+    flags = {**(flags or {}), **{k: params.pop(k) for k in list(params) if k in OPTICS_FIELDS}}
+    if not m.accepts("optics"):
+        values, sources = cli_optics(flags, optics_file, info, check=False)
+        return method_params(m, params), {"pixel_um": values.get("pixel_um")}
+    values, sources = cli_optics(flags, optics_file, info)
+    given = given_optics(values, sources)
+    return method_params(m, params, optics=given), {"pixel_um": given.get("pixel_um"),
+                                                    **optics_report(values, sources)}
 
 
 def below_threshold_untouched(dmap, min_level: int):
@@ -174,7 +195,8 @@ def use_blocks(path, info: dict, chunked) -> bool:
     return int(shape[ax.index("Y")]) * int(shape[ax.index("X")]) > CHUNKED_ABOVE
 
 
-def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device, progress, overwrite) -> dict:
+def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device, progress, overwrite,
+                    extra=None) -> dict:
     """The block-by-block branch of :func:`refocus_file` (a TIFF read lazily, a tiled BigTIFF out)."""
     from ..core.devices import resolve_device
     from ..methods.base import RefocusResult
@@ -187,7 +209,7 @@ def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device,
     provenance.pop("seconds")
     pixel = kwargs.pop("pixel_um", pixel)  # refocus_to_tiff gives it to methods that take it
     refocus_to_tiff(source, out, method=m.name, axes=info["axes"], dtype="float32" if float32 else None,
-                    pixel_um=pixel, metadata={"source": str(path), "chunked": True, **provenance}, device=dev,
+                    pixel_um=pixel, metadata={"source": str(path), "chunked": True, **provenance, **(extra or {})}, device=dev,
                     progress=progress, protect=[path], overwrite=overwrite, **kwargs)
     seconds = time.perf_counter() - t0
     mpx = float(np.prod(source.shape)) / 1e6
@@ -196,12 +218,14 @@ def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device,
 
 
 def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=None, pixel_um=None,
-                 float32: bool = False, chunked=None, min_level=None, patch_min_level=None,
-                 overwrite: bool = False, progress=None) -> dict:
+                 optics=None, optics_file=None, float32: bool = False, chunked=None, min_level=None,
+                 patch_min_level=None, overwrite: bool = False, progress=None) -> dict:
     """Read ``path``, restore every plane with ``method``, write the TIFF ``out``; returns
-    its record (input, output, method, device, action, axes, shape, chunked, focus, seconds).
+    its record (input, output, method, device, action, axes, shape, chunked, focus, seconds;
+    the optics used and their sources for a method with optics).
 
-    ``axes`` overrides the file's axes; ``pixel_um`` its pixel size. ``chunked``: True/False
+    ``axes`` overrides the file's axes; ``pixel_um`` its pixel size; ``optics`` (``{field:
+    value}``) and the JSON ``optics_file`` its optics (see the module docstring). ``chunked``: True/False
     forces block-by-block / in-memory processing, None decides by size. The output keeps the
     input's dtype unless ``float32``, records the pixel size (divided by an upscaling method's
     factor) and the provenance (method, parameters as used, weights hashes, device, source).
@@ -213,23 +237,24 @@ def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=
     m = get_method(method)
     t0 = time.perf_counter()
     info = read_info(path, axes=axes)
-    pixel = pixel_um or info["pixel_um"]
-    kwargs = method_params(m, params, pixel_um=pixel)
-    pixel = kwargs.get("pixel_um", pixel)
+    flags = {**(optics or {}), **({"pixel_um": pixel_um} if pixel_um else {})}
+    kwargs, used = file_optics(m, params, info, flags=flags, optics_file=optics_file)
+    pixel = used.pop("pixel_um")
     out_um = pixel / m.upscale if pixel else None
-    record = {"input": str(path), "output": str(out), "method": m.name, "status": "done"}
+    record = {"input": str(path), "output": str(out), "method": m.name, "status": "done", **used}
+    sources = {"optics_source": used["optics_source"]} if "optics_source" in used else {}
     if use_blocks(path, info, chunked):
         if min_level is not None or patch_min_level:
             raise ValueError("focus triage (min levels) takes images processed in memory, not block by block")
         return {**record, **_refocus_blocks(path, out, m, kwargs, pixel=pixel, axes=axes, float32=float32,
-                                            device=device, progress=progress, overwrite=overwrite)}
+                                            device=device, progress=progress, overwrite=overwrite, extra=sources)}
     image, info = read_image(path, axes=axes)
     t_read = time.perf_counter() - t0
     restored = restore_image(image, axes=info["axes"], method=m, device=device, params=kwargs, float32=float32,
                              min_level=min_level, patch_min_level=patch_min_level, progress=progress)
     t1 = time.perf_counter()
     write_image(out, restored.data, pixel_um=out_um if restored.result is not None else pixel,
-                metadata={"source": str(path), **restored.metadata}, overwrite=overwrite, protect=[path],
+                metadata={"source": str(path), **restored.metadata, **sources}, overwrite=overwrite, protect=[path],
                 axes=restored.axes)
     t_write = time.perf_counter() - t1
     record.update(restored.record, chunked=False, shape=list(restored.data.shape), seconds_read=round(t_read, 3),
@@ -237,81 +262,92 @@ def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=
     return record
 
 
-def _with_file_pixel(optics, info) -> dict:
-    """``optics`` keywords plus the file's pixel size unless ``pixel_um`` is among them."""
-    optics = dict(optics or {})
-    if not optics.get("pixel_um") and info.get("pixel_um"):
-        optics["pixel_um"] = float(info["pixel_um"])
-    return optics
+def _read_with_optics(path, optics, optics_file):
+    """``(image, info, optics values, sources)`` of a file for the simulate/deconvolve/map commands."""
+    image, info = read_image(path)
+    values, sources = cli_optics(optics, optics_file, info)
+    return image, info, values, sources
 
 
 def simulate_file(path, out, *, level: int, noise="poisson", gain: float = 1.0, seed=None, optics=None,
-                  overwrite: bool = False) -> dict:
+                  optics_file=None, overwrite: bool = False) -> dict:
     """Defocus the in-focus image ``path`` to ``level`` (Born-Wolf PSF, Poisson ``noise``) into
-    ``out``, with the file's pixel size unless ``optics`` sets one."""
+    ``out``, with the optics given (``optics``, ``optics_file``) or stated by the file."""
     from ..core.forward import simulate
 
     check_output(out, overwrite=overwrite, protect=[path])
-    image, info = read_image(path)
-    optics = _with_file_pixel(optics, info)
+    image, _, values, sources = _read_with_optics(path, optics, optics_file)
     t0 = time.perf_counter()
-    blurred = simulate(image, level=level, noise=noise, gain=gain, seed=seed, **optics)
-    meta = {"napari_refocus": "simulate", "level": level, "seed": seed, "optics": optics}
-    write_image(out, blurred, pixel_um=optics.get("pixel_um"), metadata=meta, overwrite=overwrite, protect=[path])
-    return {"input": str(path), "output": str(out), "level": level, "seconds": round(time.perf_counter() - t0, 3)}
+    blurred = simulate(image, level=level, noise=noise, gain=gain, seed=seed, **given_optics(values, sources))
+    meta = {"napari_refocus": "simulate", "level": level, "seed": seed, **optics_report(values, sources)}
+    write_image(out, blurred, pixel_um=values["pixel_um"], metadata=meta, overwrite=overwrite, protect=[path])
+    return {"input": str(path), "output": str(out), "level": level, **optics_report(values, sources),
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def deconvolve_file(path, out, *, level=None, level_map=None, iterations: int = 15, device="auto",
-                    montage_weights="triangular", padding="reflect", optics=None, float32: bool = False,
-                    overwrite: bool = False, progress=None) -> dict:
+                    montage_weights="triangular", padding="reflect", optics=None, optics_file=None,
+                    float32: bool = False, overwrite: bool = False, progress=None) -> dict:
     """Richardson-Lucy of the image ``path`` with one ``level`` or the per-patch levels of the
     TIFF ``level_map``, into ``out`` (the input's dtype unless ``float32``)."""
     from ..core.rl import iter_deconvolve
 
     check_output(out, overwrite=overwrite, protect=[path, level_map])
-    image, info = read_image(path)
-    levels = read_image(level_map)[0] if level_map is not None else None
-    optics = _with_file_pixel(optics, info)
+    image, _, values, sources = _read_with_optics(path, optics, optics_file)
+    levels = None
+    if level_map is not None:
+        levels, map_info = read_image(level_map)
+        if float((map_info.get("metadata") or {}).get("scale", 1.0)) != 1.0:
+            raise ValueError(f"{level_map} was made on a resampled grid (another objective than DelpNet's); "
+                             "restore with `napari-refocus refocus --method lbdvd` and the same optics")
     t0 = time.perf_counter()
     restored = drain(iter_deconvolve(image, level=level, level_map=levels, iterations=iterations, device=device,
-                                     montage_weights=montage_weights, padding=padding, **optics), progress)
+                                     montage_weights=montage_weights, padding=padding,
+                                     **given_optics(values, sources)), progress)
     seconds = time.perf_counter() - t0
     meta = {"napari_refocus": "deconvolve", "level": level, "level_map": None if level_map is None else str(level_map),
-            "iterations": iterations, "montage": montage_weights, "optics": optics}
-    write_image(out, restored if float32 else cast_like(restored, image.dtype), pixel_um=optics.get("pixel_um"),
+            "iterations": iterations, "montage": montage_weights, **optics_report(values, sources)}
+    write_image(out, restored if float32 else cast_like(restored, image.dtype), pixel_um=values["pixel_um"],
                 metadata=meta, overwrite=overwrite, protect=[path, level_map])
-    return {"input": str(path), "output": str(out), "seconds": round(seconds, 3)}
+    return {"input": str(path), "output": str(out), **optics_report(values, sources), "seconds": round(seconds, 3)}
 
 
-def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool = False,
-                     overwrite: bool = False, progress=None) -> dict:
-    """DelpNet's defocus map of a 2-D image file: ``<stem>_levels.tif`` (uint8 levels on the
-    patch grid, 11 = background) and ``<stem>_patches.csv`` (one row per patch) in ``outdir``;
-    returns the record (files, grid, focus level and certainty, seconds)."""
+def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool = False, optics=None,
+                     optics_file=None, overwrite: bool = False, progress=None) -> dict:
+    """DelpNet's defocus map of a 2-D image file for its optics: ``<stem>_levels.tif`` (uint8
+    classes on the map's patch grid, 11 = background; the grid's scale, each class's defocus
+    in um and the optics in its metadata) and ``<stem>_patches.csv`` (one row per patch, with
+    native corners and ``defocus_um``) in ``outdir``; returns the record (files, grid, focus
+    level, its defocus in um and certainty, the optics and their sources, seconds)."""
     import csv
 
-    from ..methods.defocus import iter_defocus_map
+    from ..api import defocus_map
 
     path, outdir = Path(path), Path(outdir)
     levels_path, csv_path = outdir / f"{path.stem}_levels.tif", outdir / f"{path.stem}_patches.csv"
     for out in (levels_path, csv_path):
         check_output(out, overwrite=overwrite, protect=[path])
-    image, _ = read_image(path)
+    image, _, values, sources = _read_with_optics(path, optics, optics_file)
     t0 = time.perf_counter()
-    dmap = drain(iter_defocus_map(image, device=device, stride=stride, tta=tta), progress)
+    dmap = defocus_map(image, device=device, stride=stride, tta=tta, progress=progress,
+                       **given_optics(values, sources))
     seconds = time.perf_counter() - t0
+    table = [round(float(z), 4) for z in dmap.defocus_um]
     write_image(levels_path, dmap.levels.astype(np.uint8), metadata={
-        "napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(),
-        "background_value": 11}, overwrite=overwrite, protect=[path])
+        "napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(), "scale": dmap.scale,
+        "class_defocus_um": table, "background_value": 11, **optics_report(values, sources)},
+        overwrite=overwrite, protect=[path])
     rows = dmap.to_rows()
     with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     level, certainty = dmap.focus_score_and_certainty()
+    focus_um = dmap.focus_defocus_um()
     return {"input": str(path), "levels": str(levels_path), "patches": str(csv_path), "grid": list(dmap.grid.shape),
-            "focus_level": None if level != level else level, "focus_certainty": certainty,
-            "seconds": round(seconds, 3)}
+            "scale": dmap.scale, "class_defocus_um": table, "focus_level": None if level != level else level,
+            "focus_defocus_um": None if focus_um != focus_um else round(focus_um, 4), "focus_certainty": certainty,
+            **optics_report(values, sources), "seconds": round(seconds, 3)}
 
 
 def demo_headless(outdir, *, device="auto") -> dict:
