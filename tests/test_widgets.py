@@ -305,9 +305,9 @@ def test_refocus_widget_runs_learned_method(viewer, qtbot, crops, name):
     np.testing.assert_allclose(np.asarray(out.translate) + np.asarray(out.scale) * (r - 1) / 2, TRANSLATE)
     md = out.metadata
     assert md["method"] == name and md["source_layer"] == "src"
-    # provenance holds the method's own parameters only: no RL iterations, no optics
+    # provenance holds the method's own parameters only: no RL iterations; optics if its schema has them
     assert set(md["parameters"]) == {f.name for f in dataclasses.fields(m.schema)}
-    assert "iterations" not in md["parameters"] and "optics" not in md["parameters"]
+    assert "iterations" not in md["parameters"] and ("optics" in md["parameters"]) == m.accepts("optics")
     restored = np.asarray(out.data, np.float32)
     if r > 1:
         restored = restored.reshape(H, r, W, r).mean(axis=(1, 3))

@@ -130,7 +130,8 @@ def make_fake_iter_defocus_map(level_field, calls):
     """A FAKE ``iter_defocus_map`` (tests only): the oracle level map of ``level_field``."""
     from napari_refocus.methods.defocus import DefocusMap
 
-    def fake_iter_defocus_map(image2d, *, weights=None, device="auto", stride=42, batch_size=None, tta=False):
+    def fake_iter_defocus_map(image2d, *, weights=None, device="auto", stride=42, batch_size=None, tta=False,
+                              **_optics):
         calls.append(np.shape(image2d))
         grid = patch_grid(np.shape(image2d), stride=stride)
         levels = oracle_level_map(level_field[: image2d.shape[0], : image2d.shape[1]], grid)

@@ -111,15 +111,21 @@ def resolve_optics(*layers, default: str = "default") -> tuple[dict, dict]:
     """
     values, sources = merge_optics(*layers)
     values = check_optics_values(values)
-    try:
-        Optics(**values)
-    except (TypeError, ValueError) as exc:
-        where = "; ".join(f"{k} {values[k]!r} from {sources[k]}" for k in values)
-        raise ValueError(f"optics: {exc} ({where + '; the others: defaults' if where else 'all defaults'})") from None
+    build_optics(values, sources)
     for name in SHOWN:
         if name not in values:
             values[name], sources[name] = _DEFAULTS[name], default
     return values, sources
+
+
+def build_optics(values: Mapping, sources: Mapping, *, default: str = "default") -> Optics:
+    """``Optics(**values)``; a ValueError names where each value that is not a default came from."""
+    try:
+        return Optics(**values)
+    except (TypeError, ValueError) as exc:
+        where = "; ".join(f"{k} {v!r} from {sources.get(k, default)}" for k, v in values.items()
+                          if sources.get(k, default) != default)
+        raise ValueError(f"optics: {exc} ({where + '; the others: defaults' if where else 'all defaults'})") from None
 
 
 def given_optics(values: Mapping, sources: Mapping, *, default: str = "default") -> dict:

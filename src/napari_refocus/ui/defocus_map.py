@@ -1,7 +1,10 @@
 """The Defocus map dock widget: DelpNet's per-patch defocus levels as an overlay on the image.
 
 Its map options (stride, test-time augmentation) are generated from the ``lbdvd`` schema,
-the device and RL iterations are the shared persisted preferences.
+the device and RL iterations are the shared persisted preferences, the optics (and where each
+value came from) are an :class:`~.optics_panel.OpticsPanel`. The map is made for those optics:
+its cells are ``stride x DefocusMap.scale`` image pixels wide, and the legend, hover text and
+histogram give each class's defocus in um for that objective.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from magicgui.widgets import CheckBox, Label
 from .base import ViewerWidget
 from .forms import Preferences, align_labels, form_values, method_kwargs, schema_form
 from .jobs import JobPanel
-from .layers import displayed_plane_index, guess_pixel_um, read_plane
+from .layers import displayed_plane_index, read_plane
+from .optics_panel import OpticsPanel
 from .overlay import (
     BASE_OPACITY,
     legend_html,
     level_counts,
+    map_transform,
     overlay_colors,
     overlay_features,
     plot_histogram,
@@ -54,10 +59,12 @@ class DefocusMapWidget(ViewerWidget):
         self._map_source = None
         self._map_index: tuple = ()
         self._map_params: dict = {}
+        self._map_optics: tuple[dict, dict] = ({}, {})  # (values, sources) the map was made with
         self.weights_note = info_label("weights_note")
         self.image = self.layer_chooser("image", "image", accept=_is_source_image)
         self.prefs = Preferences(available_devices(), iterations_spec([self.lbdvd]))
         self.map_form = schema_form(self.lbdvd.describe(), MAP_FIELDS, name="map_form")
+        self.optics_panel = OpticsPanel()
         self.use_certainty = CheckBox(name="use_certainty", text="certainty as opacity", value=False)
         self.use_certainty.tooltip = "draw uncertain patches more transparent"
         self.panel = JobPanel("Compute defocus map", self.run, what="defocus map")
@@ -67,15 +74,18 @@ class DefocusMapWidget(ViewerWidget):
         self.refocus_panel = JobPanel("Refocus with this map", self.refocus_with_map, what="refocus (LB-DVD)",
                                       name="refocus_panel")
         self.refocus_panel.button.enabled = False
-        legend = Label(name="legend", value=legend_html())
+        self.legend = Label(name="legend", value=legend_html())
         self.extend([
-            self.weights_note, section("source", [self.image]), self.prefs, self.map_form, self.use_certainty,
-            self.panel, Label(name="legend_title", value="<b>Defocus level</b> (hover the overlay for level "
-                                                         "and certainty)"),
-            legend, self.hist, self.summary, self.refocus_panel,
+            self.weights_note, section("source", [self.image]), self.prefs, self.map_form, self.optics_panel,
+            self.use_certainty, self.panel,
+            Label(name="legend_title", value="<b>Defocus level</b>: µm for the map's optics (hover the overlay "
+                                             "for level, defocus and certainty)"),
+            self.legend, self.hist, self.summary, self.refocus_panel,
         ])
-        align_labels(self["source"], self.prefs, self.map_form)
+        align_labels(self["source"], self.prefs, self.map_form, self.optics_panel.form)
         self.use_certainty.changed.connect(self._recolor)
+        self.image.changed.connect(self._layer_changed)
+        self._layer_changed()
         self._check_weights()
 
     def _check_weights(self) -> bool:
@@ -89,6 +99,9 @@ class DefocusMapWidget(ViewerWidget):
     @property
     def worker(self):
         return self.panel.worker or self.refocus_panel.worker
+
+    def _layer_changed(self, *_):
+        self.optics_panel.set_layer(self.image.value)
 
     def cancel(self):
         self.panel.cancel()
@@ -108,15 +121,21 @@ class DefocusMapWidget(ViewerWidget):
         data, rgb = layer.data, bool(layer.rgb)
         params = form_values(self.map_form)
         device = self.prefs.device.value
+        try:
+            optics = self.optics_panel.optics()
+        except ValueError as exc:
+            self.panel.fail(exc)
+            return None
+        used = (self.optics_panel.values(), self.optics_panel.sources())
 
         def job():
             from ..methods import defocus
 
             plane = read_plane(data, index, rgb)  # in the worker, not on the GUI thread
-            return (yield from defocus.iter_defocus_map(plane, device=device, **params))
+            return (yield from defocus.iter_defocus_map(plane, device=device, optics=optics, **params))
 
         def done(dm):
-            self._map_params = params
+            self._map_params, self._map_optics = params, used
             self._show_map(layer, dm, index)
 
         return self.panel.start(job, done, label=f"defocus map of {layer.name}")
@@ -127,27 +146,30 @@ class DefocusMapWidget(ViewerWidget):
         levels = np.asarray(dm.levels)
         rows, cols = levels.shape
         ids = (np.arange(rows * cols, dtype=np.int32) + 1).reshape(rows, cols)
-        scale, translate = dm.grid.layer_transform(source.scale[-2:], source.translate[-2:])
+        scale, translate = map_transform(dm, source.scale, source.translate)
+        units = tuple(str(u) for u in getattr(source, "units", None) or ())[-2:] or None  # the image's, not 'pixel'
         meta = {"defocus_map": dm, "source_layer": source.name, "source_plane": list(index),
-                "grid": dm.grid.as_dict(), "levels": levels.tolist()}
+                "grid": dm.grid.as_dict(), "scale": dm.scale, "class_defocus_um": [float(z) for z in dm.defocus_um],
+                "levels": levels.tolist(), "optics": self._map_optics[0], "optics_source": self._map_optics[1]}
         cmap = DirectLabelColormap(color_dict=overlay_colors(dm, self.use_certainty.value))
         features = overlay_features(dm)
         ly = self.map_layer
         if ly is not None and ly in self.viewer.layers and ly.metadata.get("source_layer") == source.name:
             ly.data = ids
-            ly.scale, ly.translate = scale, translate
+            ly.scale, ly.translate, ly.units = scale, translate, units
             ly.metadata = meta
             ly.features = features
             ly.colormap = cmap
         else:
             ly = self.viewer.add_labels(ids, name=f"{source.name} defocus map", scale=scale, translate=translate,
-                                        metadata=meta, features=features, colormap=cmap, opacity=BASE_OPACITY,
+                                        units=units, metadata=meta, features=features, colormap=cmap, opacity=BASE_OPACITY,
                                         blending="translucent")
             ly.editable = False
         self.map_layer = ly
         self._map_source = source
         self._map_index = index
         plot_histogram(self.hist, dm)
+        self.legend.value = legend_html(dm.defocus_um)
         self.summary.value = summary_text(dm)
         self.refocus_panel.button.enabled = True
         self.viewer.layers.selection.active = ly
@@ -176,11 +198,8 @@ class DefocusMapWidget(ViewerWidget):
         if source is None or source not in self.viewer.layers:
             show_warning("napari-refocus: the map's image layer is gone")
             return None
-        values = {**self._map_params, **form_values(self.prefs)}
-        px = guess_pixel_um(source)
-        if px is not None:
-            values["pixel_um"] = px
-        extra = {"defocus_map_layer": ly.name}
+        values = {**self._map_params, **form_values(self.prefs), **self._map_optics[0]}  # the map's optics
+        extra = {"defocus_map_layer": ly.name, "optics_source": self._map_optics[1]}
         if self._map_index:
             extra["source_plane"] = list(self._map_index)
         plane = self._map_index if (self._map_index or source.rgb) else None

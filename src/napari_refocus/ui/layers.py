@@ -50,12 +50,45 @@ def plane_count(layer) -> int:
     return len(plane_indices(tuple(layer.data.shape), axes=layer_axes(layer)))
 
 
-def guess_pixel_um(layer) -> float | None:
-    """The layer's pixel size if its scale looks like micrometres (not napari's default 1)."""
+def layer_pixel_um(layer) -> tuple[float | None, str]:
+    """``(pixel size in um, how it is known)`` from a layer's Y/X scale: ``"units"`` when the
+    layer's units are a length (napari's ``layer.units``), ``"assumed"`` when they are not
+    (napari's default ``pixel``) and the scale looks like micrometres; ``(None, "")`` for
+    napari's default scale 1 without units, a scale that differs between Y and X, or one far
+    from any pixel size."""
+    from ..io.read import um_per
+
     s = [float(v) for v in layer.scale[-2:]]
-    if abs(s[0] - s[1]) < 1e-9 and s[0] != 1.0 and 0.001 <= s[0] <= 100:
-        return s[0]
-    return None
+    units = {str(u) for u in tuple(getattr(layer, "units", None) or ())[-2:]}
+    factor = um_per(units.pop()) if len(units) == 1 else None
+    if abs(s[0] - s[1]) > 1e-9 * max(s) or s[0] <= 0:
+        return None, ""
+    if factor:
+        return s[0] * factor, "units"
+    if s[0] != 1.0 and 0.001 <= s[0] <= 100:
+        return s[0], "assumed"
+    return None, ""
+
+
+def layer_optics(layer) -> list[tuple[str, dict]]:
+    """What a layer says about its optics, most trusted first: ``(source, {field: value})``
+    pairs for :func:`napari_refocus.io.optics.merge_optics`. Its scale in length units, then
+    its metadata (``optics``: Optics fields, ``pixel_um``; what napari-refocus's samples and
+    writer keep), then a scale taken to be in micrometres."""
+    from ..io.optics import OPTICS_FIELDS, check_optics_values
+
+    pixel, how = layer_pixel_um(layer)
+    md = getattr(layer, "metadata", None) or {}
+    stated = list(md["optics"].items()) if isinstance(md.get("optics"), dict) else []
+    kept = {}
+    for name, value in [*stated, ("pixel_um", md.get("pixel_um"))]:
+        try:  # a value of the wrong type or an unknown key is not taken
+            if name in OPTICS_FIELDS and name not in kept and value is not None:
+                kept.update(check_optics_values({name: value}))
+        except ValueError:
+            pass
+    return [("layer scale", {"pixel_um": pixel} if how == "units" else {}), ("layer metadata", kept),
+            ("layer scale (µm assumed)", {"pixel_um": pixel} if how == "assumed" else {})]
 
 
 def displayed_plane_index(viewer, layer) -> tuple:

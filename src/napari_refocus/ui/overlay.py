@@ -1,4 +1,6 @@
-"""How a defocus map is drawn: label colours per patch, the hover table, legend, histogram."""
+"""How a defocus map is drawn: where its cells lie over the image, label colours per patch, the
+hover table, legend and histogram. Defocus is in um of the map's own objective
+(``DefocusMap.defocus_um``: each class's defocus for the optics the map was made with)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,25 @@ from .style import N_LEVELS, hex_color, level_colors
 
 BACKGROUND = 11
 BASE_OPACITY = 0.55
+#: each class's defocus before any map is made: DelpNet's training objective, 2 um per class
+TRAINING_DEFOCUS_UM = tuple(2.0 * k for k in range(N_LEVELS))
+
+
+def map_transform(dm, scale, translate):
+    """(scale, translate) of the overlay of ``dm`` over an image layer with ``scale`` and
+    ``translate`` (Y, X): one cell per patch, ``grid.stride * dm.scale`` native pixels wide.
+
+    The map's pixel ``c`` covers the image's pixels from ``c * dm.scale`` to ``(c + 1) *
+    dm.scale`` (edges), so its centre is at pixel ``(c + 1/2) * dm.scale - 1/2`` in napari's
+    pixel-centre coordinates.
+    """
+    s = np.asarray(scale, dtype=float)[-2:]
+    t = np.asarray(translate, dtype=float)[-2:]
+    return dm.grid.layer_transform(s * dm.scale, t + s * (dm.scale - 1) / 2)
+
+
+def _um(z: float) -> str:
+    return f"{z:.2g}" if z < 10 else f"{z:.0f}"
 
 
 def overlay_colors(dm, use_certainty: bool) -> dict:
@@ -26,7 +47,7 @@ def overlay_colors(dm, use_certainty: bool) -> dict:
     return out
 
 
-def overlay_features(dm, level_step_um: float = 2.0):
+def overlay_features(dm):
     """Per-cell table shown in the status bar on hover: level, defocus (µm), certainty."""
     import pandas as pd
 
@@ -37,16 +58,17 @@ def overlay_features(dm, level_step_um: float = 2.0):
     return pd.DataFrame({
         "index": np.arange(1, levels.size + 1),
         "level": [("background" if lv == BACKGROUND else str(lv)) for lv in levels],
-        "defocus_um": np.where(levels == BACKGROUND, np.nan, levels * level_step_um),
+        "defocus_um": np.round(np.asarray(dm.defocus_map_um(), float).ravel(), 3),
         "certainty": np.round(cert, 3),
         "patch": [f"({i}, {j})" for i, j in zip(ii, jj)],
     })
 
 
-def legend_html(per_column: int = 6) -> str:
-    """The level colours as a rich-text table (two columns of swatch + "k: 2k µm")."""
+def legend_html(defocus_um=TRAINING_DEFOCUS_UM, per_column: int = 6) -> str:
+    """The level colours as a rich-text table (two columns of swatch + "k: z µm", ``z`` the
+    class's defocus ``defocus_um[k]``)."""
     colors = level_colors(N_LEVELS)
-    entries = [(hex_color(colors[k]), f"{k}: {2 * k} µm" + (" (in focus)" if k == 0 else ""))
+    entries = [(hex_color(colors[k]), f"{k}: {_um(defocus_um[k])} µm" + (" (in focus)" if k == 0 else ""))
                for k in range(N_LEVELS)]
     entries.append((None, "bg: background (not drawn)"))
     columns = [entries[i:i + per_column] for i in range(0, len(entries), per_column)]
@@ -77,7 +99,8 @@ def summary_text(dm) -> str:
         return f"{levels.size} patches, all background"
     med = int(np.median(levels[fg]))
     return (f"{levels.size} patches ({levels2d.shape[0]}x{levels2d.shape[1]}), {int((~fg).sum())} background; "
-            f"median level {med} ({2 * med} µm), mean certainty {cert[fg].mean():.2f}")
+            f"median level {med} ({_um(dm.defocus_um[med])} µm), whole image "
+            f"{_um(dm.focus_defocus_um())} µm, mean certainty {cert[fg].mean():.2f}")
 
 
 def plot_histogram(canvas, dm) -> None:
@@ -89,7 +112,7 @@ def plot_histogram(canvas, dm) -> None:
     ax = canvas.ax
     ax.bar(np.arange(N_LEVELS + 1), level_counts(dm), color=[c[:3] for c in colors], edgecolor="#222")
     ax.set_xticks(np.arange(N_LEVELS + 1))
-    ax.set_xticklabels([str(k) for k in range(N_LEVELS)] + ["bg"])
-    ax.set_xlabel("defocus level (2 µm each)", fontsize=7)
+    ax.set_xticklabels([_um(z) for z in dm.defocus_um[:N_LEVELS]] + ["bg"], fontsize=6)
+    ax.set_xlabel("defocus (µm) of each level, for the map's optics", fontsize=7)
     ax.set_ylabel("patches", fontsize=7)
     canvas.draw()

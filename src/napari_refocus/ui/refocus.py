@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
+from magicgui.widgets import ComboBox, Container, PushButton
 
 from ..core.progress import Progress
 from .base import ViewerWidget
@@ -21,20 +21,12 @@ from .forms import (
     device_status,
     form_values,
     method_kwargs,
-    optics_form,
-    optics_specs,
     schema_form,
     set_defaults,
 )
 from .jobs import JobPanel
-from .layers import (
-    add_result_layer,
-    guess_pixel_um,
-    is_result,
-    layer_axes,
-    plane_count,
-    read_plane,
-)
+from .layers import add_result_layer, is_result, layer_axes, plane_count, read_plane
+from .optics_panel import OpticsPanel
 from .style import ERR_STYLE, WARN_STYLE, info_label, section, show
 
 
@@ -79,21 +71,19 @@ class RefocusWidget(ViewerWidget):
         self.device_note = info_label("device_note")
         self.forms: dict[str, Container] = {}  # one generated form per method, made when first chosen
         self.params_box = section("params_box", labels=False)
-        self.show_optics = CheckBox(name="show_optics", text="optics (microscope)", value=False)
-        self.optics = optics_form()
-        self.optics.visible = False
+        self.optics_panel = OpticsPanel()
+        self.show_optics, self.optics = self.optics_panel.show, self.optics_panel.form
         self.reset_button = PushButton(name="reset", text="Reset to defaults")
         self.reset_button.tooltip = "device, iterations, method parameters and optics back to their defaults"
         self.panel = JobPanel("Refocus", self.run, what="refocus")
         self.extend([self.source, self.prefs, section("notes", [self.device_note]),
-                     self.params_box, self.show_optics, self.optics, self.reset_button, self.panel])
+                     self.params_box, self.optics_panel, self.reset_button, self.panel])
         self._mark_unavailable()
         first_ok = next((m.name for m in self.methods if m.weights_present()), self.methods[0].name)
         self.method.value = first_ok
         self.method.changed.connect(self._method_changed)
         self.image.changed.connect(self._layer_changed)
         self.prefs.device.changed.connect(self._device_changed)
-        self.show_optics.changed.connect(self._optics_visibility)
         self.reset_button.changed.connect(self.reset_defaults)
         self.panel.finished.connect(self._update_enabled)
         self._method_changed()
@@ -130,7 +120,7 @@ class RefocusWidget(ViewerWidget):
 
     def values(self) -> dict:
         """Every value the form holds now (preferences, the method's fields, the optics)."""
-        return form_values(self.prefs, self.form, self.optics)
+        return {**form_values(self.prefs, self.form), **self.optics_panel.values()}
 
     def params(self) -> dict:
         """The method's keyword parameters from the form (only names its schema accepts)."""
@@ -157,8 +147,7 @@ class RefocusWidget(ViewerWidget):
         for name, form in self.forms.items():
             form.visible = name == m.name
         self.prefs.iterations.visible = m.accepts("iterations")
-        self.show_optics.visible = m.accepts("optics")
-        self._optics_visibility()
+        self.optics_panel.visible = m.accepts("optics")
         align_labels(self.source, self.prefs, self["notes"], self.form, self.optics)
         if m.weights_present():
             show(self.method_info, m.description)
@@ -167,9 +156,6 @@ class RefocusWidget(ViewerWidget):
             show(self.method_info, f"{m.title} needs {missing}, which is not installed; choose another method.",
                  ERR_STYLE)
         self._update_enabled()
-
-    def _optics_visibility(self, *_):
-        self.optics.visible = bool(self.show_optics.value) and self.current_method().accepts("optics")
 
     def _layer_changed(self, *_):
         layer = self.image.value
@@ -180,9 +166,7 @@ class RefocusWidget(ViewerWidget):
             kind = "RGB, channel by channel" if layer.rgb else (
                 f"{ndim}-D, {plane_count(layer)} planes" if ndim > 2 else "2-D")
             show(self.layer_info, f"{tuple(layer.data.shape)} {layer.data.dtype}, {kind}")
-            px = guess_pixel_um(layer)
-            if px is not None:
-                self.optics.pixel_um.value = px
+        self.optics_panel.set_layer(layer)
         self._update_enabled()
 
     def _device_changed(self, *_):
@@ -199,8 +183,7 @@ class RefocusWidget(ViewerWidget):
         for m in self.methods:
             if m.name in self.forms:
                 set_defaults(self.forms[m.name], m.describe())
-        set_defaults(self.optics, optics_specs())
-        self._layer_changed()  # the pixel size read from the layer's scale again
+        self.optics_panel.reset()  # the layer's optics and the defaults
 
     # -------------------------------------------------------------- actions
     def run(self, layer=None):
@@ -213,13 +196,16 @@ class RefocusWidget(ViewerWidget):
             return None
         m = self.current_method()
         params = self.params()
-        try:
-            m.parse(**params)  # a bad value is reported now, before any work starts
+        try:  # a bad value is reported now, before any work starts
+            if m.accepts("optics"):
+                self.optics_panel.optics()
+            m.parse(**params)
         except ValueError as exc:
             self.panel.fail(exc)
             return None
+        extra = {"optics_source": self.optics_panel.sources()} if m.accepts("optics") else None
         return start_refocus(self.viewer, self.panel, layer, method=m.name, device=self.prefs.device.value,
-                             params=params, owner=self)
+                             params=params, owner=self, extra_meta=extra)
 
     def cancel(self):
         self.panel.cancel()

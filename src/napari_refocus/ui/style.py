@@ -15,7 +15,7 @@ WARN_STYLE = "color: #e0a030;"
 ERR_STYLE = "color: #e05050;"
 
 N_LEVELS = 11
-#: colormap sampled at 11 points: level 0 (in focus) blue -> level 10 (20 um) dark red
+#: colormap sampled at 11 points: level 0 (in focus) blue -> level 10 (most defocused) dark red
 LEVEL_CMAP = "turbo"
 _CMAP_RANGE = (0.08, 0.97)
 
