@@ -49,7 +49,8 @@ TTA = " + TTA"
 
 
 def _run(method, image, **params):
-    from napari_refocus.methods import get_method, refocus
+    from napari_refocus import refocus
+    from napari_refocus.methods import get_method
 
     if method.endswith(TTA):  # the same method with test-time augmentation (8 flips/rotations)
         method, params = method[: -len(TTA)], {**params, "tta": True}

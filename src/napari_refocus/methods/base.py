@@ -1,8 +1,8 @@
 """What a restoration method is (:class:`Method`) and what a run returns (:class:`RefocusResult`).
 
 A method is data: a name, a parameter schema (:mod:`.params`), the weights it needs and a
-``run`` generator. ``run(image, params, *, device, report, **inputs)`` takes a 2-D float
-image in memory, yields :class:`~napari_refocus.core.progress.Progress` and returns the
+``run`` generator. ``run(image, params, *, device, report, **inputs)`` takes the caller's 2-D
+array in memory (any real dtype, often uint16: convert before arithmetic that could wrap), yields :class:`~napari_refocus.core.progress.Progress` and returns the
 restored float32 image; it tells ``report`` (a :class:`RunReport`) what it really used: the
 device after any out-of-memory fallback, the SHA-256 of the weights file it loaded, and extra
 outputs such as the defocus map. Provenance is built from that report, never from what was

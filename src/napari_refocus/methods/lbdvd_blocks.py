@@ -205,7 +205,7 @@ def block_runner(params, *, device, stats=None):
     rather than silently ignored. ``restore`` reads ``source`` (the whole image's
     coordinates, any 2-D array-like) only within ``bounds`` +- :data:`HALO`.
     """
-    from .lbdvd import rl_frame
+    from .frames import rl_frame
 
     bad = sorted(k for k, v in _FIXED.items() if getattr(params, k) != v)
     if bad:

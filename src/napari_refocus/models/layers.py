@@ -1,7 +1,7 @@
 """Building blocks shared by the learned refocusing generators (torch only).
 
 Every generator here is a plain ``nn.Module`` whose constructor arguments are stored in
-``self.config`` (so :func:`napari_refocus.weights.save_weights` records them), with a
+``self.config`` (so :func:`napari_refocus.models.loader.save_weights` records them), with a
 ``multiple`` attribute (input height/width must be a multiple of it), an ``upscale``
 attribute (output = ``upscale`` x input) and ``n_parameters``.
 

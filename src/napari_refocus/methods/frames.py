@@ -1,0 +1,64 @@
+"""Where lbdvd's Richardson-Lucy runs for an objective: the map's classes on a native patch grid.
+
+The defocus map is made at DelpNet's training sampling (:mod:`.defocus`); deconvolution runs at
+the image's own resolution, on patches as many native pixels wide as the map's patches, with
+the user's PSF at each class's defocus for this objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.optics import Optics
+from ..core.tiling import CONTEXT, PATCH, patch_grid
+
+
+@dataclass(frozen=True)
+class RlFrame:
+    """Where Richardson-Lucy runs for an objective: native pixels per map pixel, the patch
+    grid in native pixels, and the optics with each class's defocus for this objective."""
+
+    scale: float
+    optics: Optics
+    patch: int
+    context: int
+
+
+def _odd(n: float) -> int:
+    k = max(3, int(round(n)))
+    return k if k % 2 else k + 1
+
+
+@functools.lru_cache(maxsize=16)
+def rl_frame(optics: Optics) -> RlFrame:
+    """The :class:`RlFrame` of ``optics`` (cached: the class matching takes seconds)."""
+    from .defocus import CANONICAL, map_frame
+
+    scale, table = map_frame(optics)
+    if dataclasses.replace(optics, defocus_table_um=None) == CANONICAL:
+        return RlFrame(1.0, optics, PATCH, CONTEXT)  # the paper's frame, exactly as always
+    rl_optics = dataclasses.replace(optics, defocus_table_um=table, n_levels=len(table),
+                                    psf_size=_odd(optics.psf_size * scale) if scale != 1.0 else optics.psf_size)
+    return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
+
+
+def native_levels(defocus_map, image_shape, frame: RlFrame, stride: int):
+    """The map's classes on a native grid of ``frame.patch`` px patches: each native patch
+    takes the class of the map patch whose centre is nearest to its own."""
+    if frame.scale == 1.0:
+        return defocus_map.levels, defocus_map.grid.patch, defocus_map.grid.stride
+    nstride = max(1, int(round(stride * frame.scale)))
+    grid = patch_grid(image_shape, patch=frame.patch, stride=min(nstride, frame.patch))
+    g = defocus_map.grid
+    idx = []
+    for axis in range(2):
+        centre = (np.arange(grid.shape[axis]) * grid.stride + (grid.patch - 1) / 2) / frame.scale
+        k = np.rint((centre - (g.patch - 1) / 2) / g.stride).astype(int)
+        idx.append(np.clip(k, 0, g.shape[axis] - 1))
+    return defocus_map.levels[np.ix_(*idx)], grid.patch, grid.stride
+
+
