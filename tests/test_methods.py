@@ -34,7 +34,7 @@ def test_registry_is_the_explicit_list_and_refuses_duplicates():
 
 
 @pytest.mark.parametrize("method, bad", [("rl", "stride"), ("h2t-msunet", "iterations"),
-                                         ("h2t-msunet", "pixel_um"), ("lbdvd", "level")])
+                                         ("h2t-msunet", "level"), ("lbdvd", "level")])
 def test_unknown_parameter_is_a_value_error_listing_the_valid_ones(small, method, bad):
     with pytest.raises(ValueError) as err:
         nr.refocus(small, method=method, device="cpu", **{bad: 1})
@@ -85,7 +85,7 @@ def test_provenance_records_a_custom_weights_files_own_hash(small, custom_h2t):
     assert mine.provenance()["weights_sha256"] == {"h2t-msunet": digest}
     assert mine.provenance()["parameters"]["weights"] == str(path)
     np.testing.assert_array_equal(mine.image, shipped.image)  # same tensors, same output
-    # only what a learned method uses: no optics, no iterations
+    # only what a learned method uses: no iterations; optics None (none given)
     assert set(mine.provenance()["parameters"]) == {f.name for f in dataclasses.fields(get_method("h2t-msunet").schema)}
 
 
