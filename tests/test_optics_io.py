@@ -123,6 +123,27 @@ def test_precedence_flag_over_optics_file_over_file_over_default(tmp_path):
         resolve_optics(("file", {"na": 1.4}))
 
 
+def test_batch_worker_takes_the_optics_file_read_once(tmp_path):
+    from napari_refocus.io.batch import process_image
+
+    src = nr.write_image(tmp_path / "a.tif", np.full((64, 64), 100, np.uint16), pixel_um=0.3)
+    rec = process_image(src, tmp_path / "out", method="rl", params={"level": 1, "iterations": 1},
+                        optics={"na": 0.45}, optics_file={"na": 0.4, "wavelength_nm": 500})
+    assert rec["optics"]["na"] == 0.45 and rec["optics"]["wavelength_nm"] == 500
+    assert {k: rec["optics_source"][k] for k in ("na", "wavelength_nm", "pixel_um")} == {
+        "na": "flag", "wavelength_nm": "optics-file", "pixel_um": "file"}
+
+
+def test_batch_summary_gives_the_optics_when_every_image_used_the_same():
+    from napari_refocus.io.batch import common_optics
+
+    a = {"optics": {"na": 0.5}, "optics_source": {"na": "flag"}}
+    assert common_optics([a, dict(a), {"status": "failed"}]) == {"optics": {"na": 0.5}, "optics_source": {"na": "flag"}}
+    b = {"optics": {"na": 0.5}, "optics_source": {"na": "file"}}
+    assert common_optics([a, b]) == {"optics": "per image: see report.json"}
+    assert common_optics([{"status": "failed"}]) == {}
+
+
 # ------------------------------------------------------------------------------ through the CLI
 def _run(capsys, *argv) -> dict:
     assert main(list(argv)) == 0

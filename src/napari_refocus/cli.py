@@ -41,12 +41,6 @@ def _progress(desc: str, args):
         close()
 
 
-def _read(path):
-    from .io import read_image
-
-    return read_image(path)
-
-
 def _optics(args) -> dict:
     """The optics flags given (``optics=``) and the ``--optics`` file (``optics_file=``): they
     override the optics file, which overrides the file's metadata (io.optics)."""
@@ -128,9 +122,10 @@ def cmd_deconvolve(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .core.metrics import compare
+    from .io import read_image
 
-    inp = _read(args.input)[0] if args.input else None
-    _emit(compare(_read(args.gt)[0], _read(args.pred)[0], inp, data_range=args.data_range))
+    inp = read_image(args.input)[0] if args.input else None
+    _emit(compare(read_image(args.gt)[0], read_image(args.pred)[0], inp, data_range=args.data_range))
 
 
 def cmd_methods(args) -> None:
@@ -183,9 +178,10 @@ def cmd_batch(args) -> None:
 
 
 def cmd_triage(args) -> None:
+    from .io import read_image
     from .methods.triage import best_focus_plane
 
-    stack, _ = _read(args.input)
+    stack, _ = read_image(args.input)
     for rec in best_focus_plane(stack, z_axis=args.z_axis, channel_axis=args.channel_axis, device=args.device,
                                 use_delpnet=not args.no_delpnet):
         _emit({"input": args.input, **rec})
