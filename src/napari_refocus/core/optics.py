@@ -139,8 +139,11 @@ def radial_profile(r_um: np.ndarray, defocus_um: float, optics: Optics, n_nodes:
         pupil = np.exp(-1j * phase * rho**2)
     else:
         pupil = np.exp(1j * k0 * defocus_um * (np.sqrt(n**2 - (na * rho) ** 2) - n))
-    integrand = j0(a * flat * rho) * pupil * rho
-    amp = integrand @ w
+    # a block of radii at a time: a wide, finely sampled high-NA PSF has ~1e5 distinct radii,
+    # and the whole (radii x nodes) matrix would take tens of GB
+    step = max(1, int(2**24 // max(1, n_nodes)))
+    amp = np.concatenate([(j0(a * flat[i:i + step] * rho) * pupil * rho) @ w
+                          for i in range(0, max(1, len(flat)), step)]) if len(flat) else np.zeros(0, complex)
     return (np.abs(amp) ** 2).reshape(r_um.shape)
 
 
