@@ -128,8 +128,9 @@ def align_labels(*forms) -> None:
 def method_kwargs(method, values: Mapping) -> dict:
     """The keyword parameters of ``method`` in the widget's form ``values``.
 
-    Only names the method's schema accepts (``method.accepts``): the RL iterations and the
-    optics never reach a learned method, and its provenance records none of them.
+    Only names the method's schema accepts (``method.accepts``): the RL iterations never
+    reach a learned method (its optics do: with NA and wavelength it runs at its training
+    sampling), and provenance records only what the method took.
     """
     return {k: v for k, v in values.items() if method.accepts(k)}
 
