@@ -140,3 +140,18 @@ def test_a_cached_model_is_not_moved_by_a_run_on_another_device(small):
     assert load_model("h2t-msunet", "cpu") is cpu
     assert {p.device.type for p in cpu.parameters()} == {"cpu"}
     assert all(torch.equal(v, weights_before[k]) for k, v in cpu.state_dict().items())
+
+
+def test_the_api_restores_stacks_and_rgb_plane_by_plane(small):
+    """refocus(stack, axes=...) runs the core's plane driver: each plane as the 2-D run of it."""
+    stack = np.stack([small, small[::-1], small[:, ::-1]])
+    res = nr.refocus(stack, axes="ZYX", method="rl", level=3, iterations=4, device="cpu")
+    assert res.image.shape == stack.shape and res.image.dtype == np.float32
+    for k in range(3):
+        np.testing.assert_array_equal(res.image[k], nr.refocus(stack[k], method="rl", level=3, iterations=4,
+                                                                 device="cpu").image)
+    rgb = np.stack([small, small // 2, small // 3], axis=-1)
+    out = nr.refocus(rgb, axes="YXS", method="rl", level=3, iterations=4, device="cpu")
+    assert out.image.shape == rgb.shape and "plane" in " ".join(out.provenance()["notes"])
+    with pytest.raises(ValueError, match="2-D"):
+        nr.refocus(stack, method="rl", device="cpu")  # a stack needs its axes

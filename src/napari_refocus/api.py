@@ -21,7 +21,7 @@ def is_lazy(image) -> bool:
     return mod.startswith("dask") or mod.startswith("zarr")
 
 
-def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
+def refocus(image, *, method="lbdvd", device="auto", progress=None, axes=None, **params):
     """Restore an out-of-focus 2-D image (y, x) with a registered method.
 
     Parameters
@@ -31,6 +31,10 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
         A name from :func:`list_methods` ("lbdvd" = DelpNet map + depth-variant RL).
     device : "auto" | "cpu" | "cuda" | "mps"
     progress : callable, optional, called with every :class:`~napari_refocus.Progress`.
+    axes : str, optional
+        For a stack or an RGB image in memory, its axes in tifffile's letters (``"ZYX"``,
+        ``"TCYX"``, ``"YXS"`` for RGB/RGBA): every 2-D (Y, X) plane is restored on its own
+        (RGBA alpha copied), and the result has the input's axes. Default: a 2-D image.
     **params
         The method's parameters (see ``get_method(name).describe()``; unknown names are a
         ValueError listing the valid ones), optics fields (``pixel_um=``, ``na=`` ...) for the
@@ -52,6 +56,8 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
     from .methods.run import check_weights, refocus_array, split_inputs
 
     if not is_lazy(image):
+        if axes is not None and axes.upper() != "YX":
+            return _refocus_planes(image, axes=axes, method=method, device=device, progress=progress, **params)
         return refocus_array(image, method=method, device=device, progress=progress, **params)
     from .bigimage import prepare
     from .methods.base import RefocusResult
@@ -73,6 +79,28 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, **params):
     return RefocusResult(image=restored, method=m.name, parameters=parsed.as_dict(), upscale=m.upscale,
                          seconds=time.perf_counter() - t0, device=str(run.device),
                          notes=[f"computed block by block ({run.block} px) when read", *run.notes])
+
+
+def _refocus_planes(image, *, axes, method, device, progress, **params):
+    """:func:`refocus` of every 2-D plane of an nD/RGB array (the core's plane driver)."""
+    from .core.planes import iter_map_planes
+    from .core.progress import drain
+    from .methods.registry import get_method
+    from .methods.run import iter_refocus
+
+    m = get_method(method)
+
+    def job(plane):
+        res = yield from iter_refocus(plane, method=m, device=device, **params)
+        return res.image, res
+
+    t0 = time.perf_counter()
+    stack, first = drain(iter_map_planes(image, job, axes=axes, upscale=m.upscale), progress)
+    first.image, first.seconds = stack, time.perf_counter() - t0
+    first.notes = list(first.notes) + [f"every 2-D plane of a {axes} array restored on its own; "
+                                       "parameters, weights and device are those of the first plane"]
+    first.defocus_map = None if stack.ndim > 2 else first.defocus_map
+    return first
 
 
 def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
