@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_refocus.ui.sample_data import sample_pair, sample_real_defocused
+from napari_refocus.ui.sample_data import sample_pair, sample_real_defocused, sample_real_infocus
 from napari_refocus.ui.writer import write_tiff
 from napari_refocus.io import read_image
 from napari_refocus.io.samples import PIXEL_UM, synthetic_pair
@@ -32,6 +32,17 @@ def test_sample_real_defocused():
     assert kind == "image" and data.ndim == 2 and data.dtype == np.uint16
     assert kw["scale"] == (0.65, 0.65)
     assert "Ljosa" in kw["metadata"]["attribution"] and "z_00" in kw["metadata"]["kind"]
+
+
+def test_sample_real_infocus_is_left_alone_by_the_map():
+    """The in-focus sample: a real z_16 field; DelpNet puts (nearly) all of it at levels 0..2."""
+    import napari_refocus as nr
+
+    [(data, kw, kind)] = sample_real_infocus()
+    assert kind == "image" and data.dtype == np.uint16 and "z_16" in kw["metadata"]["kind"]
+    levels = nr.defocus_map(data, device="cpu").levels
+    fg = levels[levels != 11]
+    assert fg.size and (fg <= 2).mean() >= 0.95
 
 
 def test_write_tiff_pixel_size_and_provenance(tmp_path):

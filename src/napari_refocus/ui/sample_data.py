@@ -1,6 +1,6 @@
 """napari sample data of napari-refocus (npe2 ``sample_data`` contributions).
 
-Both return lists of LayerData tuples ``(data, kwargs, "image")`` in micrometres (scale
+Each returns a list of LayerData tuples ``(data, kwargs, "image")`` in micrometres (scale
 0.65 um per pixel, BBBC006). No Qt and no napari imports here.
 """
 
@@ -58,5 +58,20 @@ def sample_real_defocused():
             "contrast_limits": (float(img.min()), float(np.percentile(img, 99.8))),
             "metadata": _common_meta(kind="real out-of-focus image (BBBC006 w1 Hoechst, z_00, ~32 um off)",
                                      file=DEFOCUSED_FILE),
+        }, "image"),
+    ]
+
+
+def sample_real_infocus():
+    """A real in-focus BBBC006 field (phalloidin, plane z_16): Refocus should find nothing to do."""
+    from ..io.samples import INFOCUS_FILE, infocus_image
+
+    img = np.array(infocus_image())
+    return [
+        (img, {
+            "name": "BBBC006 actin z_16 (in focus)", "scale": (0.65, 0.65),
+            "colormap": "gray",
+            "contrast_limits": (float(img.min()), float(np.percentile(img, 99.8))),
+            "metadata": _common_meta(kind="real in-focus image (BBBC006 w2 phalloidin, z_16)", file=INFOCUS_FILE),
         }, "image"),
     ]
