@@ -46,32 +46,27 @@ def sample_pair():
     ]
 
 
+def _real_sample(img, *, name: str, kind: str, file: str):
+    """One real BBBC006 image as a LayerData list (a copy, at 0.65 um per pixel)."""
+    img = np.array(img)
+    return [(img, {
+        "name": name, "scale": (0.65, 0.65), "colormap": "gray",
+        "contrast_limits": (float(img.min()), float(np.percentile(img, 99.8))),
+        "metadata": _common_meta(kind=kind, file=file),
+    }, "image")]
+
+
 def sample_real_defocused():
     """A real out-of-focus BBBC006 nuclei image (Hoechst, plane z_00, 32 um from focus)."""
     from ..io.samples import DEFOCUSED_FILE, real_defocused_image
 
-    img = np.array(real_defocused_image())
-    return [
-        (img, {
-            "name": "BBBC006 nuclei z_00 (out of focus)", "scale": (0.65, 0.65),
-            "colormap": "gray",
-            "contrast_limits": (float(img.min()), float(np.percentile(img, 99.8))),
-            "metadata": _common_meta(kind="real out-of-focus image (BBBC006 w1 Hoechst, z_00, ~32 um off)",
-                                     file=DEFOCUSED_FILE),
-        }, "image"),
-    ]
+    return _real_sample(real_defocused_image(), name="BBBC006 nuclei z_00 (out of focus)",
+                        kind="real out-of-focus image (BBBC006 w1 Hoechst, z_00, ~32 um off)", file=DEFOCUSED_FILE)
 
 
 def sample_real_infocus():
-    """A real in-focus BBBC006 field (phalloidin, plane z_16): Refocus should find nothing to do."""
+    """A real in-focus BBBC006 field (phalloidin, plane z_16): the map finds it near focus."""
     from ..io.samples import INFOCUS_FILE, infocus_image
 
-    img = np.array(infocus_image())
-    return [
-        (img, {
-            "name": "BBBC006 actin z_16 (in focus)", "scale": (0.65, 0.65),
-            "colormap": "gray",
-            "contrast_limits": (float(img.min()), float(np.percentile(img, 99.8))),
-            "metadata": _common_meta(kind="real in-focus image (BBBC006 w2 phalloidin, z_16)", file=INFOCUS_FILE),
-        }, "image"),
-    ]
+    return _real_sample(infocus_image(), name="BBBC006 actin z_16 (in focus)",
+                        kind="real in-focus image (BBBC006 w2 phalloidin, z_16)", file=INFOCUS_FILE)
