@@ -156,7 +156,7 @@ def learned_table(args):
             continue  # the paper objective is the training sampling: identical to plain
         optics = Optics(**kw, psf_model="exact")
         table = rl_frame(optics).optics.defocus_table_um
-        for c in ((2, 8) if args.quick else (2, 5, 8)):
+        for c in ((0, 8) if args.quick else (0, 2, 5, 8)):  # 0: in focus (with the in-focus PSF)
             z = table[c]
             gains = {}
             for _, gt in fields()[: 1 if args.quick else 2]:
