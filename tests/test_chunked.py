@@ -114,7 +114,7 @@ def test_rl_block_by_block_matches_in_memory(big):
     assert np.abs(small - eager).mean() / np.ptp(eager) < 1e-4
 
 
-def test_method_blocks_to_tiff_and_errors(big, tmp_path):
+def test_method_blocks_to_tiff_and_errors(big, tmp_path, monkeypatch):
     import tifffile
 
     from napari_refocus.bigimage import lazy_method
@@ -128,7 +128,16 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path):
     assert got.shape == big.shape and got.dtype == big.dtype
     assert _max_rel_diff(got.astype(np.float32), eager) < 0.02
     lbdvd = get_method("lbdvd")
-    assert callable(lbdvd.block_runner(lbdvd.parse(iterations=5, pixel_um=0.65, stride=42, tta=True), device="cpu"))
+    import napari_refocus.methods.lbdvd_blocks as lb
+
+    seen = {}
+    real_process, real_classifier = lb.process_block, lb.delpnet_classifier
+    monkeypatch.setattr(lb, "process_block", lambda *a, **kw: seen.update(kw) or real_process(*a, **kw))
+    monkeypatch.setattr(lb, "delpnet_classifier", lambda **kw: seen.update(classifier=kw) or real_classifier(**kw))
+    restore = lbdvd.block_runner(lbdvd.parse(iterations=5, pixel_um=0.65, na=0.5, stride=42, tta=True), device="cpu")
+    restore(big, (0, 84, 0, 84))
+    # the values reach the block form, none silently dropped
+    assert seen["iterations"] == 5 and seen["optics"].pixel_um == 0.65 and seen["classifier"]["tta"] is True
     with pytest.raises(ValueError, match="training sampling"):  # another objective: in memory only, for now
         lbdvd.block_runner(lbdvd.parse(pixel_um=0.3), device="cpu")
     for bad in ({"stride": 21}, {"padding": "zeros"}, {"montage_weights": "rectangular"}):

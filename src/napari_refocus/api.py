@@ -136,22 +136,13 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
     if is_lazy(image):
         if len(image.shape) != 2 or min(image.shape) < PATCH:
             raise ValueError(f"image must be 2-D and at least {PATCH}x{PATCH}, got shape {image.shape}")
-        if tta:
-            raise ValueError("tta is not supported for images processed block by block")
         from .bigimage import DEFAULT_BLOCK, whole_image_sample
-        from .methods.defocus import canonical_stats, map_frame
+        from .methods.lbdvd import METHOD as LBDVD
         from .methods.lbdvd_blocks import chunked_defocus_map
 
-        if map_frame(optics)[0] != 1.0:
-            raise ValueError("a defocus map block by block (big images) runs only at DelpNet's training "
-                             "sampling for now; load the image in memory for this objective")
-        stats = canonical_stats(whole_image_sample(image, DEFAULT_BLOCK)[0]) if normalise else None
-        dm = chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
-                                 progress=progress, stats=stats)
-        if optics is not None:
-            import dataclasses
-
-            dm = dataclasses.replace(dm, defocus_um=map_frame(optics)[1], optics=optics.as_dict())
-        return dm
+        # the same whole-image intensity statistics lbdvd's blocks use
+        stats = LBDVD.image_stats(whole_image_sample(image, DEFAULT_BLOCK)[0])["stats"] if normalise else None
+        return chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
+                                   progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics)
     return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
                              progress=progress, tta=tta, optics=optics, normalise=normalise)

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 PROG = "napari-refocus"

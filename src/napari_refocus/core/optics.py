@@ -168,6 +168,14 @@ def _cached_bank(optics: Optics) -> np.ndarray:
     return bank
 
 
+def sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01) -> float:
+    """Pixels of ``optics`` per pixel of ``reference`` at equal size in lambda/NA
+    (``reference.sampling / optics.sampling``); exactly 1.0 within ``tolerance`` (1 % is less
+    than a pixel across an 84-px patch), so the reference's own images are never resampled."""
+    scale = reference.sampling / optics.sampling
+    return 1.0 if abs(scale - 1.0) < tolerance else float(scale)
+
+
 def resolve_optics(optics: Optics | None = None, **kwargs) -> Optics:
     """An :class:`Optics` from an instance and/or keyword overrides."""
     if optics is None:

@@ -9,8 +9,8 @@ functions that need them.
 
 from __future__ import annotations
 
-from .read import open_image, read_image, read_info, read_pixel_um
+from .read import open_image, read_image, read_info
 from .write import atomic_output, check_not_input, refocus_to_tiff, write_image
 
-__all__ = ["atomic_output", "check_not_input", "open_image", "read_image", "read_info", "read_pixel_um",
+__all__ = ["atomic_output", "check_not_input", "open_image", "read_image", "read_info",
            "refocus_to_tiff", "write_image"]

@@ -135,10 +135,16 @@ def iter_restore(image, *, axes: str = "YX", method="lbdvd", device="auto", para
         t0 = time.perf_counter()
         extra = {}
         if need_map:
-            from ..methods.defocus import iter_defocus_map
+            from ..methods.lbdvd import METHOD as LBDVD, iter_map
 
-            opts = {k: params[k] for k in ("weights", "stride", "tta") if takes_map and k in params}
-            dmap = yield from iter_defocus_map(plane, device=device, **opts)
+            # lbdvd's own map (its optics, stride, TTA, intensity scale); for another method the
+            # default map with the image's optics, when that method has them
+            if takes_map:
+                map_params = m.parse(**params)
+            else:
+                optics = getattr(m.parse(**params), "optics", None)
+                map_params = LBDVD.parse(**({"optics": optics} if optics is not None else {}))
+            dmap = yield from iter_map(plane, map_params, device=device)
             dmaps.append(dmap)
             level = dmap.focus_score()
             if min_level is not None and not (level >= min_level):  # NaN (all background): copy

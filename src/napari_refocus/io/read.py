@@ -102,14 +102,6 @@ def read_info(path, *, axes: str | None = None) -> dict:
     return {**_with_axes(info, shape, axes), "shape": shape, "dtype": dtype}
 
 
-def read_pixel_um(path) -> float | None:
-    """Pixel size (um) from a TIFF's metadata, without reading its pixels."""
-    import tifffile
-
-    with tifffile.TiffFile(_existing(path)) as tif:
-        return tiff_pixel_um(tif)
-
-
 def _with_axes(info: dict, shape, axes) -> dict:
     info = dict(info)
     info["axes"] = normalise_axes(axes if axes is not None else info["axes"], len(shape))

@@ -136,13 +136,11 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
 def map_frame(optics: Optics | None):
     """``(scale, defocus_um)`` of the map for an image taken with ``optics`` (None: the
     training objective): native pixels per canonical pixel, and each class's defocus (um)."""
-    from ..core.optics import match_defocus_um
+    from ..core.optics import match_defocus_um, sampling_scale
 
     if optics is None:
         optics = CANONICAL
-    scale = CANONICAL.sampling / optics.sampling
-    if abs(scale - 1.0) < 0.01:  # the training sampling: no resampling (1 % is < 1 px per patch)
-        scale = 1.0
+    scale = sampling_scale(CANONICAL, optics)
     same = dataclasses.replace(optics, defocus_table_um=None) == CANONICAL
     table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else match_defocus_um(CANONICAL, optics)
     return scale, table

@@ -37,17 +37,24 @@ class LbdvdParams(Params):
     optics: Optics = option(Optics(), help="microscope optics", unit="optics")
 
 
+def iter_map(image, params: LbdvdParams, *, device, stats=None):
+    """The defocus map lbdvd makes with ``params`` (its weights, stride, TTA, optics and
+    intensity scale): a generator yielding Progress, returning a DefocusMap. Triage uses the
+    same map, so a plane is judged on the grid it is deconvolved on."""
+    from .defocus import iter_defocus_map
+
+    return (yield from iter_defocus_map(image, weights=params.weights, device=device, stride=params.stride,
+                                        tta=params.tta, optics=params.optics, normalise=params.normalise,
+                                        stats=stats))
+
+
 def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=None):
     """DelpNet map (unless one is given), then depth-variant RL with each patch's class."""
     from ..core.rl import iter_deconvolve
 
     frame = rl_frame(params.optics)
     if defocus_map is None:
-        from .defocus import iter_defocus_map
-
-        defocus_map = yield from iter_defocus_map(image, weights=params.weights, device=device,
-                                                  stride=params.stride, tta=params.tta, optics=params.optics,
-                                                  normalise=params.normalise, stats=stats)
+        defocus_map = yield from iter_map(image, params, device=device, stats=stats)
     elif not np.allclose(np.multiply(defocus_map.grid.image_shape, defocus_map.scale), np.shape(image), atol=1.5):
         raise ValueError(
             f"the defocus map was made for an image of shape {defocus_map.grid.image_shape}, "

@@ -174,14 +174,19 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
 
 
 def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stride: int = STRIDE,
-                        progress=None, stats=None):
-    """The :class:`~.defocus.DefocusMap` of an image too big for memory, block by block
-    (the same map as for the image in memory; ``stats``: see :func:`delpnet_classifier`)."""
-    from .defocus import DefocusMap, certainty_of
+                        progress=None, stats=None, tta: bool = False, batch_size: int = 256, optics=None):
+    """The :class:`~.defocus.DefocusMap` of an image too big for memory, block by block (the
+    same map as for the image in memory; ``stats``: see :func:`delpnet_classifier`). Only at
+    DelpNet's training sampling: another objective's image would have to be resampled first."""
+    from .defocus import N_CLASSES, DefocusMap, certainty_of, map_frame
 
-    classify = delpnet_classifier(weights=weights, device=device, stats=stats)
+    scale, table = map_frame(optics)
+    if scale != 1.0:
+        raise ValueError("a defocus map block by block (big images) runs only at DelpNet's training sampling "
+                         f"for now (this objective's pixel is {scale:.2f}x finer); load the image in memory")
+    classify = delpnet_classifier(weights=weights, device=device, stats=stats, tta=tta, batch_size=batch_size)
     grid, _ = plan_blocks(source.shape, block=block, stride=stride)
-    probs = np.zeros((*grid.shape, 12), np.float32)
+    probs = np.zeros((*grid.shape, N_CLASSES), np.float32)
     levels = np.zeros(grid.shape, np.int64)
     for prog, blk, _, (lv, pr) in iter_blocks(source, classify=classify, deconvolve_levels=False,
                                               block=block, stride=stride, device=device):
@@ -190,7 +195,14 @@ def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stri
         if progress:
             progress(prog)
     return DefocusMap(levels=levels, probabilities=probs, certainty=certainty_of(probs), grid=grid,
-                      weights_sha256=classify.sha256)
+                      weights_sha256=classify.sha256, scale=scale, defocus_um=table,
+                      optics=(optics or _canonical()).as_dict())
+
+
+def _canonical():
+    from .defocus import CANONICAL
+
+    return CANONICAL
 
 
 #: lbdvd parameters the block form runs only at these values (it is built on the default grid)
@@ -216,12 +228,15 @@ def block_runner(params, *, device, stats=None):
         raise ValueError("lbdvd block by block (big images) runs only at the training sampling for now: "
                          f"this objective's pixel is {frame.scale:.2f}x finer; run it in memory")
 
+    state = {}
+
     def restore(source, bounds):
+        if "classify" not in state:  # the network once per run, on the first block
+            state["classify"] = delpnet_classifier(weights=params.weights, device=device, tta=params.tta,
+                                                   stats=stats if params.normalise else None)
         grid = patch_grid(source.shape)
-        classify = delpnet_classifier(weights=params.weights, device=device, tta=params.tta,
-                                      stats=stats if params.normalise else None)
-        restored, _, _ = process_block(source, grid_block(grid, bounds), grid, classify=classify, device=device,
-                                       iterations=params.iterations, optics=frame.optics)
+        restored, _, _ = process_block(source, grid_block(grid, bounds), grid, classify=state["classify"],
+                                       device=device, iterations=params.iterations, optics=frame.optics)
         return restored
 
     return restore

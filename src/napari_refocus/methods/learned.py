@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.optics import Optics
+from ..core.optics import Optics, sampling_scale
 from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 from .base import Method
 from .params import Params, option
@@ -72,8 +72,7 @@ def training_scale(optics: Optics | None) -> float:
     :data:`SAMPLING_TOLERANCE` of the training one."""
     if optics is None or pixel_size_only(optics):
         return 1.0
-    scale = TRAINING_OPTICS.sampling / optics.sampling
-    return 1.0 if abs(scale - 1.0) < SAMPLING_TOLERANCE else float(scale)
+    return sampling_scale(TRAINING_OPTICS, optics, tolerance=SAMPLING_TOLERANCE)
 
 
 def resample_in_restore_out(image, scale: float, restore):

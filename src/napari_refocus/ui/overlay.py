@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.optics import BACKGROUND
 from .style import N_LEVELS, hex_color, level_colors
 
-BACKGROUND = 11
 BASE_OPACITY = 0.55
 #: each class's defocus before any map is made: DelpNet's training objective, 2 um per class
 TRAINING_DEFOCUS_UM = tuple(2.0 * k for k in range(N_LEVELS))
