@@ -1,0 +1,144 @@
+"""The commands: each parses nothing, calls the API or :mod:`napari_refocus.io.pipeline` and
+prints JSON lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import CliError, _emit, _progress, _optics, _flag, method_options, _method_params
+
+
+def cmd_simulate(args) -> None:
+    from ..io.pipeline import simulate_file
+
+    _emit(simulate_file(args.input, args.output, level=args.level, noise=None if args.no_noise else "poisson",
+                        gain=args.gain, seed=args.seed, overwrite=args.overwrite, **_optics(args)))
+
+
+def cmd_deconvolve(args) -> None:
+    from ..io.pipeline import deconvolve_file
+
+    if (args.level is None) == (args.level_map is None):
+        raise CliError("give exactly one of --level L or --level-map MAP.tif")
+    with _progress("deconvolve", args) as update:
+        _emit(deconvolve_file(args.input, args.output, level=args.level, level_map=args.level_map,
+                              iterations=args.iterations, device=args.device, montage_weights=args.montage,
+                              padding=args.padding, float32=args.float32, **_optics(args),
+                              overwrite=args.overwrite, progress=update))
+
+
+def cmd_evaluate(args) -> None:
+    from ..core.metrics import compare
+    from ..io import read_image
+
+    inp = read_image(args.input)[0] if args.input else None
+    _emit(compare(read_image(args.gt)[0], read_image(args.pred)[0], inp, data_range=args.data_range))
+
+
+def cmd_methods(args) -> None:
+    from ..core.devices import resolve_device
+    from ..methods.registry import list_methods
+
+    device = str(resolve_device(args.device))
+    for m in list_methods():
+        _emit({"method": m.name, "title": m.title, "weights": list(m.weights), "weights_present": m.weights_present(),
+               "device": device, "upscale": m.upscale, "options": [_flag(n) for n in m.parameter_names
+                                                                    if n in method_options()]})
+
+
+def cmd_defocus_map(args) -> None:
+    from ..io.batch import expand_inputs
+    from ..io.pipeline import defocus_map_file
+
+    for path in expand_inputs(args.inputs):
+        with _progress(f"defocus map {path.name}", args) as update:
+            _emit(defocus_map_file(path, args.outdir, device=args.device, stride=args.stride, tta=args.tta,
+                                   overwrite=args.overwrite, progress=update, **_optics(args)))
+
+
+def cmd_refocus(args) -> None:
+    from ..io.batch import expand_inputs
+    from ..io.pipeline import refocus_file
+
+    params = _method_params(args)
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for path in expand_inputs(args.inputs):
+        with _progress(f"{args.method} {path.name}", args) as update:
+            rec = refocus_file(path, outdir / f"{path.stem}_refocused.tif", method=args.method, device=args.device,
+                               params=params, axes=args.axes, float32=args.float32, **_optics(args),
+                               chunked=True if args.chunked else None, overwrite=args.overwrite, progress=update)
+        # the keys this command has always printed
+        rec["seconds"] = rec["seconds_total"] if rec["chunked"] else {"read_and_run": round(
+            rec["seconds_read"] + rec["seconds_map"] + rec["seconds_restore"], 3), "write": rec["seconds_write"]}
+        _emit(rec)
+
+
+def cmd_batch(args) -> None:
+    from ..io.batch import run_batch
+
+    report = run_batch(args.inputs, args.outdir, method=args.method, scheduler=args.scheduler,
+                       workers=args.workers, device=args.device, min_level=args.min_level,
+                       patch_min_level=args.patch_min_level, params=_method_params(args), axes=args.axes,
+                       progress=not args.quiet, **_optics(args))
+    _emit({k: v for k, v in report.items() if k != "records"})
+
+
+def cmd_triage(args) -> None:
+    from ..io import read_image
+    from ..methods.triage import best_focus_plane
+
+    stack, _ = read_image(args.input)
+    for rec in best_focus_plane(stack, z_axis=args.z_axis, channel_axis=args.channel_axis, device=args.device,
+                                use_delpnet=not args.no_delpnet):
+        _emit({"input": args.input, **rec})
+
+
+GENERATOR_ONLY = ("minutes", "steps", "from_zstack", "init", "lr", "set")
+
+
+def cmd_train(args) -> None:
+    kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
+    if args.num_threads is not None:
+        kwargs["num_threads"] = args.num_threads
+    if args.model == "delpnet":
+        from ..training.train_delpnet import train_delpnet
+
+        given = [_flag(n) for n in GENERATOR_ONLY if getattr(args, n) is not None]
+        if given:
+            raise CliError(f"train delpnet: {', '.join(given)} only apply to the learned generators "
+                           "(delpnet takes --epochs)")
+        kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root)) if v})
+        result = train_delpnet(args.out, **kwargs)
+    else:
+        from ..methods.registry import get_method
+
+        get_method(args.model)  # a clear error for an unknown name
+        if args.epochs is not None:
+            raise CliError(f"train {args.model}: --epochs is for delpnet; a generator takes --minutes or --steps")
+        try:
+            from ..training.train_generators import train_generator
+        except ImportError as exc:
+            raise CliError(f"no training recipe for {args.model!r}: {exc}") from None
+        kwargs.update({n: getattr(args, n) for n in GENERATOR_ONLY[:-1] if getattr(args, n) is not None})
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+            try:
+                kwargs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                kwargs[key] = value
+        result = train_generator(args.model, args.out, **kwargs)
+    _emit(result if isinstance(result, dict) else {"out": str(args.out)})
+
+
+def cmd_demo(args) -> None:
+    if args.headless:
+        from ..io.pipeline import demo_headless
+
+        return _emit(demo_headless(args.out, device=args.device))
+    from ..ui.demo import run_demo
+
+    run_demo(screenshot=args.screenshot)

@@ -1,0 +1,127 @@
+"""What every command shares: one-line errors, JSON output, progress, the optics flags and
+the method options generated from the methods' schemas, and the parent parsers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+
+PROG = "napari-refocus"
+OPTICS_FLAGS = ("wavelength_nm", "na", "refractive_index", "level_step_um", "psf_model")
+
+
+class CliError(Exception):
+    """An error to report in one line."""
+
+
+def _emit(obj) -> None:
+    """One JSON line on stdout (numpy scalars as numbers, paths as strings)."""
+    print(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
+
+
+@contextlib.contextmanager
+def _progress(desc: str, args):
+    """A progress callback driving a bar on stderr (none with ``-q``), closed on the way out."""
+    from ..core.progress import progress_bar
+
+    update, close = progress_bar(desc, enabled=not getattr(args, "quiet", False), mininterval=0.2)
+    try:
+        yield update
+    finally:
+        close()
+
+
+def _optics(args) -> dict:
+    """The optics flags given (``optics=``) and the ``--optics`` file (``optics_file=``): they
+    override the optics file, which overrides the file's metadata (io.optics)."""
+    flags = {name: getattr(args, name) for name in (*OPTICS_FLAGS, "pixel_um") if getattr(args, name, None) is not None}
+    return {"optics": flags, "optics_file": args.optics}
+
+
+# ------------------------------------------------------------------- options from the schemas
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def method_options() -> dict[str, dict]:
+    """Every method parameter a flag sets (the union over the registered methods' schemas;
+    optics have their own flags): name -> its description and the methods that take it."""
+    from ..methods.registry import list_methods
+
+    out: dict[str, dict] = {}
+    for m in list_methods():
+        for d in m.describe():
+            if d["name"] != "optics":
+                entry = out.setdefault(d["name"], {**d, "methods": [], "helps": {}})
+                entry["methods"].append(m.name)
+                entry["helps"].setdefault(d["help"], []).append(m.name)
+    return out
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method parameters (each method takes its own; see `napari-refocus methods`)")
+    for name, d in method_options().items():
+        helps = d["helps"]
+        text = "; ".join(f"{', '.join(who)}: {h}" for h, who in helps.items()) if len(helps) > 1 else \
+            f"{d['help']} ({', '.join(d['methods'])})"
+        if d["type"] is bool:
+            g.add_argument(_flag(name), dest=name, action="store_true", default=None, help=text)
+            continue
+        limits = [f"{k} {d[k]}" for k in ("default", "min", "max") if d[k] is not None]
+        g.add_argument(_flag(name), dest=name, type=d["type"] if d["type"] in (int, float) else str,
+                       choices=d["choices"], default=None, metavar=None if d["choices"] else name.upper(),
+                       help=text + (f" ({', '.join(limits)})" if limits else ""))
+
+
+def _method_params(args) -> dict:
+    """The method parameters the options set; an option the method does not take is an error
+    that names the method's options."""
+    from ..methods.registry import get_method
+
+    m = get_method(args.method)
+    given = {n: getattr(args, n) for n in method_options() if getattr(args, n, None) is not None}
+    bad = [n for n in (*given, *OPTICS_FLAGS) if getattr(args, n, None) is not None and not m.accepts(n)]
+    if bad:
+        valid = [_flag(n) for n in m.parameter_names if n in method_options()]
+        if m.accepts("optics"):
+            valid.append("the optics options")
+        raise CliError(f"method {m.name!r} does not take {', '.join(map(_flag, bad))}; "
+                       f"its options: {', '.join(valid) or 'none'}")
+    return given
+
+
+# -------------------------------------------------------------------------------- parser
+def _parent(build) -> argparse.ArgumentParser:
+    """A parent parser (shared options) filled in by ``build(parser)``."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    build(p)
+    return p
+
+
+def _common(p):
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error")
+
+
+def _optics_options(p):
+    g = p.add_argument_group("optics (each: this flag, else --optics FILE, else the image file's metadata, else "
+                             "the LB-DVD paper's default; the JSON output says which)")
+    g.add_argument("--optics", metavar="FILE.json", help="optics saved for a microscope: a JSON object of "
+                   "Optics fields (na, refractive_index, wavelength_nm, pixel_um, ...), or {\"optics\": {...}}")
+    g.add_argument("--wavelength-nm", dest="wavelength_nm", type=float, help="emission wavelength, nm (451)")
+    g.add_argument("--na", type=float, help="numerical aperture (0.5)")
+    g.add_argument("--refractive-index", dest="refractive_index", type=float, help="immersion index (1.0)")
+    g.add_argument("--pixel-um", dest="pixel_um", type=float, help="pixel size in the sample, um (0.65)")
+    g.add_argument("--level-step-um", dest="level_step_um", type=float, help="defocus per level, um (2)")
+    g.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
+                   help="paraxial: LB-DVD eq. 2 as printed, right in air (default); exact: any immersion")
+
+
+def _many_images(p):
+    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    p.add_argument("-o", "--outdir", required=True)
+    p.add_argument("--method", default="lbdvd", help="a registered method (`napari-refocus methods`)")
+    p.add_argument("--axes", help="the files' axes, e.g. ZYX, TCZYX, YXS (RGB); default: from the OME/ImageJ "
+                                  "metadata. Every 2-D (Y, X) plane is restored; RGB channel by channel")
+    _add_method_options(p)
