@@ -1,0 +1,153 @@
+"""How much memory a run would need, how much there is, and whether to go block by block.
+
+One decision for the CLI, batch and the widget (:func:`needs_blocks`): an image is restored in
+memory when the run's estimated peak (:func:`estimate_bytes`) fits in a share
+(:data:`USABLE_SHARE`) of the memory available to this process (:func:`available_bytes`: the
+smaller of the system's available memory and what the cgroup limit leaves), and block by
+block otherwise. The estimate is per method: peak bytes per input pixel above the process
+baseline plus a fixed working set (a network's tile activations), as measured by
+``benchmarks/memory_speed.py`` (BENCHMARKS.md, "Memory"), with a margin on top.
+
+Core knows no method: ``method`` is a name or any object with ``.name`` and ``.upscale``
+(a :class:`~napari_refocus.methods.base.Method`); an unknown name gets the most demanding
+built-in figure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: the share of the available memory an in-memory run may plan to use (the rest: the viewer,
+#: other layers, other processes, the estimate's error)
+USABLE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A method's working memory for one 2-D plane: ``per_pixel`` bytes per input pixel plus
+    ``fixed`` bytes (independent of the image size: model activations of one batch of tiles)."""
+
+    per_pixel: float
+    fixed: float = 0.0
+    upscale: int = 1
+
+
+#: peak bytes above the baseline, per method (benchmarks/memory_speed.py, rounded up, with a
+#: margin of about a quarter; the output array is counted in ``per_pixel``)
+FOOTPRINTS = {
+    "lbdvd": Footprint(24.0, 64 * 2**20),
+    "rl": Footprint(32.0, 16 * 2**20),
+    "comi-cyclegan": Footprint(40.0, 1.5 * 2**30),
+    "refocus-unet": Footprint(40.0, 1.5 * 2**30),
+    "m-deblurgan": Footprint(96.0, 2.5 * 2**30, upscale=2),
+    "h2t-msunet": Footprint(40.0, 1.5 * 2**30),
+}
+#: for a method not in the table: the most demanding built-in figures
+UNKNOWN = Footprint(max(f.per_pixel for f in FOOTPRINTS.values()), max(f.fixed for f in FOOTPRINTS.values()),
+                    max(f.upscale for f in FOOTPRINTS.values()))
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text or text == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def cgroup_free_bytes(root="/sys/fs/cgroup") -> int | None:
+    """Bytes this process's cgroup may still allocate (limit - usage), or None without a limit.
+
+    cgroup v2 (``memory.max``, ``memory.current``) and v1 (``memory/memory.limit_in_bytes``,
+    ``memory/memory.usage_in_bytes``); a v1 "no limit" is a huge number, read as none."""
+    root = Path(root)
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        limit = _read_int(root / limit_file)
+        if limit is None or limit >= 2**60:
+            continue
+        usage = _read_int(root / usage_file) or 0
+        return max(0, limit - usage)
+    return None
+
+
+def system_available_bytes() -> int:
+    """Memory the system can give without swapping (psutil, else /proc/meminfo's MemAvailable)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil comes with distributed
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+        raise
+
+
+def available_bytes() -> int:
+    """The memory available to this process: the system's available memory, capped by what
+    the cgroup limit still allows (a container's limit is often far below the host's RAM)."""
+    free = system_available_bytes()
+    cgroup = cgroup_free_bytes()
+    return free if cgroup is None else min(free, cgroup)
+
+
+def footprint(method) -> Footprint:
+    """The :class:`Footprint` of a method (a name or an object with ``.name``)."""
+    return FOOTPRINTS.get(getattr(method, "name", method), UNKNOWN)
+
+
+def _plane_pixels(shape, axes) -> int:
+    if axes is None:
+        return shape[-2] * shape[-1]
+    axes = str(axes).upper()
+    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+        raise ValueError(f"axes {axes!r} do not name Y and X of an image of shape {shape}")
+    return shape[axes.index("Y")] * shape[axes.index("X")]
+
+
+def estimate_bytes(shape, dtype, method, *, axes: str | None = None, input_in_memory: bool = False) -> int:
+    """Peak bytes an in-memory run of ``method`` on an image of ``shape`` would add.
+
+    ``shape``: the image's shape, ``(..., Y, X)`` unless ``axes`` names them (e.g. "ZYX",
+    "YXS"); the other axes (planes, channels) are run one plane at a time, so the work is one
+    plane's and the output (float32, ``upscale`` x larger on each side) is the whole stack's.
+    ``input_in_memory=False`` adds the input itself (a file about to be read); True when the
+    caller already holds it (a napari layer).
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f"an image needs at least 2 axes (Y, X), got shape {shape}")
+    plane = _plane_pixels(shape, axes)
+    total = int(np.prod(shape, dtype=np.int64))
+    fp = footprint(method)
+    upscale = int(getattr(method, "upscale", fp.upscale) or 1)
+    need = fp.per_pixel * plane + fp.fixed
+    if total > plane:
+        # the restored stack (float32) outgrows the one plane's output counted in per_pixel
+        need += 4.0 * upscale * upscale * (total - plane)
+    if not input_in_memory:
+        need += np.dtype(dtype).itemsize * total
+    return int(math.ceil(need))
+
+
+def needs_blocks(shape, dtype, method, *, axes: str | None = None, input_in_memory: bool = False,
+                 available: int | None = None) -> bool:
+    """True when an in-memory run would not fit: :func:`estimate_bytes` above
+    :data:`USABLE_SHARE` of ``available`` (default :func:`available_bytes`, read now).
+
+    The one decision of the CLI, batch and the widget between an in-memory run and a block by
+    block one."""
+    if available is None:
+        available = available_bytes()
+    need = estimate_bytes(shape, dtype, method, axes=axes, input_in_memory=input_in_memory)
+    return need > USABLE_SHARE * available

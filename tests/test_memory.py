@@ -1,0 +1,82 @@
+"""The memory estimate and the in-memory / block-by-block decision (core.memory)."""
+
+import numpy as np
+import pytest
+
+from napari_refocus.core import memory
+from napari_refocus.methods import get_method
+
+
+def test_cgroup_v2_limit_minus_usage(tmp_path):
+    (tmp_path / "memory.max").write_text("4294967296\n")
+    (tmp_path / "memory.current").write_text("1073741824\n")
+    assert memory.cgroup_free_bytes(tmp_path) == 3 * 2**30
+
+
+def test_cgroup_v2_without_limit_and_v1(tmp_path):
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory.cgroup_free_bytes(tmp_path) is None
+    v1 = tmp_path / "memory"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text(str(2 * 2**30))
+    (v1 / "memory.usage_in_bytes").write_text(str(2**30 + 5))
+    assert memory.cgroup_free_bytes(tmp_path) == 2**30 - 5
+    # v1's "no limit" is a page-rounded 2^63
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712")
+    assert memory.cgroup_free_bytes(tmp_path) is None
+
+
+def test_available_is_capped_by_the_cgroup(monkeypatch):
+    monkeypatch.setattr(memory, "system_available_bytes", lambda: 16 * 2**30)
+    monkeypatch.setattr(memory, "cgroup_free_bytes", lambda: 2 * 2**30)
+    assert memory.available_bytes() == 2 * 2**30
+    monkeypatch.setattr(memory, "cgroup_free_bytes", lambda: None)
+    assert memory.available_bytes() == 16 * 2**30
+
+
+def test_available_bytes_is_a_real_positive_number():
+    assert 0 < memory.available_bytes() < 2**50
+
+
+def test_estimate_grows_with_pixels_and_counts_input_and_stack():
+    fp = memory.footprint("lbdvd")
+    one = memory.estimate_bytes((1000, 1000), np.uint16, "lbdvd", input_in_memory=True)
+    assert one == pytest.approx(fp.per_pixel * 1e6 + fp.fixed, abs=1)
+    # a file about to be read adds its own bytes (uint16: 2 per pixel)
+    assert memory.estimate_bytes((1000, 1000), np.uint16, "lbdvd") - one == 2_000_000
+    # a stack of 5 planes runs one plane at a time; the 4 extra float32 output planes add up
+    stack = memory.estimate_bytes((5, 1000, 1000), np.uint16, "lbdvd", input_in_memory=True)
+    assert stack - one == 4 * 4_000_000
+    # axes name where Y and X are (channels last)
+    rgb = memory.estimate_bytes((1000, 1000, 3), np.uint8, "lbdvd", axes="YXS", input_in_memory=True)
+    assert rgb - one == 2 * 4_000_000
+
+
+def test_upscaling_method_output_stack_is_four_times_larger():
+    m = get_method("m-deblurgan")
+    single = memory.estimate_bytes((100, 100), np.uint16, m, input_in_memory=True)
+    stack = memory.estimate_bytes((3, 100, 100), np.uint16, m, input_in_memory=True)
+    assert stack - single == 2 * 4 * 4 * 10_000
+    assert memory.footprint(m) == memory.footprint("m-deblurgan")
+
+
+def test_unknown_method_gets_the_most_demanding_figure():
+    worst = max(f.per_pixel for f in memory.FOOTPRINTS.values())
+    assert memory.footprint("someones-plugin").per_pixel == worst
+
+
+def test_needs_blocks_decides_from_memory_not_pixels():
+    shape = (8192, 8192)  # 64 Mi px: the old pixel-count threshold said "in memory" here
+    need = memory.estimate_bytes(shape, np.uint16, "lbdvd")
+    assert memory.needs_blocks(shape, np.uint16, "lbdvd", available=int(need / memory.USABLE_SHARE) - 1)
+    assert not memory.needs_blocks(shape, np.uint16, "lbdvd", available=int(need / memory.USABLE_SHARE) + 1)
+    # a small image runs in memory on a small machine, a huge one goes block by block on a big one
+    assert not memory.needs_blocks((520, 696), np.uint16, "lbdvd", available=2 * 2**30)
+    assert memory.needs_blocks((100_000, 100_000), np.uint16, "lbdvd", available=64 * 2**30)
+
+
+def test_bad_shapes_and_axes_are_errors():
+    with pytest.raises(ValueError, match="2 axes"):
+        memory.estimate_bytes((10,), np.uint16, "lbdvd")
+    with pytest.raises(ValueError, match="Y and X"):
+        memory.estimate_bytes((10, 10, 3), np.uint16, "lbdvd", axes="YX")
