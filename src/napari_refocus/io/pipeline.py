@@ -6,8 +6,8 @@ and ``demo --headless``.
   registered method, with optional focus triage, cast back to the input dtype; returns a
   :class:`Restored` (pixels, provenance, record).
 * :func:`refocus_file` - one file in, one TIFF out: in memory, or block by block into a tiled
-  BigTIFF (:func:`~napari_refocus.io.write.refocus_to_tiff`) for planes above
-  :data:`CHUNKED_ABOVE` pixels or when asked; returns the record the CLI prints and batch
+  BigTIFF (:func:`~napari_refocus.io.write.refocus_to_tiff`) when an in-memory run would not fit
+  (:func:`napari_refocus.core.memory.needs_blocks`) or when asked; returns the record the CLI prints and batch
   writes to its report.
 * :func:`demo_headless` - the sample pair through LB-DVD, written as four TIFFs, with metrics.
 
@@ -33,10 +33,6 @@ from ..core.progress import drain
 from .optics import OPTICS_FIELDS, cli_optics, given_optics, optics_report
 from .read import open_image, read_image, read_info
 from .write import atomic_output, check_output, refocus_to_tiff, write_image
-
-#: pixels per plane above which a TIFF is read lazily and written block by block
-CHUNKED_ABOVE = 64 * 2**20
-
 
 @dataclass
 class Restored:
@@ -190,15 +186,17 @@ def restore_image(image, *, progress=None, **kwargs) -> Restored:
     return drain(iter_restore(image, **kwargs), progress)
 
 
-def use_blocks(path, info: dict, chunked) -> bool:
+def use_blocks(path, info: dict, chunked, method="lbdvd") -> bool:
     """Whether ``path`` is restored block by block: asked (``chunked=True``), or a TIFF whose
-    planes have more than :data:`CHUNKED_ABOVE` pixels (``chunked=None``)."""
+    in-memory run with ``method`` would not fit in the memory available
+    (:func:`napari_refocus.core.memory.needs_blocks`; ``chunked=None``)."""
+    from ..core.memory import needs_blocks
+
     if chunked is not None:
         return bool(chunked)
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return False
-    shape, ax = info["shape"], info["axes"]
-    return int(shape[ax.index("Y")]) * int(shape[ax.index("X")]) > CHUNKED_ABOVE
+    return needs_blocks(info["shape"], info["dtype"], method, axes=info["axes"])
 
 
 def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device, progress, overwrite,
@@ -249,7 +247,7 @@ def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=
     out_um = pixel / m.upscale if pixel else None
     record = {"input": str(path), "output": str(out), "method": m.name, "status": "done", **used}
     sources = {"optics_source": used["optics_source"]} if "optics_source" in used else {}
-    if use_blocks(path, info, chunked):
+    if use_blocks(path, info, chunked, m):
         if min_level is not None or patch_min_level:
             raise ValueError("focus triage (min levels) takes images processed in memory, not block by block")
         return {**record, **_refocus_blocks(path, out, m, kwargs, pixel=pixel, axes=axes, float32=float32,
