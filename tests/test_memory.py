@@ -80,3 +80,39 @@ def test_bad_shapes_and_axes_are_errors():
         memory.estimate_bytes((10,), np.uint16, "lbdvd")
     with pytest.raises(ValueError, match="Y and X"):
         memory.estimate_bytes((10, 10, 3), np.uint16, "lbdvd", axes="YX")
+
+
+def _set_available(monkeypatch, nbytes):
+    monkeypatch.setattr(memory, "available_bytes", lambda: nbytes)
+
+
+def test_pipeline_switches_to_blocks_when_memory_is_short(monkeypatch, tmp_path):
+    import tifffile
+
+    from napari_refocus.io.pipeline import use_blocks
+    from napari_refocus.io.read import read_info
+
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, np.zeros((256, 300), np.uint16))
+    info = read_info(path)
+    _set_available(monkeypatch, 2**40)
+    assert not use_blocks(path, info, None, get_method("lbdvd"))
+    _set_available(monkeypatch, 100_000)  # less than the run needs: block by block
+    assert use_blocks(path, info, None, get_method("lbdvd"))
+    assert not use_blocks(path, info, False, get_method("lbdvd"))  # asked: in memory anyway
+
+
+def test_widget_runs_a_layer_too_big_for_memory_block_by_block(monkeypatch):
+    from napari_refocus.core.progress import drain
+    from napari_refocus.ui.refocus import refocus_planes
+
+    img = (np.random.default_rng(0).random((256, 300)) * 1000 + 200).astype(np.uint16)
+    params = {"level": 3, "iterations": 2}
+    _set_available(monkeypatch, 2**40)
+    eager, _ = drain(refocus_planes(img, axes="YX", method="rl", device="cpu", params=params))
+    assert isinstance(eager, np.ndarray)
+    _set_available(monkeypatch, 100_000)
+    lazy, _ = drain(refocus_planes(img, axes="YX", method="rl", device="cpu", params=params))
+    assert type(lazy).__module__.startswith("dask")
+    # one block covers this image, so the block form's result is the in-memory one
+    np.testing.assert_allclose(np.asarray(lazy), eager, rtol=1e-5, atol=1e-3)

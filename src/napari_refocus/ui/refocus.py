@@ -215,12 +215,19 @@ def refocus_planes(data, *, axes: str, method: str, device: str, params: dict, i
     """Worker body: restore every plane of ``data`` (read here, one plane at a time).
 
     Yields Progress, returns ``(stack, first_result)``. A lazy 2-D image (dask, zarr) stays
-    lazy: :func:`napari_refocus.refocus` returns a result computed block by block when read.
+    lazy: :func:`napari_refocus.refocus` returns a result computed block by block when read; so
+    does a 2-D image in memory whose in-memory run would not fit (``core.memory.needs_blocks``).
     """
     from ..api import is_lazy, refocus
+    from ..core.memory import needs_blocks
     from ..core.planes import iter_map_planes
     from ..methods import get_method, iter_refocus
 
+    if axes == "YX" and not inputs and not is_lazy(data) and needs_blocks(
+            data.shape, data.dtype, get_method(method), input_in_memory=True):
+        import dask.array as da  # too big for an in-memory run here: block by block, as a lazy layer
+
+        data = da.from_array(data, chunks=2048)
     if axes == "YX" and is_lazy(data) and not inputs:
         res = refocus(data, method=method, device=device, **params)
         yield Progress(1, 1, "lazy")
