@@ -59,11 +59,15 @@ class Optics:
     #: defocus (um) of each level, when levels are not ``level * level_step_um`` apart (a
     #: DelpNet class expressed for another objective: :func:`match_defocus_um`)
     defocus_table_um: tuple | None = None
+    #: the model blurs a plane ``z`` um from focus as the ideal objective blurs one
+    #: ``defocus_scale * z`` um away (a calibrated objective's effective defocus, ``calibrate``);
+    #: 1.0 = the nominal distances
+    defocus_scale: float = 1.0
 
     def __post_init__(self):
         if self.psf_model not in PSF_MODELS:
             raise ValueError(f"psf_model must be one of {', '.join(PSF_MODELS)}, got {self.psf_model!r}")
-        for name in ("wavelength_nm", "na", "refractive_index", "pixel_um", "level_step_um"):
+        for name in ("wavelength_nm", "na", "refractive_index", "pixel_um", "level_step_um", "defocus_scale"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -110,10 +114,12 @@ def radial_profile(r_um: np.ndarray, defocus_um: float, optics: Optics, n_nodes:
     """Intensity ``h(r; z)`` of ``optics.psf_model`` at radii ``r_um`` (um), defocus ``z`` (um).
 
     Not normalised. The integral over the pupil radius ``rho`` is done by Gauss-Legendre
-    quadrature with enough nodes for the fastest oscillation of the integrand.
+    quadrature with enough nodes for the fastest oscillation of the integrand. ``defocus_um``
+    is the nominal distance: the model is evaluated at ``optics.defocus_scale`` times it.
     """
     from scipy.special import j0
 
+    defocus_um = defocus_um * optics.defocus_scale
     r_um = np.asarray(r_um, dtype=np.float64)
     r_max = float(r_um.max()) if r_um.size else 0.0
     k0 = 2 * np.pi / (optics.wavelength_nm * 1e-3)  # 1/um, in vacuum
@@ -236,8 +242,10 @@ def rms_radius_px(psf: np.ndarray) -> float:
 
 
 def _profiles(optics: Optics, r_um: np.ndarray, zs: np.ndarray) -> np.ndarray:
-    """``h(r; z)`` of ``optics`` for many defocus values at once: ``(len(zs), len(r_um))``."""
+    """``h(r; z)`` of ``optics`` for many (nominal) defocus values at once: ``(len(zs), len(r_um))``."""
     from scipy.special import j0
+
+    zs = np.asarray(zs, dtype=np.float64) * optics.defocus_scale
 
     k0 = 2 * np.pi / (optics.wavelength_nm * 1e-3)
     na, n = optics.na, optics.refractive_index
