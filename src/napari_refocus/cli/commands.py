@@ -54,7 +54,22 @@ def cmd_defocus_map(args) -> None:
     for path in expand_inputs(args.inputs):
         with _progress(f"defocus map {path.name}", args) as update:
             _emit(defocus_map_file(path, args.outdir, device=args.device, stride=args.stride, tta=args.tta,
-                                   overwrite=args.overwrite, progress=update, **_optics(args)))
+                                   overwrite=args.overwrite, progress=update, fmt=args.fmt or "tiff",
+                                   **_optics(args)))
+
+
+def _refocus_outputs(args, paths) -> list[Path]:
+    """``-o DIR``: ``DIR/<stem>_refocused.tif`` (or ``.ome.zarr``); ``-o NAME.zarr``: that store."""
+    from ..io.formats import output_name
+    from ..io.zarr import is_zarr_path
+
+    if is_zarr_path(args.outdir):
+        if len(paths) != 1 or args.fmt == "tiff":
+            raise CliError(f"-o {args.outdir} names one OME-Zarr output: give one input (and no --format tiff)")
+        return [Path(args.outdir)]
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    return [outdir / output_name(p, "_refocused", args.fmt or "tiff") for p in paths]
 
 
 def cmd_refocus(args) -> None:
@@ -62,11 +77,10 @@ def cmd_refocus(args) -> None:
     from ..io.pipeline import refocus_file
 
     params = _method_params(args)
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    for path in expand_inputs(args.inputs):
+    paths = expand_inputs(args.inputs)
+    for path, out in zip(paths, _refocus_outputs(args, paths)):
         with _progress(f"{args.method} {path.name}", args) as update:
-            rec = refocus_file(path, outdir / f"{path.stem}_refocused.tif", method=args.method, device=args.device,
+            rec = refocus_file(path, out, method=args.method, device=args.device,
                                params=params, axes=args.axes, float32=args.float32, **_optics(args),
                                chunked=True if args.chunked else None, overwrite=args.overwrite, progress=update)
         # the keys this command has always printed
@@ -136,7 +150,7 @@ def cmd_train(args) -> None:
 
 def cmd_demo(args) -> None:
     if args.headless:
-        from ..io.pipeline import demo_headless
+        from ..io.demo import demo_headless
 
         return _emit(demo_headless(args.out, device=args.device))
     from ..ui.demo import run_demo

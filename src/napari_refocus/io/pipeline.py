@@ -9,7 +9,6 @@ and ``demo --headless``.
   BigTIFF (:func:`~napari_refocus.io.write.refocus_to_tiff`) when an in-memory run would not fit
   (:func:`napari_refocus.core.memory.needs_blocks`) or when asked; returns the record the CLI prints and batch
   writes to its report.
-* :func:`demo_headless` - the sample pair through LB-DVD, written as four TIFFs, with metrics.
 
 Optics (:mod:`napari_refocus.io.optics`): the values given (keywords, ``optics=``), an optics
 file (``optics_file=``), the file's metadata (pixel size; OME objective NA, immersion index,
@@ -31,8 +30,9 @@ from ..core.forward import cast_like
 from ..core.planes import iter_map_planes, normalise_axes
 from ..core.progress import drain
 from .optics import OPTICS_FIELDS, cli_optics, given_optics, optics_report
-from .read import open_image, read_image, read_info
+from .formats import info_any as read_info, open_any as open_image, output_stem, read_any as read_image
 from .write import atomic_output, check_output, refocus_to_tiff, write_image
+from .zarr import is_zarr_path
 
 @dataclass
 class Restored:
@@ -194,13 +194,15 @@ def use_blocks(path, info: dict, chunked, method="lbdvd") -> bool:
 
     if chunked is not None:
         return bool(chunked)
+    if is_zarr_path(path):  # a store is read chunk by chunk: never all of it in memory
+        return True
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return False
     return needs_blocks(info["shape"], info["dtype"], method, axes=info["axes"])
 
 
 def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device, progress, overwrite,
-                    extra=None) -> dict:
+                    extra=None, block=None) -> dict:
     """The block-by-block branch of :func:`refocus_file` (a TIFF read lazily, a tiled BigTIFF out)."""
     from ..core.devices import resolve_device
     from ..methods.base import RefocusResult
@@ -212,9 +214,14 @@ def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device,
                                device=dev, notes=["computed block by block (weights hashes not recorded)"]).provenance()
     provenance.pop("seconds")
     pixel = kwargs.pop("pixel_um", pixel)  # refocus_to_tiff gives it to methods that take it
-    refocus_to_tiff(source, out, method=m.name, axes=info["axes"], dtype="float32" if float32 else None,
-                    pixel_um=pixel, metadata={"source": str(path), "chunked": True, **provenance, **(extra or {})}, device=dev,
-                    progress=progress, protect=[path], overwrite=overwrite, **kwargs)
+    write = refocus_to_tiff
+    if is_zarr_path(out):
+        from .zarr_write import refocus_to_ome_zarr
+
+        write, kwargs = refocus_to_ome_zarr, {**kwargs, "physical": _physical(info, pixel)}
+    write(source, out, method=m.name, axes=info["axes"], dtype="float32" if float32 else None, pixel_um=pixel,
+          metadata={"source": str(path), "chunked": True, **provenance, **(extra or {})}, device=dev, block=block,
+          progress=progress, protect=[path], overwrite=overwrite, **kwargs)
     seconds = time.perf_counter() - t0
     mpx = float(np.prod(source.shape)) / 1e6
     return {"action": "restored", "chunked": True, "axes": info["axes"], "device": dev, "megapixels": round(mpx, 2),
@@ -223,14 +230,16 @@ def _refocus_blocks(path, out, m, kwargs: dict, *, pixel, axes, float32, device,
 
 def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=None, pixel_um=None,
                  optics=None, optics_file=None, float32: bool = False, chunked=None, min_level=None,
-                 patch_min_level=None, overwrite: bool = False, progress=None) -> dict:
-    """Read ``path``, restore every plane with ``method``, write the TIFF ``out``; returns
+                 patch_min_level=None, overwrite: bool = False, progress=None, block=None) -> dict:
+    """Read ``path``, restore every plane with ``method``, write ``out`` (a TIFF, or an OME-Zarr
+    store when its name ends in ``.zarr``: :mod:`.zarr_write`); returns
     its record (input, output, method, device, action, axes, shape, chunked, focus, seconds;
     the optics used and their sources for a method with optics).
 
     ``axes`` overrides the file's axes; ``pixel_um`` its pixel size; ``optics`` (``{field:
     value}``) and the JSON ``optics_file`` its optics (see the module docstring). ``chunked``: True/False
-    forces block-by-block / in-memory processing, None decides by size. The output keeps the
+    forces block-by-block / in-memory processing, None decides by size (an OME-Zarr input is
+    always read block by block); ``block``: the block side then (default bigimage's). The output keeps the
     input's dtype unless ``float32``, records the pixel size (divided by an upscaling method's
     factor) and the provenance (method, parameters as used, weights hashes, device, source).
     """
@@ -251,24 +260,50 @@ def refocus_file(path, out, *, method="lbdvd", device="auto", params=None, axes=
         if min_level is not None or patch_min_level:
             raise ValueError("focus triage (min levels) takes images processed in memory, not block by block")
         return {**record, **_refocus_blocks(path, out, m, kwargs, pixel=pixel, axes=axes, float32=float32,
-                                            device=device, progress=progress, overwrite=overwrite, extra=sources)}
+                                            device=device, progress=progress, overwrite=overwrite, extra=sources,
+                                            block=block)}
     image, info = read_image(path, axes=axes)
     t_read = time.perf_counter() - t0
     restored = restore_image(image, axes=info["axes"], method=m, device=device, params=kwargs, float32=float32,
                              min_level=min_level, patch_min_level=patch_min_level, progress=progress)
     t1 = time.perf_counter()
-    write_image(out, restored.data, pixel_um=out_um if restored.result is not None else pixel,
-                metadata={"source": str(path), **restored.metadata, **sources}, overwrite=overwrite, protect=[path],
-                axes=restored.axes)
+    meta = {"source": str(path), **restored.metadata, **sources}
+    if is_zarr_path(out):
+        from .zarr_write import upscaled, write_ome_zarr
+
+        r = m.upscale if restored.result is not None else 1
+        write_ome_zarr(out, restored.data, axes=restored.axes, metadata=meta, overwrite=overwrite, protect=[path],
+                       physical=upscaled(_physical(info, pixel, restored.axes), r))
+    else:
+        write_image(out, restored.data, pixel_um=out_um if restored.result is not None else pixel, metadata=meta,
+                    overwrite=overwrite, protect=[path], axes=restored.axes)
     t_write = time.perf_counter() - t1
     record.update(restored.record, chunked=False, shape=list(restored.data.shape), seconds_read=round(t_read, 3),
                   seconds_write=round(t_write, 3), seconds_total=round(time.perf_counter() - t0, 3))
     return record
 
 
-def _read_with_optics(path, optics, optics_file):
-    """``(image, info, optics values, sources)`` of a file for the simulate/deconvolve/map commands."""
-    image, info = read_image(path)
+def _physical(info: dict, pixel, axes=None) -> dict:
+    """The input's scale per axis (:func:`.zarr_write.physical_from`): the file's own, with Y/X
+    set to ``pixel`` um when that is not the file's pixel size (given by a flag)."""
+    from .zarr_write import physical_from
+
+    physical = dict(info.get("physical") or {})
+    if pixel and pixel != info.get("pixel_um"):
+        physical.update({a: {"scale": float(pixel), "translation": 0.0, "unit": "micrometer"} for a in "YX"})
+    return physical_from(axes or info["axes"], pixel_um=pixel, physical=physical)
+
+
+def _read_with_optics(path, optics, optics_file, *, lazy: bool = False):
+    """``(image, info, optics values, sources)`` of a file for the simulate/deconvolve/map
+    commands; ``lazy``: an OME-Zarr store stays on disk, its single plane read block by block."""
+    if lazy and is_zarr_path(path):
+        image, info = open_image(path)
+        if sum(n > 1 for n in image.shape[:-2]):
+            raise ValueError(f"{path} has axes {info['axes']} {tuple(image.shape)}: a defocus map takes one 2-D plane")
+        image = image.reshape(image.shape[-2:])
+    else:
+        image, info = read_image(path)
     values, sources = cli_optics(optics, optics_file, info)
     return image, info, values, sources
 
@@ -317,30 +352,41 @@ def deconvolve_file(path, out, *, level=None, level_map=None, iterations: int = 
 
 
 def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool = False, optics=None,
-                     optics_file=None, overwrite: bool = False, progress=None) -> dict:
+                     optics_file=None, overwrite: bool = False, progress=None, fmt: str = "tiff") -> dict:
     """DelpNet's defocus map of a 2-D image file for its optics: ``<stem>_levels.tif`` (uint8
     classes on the map's patch grid, 11 = background; the grid's scale, each class's defocus
     in um and the optics in its metadata) and ``<stem>_patches.csv`` (one row per patch, with
     native corners and ``defocus_um``) in ``outdir``; returns the record (files, grid, focus
-    level, its defocus in um and certainty, the optics and their sources, seconds)."""
+    level, its defocus in um and certainty, the optics and their sources, seconds). ``fmt="ome-zarr"``:
+    ``<stem>_levels.ome.zarr`` instead, the map on its patch grid with the scale and translation
+    that lay it over the image (:func:`.zarr_write.write_defocus_map`). An OME-Zarr input is
+    read block by block."""
     import csv
 
     from ..api import defocus_map
 
     path, outdir = Path(path), Path(outdir)
-    levels_path, csv_path = outdir / f"{path.stem}_levels.tif", outdir / f"{path.stem}_patches.csv"
+    from .formats import output_name
+
+    levels_path = outdir / output_name(path, "_levels", fmt)
+    csv_path = outdir / f"{output_stem(path)}_patches.csv"
     for out in (levels_path, csv_path):
         check_output(out, overwrite=overwrite, protect=[path])
-    image, _, values, sources = _read_with_optics(path, optics, optics_file)
+    image, info, values, sources = _read_with_optics(path, optics, optics_file, lazy=True)
     t0 = time.perf_counter()
     dmap = defocus_map(image, device=device, stride=stride, tta=tta, progress=progress,
                        **given_optics(values, sources))
     seconds = time.perf_counter() - t0
     table = [round(float(z), 4) for z in dmap.defocus_um]
-    write_image(levels_path, dmap.levels.astype(np.uint8), metadata={
-        "napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(), "scale": dmap.scale,
-        "class_defocus_um": table, "background_value": 11, **optics_report(values, sources)},
-        overwrite=overwrite, protect=[path])
+    meta = {"napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(), "scale": dmap.scale,
+            "class_defocus_um": table, "background_value": 11, **optics_report(values, sources)}
+    if fmt == "ome-zarr":
+        from .zarr_write import write_defocus_map
+
+        write_defocus_map(levels_path, dmap, physical=_physical(info, values["pixel_um"], "YX"), metadata=meta,
+                          overwrite=overwrite, protect=[path])
+    else:
+        write_image(levels_path, dmap.levels.astype(np.uint8), metadata=meta, overwrite=overwrite, protect=[path])
     rows = dmap.to_rows()
     with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -352,29 +398,3 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
             "scale": dmap.scale, "class_defocus_um": table, "focus_level": None if level != level else level,
             "focus_defocus_um": None if focus_um != focus_um else round(focus_um, 4), "focus_certainty": certainty,
             **optics_report(values, sources), "seconds": round(seconds, 3)}
-
-
-def demo_headless(outdir, *, device="auto") -> dict:
-    """Defocus the shipped in-focus sample, refocus it with LB-DVD, write the ground truth, the
-    input, the result and the level map into ``outdir``; returns the metrics and file names."""
-    from ..core.metrics import compare
-    from .samples import PIXEL_UM, synthetic_pair
-
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    blurred, gt, _ = synthetic_pair()
-    restored = restore_image(blurred, axes="YX", method="lbdvd", device=device)
-    result = restored.result
-    files = {}
-    layers = (("ground_truth", gt, {}), ("defocused", blurred, {}), ("refocused", restored.data, restored.metadata),
-              ("level_map", result.defocus_map.levels.astype(np.uint8), {}))
-    for name, arr, extra in layers:
-        path = outdir / f"sample_{name}.tif"
-        write_image(path, arr, pixel_um=PIXEL_UM if name != "level_map" else None, overwrite=True,
-                    metadata={"napari_refocus": "demo", "layer": name, **extra})
-        files[name] = str(path)
-    report = compare(gt, result.image, blurred)
-    level, certainty = result.defocus_map.focus_score_and_certainty()
-    report.update({"method": "lbdvd (DelpNet defocus map + depth-variant RL)", "seconds": round(result.seconds, 3),
-                   "focus_level": level, "focus_certainty": certainty, "files": files})
-    return report
