@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .commands import cmd_batch, cmd_deconvolve, cmd_defocus_map, cmd_demo, cmd_evaluate, cmd_methods, cmd_refocus, cmd_simulate, cmd_train, cmd_triage
+from .export import add_export_command
 from .common import _parent, _common, _optics_options, _many_images, PROG
 
 
@@ -22,10 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
     float32 = _parent(lambda q: q.add_argument("--float32", action="store_true",
                                                help="write float32 instead of the input dtype"))
     optics, images = _parent(_optics_options), _parent(_many_images)
-    fmt = _parent(lambda q: q.add_argument(
-        "--format", dest="fmt", choices=("tiff", "ome-zarr"), default=None,
-        help="output format: tiff (default) or ome-zarr (<stem>_...ome.zarr: NGFF 0.4 with a pyramid, the "
-             "input's axes and pixel sizes, written block by block, resumed when run again after a kill)"))
 
     def command(name, func, help, *parents):
         c = sub.add_parser(name, help=help, allow_abbrev=False, parents=[common, *parents])
@@ -60,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("methods", cmd_methods, "list restoration methods, their weights, options and device", device)
 
     dm = command("defocus-map", cmd_defocus_map, "DelpNet defocus class and defocus (um) per patch", device,
-                 overwrite, quiet, optics, fmt)
+                 overwrite, quiet, optics)
     dm.add_argument("inputs", nargs="+", help="files, folders or globs")
     dm.add_argument("-o", "--outdir", required=True)
     dm.add_argument("--stride", type=int, default=42)
@@ -68,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="average DelpNet over the 8 flips/rotations of each patch (8x slower, more accurate)")
 
     rf = command("refocus", cmd_refocus, "restore images (stacks plane by plane, RGB per channel) with a method",
-                 images, device, float32, overwrite, quiet, optics, fmt)
+                 images, device, float32, overwrite, quiet, optics)
     rf.add_argument("--chunked", action="store_true",
                     help="read lazily and write a tiled TIFF block by block (automatic above 64 Mpx per plane)")
 
     b = command("batch", cmd_batch, "refocus many images on a dask cluster (restartable)",
-                images, device, quiet, optics, fmt)
+                images, device, quiet, optics)
     b.set_defaults(device="cpu")
     b.add_argument("--scheduler", help="address of a dask.distributed scheduler (default: a local cluster)")
     b.add_argument("--workers", type=int, default=1, help="local cluster worker processes (1)")
@@ -103,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")
+
+    add_export_command(command, overwrite)
 
     m = command("demo", cmd_demo, "open napari with the sample pair (or --headless: run on it)", device)
     m.add_argument("--headless", action="store_true", help="no GUI: write results to --out, print metrics")
