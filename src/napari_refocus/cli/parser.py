@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     float32 = _parent(lambda q: q.add_argument("--float32", action="store_true",
                                                help="write float32 instead of the input dtype"))
     optics, images = _parent(_optics_options), _parent(_many_images)
+    fmt = _parent(lambda q: q.add_argument(
+        "--format", dest="fmt", choices=("tiff", "ome-zarr"), default=None,
+        help="output format: tiff (default) or ome-zarr (<stem>_...ome.zarr: NGFF 0.4 with a pyramid, the "
+             "input's axes and pixel sizes, written block by block, resumed when run again after a kill)"))
 
     def command(name, func, help, *parents):
         c = sub.add_parser(name, help=help, allow_abbrev=False, parents=[common, *parents])
@@ -57,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("methods", cmd_methods, "list restoration methods, their weights, options and device", device)
 
     dm = command("defocus-map", cmd_defocus_map, "DelpNet defocus class and defocus (um) per patch", device,
-                 overwrite, quiet, optics)
+                 overwrite, quiet, optics, fmt)
     dm.add_argument("inputs", nargs="+", help="files, folders or globs")
     dm.add_argument("-o", "--outdir", required=True)
     dm.add_argument("--stride", type=int, default=42)
@@ -65,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="average DelpNet over the 8 flips/rotations of each patch (8x slower, more accurate)")
 
     rf = command("refocus", cmd_refocus, "restore images (stacks plane by plane, RGB per channel) with a method",
-                 images, device, float32, overwrite, quiet, optics)
+                 images, device, float32, overwrite, quiet, optics, fmt)
     rf.add_argument("--chunked", action="store_true",
                     help="read lazily and write a tiled TIFF block by block (automatic above 64 Mpx per plane)")
 
     b = command("batch", cmd_batch, "refocus many images on a dask cluster (restartable)",
-                images, device, quiet, optics)
+                images, device, quiet, optics, fmt)
     b.set_defaults(device="cpu")
     b.add_argument("--scheduler", help="address of a dask.distributed scheduler (default: a local cluster)")
     b.add_argument("--workers", type=int, default=1, help="local cluster worker processes (1)")
