@@ -131,3 +131,109 @@ def test_triage_copies_in_focus_images_and_restores_defocused_ones(tmp_path, inf
     kept = below_threshold_untouched(dmap, 9)
     assert ((kept.levels == 0) | (kept.levels >= 9)).all()
     assert (kept.levels[dmap.levels == 11] == 11).all()
+
+
+# ------------------------------------------------------------ outputs never mixed; restart by hash
+def _deconvolved(path, iterations=5):
+    image = nr.read_image(path)[0]
+    return cast_like(nr.deconvolve(image, level=3, iterations=iterations), image.dtype)
+
+
+def test_same_named_files_in_two_folders_get_two_outputs(tmp_path, infocus):
+    for k, sub in enumerate(("a", "b")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        nr.write_image(tmp_path / "in" / sub / "x.tif", np.ascontiguousarray(infocus[k * 200 : k * 200 + 168, :252]),
+                       pixel_um=0.65)
+    nr.write_image(tmp_path / "in" / "a" / "x.png", np.ascontiguousarray(infocus[300:468, 252:504]))
+    inputs = [tmp_path / "in" / "a", tmp_path / "in" / "b"]
+    report = run_batch(inputs, tmp_path / "out", method="rl", workers=1, params=RL, progress=False)
+    assert report["done"] == 3 and report["failed"] == 0
+    outputs = sorted(str(Path(r["output"]).relative_to(tmp_path / "out")) for r in report["records"])
+    # the input tree mirrored below the common folder; one folder's x.tif and x.png told apart
+    assert outputs == ["a/x_png_refocused.tif", "a/x_tif_refocused.tif", "b/x_refocused.tif"]
+    np.testing.assert_array_equal(nr.read_image(tmp_path / "out/a/x_tif_refocused.tif")[0],
+                                  _deconvolved(tmp_path / "in/a/x.tif"))
+    np.testing.assert_array_equal(nr.read_image(tmp_path / "out/b/x_refocused.tif")[0],
+                                  _deconvolved(tmp_path / "in/b/x.tif"))
+    assert not np.array_equal(nr.read_image(tmp_path / "out/a/x_tif_refocused.tif")[0],
+                              nr.read_image(tmp_path / "out/b/x_refocused.tif")[0])
+
+
+def test_restart_recomputes_an_image_whose_options_changed_or_output_is_damaged(tmp_path, infocus):
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(2):
+        nr.write_image(src / f"img_{k}.tif", np.ascontiguousarray(infocus[k * 60 : k * 60 + 168, :252]), pixel_um=0.65)
+    out = tmp_path / "out"
+    first = run_batch([src], out, method="rl", workers=1, params=RL, progress=False)
+    assert first["done"] == 2
+    # the same options: nothing recomputed
+    same = run_batch([src], out, method="rl", workers=1, params={"level": 3, "iterations": 5, "psf_size": 37},
+                     progress=False)
+    assert same["done_before"] == 2 and same["done"] == 0 and same["job_hash"] == first["job_hash"]
+    # one more iteration: every image again, with the new result
+    more = run_batch([src], out, method="rl", workers=1, params={"level": 3, "iterations": 6}, progress=False)
+    assert more["done"] == 2 and more["done_before"] == 0 and more["job_hash"] != first["job_hash"]
+    np.testing.assert_array_equal(nr.read_image(out / "img_0_refocused.tif")[0],
+                                  _deconvolved(src / "img_0.tif", iterations=6))
+    sidecar = json.loads((out / "img_0_refocused.json").read_text())
+    assert sidecar["job_hash"] != first["records"][0]["job_hash"]
+    # a damaged (truncated) output and a replaced input are computed again; the other image is kept
+    data = (out / "img_0_refocused.tif").read_bytes()
+    (out / "img_0_refocused.tif").write_bytes(data[: len(data) // 2])
+    again = run_batch([src], out, method="rl", workers=1, params={"level": 3, "iterations": 6}, progress=False)
+    assert [r["status"] for r in again["records"]] == ["done", "done-before"]
+    np.testing.assert_array_equal(nr.read_image(out / "img_0_refocused.tif")[0],
+                                  _deconvolved(src / "img_0.tif", iterations=6))
+
+
+def test_job_hash_follows_the_weights_file(tmp_path):
+    from napari_refocus.io.batch import job_hash
+    from napari_refocus.models.loader import load_fresh, save_weights, weights_path
+
+    custom = tmp_path / "unet.safetensors"
+    model = load_fresh("refocus-unet")
+    save_weights(model, custom, meta=model.meta, write_hash=False)
+    before, what = job_hash("refocus-unet", {"weights": str(custom)})
+    assert what["weights_sha256"][str(custom)] and job_hash("refocus-unet", {"weights": str(custom)})[0] == before
+    with torch_no_grad():
+        next(iter(model.parameters())).add_(0.01)  # retrained weights, same file name
+    save_weights(model, custom, meta=model.meta, write_hash=False)
+    assert job_hash("refocus-unet", {"weights": str(custom)})[0] != before
+    # the shipped weights are hashed too
+    shipped = job_hash("refocus-unet")[1]["weights_sha256"]
+    assert list(shipped) == ["refocus-unet"] and len(shipped["refocus-unet"]) == 64
+    assert weights_path("refocus-unet").exists()
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def test_a_corrupt_input_fails_alone_and_the_command_exits_non_zero(tmp_path, infocus, capsys):
+    from napari_refocus.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(2):
+        nr.write_image(src / f"good_{k}.tif", np.ascontiguousarray(infocus[k * 60 : k * 60 + 168, :252]), pixel_um=0.65)
+    (src / "bad.tif").write_bytes(b"II*\x00" + b"\xff" * 200)  # a TIFF header, then garbage
+    rc = main(["batch", str(src), "-o", str(tmp_path / "out"), "--method", "rl", "--level", "3",
+               "--iterations", "5", "--workers", "1", "-q"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert rc == 2
+    assert report["done"] == 2 and report["failed"] == 1
+    lines = [line for line in err.splitlines() if line.startswith("napari-refocus")]
+    assert len(lines) == 1
+    assert "2 done, 0 skipped (done before), 1 failed of 3 images" in lines[0] and "bad.tif" in lines[0]
+    assert len(list((tmp_path / "out").glob("good_*_refocused.tif"))) == 2
+    assert not (tmp_path / "out" / "bad_refocused.tif").exists()
+    # everything done: exit 0 with the summary
+    (src / "bad.tif").unlink()
+    rc = main(["batch", str(src), "-o", str(tmp_path / "out"), "--method", "rl", "--level", "3",
+               "--iterations", "5", "--workers", "1", "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "0 done, 2 skipped (done before), 0 failed of 2 images" in err

@@ -4,9 +4,10 @@ prints JSON lines."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from .common import CliError, _emit, _progress, _optics, _flag, method_options, _method_params
+from .common import PROG, CliError, _emit, _progress, _optics, _flag, method_options, _method_params
 
 
 def cmd_simulate(args) -> None:
@@ -60,16 +61,16 @@ def cmd_defocus_map(args) -> None:
 
 def _refocus_outputs(args, paths) -> list[Path]:
     """``-o DIR``: ``DIR/<stem>_refocused.tif`` (or ``.ome.zarr``); ``-o NAME.zarr``: that store."""
-    from ..io.formats import output_name
+    from ..io.batch import output_map
     from ..io.zarr import is_zarr_path
 
     if is_zarr_path(args.outdir):
         if len(paths) != 1 or args.fmt == "tiff":
             raise CliError(f"-o {args.outdir} names one OME-Zarr output: give one input (and no --format tiff)")
         return [Path(args.outdir)]
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    return [outdir / output_name(p, "_refocused", args.fmt or "tiff") for p in paths]
+    # the inputs' folders mirrored below -o (a/x.tif, b/x.tif never share an output: io.batch.output_map)
+    targets = output_map(paths, args.outdir, args.fmt or "tiff")
+    return [targets[p][0] for p in paths]
 
 
 def cmd_refocus(args) -> None:
@@ -95,8 +96,12 @@ def cmd_batch(args) -> None:
     report = run_batch(args.inputs, args.outdir, method=args.method, scheduler=args.scheduler,
                        workers=args.workers, device=args.device, min_level=args.min_level,
                        patch_min_level=args.patch_min_level, params=_method_params(args), axes=args.axes,
-                       progress=not args.quiet, **_optics(args))
+                       progress=not args.quiet, fmt=args.fmt or "tiff", **_optics(args))
     _emit({k: v for k, v in report.items() if k != "records"})
+    if report["failed"]:  # one line on stderr, exit status 2 (main)
+        first = next(r for r in report["records"] if r["status"] == "failed")
+        raise CliError(f"{report['summary']} (first failure: {first['input']}: {first['action']})")
+    print(f"{PROG}: {report['summary']}", file=sys.stderr)
 
 
 def cmd_triage(args) -> None:
