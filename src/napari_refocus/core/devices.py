@@ -88,9 +88,12 @@ def run_chunked(fn, n_items: int, *, batch_size: int, device, report: DeviceRepo
     """
     import torch
 
+    from .progress import check_cancelled
+
     start = 0
     batch = max(1, int(batch_size))
     while start < n_items:
+        check_cancelled()  # each chunk is a cancellation checkpoint
         stop = min(n_items, start + batch)
         try:
             result = fn(start, stop, device)

@@ -11,20 +11,33 @@ Intensities stay in the image's own units; results are float32.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from .progress import Progress, drain
+from .progress import Progress, check_cancelled, drain
 from .validation import as_image, check_level, check_level_map
-from .devices import resolve_device, run_chunked
+from .devices import is_oom, resolve_device, run_chunked
 from .optics import BACKGROUND, Optics, resolve_optics
 from .otf import fft_size, otf_bank
 from .tiling import CONTEXT, PATCH, STRIDE, extract_patches, montage, patch_grid
 from .torchstate import flush_denormal
 
+logger = logging.getLogger(__name__)
+
 EPS = 1e-12
 
 
 def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, initial: str = "observed"):
+    """Richardson-Lucy on a batch (see :func:`iter_richardson_lucy_batch`); returns the estimate.
+
+    Each iteration is a cancellation checkpoint (:func:`~napari_refocus.core.progress.check_cancelled`).
+    """
+    return drain(iter_richardson_lucy_batch(observed, otf, iterations, mask=mask, initial=initial))
+
+
+def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, initial: str = "observed",
+                               stage: str = "deconvolve"):
     """Richardson-Lucy on a batch of images zero-padded inside an FFT frame.
 
     ``observed``: real tensor ``(B, N, M)``: the data, zero-padded by at least the PSF
@@ -39,7 +52,8 @@ def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, ini
 
     ``initial``: "observed" (o_0 = i, the paper; outside the data the patch mean) or "flat"
     (a constant start, as scikit-image; the result does not depend on the constant).
-    Returns the estimate ``(B, N, M)``.
+    A generator: yields ``Progress(i, iterations, stage)`` after each iteration (each is
+    also a cancellation checkpoint) and returns the estimate ``(B, N, M)``.
     """
     import torch
 
@@ -68,8 +82,13 @@ def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, ini
         keep = (~usable).to(observed.dtype)
     # FFT round-off leaves subnormal floats where the data is zero; on a CPU they make
     # every later multiply tens of times slower, so flush them to zero while we iterate
-    with flush_denormal(observed.device.type == "cpu"):
-        return _iterate(est, observed, otf, otf_conj, iterations, scale, keep)
+    # (re-entered around each iteration: the caller's settings hold while this generator waits)
+    for i in range(iterations):
+        check_cancelled()
+        with flush_denormal(observed.device.type == "cpu"):
+            est = _iterate(est, observed, otf, otf_conj, 1, scale, keep)
+        yield Progress(i + 1, iterations, stage)
+    return est
 
 
 def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
@@ -136,9 +155,20 @@ def iter_deconvolve(
         if boundary == "normalized":
             mask = torch.zeros_like(obs)
             mask[:, :h, :w] = 1
-        otf = otf_bank(optics, shape, dev, [lv])
-        est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
-        yield Progress(1, 1, "deconvolve")
+        try:
+            est = yield from _whole_image(obs, mask, optics, lv, dev, iterations, initial)
+        except Exception as exc:  # noqa: BLE001 - only an accelerator's OOM is handled
+            if dev.type == "cpu" or not is_oom(exc):
+                raise
+            # one image cannot be split into smaller batches: start again on the CPU
+            cpu = torch.device("cpu")
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            logger.warning("out of memory on %s: deconvolving on the CPU", dev)
+            if report is not None:
+                report.fell_back(cpu, f"out of memory on {dev}: continued on the CPU")
+            est = yield from _whole_image(obs.cpu(), None if mask is None else mask.cpu(), optics, lv, cpu,
+                                          iterations, initial)
         return est[0, :h, :w].clamp_min(0).cpu().numpy()
 
     if stride is None:
@@ -156,6 +186,13 @@ def iter_deconvolve(
     )
     out = montage(restored, grid, weights=montage_weights)
     return out.clamp_min(0).cpu().numpy()
+
+
+def _whole_image(obs, mask, optics, level, dev, iterations, initial):
+    """Depth-invariant RL of one framed image on ``dev`` (a generator: Progress per iteration)."""
+    otf = otf_bank(optics, tuple(obs.shape[-2:]), dev, [level])
+    return (yield from iter_richardson_lucy_batch(obs.to(dev), otf, iterations,
+                                                  mask=None if mask is None else mask.to(dev), initial=initial))
 
 
 def deconvolve_patches(
