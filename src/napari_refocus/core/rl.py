@@ -143,7 +143,9 @@ def iter_deconvolve(
     if boundary not in ("normalized", "zero"):
         raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
     radius = optics.psf_size // 2
-    data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(dev)
+    # the image and its patches stay in host memory; each chunk goes to the device on its own,
+    # so an out-of-memory fallback to the CPU finds the data where it needs it
+    data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
     if level is not None:
         # level 0 runs too: that is depth-invariant RL with the in-focus PSF
@@ -167,8 +169,7 @@ def iter_deconvolve(
             logger.warning("out of memory on %s: deconvolving on the CPU", dev)
             if report is not None:
                 report.fell_back(cpu, f"out of memory on {dev}: continued on the CPU")
-            est = yield from _whole_image(obs.cpu(), None if mask is None else mask.cpu(), optics, lv, cpu,
-                                          iterations, initial)
+            est = yield from _whole_image(obs, mask, optics, lv, cpu, iterations, initial)
         return est[0, :h, :w].clamp_min(0).cpu().numpy()
 
     if stride is None:
