@@ -21,6 +21,37 @@ def is_lazy(image) -> bool:
     return mod.startswith("dask") or mod.startswith("zarr")
 
 
+def check_weights_file(path, *, like: str) -> None:
+    """A custom weights file for a network whose shipped weights are ``like``: it must exist
+    and be a complete safetensors file holding the same architecture (else a one-line
+    ValueError naming the file and what is wrong; FileNotFoundError when it is missing).
+    Only the header is read; nothing is ever unpickled."""
+    from .models.loader import check_architecture, resolve_path
+
+    check_architecture(resolve_path(path), like)
+
+
+def check_method_params(method, params: dict) -> dict:
+    """``params`` of a registered method (or its name) checked before any work, with the same
+    errors the CLI and the widgets get: unknown names (a ValueError naming the valid ones),
+    every value against :data:`napari_refocus.core.validation.RULES` (positive sizes,
+    ranges), an optics mapping's fields and a custom ``weights=`` file. Returns ``params``."""
+    from .core.validation import check_keywords, check_optics_mapping, check_options
+    from .methods.registry import get_method
+    from .methods.run import split_inputs
+
+    m = get_method(method)
+    raw, _ = split_inputs(m, params)
+    where = f"method {m.name!r}"
+    check_keywords(raw, m.parameter_names, where=where)
+    check_options({k: v for k, v in raw.items() if k != "optics"}, where=where)
+    if isinstance(raw.get("optics"), dict):
+        check_optics_mapping(raw["optics"])
+    if raw.get("weights") is not None and m.weights:
+        check_weights_file(raw["weights"], like=m.weights[0])
+    return params
+
+
 def refocus(image, *, method="lbdvd", device="auto", progress=None, axes=None, **params):
     """Restore an out-of-focus 2-D image (y, x) with a registered method.
 
@@ -55,6 +86,7 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, axes=None, *
     from .methods.registry import get_method
     from .methods.run import check_weights, refocus_array, split_inputs
 
+    check_method_params(method, params)
     if not is_lazy(image):
         if axes is not None and axes.upper() != "YX":
             return _refocus_planes(image, axes=axes, method=method, device=device, progress=progress, **params)
@@ -129,8 +161,17 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         ``defocus_um``: each class as a defocus of this objective.
     """
     from .core.optics import resolve_optics
+    from .core.validation import check_keywords, check_optics_mapping, check_options, optics_fields as fields
     from .methods.defocus import defocus_map_array
 
+    own = ("weights", "device", "stride", "batch_size", "progress", "tta", "optics", "normalise")
+    check_keywords(optics_fields, own + fields(), where="defocus_map")  # names the valid ones
+    check_options({"stride": stride, "batch_size": batch_size, **optics_fields}, where="defocus_map")
+    if isinstance(optics, dict):
+        check_optics_mapping(optics)
+        optics = resolve_optics(None, **optics)
+    if weights is not None:
+        check_weights_file(weights, like="delpnet")
     if optics is not None or optics_fields:
         optics = resolve_optics(optics, **optics_fields)
     if is_lazy(image):

@@ -39,6 +39,46 @@ def _optics(args) -> dict:
     return {"optics": flags, "optics_file": args.optics}
 
 
+# ------------------------------------------------------------------- every option checked once
+#: options that name a file or folder that must exist
+PATH_OPTIONS = ("input", "gt", "pred", "level_map", "optics", "init", "from_zstack")
+
+
+def check_args(args) -> None:
+    """Every option of a command checked before it runs, by the rules of
+    :mod:`napari_refocus.core.validation` (the API's and the widgets' too): positive sizes and
+    ranges (``--pixel-um 0`` is a one-line error, exit status 2), paths that must exist, and a
+    custom ``--weights`` / ``--init`` file (complete safetensors of the method's architecture;
+    never unpickled)."""
+    from ..core.validation import check_options, existing_path
+
+    values = vars(args)
+    check_options({k: v for k, v in values.items() if k not in PATH_OPTIONS})
+    for name in PATH_OPTIONS:
+        if values.get(name) is not None:
+            existing_path(values[name], what=_flag(name) if name != "input" else "input")
+    like = values.get("method") or values.get("model")
+    for name in ("weights", "init"):
+        if values.get(name) is not None and like:
+            from ..api import check_weights_file
+            from ..methods.registry import get_method
+
+            m = get_method(like) if like != "delpnet" else None
+            if m is None or m.weights:
+                check_weights_file(values[name], like=m.weights[0] if m else "delpnet")
+
+
+def checked(func):
+    """``func(args)`` after :func:`check_args`."""
+    def run(args):
+        check_args(args)
+        return func(args)
+
+    run.__name__ = run.__qualname__ = getattr(func, "__name__", "command")
+    run.__doc__ = func.__doc__
+    return run
+
+
 # ------------------------------------------------------------------- options from the schemas
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")

@@ -6,7 +6,7 @@ import argparse
 
 from .commands import cmd_batch, cmd_deconvolve, cmd_defocus_map, cmd_demo, cmd_evaluate, cmd_methods, cmd_refocus, cmd_simulate, cmd_train, cmd_triage
 from .export import add_export_command
-from .common import _parent, _common, _optics_options, _many_images, PROG
+from .common import checked, _parent, _common, _optics_options, _many_images, PROG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, func, help, *parents):
         c = sub.add_parser(name, help=help, allow_abbrev=False, parents=[common, *parents])
-        c.set_defaults(func=func)
+        c.set_defaults(func=checked(func))  # every option checked (core.validation) before it runs
         return c
 
     s = command("simulate", cmd_simulate, "defocus an in-focus image (Born-Wolf PSF + Poisson noise)",

@@ -26,17 +26,53 @@ def _one_line(exc) -> str:
     return " ".join(str(exc).split())
 
 
+#: a safetensors header is at most 100 MB (the format's own limit)
+MAX_HEADER = 100_000_000
+
+
+def check_file(path) -> None:
+    """A one-line ValueError naming ``path`` and what is wrong with it when it is not a complete
+    safetensors file: empty, a PyTorch ``torch.save`` archive or another pickle (never
+    unpickled: loading one can run any code), a header that is not JSON, or truncated (the
+    header promises more bytes than the file holds). Only the header is read."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a weights file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+            kind = "a PyTorch torch.save archive" if head[:2] == b"PK" else "a Python pickle"
+            raise ValueError(f"{path} is {kind}, which napari-refocus never loads (unpickling can run any code); "
+                             "save the state dict with safetensors.torch.save_file or napari_refocus' save_weights")
+        if len(head) < 8:
+            raise ValueError(f"{path} is truncated: {size} bytes, shorter than a safetensors header")
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER or n > size - 8:
+            if n > MAX_HEADER or head[:1] in (b"{", b"<", b"#"):
+                raise ValueError(f"{path} is not a safetensors file (its first bytes {head!r} are no header length)")
+            raise ValueError(f"{path} is truncated: its header needs {n + 8} bytes, the file has {size}")
+        try:
+            header = json.loads(fh.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise ValueError(f"{path} is not a safetensors file (its header is not a safetensors JSON header)") from None
+    if 8 + n + end > size:
+        raise ValueError(f"{path} is truncated: it has {size} bytes, its tensors need {8 + n + end}")
+
+
 @contextlib.contextmanager
 def _readable(path):
     """Turn safetensors' errors about a corrupt, truncated or non-safetensors (e.g. pickle)
-    file into a one-line ValueError naming the file."""
+    file into a one-line ValueError naming the file (after :func:`check_file`'s specific ones)."""
     from safetensors import SafetensorError
 
+    check_file(path)
     try:
         yield
     except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
-            f"{path} is not a valid safetensors weights file (corrupt, truncated or pickled?): {_one_line(exc)}"
+            f"{path} is not a valid safetensors weights file (corrupt or truncated): {_one_line(exc)}"
         ) from None
 
 
@@ -77,7 +113,13 @@ def read_metadata(path) -> dict:
             raw = (f.metadata() or {}).get(META_KEY)
         if raw is None:
             raise ValueError(f"{path} has no napari-refocus metadata; was it written by save_weights?")
-        return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str):
+        raise ValueError(f"{path}: its napari-refocus metadata is not a JSON object naming an architecture")
+    return meta
 
 
 def weights_path(name: str) -> Path:
@@ -132,6 +174,37 @@ def load_state(path):
     return state, read_metadata(path)
 
 
+def _check_fits(path, meta: dict, model, state: dict) -> None:
+    """A one-line ValueError when the file's tensors are not those of the network its metadata
+    names (missing, unexpected or of another shape), with a few of each."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shape = [f"{k} {tuple(state[k].shape)} != {tuple(want[k].shape)}" for k in want
+             if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    problems = [f"{len(v)} {what} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+                for what, v in (("missing", missing), ("unexpected", extra), ("of the wrong shape", shape)) if v]
+    if problems:
+        raise ValueError(f"{path}: its tensors do not fit the {meta.get('architecture')} it names: "
+                         + "; ".join(problems))
+
+
+def check_architecture(path, like: str) -> dict:
+    """The metadata of weights file ``path`` after checking that it holds the architecture of
+    the shipped weights ``like`` (e.g. a custom ``weights=`` file for refocus-unet must hold a
+    ResNetUNet); a one-line ValueError naming both otherwise (and every :func:`check_file`
+    error). Returns the file's metadata."""
+    meta = read_metadata(path)
+    try:
+        expected = read_metadata(weights_path(like))["architecture"]
+    except FileNotFoundError:  # no shipped file to compare with: any known architecture
+        return meta
+    if meta["architecture"] != expected:
+        raise ValueError(f"{path} holds a {meta['architecture']} network, but {like} needs a {expected} "
+                         f"(weights of another method?)")
+    return meta
+
+
 def build_model(meta: dict):
     """A new module of the architecture named in ``meta`` (see :mod:`.registry`)."""
     from .registry import build_model as _build
@@ -153,6 +226,10 @@ def load_fresh(name_or_path):
     try:
         with torch.random.fork_rng(devices=[]):  # the random initial weights leave no trace
             model = build_model(meta)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: {_one_line(exc)}") from None
+    _check_fits(path, meta, model, state)
+    try:
         model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ValueError(f"{path}: {_one_line(exc)}") from None
@@ -166,7 +243,7 @@ _CACHE_SIZE = 8
 _LOCK = threading.Lock()
 
 
-def load_model(name_or_path="delpnet", device="cpu"):
+def load_model(name_or_path="delpnet", device="cpu", *, like: str | None = None):
     """The network of ``weights/<name>.safetensors`` (or of a .safetensors path) in eval mode.
 
     Any registered architecture (DelpNet and the four generators). Cached by (resolved path,
@@ -174,13 +251,16 @@ def load_model(name_or_path="delpnet", device="cpu"):
     instance, loaded on the CPU and moved before it enters the cache (thread-safe; the cache
     keeps the 8 most recently used). The module carries ``.meta`` (the stored config),
     ``.weights_file`` and ``.sha256``. Raises FileNotFoundError when the file is missing,
-    ValueError when its SHA-256 does not match ``<name>.sha256`` or it is not a valid
-    safetensors weights file.
+    ValueError when its SHA-256 does not match ``<name>.sha256``, it is not a valid
+    safetensors weights file (:func:`check_file`: one line naming the file and what is wrong),
+    or, with ``like`` (a shipped weights name), it holds another architecture than ``like``'s.
     """
     from ..core.devices import resolve_device
     from .registry import get_architecture
 
     path = resolve_path(name_or_path).resolve()
+    if like is not None and path != resolve_path(like).resolve():
+        check_architecture(path, like)
     dev = resolve_device(device)
     key = (str(path), path.stat().st_mtime_ns, str(dev))
     with _LOCK:
