@@ -237,3 +237,19 @@ def test_a_corrupt_input_fails_alone_and_the_command_exits_non_zero(tmp_path, in
                "--iterations", "5", "--workers", "1", "-q"])
     out, err = capsys.readouterr()
     assert rc == 0 and "0 done, 2 skipped (done before), 0 failed of 2 images" in err
+
+
+def test_refocus_command_mirrors_same_named_inputs_too(tmp_path, infocus, capsys):
+    from napari_refocus.cli import main
+
+    for k, sub in enumerate(("a", "b")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        nr.write_image(tmp_path / "in" / sub / "x.tif", np.ascontiguousarray(infocus[k * 200 : k * 200 + 168, :252]))
+    rc = main(["refocus", str(tmp_path / "in/a/x.tif"), str(tmp_path / "in/b/x.tif"), "-o", str(tmp_path / "out"),
+               "--method", "rl", "--level", "3", "--iterations", "5", "-q"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and [Path(r["output"]).relative_to(tmp_path / "out").as_posix() for r in records] == \
+        ["a/x_refocused.tif", "b/x_refocused.tif"]
+    for sub in ("a", "b"):
+        np.testing.assert_array_equal(nr.read_image(tmp_path / "out" / sub / "x_refocused.tif")[0],
+                                      _deconvolved(tmp_path / "in" / sub / "x.tif"))
