@@ -41,7 +41,7 @@ def cli(capsys, *argv):
 # ----------------------------------------------------------------------------- the rules
 @pytest.mark.parametrize("name, bad", [("pixel_um", 0), ("pixel_um", -0.1), ("wavelength_nm", 0), ("na", 0),
                                        ("iterations", 0), ("stride", 0), ("stride", 85), ("batch_size", 0),
-                                       ("workers", 0), ("level", 11), ("level", 2.5), ("psf_size", 36),
+                                       ("workers", 0), ("level", -1), ("level", 2.5), ("psf_size", 36),
                                        ("gain", float("nan")), ("overlap", -1), ("min_level", 10.5), ("seed", -1)])
 def test_rules_refuse_bad_values_naming_the_option(name, bad):
     with pytest.raises(ValueError, match=name):

@@ -74,7 +74,8 @@ RULES: dict[str, tuple] = {
     "psf_size": ("int", 3, None, False), "oversample": ("int", 1, None, False),
     "n_levels": ("int", 1, None, False),
     # restoration
-    "level": ("int", 0, N_LEVELS - 1, False), "iterations": ("int", 1, None, False),
+    # a level's top depends on the optics' n_levels (check_level checks it with them)
+    "level": ("int", 0, None, False), "iterations": ("int", 1, None, False),
     "stride": ("int", 1, 84, False), "batch_size": ("int", 1, None, False), "overlap": ("int", 0, None, False),
     "min_level": ("num", 0, N_LEVELS - 1, False), "patch_min_level": ("int", 0, N_LEVELS, False),
     "block": ("int", 1, None, False),
