@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import napari_refocus as nr
-from napari_refocus.io.batch import expand_inputs, run_batch
 from napari_refocus.core.forward import cast_like
+from napari_refocus.io.batch import expand_inputs, run_batch
 
 RL = {"level": 3, "iterations": 5}
 

@@ -13,7 +13,13 @@ import pytest
 
 import napari_refocus as nr
 from napari_refocus.cli import main
-from napari_refocus.core.validation import RULES, check_keywords, check_optics_mapping, check_options, check_value
+from napari_refocus.core.validation import (
+    RULES,
+    check_keywords,
+    check_optics_mapping,
+    check_options,
+    check_value,
+)
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_refocus" / "weights"
 needs_weights = pytest.mark.skipif(not (WEIGHTS / "refocus-unet.safetensors").exists(),

@@ -161,7 +161,8 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         ``defocus_um``: each class as a defocus of this objective.
     """
     from .core.optics import resolve_optics
-    from .core.validation import check_keywords, check_optics_mapping, check_options, optics_fields as fields
+    from .core.validation import check_keywords, check_optics_mapping, check_options
+    from .core.validation import optics_fields as fields
     from .methods.defocus import defocus_map_array
 
     own = ("weights", "device", "stride", "batch_size", "progress", "tta", "optics", "normalise")
