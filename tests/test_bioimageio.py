@@ -1,5 +1,7 @@
 """bioimage.io packages (napari-refocus export-bioimageio): they validate and reproduce the plugin."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def test_package_records_every_file_with_its_sha256(packages):
     import yaml
 
     pkg = packages["m-deblurgan"]
-    rdf = yaml.safe_load(open(pkg["rdf"]))
+    rdf = yaml.safe_load(Path(pkg["rdf"]).read_text(encoding="utf-8"))
     recorded = {}
     for entry in ([rdf["documentation"]] + rdf["covers"] + rdf["attachments"] + [rdf["weights"]["torchscript"]]
                   + [t[k] for t in rdf["inputs"] + rdf["outputs"] for k in ("test_tensor", "sample_tensor")]):
@@ -66,8 +68,12 @@ def test_reloaded_delpnet_reproduces_the_plugin_map(packages):
     probabilities to within 1e-4."""
     from bioimageio.core import load_model_description, predict
 
+    from unittest import mock
+
     image = np.ascontiguousarray(infocus_image()[:462, :588])  # 84 + 42 n on both sides
-    plugin = nr.defocus_map(image, device="cpu")
+    # the package is float32; the plugin would use bf16 autocast on a CPU with native bf16
+    with mock.patch("napari_refocus.models.delpnet.cpu_has_fast_bf16", return_value=False):
+        plugin = nr.defocus_map(image, device="cpu")
     descr = load_model_description(packages["delpnet"]["rdf"])
     sample = predict(model=descr, inputs={"input": image.astype(np.float32)[None, None]})
     probs = np.moveaxis(np.asarray(sample.members["probabilities"].data)[0], 0, -1)

@@ -52,7 +52,7 @@ BBBC006 = ("Ljosa V, Sokolnicki KL, Carpenter AE. Annotated high-throughput micr
 
 def _what(name: str, shape) -> str:
     if name == "delpnet":
-        return f"""\
+        return """\
 - **Input** `input`: one 2-D widefield fluorescence image `(batch=1, channel=1, y, x)`, float32 in its own
   units (e.g. 16-bit counts), `y` and `x` = 84 + 42 n pixels, taken at DelpNet's training sampling
   (0.65 um pixels, NA 0.5, 451 nm; other objectives: resample first, as napari-refocus does).
@@ -111,7 +111,8 @@ held-out restoration / classification metrics.
 ## Weights
 
 TorchScript only (`torch.jit.trace` of the network inside a `torch.jit.script` wrapper), float32, CPU
-or CUDA. No `pytorch_state_dict` entry: the architectures live in several modules of napari-refocus
+or CUDA. napari-refocus itself runs the networks under fp16 autocast on CUDA (and DelpNet under bf16
+on CPUs with native bf16); the test outputs are its float32 CPU path. No `pytorch_state_dict` entry: the architectures live in several modules of napari-refocus
 (`src/napari_refocus/models/`) and are not shipped as one standalone file.
 
 ---
