@@ -1,8 +1,9 @@
 """The one architecture registry: the ``architecture`` name stored in a weights file -> its class.
 
 Every network that :func:`napari_refocus.models.loader.load_model` can load is registered here,
-once, with the function that moves a freshly built module to a device (DelpNet: channels-last,
-:func:`napari_refocus.models.delpnet.prepare`; the generators: ``module.to(device)``).
+once, with the function that readies a freshly loaded module for inference on a device (DelpNet:
+BatchNorm folded into its convolutions and conv + ReLU fused, :func:`.fusion.fuse_delpnet`, then
+channels-last, :func:`napari_refocus.models.delpnet.prepare`; the generators: ``module.to(device)``).
 Registering a name twice raises.
 """
 
@@ -20,6 +21,13 @@ from .unet import ResNetUNet
 
 def _to_device(module, device):
     return module.to(device)
+
+
+def _prepare_delpnet_inference(module, device):
+    """DelpNet for inference: layers fused (:func:`.fusion.fuse_delpnet`), moved, channels-last."""
+    from .fusion import fuse_delpnet
+
+    return _prepare_delpnet(fuse_delpnet(module, device), device)
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def build_model(meta: dict):
     return get_architecture(meta.get("architecture")).cls(**meta.get("kwargs", {}))
 
 
-register(DelpNet, prepare=_prepare_delpnet)
+register(DelpNet, prepare=_prepare_delpnet_inference)
 for _cls in (ResnetGenerator, ResNetUNet, MDeblurGenerator, HeadToTailUNet):
     register(_cls)
 del _cls
