@@ -16,6 +16,7 @@ so a job stops within one such step even when it yields rarely.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -88,6 +89,8 @@ def with_cancel(job, token: CancelToken):
     """
     try:
         while True:
+            if not _hook_installed and "torch" in sys.modules:  # networks' layers: checkpoints too
+                enable_module_checkpoints()
             with cancel_scope(token):
                 token.check()
                 try:

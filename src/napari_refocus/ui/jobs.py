@@ -3,7 +3,9 @@
 :class:`JobPanel` runs a generator function (it yields
 :class:`~napari_refocus.core.progress.Progress` and returns a value) in a napari
 ``thread_worker``. Cancel calls ``worker.quit()``, which takes effect at the job's next
-``yield`` (every RL iteration, tile and plane). The same progress shows in the dock and in
+``yield``; the job also runs under a :class:`~napari_refocus.core.progress.CancelToken`, so
+it raises :class:`~napari_refocus.core.progress.Cancelled` at its next checkpoint in between
+(every RL iteration, chunk of patches or tiles, network layer). The same progress shows in the dock and in
 napari's activity panel (``napari.utils.progress``). The job reads its layer data itself:
 nothing is read on the GUI thread before it starts.
 """
@@ -18,7 +20,7 @@ from magicgui.widgets import Container, ProgressBar, PushButton
 from psygnal import Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ..core.progress import Progress
+from ..core.progress import Cancelled, CancelToken, Progress, with_cancel
 from .style import ERR_STYLE, WARN_STYLE, info_label, show
 
 STEPS = 1000  # progress bar resolution
@@ -49,6 +51,7 @@ class JobPanel(Container):
         self.cancelled = False
         self._bar = None
         self._detached = False
+        self._token: CancelToken | None = None
         self.progress.native.setFormat("idle")
         self.button.changed.connect(self._clicked)
 
@@ -75,7 +78,12 @@ class JobPanel(Container):
         # napari's create_worker adds the job to the activity panel (with its own cancel
         # button -> worker.quit); superqt's worker class, because napari's own one also relays
         # every error to the notification manager and each error would show twice.
-        worker = create_worker(job, _start_thread=False, _worker_class=GeneratorWorker, _connect={
+        token = self._token = CancelToken()
+
+        def guarded():
+            return (yield from with_cancel(job(), token))
+
+        worker = create_worker(guarded, _start_thread=False, _worker_class=GeneratorWorker, _connect={
             "yielded": self._on_progress,
             "returned": lambda value: self._on_returned(value, on_result),
             "errored": self.fail,
@@ -98,13 +106,18 @@ class JobPanel(Container):
             self.cancelled = True
             self.button.enabled = False
             self.button.text = "Cancelling…"
-            self.worker.quit()
+            self._stop()
+
+    def _stop(self):
+        if self._token is not None:
+            self._token.cancel()  # stops the job inside a long step
+        self.worker.quit()  # and at its next yield
 
     def detach(self):
         """The widget is going away: stop the worker and touch no widget from now on."""
         self._detached = True
         if self.worker is not None:
-            self.worker.quit()
+            self._stop()
 
     def _on_progress(self, item):
         if self._detached or not isinstance(item, Progress):
@@ -133,6 +146,10 @@ class JobPanel(Container):
         check before starting one)."""
         from napari.utils import notifications
 
+        if isinstance(exc, Cancelled):  # the token stopped the job between two yields
+            self.cancelled = True
+            self._on_aborted()
+            return
         self.last_error = exc
         if self._detached:
             return

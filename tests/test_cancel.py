@@ -1,0 +1,184 @@
+"""Cancel stops every method in every stage within 1 s, from the API and from the widget.
+
+Each run works on a 1040x1392 image (the synthetic defocused pair tiled 2x2), on which every
+method runs for many seconds on a CPU; it is cancelled mid-stage (0.3 s after the stage's
+first progress) and the time from the request to the job's end is measured. The bound is a
+behaviour (a checkpoint at least every RL iteration, chunk of patches or tiles and network
+layer), not a speed target: a run that ignored the request would go on for seconds more.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from napari_refocus.core.progress import Cancelled, CancelToken, Progress, cancel_scope, drain, with_cancel
+from napari_refocus.core.tiling import patch_grid
+from napari_refocus.io.samples import oracle_level_map, synthetic_pair
+from napari_refocus.methods import get_method, iter_refocus
+from napari_refocus.methods.defocus import DefocusMap
+
+BOUND_S = 1.0
+MID_STAGE_S = 0.3
+GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
+# (method, the stage cancelled in, whether the caller gives the defocus map)
+CASES = [("lbdvd", "defocus map", False), ("lbdvd", "deconvolve", True), ("rl", "deconvolve", False)] + [
+    (g, f"{g}: tiles", False) for g in GENERATORS]
+IDS = [f"{m}-{s.split(': ')[-1].replace(' ', '_')}" for m, s, _ in CASES]
+
+
+@pytest.fixture(scope="module")
+def big():
+    """(image, level field): the defocused synthetic pair tiled 2x2, 1040x1392 uint16."""
+    b, _, f = synthetic_pair()
+    return np.ascontiguousarray(np.tile(b, (2, 2))), np.ascontiguousarray(np.tile(f, (2, 2)))
+
+
+def oracle_map(image, field) -> DefocusMap:
+    """The defocus map a perfect DelpNet would give (so the deconvolution starts at once)."""
+    grid = patch_grid(image.shape)
+    levels = oracle_level_map(field, grid)
+    probs = np.zeros((*grid.shape, 12), np.float32)
+    np.put_along_axis(probs, levels[..., None], 1.0, axis=-1)
+    return DefocusMap(levels=levels, probabilities=probs, certainty=np.ones(grid.shape, np.float32), grid=grid)
+
+
+def needs(method):
+    if not get_method(method).weights_present():
+        pytest.skip(f"weights of {method} not installed")
+
+
+def kwargs_for(method, given_map, big):
+    image, field = big
+    kw = {"defocus_map": oracle_map(image, field)} if given_map else {}
+    if method == "rl":
+        kw["level"] = 6
+    return kw
+
+
+def cancel_in_thread(make_job, stage):
+    """Run ``make_job()`` in a thread under a CancelToken, cancel it ``MID_STAGE_S`` after its
+    first progress in ``stage``; returns (latency s, progress seen, outcome)."""
+    token = CancelToken()
+    seen, reached, out = [], threading.Event(), {}
+
+    def on_progress(p: Progress):
+        seen.append(p)
+        if p.stage.endswith(stage):
+            reached.set()
+
+    def target():
+        try:
+            out["result"] = drain(with_cancel(make_job(), token), on_progress)
+        except Cancelled:
+            out["cancelled"] = time.perf_counter()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while not reached.wait(0.05):
+        assert thread.is_alive(), f"the job ended before its {stage!r} stage: {out}"
+    time.sleep(MID_STAGE_S)
+    t0 = time.perf_counter()
+    token.cancel()
+    thread.join(60)
+    assert not thread.is_alive(), "the job ignored the cancel request for 60 s"
+    assert "error" not in out, out.get("error")
+    assert "result" not in out, "the job ran to its end: it was not cancelled mid-run"
+    return out["cancelled"] - t0, seen
+
+
+@pytest.mark.parametrize(("method", "stage", "given_map"), CASES, ids=IDS)
+def test_api_cancel_stops_within_a_second(big, method, stage, given_map):
+    needs(method)
+    kw = kwargs_for(method, given_map, big)
+    latency, seen = cancel_in_thread(lambda: iter_refocus(big[0], method=method, device="cpu", **kw), stage)
+    last = [p for p in seen if p.stage.endswith(stage)][-1]
+    assert last.done < last.total, f"the {stage!r} stage had finished: {last}"
+    print(f"API cancel latency, {method} ({stage}): {latency:.3f} s")
+    assert latency < BOUND_S, f"{method} ({stage}) stopped {latency:.2f} s after the request"
+
+
+def test_rl_reports_every_iteration(big):
+    seen = []
+    drain(iter_refocus(big[0][:200, :300], method="rl", device="cpu", level=4, iterations=7), seen.append)
+    assert [p.done for p in seen if p.stage == "deconvolve"][-7:] == list(range(1, 8))
+
+
+def test_callback_and_close_stop_at_the_next_iteration(big):
+    """Same thread: a progress callback raising Cancelled, or closing the generator, stops
+    depth-invariant RL at its next iteration (it yields once per iteration)."""
+    image = big[0]
+    times = []
+
+    def stop_at_third(p):
+        times.append(time.perf_counter())
+        if p.done == 3:
+            raise Cancelled("enough")
+
+    with pytest.raises(Cancelled):
+        drain(iter_refocus(image, method="rl", device="cpu", level=6, iterations=200), stop_at_third)
+    assert len(times) == 3 and time.perf_counter() - times[-1] < BOUND_S
+
+    gen = iter_refocus(image, method="rl", device="cpu", level=6, iterations=200)
+    assert next(gen).done <= 1
+    t0 = time.perf_counter()
+    gen.close()
+    assert time.perf_counter() - t0 < BOUND_S
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_cancel_scope_stops_a_plain_call(big):
+    """The eager API (no generator) in one thread, cancelled from another."""
+    from napari_refocus import deconvolve
+
+    token = CancelToken()
+    threading.Timer(1.0, token.cancel).start()
+    t0 = time.perf_counter()
+    with cancel_scope(token), pytest.raises(Cancelled):
+        deconvolve(big[0].astype(np.float32), level=6, iterations=500)
+    assert time.perf_counter() - t0 < 1.0 + BOUND_S
+
+
+# --------------------------------------------------------------------- the widget
+@pytest.mark.parametrize(("method", "stage", "given_map"), CASES, ids=IDS)
+def test_widget_cancel_stops_within_a_second(make_napari_viewer, qtbot, monkeypatch, big, method, stage,
+                                             given_map):
+    """The Refocus widget's Cancel: from the click to the worker's end."""
+    pytest.importorskip("napari")
+    needs(method)
+    from napari_refocus.methods import defocus
+    from napari_refocus.ui import RefocusWidget
+
+    if given_map:  # the map in no time, so the deconvolution starts at once
+        monkeypatch.setattr(defocus, "iter_defocus_map", lambda image, **_: _instant_map(image, big[1]))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(big[0], name="big")
+    w = RefocusWidget(viewer)
+    viewer.window.add_dock_widget(w, name="refocus")
+    w.set_method(method)
+    seen = []
+    worker = w.run(layer)
+    assert worker is not None
+    worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: any(p.stage.endswith(stage) for p in seen), timeout=120_000)
+    qtbot.wait(int(MID_STAGE_S * 1000))
+    t0 = time.perf_counter()
+    w.cancel()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    latency = time.perf_counter() - t0
+    assert w.panel.cancelled and w.panel.last_error is None
+    assert [ly.name for ly in viewer.layers] == ["big"], "a cancelled run added a result layer"
+    assert "cancelled" in w.panel.status.value
+    print(f"widget cancel latency, {method} ({stage}): {latency:.3f} s")
+    assert latency < BOUND_S, f"{method} ({stage}) stopped {latency:.2f} s after Cancel"
+
+
+def _instant_map(image, field):
+    return oracle_map(image, field)
+    yield  # a generator, as iter_defocus_map is
