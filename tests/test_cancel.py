@@ -15,7 +15,14 @@ import time
 import numpy as np
 import pytest
 
-from napari_refocus.core.progress import Cancelled, CancelToken, Progress, cancel_scope, drain, with_cancel
+from napari_refocus.core.progress import (
+    Cancelled,
+    CancelToken,
+    Progress,
+    cancel_scope,
+    drain,
+    with_cancel,
+)
 from napari_refocus.core.tiling import patch_grid
 from napari_refocus.io.samples import oracle_level_map, synthetic_pair
 from napari_refocus.methods import get_method, iter_refocus
