@@ -103,3 +103,19 @@ def test_percentile_and_median_match_numpy():
         for q in (0.0, 1.0, 50.0, 99.8, 100.0):
             assert float(percentile(t, q)) == pytest.approx(float(np.percentile(x, q)), rel=1e-6)
         assert float(median(t)) == pytest.approx(float(np.median(x)), rel=1e-6)
+
+
+def test_cli_writes_a_zip_package_that_loads(tmp_path, capsys):
+    import json
+
+    from bioimageio.core import load_model_description
+
+    from napari_refocus.cli import main
+
+    out = tmp_path / "delpnet.zip"
+    assert main(["export-bioimageio", "delpnet", "-o", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["method"] == "delpnet" and report["package"] == str(out) and out.is_file()
+    descr = load_model_description(out)
+    assert [t.id for t in descr.outputs] == ["probabilities", "levels"]
+    assert main(["export-bioimageio", "delpnet", "-o", str(out)]) == 2  # exists, no --overwrite
