@@ -37,7 +37,6 @@ import re
 import time
 
 import numpy as np
-
 from _report import SHARED_DATA, git_rev, machine, publish
 
 DFNN = SHARED_DATA / "DFNN_defocus" / "data" / "test" / "mitochondria"
@@ -160,7 +159,12 @@ def restore_all(img, optics, z_um, methods, min_side=MIN_SIDE):
 def score(outs, img, ref):
     """{name: {psnr, ssim, pcc} gains over the input}, every image registered and
     intensity-matched to ``ref`` on the region all of them cover."""
-    from napari_refocus.core.align import estimate_shift, match_intensity, register_translation, valid_box
+    from napari_refocus.core.align import (
+        estimate_shift,
+        match_intensity,
+        register_translation,
+        valid_box,
+    )
     from napari_refocus.core.metrics import metrics
 
     ref = np.asarray(ref, dtype=np.float64)

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 from scipy.ndimage import shift as nd_shift
 
-from napari_refocus.core.align import (estimate_shift, fit_intensity, match_intensity, register_translation,
-                                       valid_box)
+from napari_refocus.core.align import (
+    estimate_shift,
+    fit_intensity,
+    match_intensity,
+    register_translation,
+    valid_box,
+)
 from napari_refocus.core.forward import simulate
 from napari_refocus.io.samples import infocus_image
 
