@@ -242,13 +242,10 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     pyramid, and ``metadata`` as its provenance. Restartable: the same call after a kill
     continues from the last block written (see the module docstring).
     """
-    from ..bigimage import DEFAULT_BLOCK, prepare
-    from ..core.forward import cast_like
-    from ..core.planes import ALPHA, normalise_axes
-    from ..core.progress import Progress
+    from ..bigimage import DEFAULT_BLOCK, block_bounds
+    from ..core.planes import normalise_axes
     from ..methods.registry import get_method
-    from ..bigimage import block_bounds
-    from .write import PlaneView, infer_axes
+    from .write import infer_axes
 
     path = check_output(path, overwrite=overwrite, protect=protect)
     shape = tuple(int(n) for n in source.shape)
@@ -273,6 +270,27 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     level0 = group["0"]
     h, w = shape[ax.index("Y")], shape[ax.index("X")]
     bounds = block_bounds((h, w), block)
+    try:
+        _write_blocks(source, level0, store, key, m, params, ax=ax, perm=perm, pages=pages, lead=lead, bounds=bounds,
+                      done=done, r=r, dtype=dtype, alpha_at=alpha_at, device=device, block=block, progress=progress)
+    except Exception:
+        if not done and json.loads((store / PROGRESS_NAME).read_text()).get("done", 0) == 0:
+            shutil.rmtree(store, ignore_errors=True)  # refused before any block (a bad parameter ...): no trace
+        raise
+    n = build_pyramid(group)
+    meta = {**_jsonable(metadata), "input_axes": ax, "block": block}
+    return _finish(group, store, path, _attrs(out_axes, phys, n, name=path.name, metadata=meta))
+
+
+def _write_blocks(source, level0, store, key, m, params, *, ax, perm, pages, lead, bounds, done, r, dtype, alpha_at,
+                  device, block, progress):
+    """The blocks of :func:`refocus_to_ome_zarr` after the first ``done``, recorded one by one."""
+    from ..bigimage import prepare
+    from ..core.forward import cast_like
+    from ..core.planes import ALPHA
+    from ..core.progress import Progress
+    from .write import PlaneView
+
     total, unit = len(pages) * len(bounds), 0
     for page in pages:
         if unit + len(bounds) <= done:
@@ -300,9 +318,6 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
             _save_state(store / PROGRESS_NAME, {"key": key, "done": unit})
             if progress:
                 progress(Progress(unit, total, f"{m.name}: blocks"))
-    n = build_pyramid(group)
-    meta = {**_jsonable(metadata), "input_axes": ax, "block": block}
-    return _finish(group, store, path, _attrs(out_axes, phys, n, name=path.name, metadata=meta))
 
 
 # ------------------------------------------------------------------------------ defocus maps
