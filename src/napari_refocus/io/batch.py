@@ -217,6 +217,17 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
     return record
 
 
+def _task(path, outdir, **kwargs) -> dict:
+    """:func:`process_image` as a batch task: a failure is a ``failed`` record, not an
+    exception (the worker then logs no traceback; the report and the summary say what failed)."""
+    try:
+        return process_image(path, outdir, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a failed image is reported, the batch goes on
+        out = kwargs.get("output")
+        return {"input": str(path), "output": str(out[0]) if out else "", "status": "failed",
+                "action": " ".join(f"{type(exc).__name__}: {exc}".split())}
+
+
 def common_optics(records) -> dict:
     """The optics and their sources, when every image that has them used the same; else a
     pointer to the per-image records."""
@@ -284,7 +295,7 @@ def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, d
     try:
         n_workers = len(client.scheduler_info().get("workers", {}))
         futures = {
-            client.submit(process_image, f, outdir, method=method, device=device, min_level=min_level,
+            client.submit(_task, f, outdir, method=method, device=device, min_level=min_level,
                           patch_min_level=patch_min_level, threads=threads, params=params, axes=axes,
                           pixel_um=pixel_um, optics=optics, optics_file=optics_file, fmt=fmt,
                           output=targets[f], digest=image_hash(digest, f),
@@ -299,7 +310,7 @@ def run_batch(inputs, outdir, *, method="lbdvd", scheduler=None, workers=None, d
             f = futures[fut]
             try:
                 rec = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a failed image is reported, the batch goes on
+            except Exception as exc:  # noqa: BLE001 - a lost worker: reported, the batch goes on
                 rec = {"input": str(f), "output": str(targets[f][0]), "status": "failed",
                        "action": " ".join(f"{type(exc).__name__}: {exc}".split())}
             records[str(f)] = rec
