@@ -72,10 +72,21 @@ class DeviceReport:
     def __init__(self, device):
         self.device = device
         self.fallbacks: list[str] = []
+        self._halved_note: int | None = None
 
     def fell_back(self, new_device, why: str) -> None:
         self.fallbacks.append(why)
         self.device = new_device
+
+    def halved(self, device, batch: int) -> None:
+        """An out-of-memory error made a job cut its batches to ``batch`` items (one note,
+        kept up to date, however many times the batch was halved)."""
+        note = f"out of memory on {device}: batches cut to {batch}"
+        if self._halved_note is None:
+            self._halved_note = len(self.fallbacks)
+            self.fallbacks.append(note)
+        else:
+            self.fallbacks[self._halved_note] = note
 
 
 def run_chunked(fn, n_items: int, *, batch_size: int, device, report: DeviceReport | None = None):
@@ -84,7 +95,8 @@ def run_chunked(fn, n_items: int, *, batch_size: int, device, report: DeviceRepo
     Yields ``(stop, result)`` per chunk. On an accelerator out-of-memory error the chunk is
     retried with half the batch, down to 1, and then on the CPU (RedLionfish-style), so a
     job that fits in host memory always finishes. ``report`` (a :class:`DeviceReport`) learns
-    of a move to the CPU.
+    of the smaller batches and of a move to the CPU (its notes). Each chunk is a cancellation
+    checkpoint.
     """
     import torch
 
@@ -105,6 +117,8 @@ def run_chunked(fn, n_items: int, *, batch_size: int, device, report: DeviceRepo
             if batch > 1:
                 batch = max(1, batch // 2)
                 logger.warning("out of memory on %s: retrying with batch %d", device, batch)
+                if report is not None and hasattr(report, "halved"):
+                    report.halved(device, batch)
             else:
                 logger.warning("out of memory on %s even with batch 1: continuing on the CPU", device)
                 if report is not None:

@@ -1,0 +1,169 @@
+"""The accelerator path without an accelerator: out of memory -> smaller batches -> the CPU.
+
+A stand-in accelerator: torch's "meta" device (tensors with shapes and no data: moving a
+chunk there works) and a network or RL step that raises ``torch.cuda.OutOfMemoryError``
+there (a unit test of ``run_chunked`` also has a device that fits small batches). The runs must halve their batches, then move to the CPU, say so in
+the result's notes (and the log), and give the result of a plain CPU run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from napari_refocus.core import rl
+from napari_refocus.core.devices import DeviceReport, run_chunked
+from napari_refocus.core.tiling import patch_grid
+from napari_refocus.io.samples import oracle_level_map, synthetic_pair
+from napari_refocus.methods import get_method, refocus_array
+from napari_refocus.methods.defocus import DefocusMap
+
+FAKE_GPU = torch.device("meta")
+
+
+def oom():
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    b, _, f = synthetic_pair()
+    return np.ascontiguousarray(b[:300, 250:650]), np.ascontiguousarray(f[:300, 250:650])
+
+
+def test_run_chunked_halves_then_moves_to_the_cpu(caplog):
+    calls = []
+
+    def fn(start, stop, device):
+        calls.append((stop - start, device.type))
+        if device.type != "cpu" and stop - start > 2:  # fits 2 items at most
+            raise oom()
+        return np.arange(start, stop)
+
+    report = DeviceReport(FAKE_GPU)
+    out = [r for _, r in run_chunked(fn, 20, batch_size=8, device=FAKE_GPU, report=report)]
+    assert np.array_equal(np.concatenate(out), np.arange(20))
+    assert calls[:3] == [(8, "meta"), (4, "meta"), (2, "meta")]
+    assert {d for _, d in calls} == {"meta"}, "it fitted with 2 items: no move to the CPU"
+    assert report.fallbacks == ["out of memory on meta: batches cut to 2"] and report.device == FAKE_GPU
+
+    calls.clear()
+
+    def never_fits(start, stop, device):
+        calls.append((stop - start, device.type))
+        if device.type != "cpu":
+            raise oom()
+        return np.arange(start, stop)
+
+    report = DeviceReport(FAKE_GPU)
+    with caplog.at_level(logging.WARNING, logger="napari_refocus.core.devices"):
+        out = [r for _, r in run_chunked(never_fits, 5, batch_size=4, device=FAKE_GPU, report=report)]
+    assert np.array_equal(np.concatenate(out), np.arange(5))
+    assert calls[:4] == [(4, "meta"), (2, "meta"), (1, "meta"), (1, "cpu")]
+    assert report.device.type == "cpu"
+    assert any("continued on the CPU" in n for n in report.fallbacks)
+    assert "continuing on the CPU" in caplog.text
+
+
+def test_other_errors_are_not_retried():
+    def broken(start, stop, device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory"):
+        list(run_chunked(broken, 4, batch_size=4, device=FAKE_GPU))
+
+
+def test_generator_halves_its_tile_batches_then_uses_the_cpu(monkeypatch, pair):
+    """refocus-unet through the method, its tiles on the stand-in accelerator."""
+    method = "refocus-unet"
+    if not get_method(method).weights_present():
+        pytest.skip(f"weights of {method} not installed")
+    from napari_refocus.methods import learned
+
+    torch.set_num_threads(1)
+    image = pair[0]
+    # never_worse=False: the tiles alone (the gate's DelpNet map has no OOM fallback yet)
+    kw = {"tile": 192, "overlap": 32, "batch_size": 4, "never_worse": False}
+    plain = refocus_array(image, method=method, device="cpu", **kw)
+
+    real_get = learned.get_generator
+    sizes = []
+
+    def get_generator(source, device="cpu"):
+        net = real_get(source, "cpu")
+        if torch.device(device).type == "cpu":
+            return net
+        return _OnFakeGpu(net, sizes)
+
+    monkeypatch.setattr(learned, "get_generator", get_generator)
+    res = refocus_array(image, method=method, device=FAKE_GPU, **kw)
+    assert sizes == [4, 2, 1], "tile batches of 4, 2, 1 on the accelerator, then the CPU"
+    assert res.device == "cpu"
+    assert any("batches cut to 1" in n for n in res.notes), res.notes
+    assert any("continued on the CPU" in n for n in res.notes), res.notes
+    np.testing.assert_allclose(res.image, plain.image, rtol=0, atol=1e-4 * float(np.ptp(plain.image)))
+
+
+class _OnFakeGpu(torch.nn.Module):
+    """A network "on" the stand-in accelerator: out of memory on every batch of tiles."""
+
+    def __init__(self, net, log: list):
+        super().__init__()
+        self.log = log
+        self.multiple, self.upscale = getattr(net, "multiple", 1), getattr(net, "upscale", 1)
+        self.sha256 = getattr(net, "sha256", "")
+
+    def forward(self, x):
+        assert x.device == FAKE_GPU
+        self.log.append(x.shape[0])
+        raise oom()
+
+
+@pytest.fixture
+def rl_on_fake_gpu(monkeypatch):
+    """RL on the stand-in accelerator: out of memory for every batch of patches (or image)."""
+    real = rl.iter_richardson_lucy_batch
+    sizes = []
+
+    def fake(observed, otf, iterations=15, **kw):
+        if observed.device.type == "cpu":
+            return (yield from real(observed, otf, iterations, **kw))
+        sizes.append(observed.shape[0])
+        raise oom()
+
+    monkeypatch.setattr(rl, "iter_richardson_lucy_batch", fake)
+    return sizes
+
+
+def test_depth_variant_rl_halves_its_patch_batches_then_uses_the_cpu(rl_on_fake_gpu, pair):
+    sizes = rl_on_fake_gpu
+    image, field = pair
+    grid = patch_grid(image.shape)
+    levels = oracle_level_map(field, grid)
+    assert (levels > 0).sum() > 32, "enough defocused patches for a full batch"
+    probs = np.zeros((*grid.shape, 12), np.float32)
+    np.put_along_axis(probs, levels[..., None], 1.0, axis=-1)
+    dmap = DefocusMap(levels=levels, probabilities=probs, certainty=np.ones(grid.shape, np.float32), grid=grid)
+    plain = refocus_array(image, method="lbdvd", device="cpu", defocus_map=dmap, iterations=5)
+    res = refocus_array(image, method="lbdvd", device=FAKE_GPU, defocus_map=dmap, iterations=5)
+    # an accelerator's batch is 1024 patches: all 63 defocused ones, then 32, 16, ..., 1
+    n = int(((levels > 0) & (levels < 11)).sum())
+    assert set(sizes[:-6]) == {n} and sizes[-6:] == [32, 16, 8, 4, 2, 1], sizes
+    assert res.device == "cpu"
+    assert any("batches cut to 1" in n for n in res.notes) and any("continued on the CPU" in n for n in res.notes)
+    np.testing.assert_allclose(res.image, plain.image, rtol=1e-5, atol=1e-3)
+
+
+def test_depth_invariant_rl_moves_to_the_cpu(rl_on_fake_gpu, pair, caplog):
+    sizes = rl_on_fake_gpu
+    image = pair[0]
+    plain = refocus_array(image, method="rl", device="cpu", level=4, iterations=5)
+    with caplog.at_level(logging.WARNING, logger="napari_refocus.core.rl"):
+        res = refocus_array(image, method="rl", device=FAKE_GPU, level=4, iterations=5)
+    assert sizes == [1]  # one whole image: nothing to halve
+    assert res.device == "cpu" and any("continued on the CPU" in n for n in res.notes)
+    assert "deconvolving on the CPU" in caplog.text
+    np.testing.assert_array_equal(res.image, plain.image)
