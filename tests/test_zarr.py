@@ -292,3 +292,19 @@ def test_a_refused_job_leaves_no_partial_store(tmp_path):
     with pytest.raises(ValueError, match="multiple of 42"):
         refocus_to_ome_zarr(_image((100, 120)), out, method="lbdvd", axes="YX", device="cpu", block=100)
     assert not out.exists() and not partial_path(out).exists()
+
+
+def test_batch_reads_ome_zarr_stores_and_writes_ome_zarr(tmp_path):
+    from napari_refocus.io.batch import run_batch
+
+    folder = tmp_path / "in"
+    for k in range(2):
+        write_ome_zarr(folder / f"f{k}.ome.zarr", _image((90, 110), seed=k), axes="YX", pixel_um=0.65)
+    report = run_batch([folder], tmp_path / "out", method="rl", params=RL, workers=1, progress=False, fmt="ome-zarr")
+    assert report["done"] == 2, report["records"]
+    for k in range(2):
+        got = tmp_path / "out" / f"f{k}_refocused.ome.zarr"
+        want = refocus_file(folder / f"f{k}.ome.zarr", tmp_path / f"want{k}.ome.zarr", method="rl", device="cpu",
+                            params=RL)["output"]
+        np.testing.assert_array_equal(_levels(got)[0], _levels(want)[0])
+        assert read_ome_zarr_info(got)["pixel_um"] == pytest.approx(0.65)
