@@ -42,6 +42,10 @@ class RefocusResult:
     that many times larger than the input (a viewer divides the input's scale by it).
     ``parameters`` are the method's parameters as used (its schema, defaults filled in);
     ``device`` is the device that did the work; ``weights_sha256`` the files really loaded.
+    ``gate_weights``: where the method was let change the input (``never_worse``, float32
+    0..1 of the output's shape: output = input + w * (restored - input); None when it did not
+    run, or for a lazy result); ``changed_fraction``: the share of pixels with w > 0.01;
+    ``gating``: the gate's rule and parameters (provenance).
     """
 
     image: np.ndarray
@@ -53,6 +57,9 @@ class RefocusResult:
     weights_sha256: dict = field(default_factory=dict)
     device: str = "cpu"
     notes: list = field(default_factory=list)
+    gate_weights: Any = None
+    changed_fraction: float | None = None
+    gating: dict | None = None
 
     def provenance(self) -> dict:
         """A JSON-able record for layer metadata and TIFF descriptions."""
@@ -67,6 +74,8 @@ class RefocusResult:
             "device": self.device,
             "upscale": self.upscale,
         }
+        if self.gating is not None:
+            out["never_worse"] = _jsonable({**self.gating, "changed_fraction": self.changed_fraction})
         if self.notes:
             out["notes"] = list(self.notes)
         return out

@@ -8,15 +8,16 @@ that defocus, on a patch grid as many native pixels wide as the map's patches.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.optics import Optics
 from ..core.tiling import STRIDE
+from . import gate
 from .base import Method
 from .frames import native_levels, rl_frame
-from .lbdvd_blocks import block_runner
 from .params import Params, option
 
 
@@ -35,6 +36,9 @@ class LbdvdParams(Params):
     normalise: bool = option(True, help="put intensities on DelpNet's scale first (exposure- and "
                                         "dtype-independent); off = raw 16-bit counts, as in the paper")
     optics: Optics = option(Optics(), help="microscope optics", unit="optics")
+    never_worse: bool = option(True, help="deconvolve a patch only as far as DelpNet's probabilities support and "
+                               "weight the change by the probability that it is defocused beyond the depth of "
+                               "field: regions in focus come back unchanged")
 
 
 def iter_map(image, params: LbdvdParams, *, device, stats=None):
@@ -63,12 +67,23 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     if defocus_map.weights_sha256:
         report.weights_sha256["delpnet"] = defocus_map.weights_sha256
     report.extras["defocus_map"] = defocus_map
-    levels, patch, stride = native_levels(defocus_map, np.shape(image), frame, params.stride)
-    return (yield from iter_deconvolve(
+    run_map = defocus_map
+    if params.never_worse:  # deconvolve only as far as the evidence supports (methods.gate)
+        beyond = gate.defocused_classes(defocus_map.defocus_um, defocus_map.optics)
+        run_map = dataclasses.replace(defocus_map, levels=gate.gate_levels(defocus_map.probabilities,
+                                                                           defocus_map.levels, beyond))
+    levels, patch, stride = native_levels(run_map, np.shape(image), frame, params.stride)
+    restored = yield from iter_deconvolve(
         image, level_map=levels, iterations=params.iterations, device=device,
         patch=patch, stride=stride, context=frame.context,
         montage_weights=params.montage_weights, padding=params.padding, optics=frame.optics, report=report,
-    ))
+    )
+    if not params.never_worse:
+        return restored
+    weights = gate.gate_of_map(defocus_map)
+    w = weights.weights(np.shape(image))
+    gate.record(report, w, weights.threshold_um)
+    return gate.blend(image, restored, w)
 
 
 def image_stats(sample) -> dict:
@@ -88,7 +103,7 @@ METHOD = Method(
     weights=("delpnet",),
     inputs=("defocus_map", "stats"),
     image_stats=image_stats,
-    block_runner=block_runner,
+    block_runner=gate.lbdvd_block_runner,
     block_multiple=STRIDE,
-    form_fields=("iterations", "stride", "tta"),
+    form_fields=("iterations", "stride", "tta", "never_worse"),
 )

@@ -54,6 +54,8 @@ class LearnedParams(Params):
                                    "restored residual is added to the native image (None, or a pixel size "
                                    "without the NA: run as it is)",
                                    unit="optics")
+    never_worse: bool = option(True, help="gate the change per patch by DelpNet's probability that the patch is "
+                               "defocused beyond the depth of field: regions in focus come back unchanged")
 
 
 def pixel_size_only(optics: Optics) -> bool:
@@ -109,7 +111,16 @@ def get_generator(name_or_path, device="cpu"):
 
 
 def _make_run(name: str):
-    def run(image, params: LearnedParams, *, device, report, stats=None):
+    def run(image, params: LearnedParams, *, device, report, stats=None, map_stats=None):
+        out = yield from _restore(image, params, device=device, report=report, stats=stats)
+        if not params.never_worse:
+            return out
+        from .gate import gate_image
+
+        return (yield from gate_image(image, out, device=device, report=report, optics=params.optics,
+                                      stats=map_stats))
+
+    def _restore(image, params: LearnedParams, *, device, report, stats=None):
         from ..models.predict import iter_predict_tiled, normalise
 
         source = params.weights or name
@@ -148,17 +159,22 @@ def _make_run(name: str):
 
 
 def image_stats(image) -> dict:
-    """``{"stats": (lo, scale)}``: the intensity normalisation of a whole image, which every
-    block of a big image then uses instead of its own (``Method.image_stats``)."""
+    """``{"stats": (lo, scale), "map_stats": ...}``: the intensity normalisation of a whole
+    image, and its canonical statistics for DelpNet's map (the gate), which every block of a big
+    image then uses instead of its own (``Method.image_stats``)."""
     from ..models.predict import normalise
+    from .defocus import canonical_stats
 
-    return {"stats": normalise(image)[1]}
+    return {"stats": normalise(image)[1], "map_stats": canonical_stats(image)}
 
 
 def _method(name: str, title: str, description: str, upscale: int = 1, halo: int = 96) -> Method:
-    return Method(name=name, title=title, description=description, schema=LearnedParams, run=_make_run(name),
-                  weights=(name,), upscale=upscale, halo=halo, inputs=("stats",), image_stats=image_stats,
-                  form_fields=("tta",))
+    from .gate import gated_block_runner
+
+    run = _make_run(name)
+    return Method(name=name, title=title, description=description, schema=LearnedParams, run=run,
+                  weights=(name,), upscale=upscale, halo=halo, inputs=("stats", "map_stats"), image_stats=image_stats,
+                  block_runner=gated_block_runner(run, halo=halo, upscale=upscale), form_fields=("tta", "never_worse"))
 
 
 METHODS = (

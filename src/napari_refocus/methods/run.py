@@ -47,6 +47,8 @@ def iter_refocus(image, *, method="lbdvd", device="auto", **kwargs):
     report = RunReport(dev)
     t0 = time.perf_counter()
     restored = yield from m.run(arr, params, device=dev, report=report, **inputs)
+    gate = dict(report.extras.get("gate") or {})
+    weights, changed = gate.pop("weights", None), gate.pop("changed_fraction", None)
     return RefocusResult(
         image=np.asarray(restored, dtype=np.float32),
         method=m.name,
@@ -57,6 +59,9 @@ def iter_refocus(image, *, method="lbdvd", device="auto", **kwargs):
         weights_sha256=dict(report.weights_sha256),
         device=str(report.device),
         notes=list(report.fallbacks) + (["defocus map given by the caller"] if "defocus_map" in inputs else []),
+        gate_weights=weights,
+        changed_fraction=changed,
+        gating=gate or None,
     )
 
 

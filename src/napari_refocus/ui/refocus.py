@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 
-from magicgui.widgets import ComboBox, Container, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 
 from ..core.progress import Progress
 from .base import ViewerWidget
+from .changed import add_changed_layer, changed_text
 from .forms import (
     PREFERENCES,
     Preferences,
@@ -60,6 +61,7 @@ class RefocusWidget(ViewerWidget):
         self.methods = list_methods()
         self.devices = available_devices()
         self.last_layer = None
+        self.changed_layer = None
         self.image = self.layer_chooser("image", "image", prefer=_not_result)
         self.layer_info = info_label("layer_info")
         self.method = ComboBox(name="method", label="method",
@@ -75,9 +77,12 @@ class RefocusWidget(ViewerWidget):
         self.show_optics, self.optics = self.optics_panel.show, self.optics_panel.form
         self.reset_button = PushButton(name="reset", text="Reset to defaults")
         self.reset_button.tooltip = "device, iterations, method parameters and optics back to their defaults"
+        self.show_changed = CheckBox(name="show_changed", value=False, text="show where it changed (overlay)")
+        self.show_changed.tooltip = ("with never worse on: add the weight each pixel's change was given (0: left "
+                                     "as it was, 1: restored) as a layer over the result")
         self.panel = JobPanel("Refocus", self.run, what="refocus")
         self.extend([self.source, self.prefs, section("notes", [self.device_note]),
-                     self.params_box, self.optics_panel, self.reset_button, self.panel])
+                     self.params_box, self.optics_panel, self.reset_button, self.show_changed, self.panel])
         self._mark_unavailable()
         first_ok = next((m.name for m in self.methods if m.weights_present()), self.methods[0].name)
         self.method.value = first_ok
@@ -205,7 +210,7 @@ class RefocusWidget(ViewerWidget):
             return None
         extra = {"optics_source": self.optics_panel.sources()} if m.accepts("optics") else None
         return start_refocus(self.viewer, self.panel, layer, method=m.name, device=self.prefs.device.value,
-                             params=params, owner=self, extra_meta=extra)
+                             params=params, owner=self, extra_meta=extra, show_changed=self.show_changed.value)
 
     def cancel(self):
         self.panel.cancel()
@@ -242,12 +247,13 @@ def refocus_planes(data, *, axes: str, method: str, device: str, params: dict, i
 
 def start_refocus(viewer, panel: JobPanel, layer, *, method: str, device: str, params: dict,
                   inputs: dict | None = None, plane: tuple | None = None, owner=None,
-                  extra_meta: dict | None = None):
+                  extra_meta: dict | None = None, show_changed: bool = False):
     """Restore ``layer`` in ``panel``'s worker and add the result layer.
 
     ``plane`` (an index into the layer's data) restores only that 2-D plane (RGB: the mean
     of its colour channels); ``inputs`` are run-time inputs such as ``defocus_map``. The
-    layer's data is read in the worker. ``owner.last_layer`` (if given) is the new layer.
+    layer's data is read in the worker. ``owner.last_layer`` (if given) is the new layer;
+    ``show_changed`` adds the never-worse gate's weights over it (``owner.changed_layer``).
     """
     data, rgb = layer.data, bool(layer.rgb)
     axes = "YX" if plane is not None else layer_axes(layer)
@@ -265,8 +271,11 @@ def start_refocus(viewer, panel: JobPanel, layer, *, method: str, device: str, p
         if stack.ndim > 2 and "S" not in axes:
             extra.setdefault("planes", int(stack.size // (stack.shape[-1] * stack.shape[-2])))
         new = add_result_layer(viewer, layer, stack, result, extra)
+        changed = add_changed_layer(viewer, new, result) if show_changed else None
         if owner is not None:
             owner.last_layer = new
-        show(panel.status, f"added '{new.name}' in {result.seconds:.1f} s on {result.device}")
+            owner.changed_layer = changed
+        note = changed_text(result) if stack.ndim == 2 else ""
+        show(panel.status, f"added '{new.name}' in {result.seconds:.1f} s on {result.device}" + (f"; {note}" if note else ""))
 
     return panel.start(job, done, label=f"{method} on {layer.name}")

@@ -1,0 +1,324 @@
+"""Never worse: every method's change to the input, weighted by the evidence that a region needs it.
+
+A region already in focus, or blurred less than the objective resolves, should come back as it
+went in: every restoration changes such a region for the worse (measured on held-out BBBC006
+fields, ``benchmarks/eval_never_worse.py``). So every method's output is gated per patch by
+DelpNet's defocus map, in the same way in memory and block by block:
+
+1. **Per patch**, ``v`` = the probability (DelpNet's softmax, renormalised over the eleven
+   defocus classes) that the patch is defocused beyond :data:`DOF_FACTOR` depths of field of
+   the objective (lambda n / NA^2; 3.6 um for the paper's NA 0.5 objective, i.e. classes >= 2
+   (4 um); for another objective the map's classes are already in um of that objective,
+   ``DefocusMap.defocus_um``).
+2. **Background patches** (the map's level 11: DelpNet's own answer or the relative
+   background rule) carry no evidence of their own: in the interpolation below they weigh
+   :data:`BG_CONFIDENCE` of a patch with cells, with the value :data:`BG_VALUE`, so a
+   background patch next to cells takes their weight and one surrounded by background is left
+   as it is.
+3. **Per pixel**, ``w`` = bilinear interpolation of ``v`` between patch centres, each patch
+   weighted by its confidence (normalised convolution: smooth, and equal to ``v`` at the
+   centre of a patch among cells). A pixel depends only on the four patches around it, so a
+   block of a big image gets the same weights from the patches that touch it.
+4. **Output** = input + w * (restored - input). For an ``upscale`` x method the input is first
+   resampled to the output's grid (:func:`napari_refocus.core.resample.resample`, bilinear),
+   the way the learned methods' outputs are sized against their inputs.
+
+lbdvd also deconvolves a patch only as far as the evidence supports (:func:`gate_levels`): a
+patch whose ``v`` is below one half is not deconvolved, the others at their most likely class
+beyond the depth of field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.optics import BACKGROUND
+
+#: a class is "defocused" when its defocus is at least this many depths of field (lambda n / NA^2)
+DOF_FACTOR = 2.0
+#: a background patch's weight in the interpolation, relative to a patch with cells
+BG_CONFIDENCE = 0.05
+#: the value a background patch contributes (0: background alone is left as it is)
+BG_VALUE = 0.0
+#: a pixel counts as changed when its weight exceeds this
+CHANGED_ABOVE = 0.01
+#: lbdvd deconvolves a patch when its probability of being defocused is at least this
+DECONVOLVE_ABOVE = 0.5
+
+
+def depth_of_field_um(optics) -> float:
+    """lambda n / NA^2 (um) of an :class:`~napari_refocus.core.optics.Optics` or its dict."""
+    get = optics.get if isinstance(optics, dict) else lambda k: getattr(optics, k)
+    return float(get("wavelength_nm")) * 1e-3 * float(get("refractive_index")) / float(get("na")) ** 2
+
+
+def defocused_classes(defocus_um, optics) -> np.ndarray:
+    """Boolean (n_classes,): which classes are defocused beyond ``DOF_FACTOR`` depths of field."""
+    return np.asarray(defocus_um, dtype=np.float64) >= DOF_FACTOR * depth_of_field_um(optics) - 1e-9
+
+
+def patch_evidence(probabilities, levels, beyond) -> tuple[np.ndarray, np.ndarray]:
+    """``(v, confidence)`` per patch: P(defocused beyond the depth of field) among the defocus
+    classes, and 1 (cells) or :data:`BG_CONFIDENCE` (background, whose ``v`` is :data:`BG_VALUE`)."""
+    p = np.asarray(probabilities, dtype=np.float64)[..., : len(beyond)]
+    v = (p * beyond).sum(-1) / np.maximum(p.sum(-1), 1e-12)
+    bg = np.asarray(levels) == BACKGROUND
+    return np.where(bg, BG_VALUE, v).astype(np.float32), np.where(bg, BG_CONFIDENCE, 1.0).astype(np.float32)
+
+
+def gate_levels(probabilities, levels, beyond) -> np.ndarray:
+    """lbdvd's levels as far as the evidence goes: 0 (not deconvolved) where P(defocused beyond
+    the depth of field) < :data:`DECONVOLVE_ABOVE`, else the most likely defocused class;
+    background stays background."""
+    p = np.asarray(probabilities, dtype=np.float64)[..., : len(beyond)]
+    v, _ = patch_evidence(probabilities, np.zeros(np.shape(levels), int), beyond)
+    best = np.where(beyond, p, -1.0).argmax(-1)
+    out = np.where(v >= DECONVOLVE_ABOVE, best, 0)
+    return np.where(np.asarray(levels) == BACKGROUND, BACKGROUND, out).astype(np.int64)
+
+
+def _axis(n_out: int, start: int, n_patches: int, *, upscale: int, scale: float, patch: int, stride: int):
+    """Per output pixel ``start .. start + n_out``: the lower patch index and the weight of the upper."""
+    native = (np.arange(start, start + n_out) + 0.5) / upscale - 0.5  # pixel centre, input pixels
+    on_map = (native + 0.5) / scale - 0.5  # the map's (possibly resampled) pixels
+    g = np.clip((on_map - (patch - 1) / 2) / stride, 0, n_patches - 1)
+    lo = np.minimum(np.floor(g).astype(np.int64), max(n_patches - 2, 0))
+    return lo, (g - lo).astype(np.float32)
+
+
+def patch_span(bounds, n_patches, *, upscale: int = 1, scale: float = 1.0, patch: int, stride: int):
+    """``((r0, r1), (c0, c1))``: inclusive patch rows/columns the weights of output pixels
+    ``bounds = (y0, y1, x0, x1)`` read."""
+    spans = []
+    for (a, b), n in zip((bounds[:2], bounds[2:]), n_patches):
+        lo, _ = _axis(b - a, a, n, upscale=upscale, scale=scale, patch=patch, stride=stride)
+        spans.append((int(lo.min()), int(min(lo.max() + 1, n - 1))))
+    return tuple(spans)
+
+
+def pixel_weights(v, confidence, *, grid_shape, bounds, upscale: int = 1, scale: float = 1.0,
+                  patch: int, stride: int, offset=(0, 0)) -> np.ndarray:
+    """The per-pixel weight ``w`` (float32) of output pixels ``bounds = (y0, y1, x0, x1)``.
+
+    ``v``, ``confidence``: per patch (:func:`patch_evidence`) of the patch rows/columns from
+    ``offset`` on (a block's sub-grid), on a map grid of ``grid_shape`` patches whose pixel is
+    ``scale`` input pixels; the output is ``upscale`` x the input.
+    """
+    y0, y1, x0, x1 = (int(b) for b in bounds)
+    kw = dict(upscale=upscale, scale=scale, patch=patch, stride=stride)
+    iy, ty = _axis(y1 - y0, y0, grid_shape[0], **kw)
+    ix, tx = _axis(x1 - x0, x0, grid_shape[1], **kw)
+    iy, ix = iy - offset[0], ix - offset[1]
+    ny, nx = np.shape(v)
+    num = np.zeros((y1 - y0, x1 - x0), np.float32)
+    den = np.zeros_like(num)
+    cv = np.asarray(confidence, np.float32) * np.asarray(v, np.float32)
+    for dy, wy in ((0, 1.0 - ty), (1, ty)):
+        for dx, wx in ((0, 1.0 - tx), (1, tx)):
+            rows, cols = np.minimum(iy + dy, ny - 1), np.minimum(ix + dx, nx - 1)
+            b = wy[:, None] * wx[None, :]
+            num += b * cv[np.ix_(rows, cols)]
+            den += b * np.asarray(confidence, np.float32)[np.ix_(rows, cols)]
+    return np.clip(num / np.maximum(den, 1e-12), 0.0, 1.0).astype(np.float32)
+
+
+def base_like(image, shape) -> np.ndarray:
+    """The input as float32 on the output's grid (resampled bilinearly for an x2 method)."""
+    from ..core.resample import resample
+
+    return resample(np.asarray(image, dtype=np.float32), shape=tuple(shape))
+
+
+def blend(image, restored, w) -> np.ndarray:
+    """``input + w * (restored - input)`` (float32), the input on the output's grid."""
+    base = base_like(image, np.shape(restored))
+    return (base + w * (np.asarray(restored, np.float32) - base)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The gate of one image: per-patch evidence on the map's grid, and where it came from."""
+
+    v: np.ndarray
+    confidence: np.ndarray
+    grid_shape: tuple
+    patch: int
+    stride: int
+    scale: float
+    threshold_um: float
+
+    def weights(self, image_shape, upscale: int = 1, bounds=None) -> np.ndarray:
+        """Per-pixel weights of the output (``upscale`` x ``image_shape``; ``bounds``: a part)."""
+        if bounds is None:
+            bounds = (0, image_shape[0] * upscale, 0, image_shape[1] * upscale)
+        return pixel_weights(self.v, self.confidence, grid_shape=self.grid_shape, bounds=bounds, upscale=upscale,
+                             scale=self.scale, patch=self.patch, stride=self.stride)
+
+    def provenance(self) -> dict:
+        return describe(self.threshold_um)
+
+
+def gate_of_map(defocus_map) -> Gate:
+    """The :class:`Gate` of a :class:`~napari_refocus.methods.defocus.DefocusMap`."""
+    beyond = defocused_classes(defocus_map.defocus_um, defocus_map.optics)
+    v, c = patch_evidence(defocus_map.probabilities, defocus_map.levels, beyond)
+    g = defocus_map.grid
+    return Gate(v, c, tuple(g.shape), g.patch, g.stride, float(defocus_map.scale),
+                DOF_FACTOR * depth_of_field_um(defocus_map.optics))
+
+
+def describe(threshold_um: float) -> dict:
+    """What provenance records of a gated run (its rule and parameters)."""
+    return {"ran": True, "rule": "output = input + w * (restored - input); w = P(defocus >= dof_factor x depth "
+            "of field) per DelpNet patch, bilinear between patch centres (background patches: confidence "
+            f"{BG_CONFIDENCE}, value {BG_VALUE})", "dof_factor": DOF_FACTOR,
+            "threshold_um": round(float(threshold_um), 4), "changed_above": CHANGED_ABOVE,
+            "lbdvd_deconvolves_above": DECONVOLVE_ABOVE}
+
+
+def record(report, w, threshold_um: float, delpnet_sha256: str | None = None) -> None:
+    """Put the weight map, the share of pixels changed and the gate's description in a RunReport
+    (``delpnet_sha256``: the DelpNet file a method that does not otherwise use it loaded)."""
+    w = np.asarray(w, np.float32)
+    report.extras["gate"] = {"weights": w, "changed_fraction": float((w > CHANGED_ABOVE).mean()) if w.size else 0.0,
+                             **describe(threshold_um), **({"delpnet_sha256": delpnet_sha256} if delpnet_sha256 else {})}
+
+
+def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=None, stats=None):
+    """DelpNet's map of ``image`` and its :class:`Gate` (a generator: yields Progress, returns
+    ``(map, gate)``); ``stats``: the whole image's canonical stats when ``image`` is a part."""
+    from .defocus import iter_defocus_map
+
+    dmap = yield from iter_defocus_map(image, weights=weights, device=device, tta=tta, optics=optics, stats=stats)
+    return dmap, gate_of_map(dmap)
+
+
+def check_block_scale(scale: float) -> None:
+    """Block by block the gate runs on the global patch grid, at DelpNet's training sampling."""
+    if not math.isclose(scale, 1.0):
+        raise ValueError("never_worse block by block (big images) runs only at DelpNet's training sampling for "
+                         f"now (this objective's pixel is {scale:.2f}x finer); run it in memory or with "
+                         "never_worse=False")
+
+
+def gate_image(image, restored, *, device, report, optics=None, stats=None, weights=None):
+    """A generator: DelpNet's map of ``image``, then ``restored`` gated by it (float32, the
+    output's shape); the weights, the share changed and the rule go to ``report.extras["gate"]``.
+    The map runs on the device the method ended on (``report.device``, after any fallback)."""
+    dmap, gate = yield from iter_image_gate(image, weights=weights, device=getattr(report, "device", device),
+                                            optics=optics, stats=stats)
+    restored = np.asarray(restored, np.float32)
+    w = gate.weights(np.shape(image), int(round(restored.shape[0] / np.shape(image)[0])))
+    record(report, w, gate.threshold_um, dmap.weights_sha256)
+    return blend(image, restored, w)
+
+
+def _region_runner(run, params, *, halo: int, upscale: int, device, **inputs):
+    """``restore(source, bounds)``: a method's ``run`` in memory on the block plus ``halo``
+    (clipped to the image), cropped to the block (``upscale`` x its bounds)."""
+    from ..core.progress import drain
+    from .base import RunReport
+
+    r = int(upscale)
+
+    def restore(source, bounds):
+        h, w = source.shape[-2:]
+        top, left = max(0, bounds[0] - halo), max(0, bounds[2] - halo)
+        region = np.asarray(source[top:min(h, bounds[1] + halo), left:min(w, bounds[3] + halo)], np.float32)
+        out = drain(run(region, params, device=device, report=RunReport(device), **inputs))
+        rows = slice((bounds[0] - top) * r, (bounds[1] - top) * r)
+        return np.asarray(out, np.float32)[rows, (bounds[2] - left) * r:(bounds[3] - left) * r]
+
+    return restore
+
+
+def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1, levels_of=None):
+    """The weights of the output block of input ``bounds`` on the image's global patch grid
+    (the patches around it classified here, read within ``bounds`` +- 83 px)."""
+    from ..core.tiling import patch_grid
+    from . import lbdvd_blocks as lb
+
+    grid = patch_grid(source.shape)
+    out_bounds = tuple(int(b) * upscale for b in bounds)
+    rows, cols = patch_span(out_bounds, grid.shape, upscale=upscale, patch=grid.patch, stride=grid.stride)
+    blk = lb.Block(*(int(b) for b in bounds), rows, cols)
+    patches, _ = lb.block_patches(source, blk, grid, context=0)
+    probs, levels = classify(patches)
+    shape = blk.sub_shape
+    v, c = patch_evidence(np.reshape(probs, (*shape, -1)), np.reshape(levels, shape), beyond)
+    return pixel_weights(v, c, grid_shape=grid.shape, bounds=out_bounds, upscale=upscale, patch=grid.patch,
+                         stride=grid.stride, offset=(rows[0], cols[0]))
+
+
+def gated_block_runner(run, *, halo: int, upscale: int = 1):
+    """A learned method's ``Method.block_runner`` (its ``run``, ``halo`` and ``upscale``): the
+    method on each block plus its halo, gated by DelpNet on the image's global patch grid (the
+    weights equal the in-memory run's)."""
+
+    def block_runner(params, *, device, stats=None, map_stats=None):
+        import dataclasses
+
+        from . import lbdvd_blocks as lb
+        from .defocus import CANONICAL, map_frame
+
+        where = {"halo": int(halo), "upscale": int(upscale), "device": device}
+        plain = _region_runner(run, dataclasses.replace(params, never_worse=False), stats=stats, **where)
+        if not params.never_worse:
+            return plain
+        scale, table = map_frame(params.optics)
+        if not math.isclose(scale, 1.0):  # no global grid at another sampling: each block maps itself
+            return _region_runner(run, params, stats=stats, map_stats=map_stats, **where)
+        beyond = defocused_classes(table, params.optics or CANONICAL)
+        state = {}
+
+        def restore(source, bounds):
+            if "classify" not in state:  # the network once per run, on the first block
+                state["classify"] = lb.delpnet_classifier(device=device, stats=map_stats)
+            restored = plain(source, bounds)
+            w = block_gate_weights(source, bounds, classify=state["classify"], beyond=beyond, upscale=int(upscale))
+            return blend(lb.read_region(source, *bounds), restored, w)
+
+        return restore
+
+    return block_runner
+
+
+def lbdvd_block_runner(params, *, device, stats=None):
+    """lbdvd's ``Method.block_runner`` with the gate: levels as far as the evidence supports
+    (:func:`gate_levels`) and the change weighted per pixel, on the global patch grid."""
+    from . import lbdvd_blocks as lb
+    from .defocus import map_frame
+    from .frames import rl_frame
+
+    plain = lb.block_runner(params, device=device, stats=stats)  # checks what the block form can honour
+    if not params.never_worse:
+        return plain
+    frame = rl_frame(params.optics)
+    beyond = defocused_classes(map_frame(params.optics)[1], params.optics)
+    state = {}
+
+    def restore(source, bounds):
+        from ..core.tiling import patch_grid
+
+        if "classify" not in state:
+            base = lb.delpnet_classifier(weights=params.weights, device=device, tta=params.tta,
+                                         stats=stats if params.normalise else None)
+
+            def classify(core):
+                probs, levels = base(core)
+                return probs, gate_levels(probs, levels, beyond)
+
+            state["classify"] = classify
+        grid = patch_grid(source.shape)
+        blk = lb.grid_block(grid, bounds)
+        restored, levels, probs = lb.process_block(source, blk, grid, classify=state["classify"], device=device,
+                                                   iterations=params.iterations, optics=frame.optics)
+        v, c = patch_evidence(probs, levels, beyond)
+        w = pixel_weights(v, c, grid_shape=grid.shape, bounds=bounds, patch=grid.patch, stride=grid.stride,
+                          offset=(blk.rows[0], blk.cols[0]))
+        return blend(lb.read_region(source, *bounds), restored, w)
+
+    return restore

@@ -1,0 +1,219 @@
+"""Never worse: every method leaves in-focus regions as they were (``never_worse=True``, the
+default), on held-out BBBC006 fields that no network trained or was selected on; gating off gives
+the ungated output exactly; block by block equals in memory."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import napari_refocus as nr
+from napari_refocus.core.metrics import metrics
+from napari_refocus.methods import gate as G
+from napari_refocus.methods import get_method
+
+W2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "BBBC006_w2_infocus" / "examples" / "bbbc_subset"
+HELD_OUT = ("p19_s2", "o24_s2")  # bbbc006_w2_p19_s2 (test split), bbbc006_w2_o24_s2 (validation split)
+METHODS = ("lbdvd", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
+
+
+def _field(tag):
+    import tifffile
+
+    found = sorted(W2.glob(f"*_{tag}_*.tif")) if W2.exists() else []
+    if not found:
+        pytest.skip(f"held-out BBBC006 field {tag} not in ../shared/data")
+    return tifffile.imread(found[0]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fields():
+    return [_field(t) for t in HELD_OUT]
+
+
+def _need(method):
+    if not get_method(method).weights_present() or not get_method("lbdvd").weights_present():
+        pytest.skip(f"weights of {method} or DelpNet not installed")
+
+
+def _bin(img, r):
+    if r == 1:
+        return img
+    h, w = img.shape[0] // r, img.shape[1] // r
+    return img[:h * r, :w * r].reshape(h, r, w, r).mean(axis=(1, 3))
+
+
+def _gain(out, inp, gt, cols=slice(None)):
+    """PSNR gain (dB) of ``out`` over the input, both against ``gt``, on columns ``cols``; an
+    x2 output is binned 2x2 and compared with the input as the gate sizes it (resampled x2,
+    binned), so that the gate's own resampling is not counted as a change."""
+    r = out.shape[0] // inp.shape[0]
+    ref = _bin(G.base_like(inp, out.shape), r)
+    out = _bin(out, r)
+    dr = float(np.ptp(gt))
+    return (metrics(out[:, cols], gt[:, cols], data_range=dr)["psnr"]
+            - metrics(ref[:, cols], gt[:, cols], data_range=dr)["psnr"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_in_focus_and_level_1_are_not_made_worse(method, fields):
+    _need(method)
+    for level in (0, 1):
+        gains = []
+        for k, gt in enumerate(fields):
+            inp = nr.simulate(gt.astype(np.uint16), level=level, seed=100 * k + level)
+            res = nr.refocus(inp, method=method, device="cpu")
+            r = get_method(method).upscale
+            dr = float(np.ptp(gt))
+            gains.append(metrics(_bin(res.image, r), gt, data_range=dr)["psnr"]
+                         - metrics(inp.astype(np.float32), gt, data_range=dr)["psnr"])
+            assert res.gate_weights.shape == res.image.shape
+            assert 0.0 <= res.changed_fraction <= 1.0
+        assert np.mean(gains) >= -0.1, (method, level, gains)
+
+
+def tilted(gt, *, high=8.0, seed=0):
+    """``gt`` as a tilted sample: its left third in focus (level 0), then defocus rising
+    linearly to ``high`` at the right edge (each pixel the blend of its two neighbouring levels)."""
+    w = gt.shape[1]
+    third = w // 3
+    field = np.zeros(gt.shape)
+    field[:, third:] = np.linspace(0.0, high, w - third)[None, :]
+    return nr.simulate(gt.astype(np.uint16), level_field=field, seed=seed), third
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tilted_sample_leaves_the_in_focus_third(method, fields):
+    _need(method)
+    gt = fields[0]
+    inp, third = tilted(gt)
+    res = nr.refocus(inp, method=method, device="cpu")
+    assert abs(_gain(res.image, inp, gt, slice(0, third))) <= 0.1
+    r = get_method(method).upscale
+    w = res.gate_weights
+    assert w[:, :third * r].max() < 0.05 and w[:, -third * r:].mean() > 0.9  # left alone / restored
+    assert _gain(res.image, inp, gt, slice(2 * third, None)) > 1.0  # the defocused third still gains
+    assert 0.3 < res.changed_fraction < 0.8
+    prov = res.provenance()
+    assert prov["parameters"]["never_worse"] is True and prov["never_worse"]["ran"] is True
+    assert prov["never_worse"]["threshold_um"] == pytest.approx(2 * 0.451 / 0.25, abs=1e-3)
+
+
+def test_gating_off_is_the_ungated_method_exactly(fields):
+    """never_worse=False: lbdvd = depth-variant RL with DelpNet's argmax levels; a learned
+    method = its network tiled over the image; no gate recorded."""
+    from napari_refocus.methods.learned import get_generator
+    from napari_refocus.models.predict import predict_tiled
+
+    _need("lbdvd")
+    inp = nr.simulate(fields[0][:252, :336].astype(np.uint16), level=4, seed=1)
+    off = nr.refocus(inp, method="lbdvd", device="cpu", never_worse=False)
+    ref = nr.deconvolve(inp, level_map=off.defocus_map.levels, device="cpu")
+    np.testing.assert_array_equal(off.image, ref)
+    assert off.gate_weights is None and "never_worse" not in off.provenance()
+    on = nr.refocus(inp, method="lbdvd", device="cpu")
+    assert not np.array_equal(on.image, off.image)
+    for method in ("h2t-msunet", "m-deblurgan"):
+        _need(method)
+        off = nr.refocus(inp, method=method, device="cpu", never_worse=False)
+        np.testing.assert_array_equal(off.image, predict_tiled(get_generator(method), inp, device="cpu"))
+
+
+def test_lbdvd_blocks_equal_in_memory_gated(fields):
+    _need("lbdvd")
+    from napari_refocus.bigimage import lazy_method
+
+    inp, _ = tilted(fields[1][:420, :588])
+    eager = nr.refocus(inp, method="lbdvd", device="cpu")
+    assert 0.0 < eager.changed_fraction < 1.0
+    blocks = np.asarray(lazy_method(inp, "lbdvd", block=168, device="cpu"))
+    np.testing.assert_allclose(blocks, eager.image, rtol=1e-5, atol=1e-2)
+    off = np.asarray(lazy_method(inp, "lbdvd", block=168, device="cpu", never_worse=False))
+    np.testing.assert_allclose(off, nr.refocus(inp, method="lbdvd", device="cpu", never_worse=False).image,
+                               rtol=1e-5, atol=1e-2)
+
+
+def test_learned_block_weights_equal_in_memory(fields):
+    """The learned methods' blocks are gated on the image's global patch grid: block by block,
+    the weights equal the in-memory run's (x1 and x2 outputs), and a lazy run is gated."""
+    _need("h2t-msunet")
+    from napari_refocus.bigimage import block_bounds, lazy_method
+    from napari_refocus.methods.defocus import canonical_stats
+    from napari_refocus.methods.lbdvd_blocks import delpnet_classifier
+
+    inp, third = tilted(fields[0][:336, :504])
+    classify = delpnet_classifier(device="cpu", stats=canonical_stats(inp.astype(np.float32)))
+    beyond = G.defocused_classes(tuple(2.0 * k for k in range(11)), nr.Optics())
+    for method in ("h2t-msunet", "m-deblurgan"):
+        _need(method)
+        eager = nr.refocus(inp, method=method, device="cpu")
+        r = get_method(method).upscale
+        w = np.zeros_like(eager.gate_weights)
+        for y0, y1, x0, x1 in block_bounds(inp.shape, 128):
+            w[y0 * r:y1 * r, x0 * r:x1 * r] = G.block_gate_weights(inp, (y0, y1, x0, x1), classify=classify,
+                                                                    beyond=beyond, upscale=r)
+        np.testing.assert_allclose(w, eager.gate_weights, atol=1e-4)
+    lazy = np.asarray(lazy_method(inp, "h2t-msunet", block=256, device="cpu"))
+    assert abs(_gain(lazy, inp, fields[0][:336, :504], slice(0, third))) <= 0.1
+
+
+def test_gate_weights_are_smooth_and_follow_the_evidence():
+    """Per-patch probabilities -> pixel weights: equal to the patch's value at its centre,
+    bilinear between centres, background takes its neighbours' weight."""
+    v = np.array([[0.0, 1.0, 1.0]], np.float32)
+    c = np.ones_like(v)
+    w = G.pixel_weights(v, c, grid_shape=(1, 3), bounds=(0, 1, 0, 168), patch=84, stride=42)[0]
+    assert w[41] == pytest.approx(0.0, abs=0.02) and w[84] == pytest.approx(1.0, abs=0.02)
+    assert np.all(np.diff(w) >= -1e-6) and np.abs(np.diff(w)).max() <= 1 / 42 + 1e-6
+    probs = np.zeros((1, 3, 12), np.float32)
+    probs[0, 0, 0] = probs[0, 1, 5] = probs[0, 2, 1] = 1.0
+    levels = np.array([[0, 5, 11]])
+    v, c = G.patch_evidence(probs, levels, G.defocused_classes(tuple(2.0 * k for k in range(11)), nr.Optics()))
+    np.testing.assert_allclose(v, [[0.0, 1.0, G.BG_VALUE]])
+    assert c[0, 2] == G.BG_CONFIDENCE
+    w = G.pixel_weights(v, c, grid_shape=(1, 3), bounds=(0, 1, 0, 168), patch=84, stride=42)[0]
+    assert w[110] > 0.9  # between a defocused patch and background: the cells' weight
+    np.testing.assert_array_equal(G.gate_levels(probs, levels, G.defocused_classes(
+        tuple(2.0 * k for k in range(11)), nr.Optics())), [[0, 5, 11]])
+
+
+def test_never_worse_is_a_schema_option_everywhere():
+    for method in METHODS:
+        spec = {s["name"]: s for s in get_method(method).describe()}
+        assert spec["never_worse"]["default"] is True
+        assert "never_worse" in get_method(method).form_fields
+    with pytest.raises(ValueError, match="never_worse"):
+        get_method("lbdvd").parse(never_worse="yes")
+
+
+@pytest.mark.gui
+def test_widget_states_the_share_changed_and_shows_where(make_napari_viewer, qtbot, fields, monkeypatch, tmp_path):
+    pytest.importorskip("napari")
+    pytest.importorskip("pytestqt")
+    import magicgui._util
+
+    from napari_refocus.ui import RefocusWidget
+
+    _need("h2t-msunet")
+    monkeypatch.setattr(magicgui._util, "user_cache_dir", lambda *a, **k: tmp_path / "cache")
+    viewer = make_napari_viewer()
+    inp, third = tilted(fields[0][:168, :336])
+    layer = viewer.add_image(inp, name="tilted", scale=(0.65, 0.65), translate=(10.0, 20.0))
+    w = RefocusWidget(viewer)
+    viewer.window.add_dock_widget(w, name="refocus")
+    w.set_method("m-deblurgan")
+    assert w.form.never_worse.value is True
+    w.show_changed.value = True
+    w.run(layer)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    result, changed = w.last_layer, w.changed_layer
+    assert "never worse: changed" in w.panel.status.value
+    assert changed is not None and changed.data.shape == result.data.shape == (336, 672)
+    np.testing.assert_allclose(changed.scale, result.scale)
+    np.testing.assert_allclose(changed.translate, result.translate)
+    assert changed.data[:, :third * 2].max() < 0.05 and changed.data[:, -third * 2:].mean() > 0.9
+    assert result.metadata["never_worse"]["ran"] is True
+    w.set_values(never_worse=False)
+    w.run(layer)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert w.changed_layer is None and "never worse" not in w.panel.status.value
