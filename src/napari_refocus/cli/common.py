@@ -105,8 +105,9 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
         helps = d["helps"]
         text = "; ".join(f"{', '.join(who)}: {h}" for h, who in helps.items()) if len(helps) > 1 else \
             f"{d['help']} ({', '.join(d['methods'])})"
-        if d["type"] is bool:
-            g.add_argument(_flag(name), dest=name, action="store_true", default=None, help=text)
+        if d["type"] is bool:  # a switch that is on by default (never_worse) gets a --no- form too
+            action = argparse.BooleanOptionalAction if d["default"] is True else "store_true"
+            g.add_argument(_flag(name), dest=name, action=action, default=None, help=text)
             continue
         limits = [f"{k} {d[k]}" for k in ("default", "min", "max") if d[k] is not None]
         g.add_argument(_flag(name), dest=name, type=d["type"] if d["type"] in (int, float) else str,
