@@ -37,7 +37,9 @@ def test_package_records_every_file_with_its_sha256(packages):
     pkg = packages["m-deblurgan"]
     rdf = yaml.safe_load(Path(pkg["rdf"]).read_text(encoding="utf-8"))
     recorded = {}
-    for entry in ([rdf["documentation"]] + rdf["covers"] + rdf["attachments"] + [rdf["weights"]["torchscript"]]
+    weights = rdf["weights"]
+    for entry in ([rdf["documentation"]] + rdf["covers"] + rdf["attachments"] + [weights["torchscript"]]
+                  + [weights["pytorch_state_dict"], weights["pytorch_state_dict"]["architecture"]]
                   + [t[k] for t in rdf["inputs"] + rdf["outputs"] for k in ("test_tensor", "sample_tensor")]):
         recorded[entry["source"]] = entry["sha256"]
     # every file of the package but the description itself, with the hash of its bytes
@@ -48,15 +50,19 @@ def test_package_records_every_file_with_its_sha256(packages):
     assert rdf["outputs"][0]["axes"][2]["scale"] == pytest.approx(rdf["inputs"][0]["axes"][2]["scale"] / 2)
 
 
-def test_reloaded_generator_reproduces_the_plugin_on_a_real_image(packages):
-    """bioimageio.core runs the package on a real field it was not tested with: the plugin's output
-    to within 1e-4 of its range."""
-    from bioimageio.core import load_model_description, predict
+@pytest.mark.parametrize("weight_format", ["torchscript", "pytorch_state_dict"])
+def test_reloaded_generator_reproduces_the_plugin_on_a_real_image(packages, weight_format):
+    """bioimageio.core runs the package (each weights entry) on a real field it was not tested
+    with: the plugin's output to within 1e-4 of its range."""
+    from bioimageio.core import create_prediction_pipeline, load_model_description, predict
+
+    from napari_refocus.io.bioimageio import plugin_params
 
     image = np.ascontiguousarray(real_defocused_image()[200:520, 0:448])  # 320x448, not the test crop
-    plugin = nr.refocus(image, method="m-deblurgan", device="cpu").image
+    plugin = nr.refocus(image, method="m-deblurgan", device="cpu", **plugin_params("m-deblurgan")).image
     descr = load_model_description(packages["m-deblurgan"]["rdf"])
-    sample = predict(model=descr, inputs={"input": image.astype(np.float32)[None, None]})
+    pipeline = create_prediction_pipeline(descr, weight_format=weight_format)
+    sample = predict(model=pipeline, inputs={"input": image.astype(np.float32)[None, None]})
     out = np.asarray(sample.members["output"].data)[0, 0]
     assert out.shape == plugin.shape == (640, 896)
     span = float(plugin.max() - plugin.min())

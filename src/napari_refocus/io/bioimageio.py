@@ -78,7 +78,38 @@ def plugin_outputs(name: str, image) -> dict:
                 "levels": dm.levels.astype(np.uint8)[None, None]}
     from ..api import refocus
 
-    return {"output": refocus(image, method=name, device="cpu").image.astype(np.float32)[None, None]}
+    out = refocus(image, method=name, device="cpu", **plugin_params(name)).image
+    return {"output": out.astype(np.float32)[None, None]}
+
+
+def plugin_params(name: str) -> dict:
+    """The method parameters the package reproduces: the defaults, but the network alone, without a
+    per-patch gate by DelpNet's map (``never_worse``, where the method has it)."""
+    import dataclasses
+
+    from ..methods.registry import get_method
+
+    fields = {f.name for f in dataclasses.fields(get_method(name).schema)}
+    return {"never_worse": False} if "never_worse" in fields else {}
+
+
+def _network(name: str):
+    """``(eval-mode network, its wrapper class, the wrapper's settings, the factory's name)``."""
+    from ..models.loader import load_fresh
+    from .bioimageio_modules import DelpNetModule, GeneratorModule
+
+    net = load_fresh(name).eval()
+    if name == "delpnet":
+        from ..core.tiling import PATCH, STRIDE
+        from ..methods import defocus as d
+
+        return net, DelpNetModule, dict(
+            patch=PATCH, stride=STRIDE, span=d.SPAN, offset=d.OFFSET, intensity_scale=d.SCALE,
+            bg_above=d.BG_ABOVE, bg_range=d.BG_RANGE, bg_sigmas=d.BG_SIGMAS), "ExportedDelpNet"
+    from ..models.predict import DEFAULT_OVERLAP
+
+    return net, GeneratorModule, dict(multiple=int(net.multiple), upscale=int(net.upscale),
+                                      margin=DEFAULT_OVERLAP // 2), "ExportedGenerator"
 
 
 def build_module(name: str):
@@ -87,25 +118,38 @@ def build_module(name: str):
 
     import torch
 
-    from ..models.loader import load_fresh
-    from .bioimageio_modules import DelpNetModule, GeneratorModule
-
-    net = load_fresh(name).eval()
-    with warnings.catch_warnings():  # the tracer's notes on shape arithmetic: checked below
+    net, wrapper, settings, _ = _network(name)
+    example = torch.zeros((4, 1, 84, 84) if name == "delpnet" else (1, 1, 2 * MIN_SIDE, 2 * MIN_SIDE))
+    with warnings.catch_warnings():  # the tracer's notes on shape arithmetic: the output is checked
         warnings.simplefilter("ignore")
-        if name == "delpnet":
-            from ..core.tiling import PATCH, STRIDE
-            from ..methods import defocus as d
+        traced = torch.jit.trace(net, example, check_trace=False)
+    module = torch.jit.script(wrapper(traced, **settings))
+    return module
 
-            traced = torch.jit.trace(net, torch.zeros(4, 1, PATCH, PATCH), check_trace=False)
-            return torch.jit.script(DelpNetModule(
-                traced, patch=PATCH, stride=STRIDE, span=d.SPAN, offset=d.OFFSET, intensity_scale=d.SCALE,
-                bg_above=d.BG_ABOVE, bg_range=d.BG_RANGE, bg_sigmas=d.BG_SIGMAS))
-        from ..models.predict import DEFAULT_OVERLAP
 
-        side = 2 * MIN_SIDE
-        traced = torch.jit.trace(net, torch.zeros(1, 1, side, side), check_trace=False)
-        return torch.jit.script(GeneratorModule(traced, net.multiple, net.upscale, DEFAULT_OVERLAP // 2))
+def build_state(name: str):
+    """``(state_dict, architecture source, factory name, factory kwargs)`` of the
+    ``pytorch_state_dict`` entry: the eager wrapper's state (the network under ``net.``) and the
+    generated architecture file (:mod:`.bioimageio_arch`) whose factory rebuilds the wrapper."""
+    from .bioimageio_arch import architecture_source
+
+    net, wrapper, settings, factory = _network(name)
+    state = {k: v.detach().clone() for k, v in wrapper(net, **settings).state_dict().items()}
+    architecture = net.meta["architecture"]
+    kwargs = {"architecture": architecture, "kwargs": dict(net.meta["kwargs"]), **settings}
+    return state, architecture_source(architecture), factory, kwargs
+
+
+def load_state_module(arch_file, factory: str, kwargs: dict, state):
+    """The module a bioimage.io tool builds from the ``pytorch_state_dict`` entry (for checking it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("napari_refocus_bioimageio_architecture", arch_file)
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    module = getattr(source, factory)(**kwargs)
+    module.load_state_dict(state, strict=True)
+    return module.eval()
 
 
 def run_module(module, image) -> dict:
@@ -149,19 +193,28 @@ def _stage(name: str, folder: Path) -> dict:
 
     image = test_image(name)
     expected = plugin_outputs(name, image)
-    module = build_module(name)
-    got = run_module(module, image)
-    errors = {}
-    for key, want in expected.items():  # the package must reproduce the plugin, or it is not written
-        span = max(float(want.max() - want.min()), 1e-6)
-        err = float(np.abs(got[key].astype(np.float64) - want).max())
-        errors[key] = err / span
-        if err > (1e-4 * span if want.dtype.kind == "f" else 0):
-            raise RuntimeError(f"{name}: the exported module's {key} differs from the plugin's by {err:g} "
-                               f"({err / span:.2e} of its range); not writing the package")
-    files = {"weights": folder / f"{name}.torchscript.pt", "input": folder / "test_input.npy",
+    files = {"weights": folder / f"{name}.torchscript.pt", "state": folder / f"{name}.state_dict.pt",
+             "arch": folder / f"{name}_architecture.py", "input": folder / "test_input.npy",
              "cover": folder / "cover.png", "doc": folder / "README.md"}
+    module = build_module(name)
     module.save(str(files["weights"]))
+    state, arch_source, factory, factory_kwargs = build_state(name)
+    torch.save(state, files["state"])
+    files["arch"].write_text(arch_source, encoding="utf-8")
+    # both entries as a bioimage.io tool loads them must reproduce the plugin, or nothing is written
+    errors = {}
+    for fmt, loaded in (("torchscript", torch.jit.load(str(files["weights"]))),
+                        ("pytorch_state_dict", load_state_module(
+                            files["arch"], factory, factory_kwargs,
+                            torch.load(files["state"], map_location="cpu", weights_only=True)))):
+        got = run_module(loaded, image)
+        for key, want in expected.items():
+            span = max(float(want.max() - want.min()), 1e-6)
+            err = float(np.abs(got[key].astype(np.float64) - want).max())
+            errors[f"{key} ({fmt})"] = err / span
+            if err > (1e-4 * span if want.dtype.kind == "f" else 0):
+                raise RuntimeError(f"{name}: the exported {fmt} {key} differs from the plugin's by {err:g} "
+                                   f"({err / span:.2e} of its range); not writing the package")
     np.save(files["input"], image.astype(np.float32)[None, None])
     # sample tensors (FAIR: viewable files): the same arrays as 2-D TIFFs
     tifffile.imwrite(folder / "sample_input.tif", image.astype(np.float32))
@@ -180,7 +233,8 @@ def _stage(name: str, folder: Path) -> dict:
             files[f"attach:{src.name}"] = folder / src.name
             shutil.copyfile(src, files[f"attach:{src.name}"])
     return {"files": files, "expected": expected, "torch_version": torch.__version__.split("+")[0],
-            "multiple": int(getattr(module, "multiple", 1)), "min_side": MIN_SIDE}
+            "multiple": int(factory_kwargs.get("multiple", 1)), "min_side": MIN_SIDE,
+            "factory": factory, "factory_kwargs": factory_kwargs}
 
 
 def describe(name: str, staged: dict):
