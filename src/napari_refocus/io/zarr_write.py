@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,70 @@ def _resume_or_create(store: Path, key: str, shape, dtype, chunk: int):
     return group, 0
 
 
+@dataclass
+class _BlockJob:
+    """One method on every plane of ``source`` (dimensions ``axes``), block by block."""
+
+    source: object
+    method: object
+    params: dict
+    axes: str
+    r: int
+    dtype: np.dtype
+    block: int
+    device: object
+    key: str = ""
+
+    def __post_init__(self):
+        from ..bigimage import block_bounds
+
+        shape = tuple(int(n) for n in self.source.shape)
+        self.out_axes, self.perm = ngff_axes(self.axes)
+        self.out_shape = tuple(shape[i] * (self.r if self.axes[i] in "YX" else 1) for i in self.perm)
+        self.lead = [i for i, a in enumerate(self.axes) if a not in "YX"]
+        self.pages = list(np.ndindex(*[shape[i] for i in self.lead]))
+        s = self.axes.find("S")
+        self.alpha_at = s if s >= 0 and shape[s] == 4 else None
+        self.bounds = block_bounds((shape[self.axes.index("Y")], shape[self.axes.index("X")]), self.block)
+
+    def _target(self, idx, bounds) -> tuple:
+        """Where a block of the plane ``idx`` (an index of the source) goes in the output."""
+        y0, y1, x0, x1 = (v * self.r for v in bounds)
+        return tuple(slice(y0, y1) if self.axes[i] == "Y" else slice(x0, x1) if self.axes[i] == "X" else idx[i]
+                     for i in self.perm)
+
+    def write(self, level0, store: Path, done: int, progress=None) -> None:
+        """Write every block after the first ``done`` into ``level0``, recording each in ``store``."""
+        from ..bigimage import prepare
+        from ..core.forward import cast_like
+        from ..core.planes import ALPHA
+        from ..core.progress import Progress
+        from .write import PlaneView
+
+        n, total, unit = len(self.bounds), len(self.pages) * len(self.bounds), 0
+        for page in self.pages:
+            if unit + n <= done:
+                unit += n
+                continue
+            idx = [slice(None)] * len(self.axes)
+            for i, v in zip(self.lead, page):
+                idx[i] = v
+            view = PlaneView(self.source, tuple(idx))
+            copy = self.alpha_at is not None and idx[self.alpha_at] == ALPHA
+            run = None if copy else prepare(view, self.method, self.params, device=self.device, block=self.block)
+            for b in self.bounds:
+                if unit < done:
+                    unit += 1
+                    continue
+                y0, y1, x0, x1 = b
+                out = np.repeat(np.repeat(view[y0:y1, x0:x1], self.r, 0), self.r, 1) if copy else run.restore(view, b)
+                level0[self._target(idx, b)] = cast_like(out, self.dtype)
+                unit += 1
+                _save_state(store / PROGRESS_NAME, {"key": self.key, "done": unit})
+                if progress:
+                    progress(Progress(unit, total, f"{self.method.name}: blocks"))
+
+
 def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None = None, dtype=None, pixel_um=None,
                         physical=None, metadata=None, block: int | None = None, device="auto", progress=None,
                         protect=(), overwrite: bool = True, **params) -> Path:
@@ -242,7 +307,7 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     pyramid, and ``metadata`` as its provenance. Restartable: the same call after a kill
     continues from the last block written (see the module docstring).
     """
-    from ..bigimage import DEFAULT_BLOCK, block_bounds
+    from ..bigimage import DEFAULT_BLOCK
     from ..core.planes import normalise_axes
     from ..methods.registry import get_method
     from .write import infer_axes
@@ -253,71 +318,26 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     if ax.index("X") != ax.index("Y") + 1:
         raise ValueError(f"block-by-block writing takes Y followed by X, got axes {ax}")
     m = get_method(method)
-    r, block = int(m.upscale), int(block or DEFAULT_BLOCK)
-    dtype = np.dtype(dtype or source.dtype)
     if pixel_um and m.accepts("pixel_um"):
         params = {**params, "pixel_um": float(pixel_um)}
-    out_axes, perm = ngff_axes(ax)
-    out_shape = tuple(shape[i] * (r if ax[i] in "YX" else 1) for i in perm)
-    phys = upscaled(physical_from(ax, pixel_um=pixel_um, physical=physical), r)
-    lead = [i for i, a in enumerate(ax) if a not in "YX"]
-    pages = list(np.ndindex(*[shape[i] for i in lead]))
-    alpha_at = ax.index("S") if "S" in ax and shape[ax.index("S")] == 4 else None
-    key = json.dumps({"metadata": _jsonable(metadata), "method": m.name, "params": _jsonable(params), "shape": shape,
-                      "axes": ax, "dtype": dtype.str, "block": block}, sort_keys=True, default=str)
+    job = _BlockJob(source, m, params, ax, int(m.upscale), np.dtype(dtype or source.dtype), int(block or DEFAULT_BLOCK),
+                    device)
+    # the same job (provenance, parameters, input, output) resumes a partial store; another rewrites it
+    job.key = json.dumps({"metadata": _jsonable(metadata), "method": m.name, "params": _jsonable(params),
+                          "shape": shape, "axes": ax, "dtype": job.dtype.str, "block": job.block},
+                         sort_keys=True, default=str)
     store = partial_path(path)
-    group, done = _resume_or_create(store, key, out_shape, dtype, chunk_side(block * r))
-    level0 = group["0"]
-    h, w = shape[ax.index("Y")], shape[ax.index("X")]
-    bounds = block_bounds((h, w), block)
+    group, done = _resume_or_create(store, job.key, job.out_shape, job.dtype, chunk_side(job.block * job.r))
     try:
-        _write_blocks(source, level0, store, key, m, params, ax=ax, perm=perm, pages=pages, lead=lead, bounds=bounds,
-                      done=done, r=r, dtype=dtype, alpha_at=alpha_at, device=device, block=block, progress=progress)
+        job.write(group["0"], store, done, progress)
     except Exception:
         if not done and json.loads((store / PROGRESS_NAME).read_text()).get("done", 0) == 0:
             shutil.rmtree(store, ignore_errors=True)  # refused before any block (a bad parameter ...): no trace
         raise
     n = build_pyramid(group)
-    meta = {**_jsonable(metadata), "input_axes": ax, "block": block}
-    return _finish(group, store, path, _attrs(out_axes, phys, n, name=path.name, metadata=meta))
-
-
-def _write_blocks(source, level0, store, key, m, params, *, ax, perm, pages, lead, bounds, done, r, dtype, alpha_at,
-                  device, block, progress):
-    """The blocks of :func:`refocus_to_ome_zarr` after the first ``done``, recorded one by one."""
-    from ..bigimage import prepare
-    from ..core.forward import cast_like
-    from ..core.planes import ALPHA
-    from ..core.progress import Progress
-    from .write import PlaneView
-
-    total, unit = len(pages) * len(bounds), 0
-    for page in pages:
-        if unit + len(bounds) <= done:
-            unit += len(bounds)
-            continue
-        idx = [slice(None)] * len(ax)
-        for i, v in zip(lead, page):
-            idx[i] = v
-        view = PlaneView(source, tuple(idx))
-        copy = alpha_at is not None and idx[alpha_at] == ALPHA
-        run = None if copy else prepare(view, m, params, device=device, block=block)
-        for b in bounds:
-            if unit < done:
-                unit += 1
-                continue
-            y0, y1, x0, x1 = b
-            if copy:
-                out = np.repeat(np.repeat(view[y0:y1, x0:x1], r, 0), r, 1)
-            else:
-                out = run.restore(view, b)
-            where = tuple(idx[i] if ax[i] not in "YX" else slice(*(y0 * r, y1 * r) if ax[i] == "Y" else (x0 * r, x1 * r))
-                          for i in perm)
-            level0[where] = cast_like(out, dtype)
-            unit += 1
-            _save_state(store / PROGRESS_NAME, {"key": key, "done": unit})
-            if progress:
-                progress(Progress(unit, total, f"{m.name}: blocks"))
+    phys = upscaled(physical_from(ax, pixel_um=pixel_um, physical=physical), job.r)
+    meta = {**_jsonable(metadata), "input_axes": ax, "block": job.block}
+    return _finish(group, store, path, _attrs(job.out_axes, phys, n, name=path.name, metadata=meta))
 
 
 # ------------------------------------------------------------------------------ defocus maps
