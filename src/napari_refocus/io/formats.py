@@ -28,26 +28,24 @@ def _axes(info: dict, shape, axes) -> dict:
     return info
 
 
+def _reader(path, *, axes, lazy: bool):
+    if is_zarr_path(path):
+        data, info = (open_ome_zarr if lazy else read_ome_zarr)(path)
+    elif is_bioio_path(path):
+        data, info = (open_bioio if lazy else read_bioio)(path)
+    else:
+        return (open_image if lazy else read_image)(path, axes=axes)
+    return data, _axes(info, data.shape, axes)
+
+
 def read_any(path, *, axes: str | None = None):
     """``(array in memory, info)`` of any supported file or store."""
-    if is_zarr_path(path):
-        data, info = read_ome_zarr(path)
-    elif is_bioio_path(path):
-        data, info = read_bioio(path)
-    else:
-        return read_image(path, axes=axes)
-    return data, _axes(info, data.shape, axes)
+    return _reader(path, axes=axes, lazy=False)
 
 
 def open_any(path, *, axes: str | None = None):
     """``(array, info)``: lazy (read block by block) for OME-Zarr, TIFF and bioio files."""
-    if is_zarr_path(path):
-        data, info = open_ome_zarr(path)
-    elif is_bioio_path(path):
-        data, info = open_bioio(path)
-    else:
-        return open_image(path, axes=axes)
-    return data, _axes(info, data.shape, axes)
+    return _reader(path, axes=axes, lazy=True)
 
 
 def info_any(path, *, axes: str | None = None) -> dict:
