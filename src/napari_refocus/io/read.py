@@ -16,10 +16,15 @@ imageio. Every reader returns ``(array, info)`` where ``info`` has
   ``wavelength_nm``; ``optics_source`` says ``"file"`` for each of them.
 * ``metadata`` - the JSON ImageDescription written by :func:`~napari_refocus.io.write_image`
   (provenance), when there is one.
+
+A file that cannot be read (truncated, damaged, pixel data outside the file, a header
+describing more pixels than fit in memory) raises :class:`ImageReadError`, a ``ValueError``
+whose one-line message names the file, never a reader library's own exception.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -35,6 +40,66 @@ UM_PER_UNIT = {
     "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6,
 }
 _UNNAMED = ("Q", "I")
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image; ``path`` is the file, the message one line."""
+
+    def __init__(self, path, why: str):
+        self.path = str(path)
+        super().__init__(f"cannot read {path}: {' '.join(str(why).split())}")
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Turn any failure while reading ``path`` into :class:`ImageReadError` (one line)."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(path, "its header describes more pixels than fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - tifffile, struct, zlib, imagecodecs ... raise many types
+        raise ImageReadError(path, f"damaged or not an image file ({type(exc).__name__}: {_one_line(exc)})") \
+            from None
+
+
+def check_tiff(path: Path, tif, *, in_memory: bool) -> None:
+    """Reject a TIFF whose first series cannot be read as it claims: no image, pixel data
+    beyond the end of the file (truncated, or wrong strip/tile offsets), or, to be read into
+    memory (``in_memory``), more bytes than the memory available."""
+    if not tif.series:
+        raise ImageReadError(path, "no image in the file")
+    series = tif.series[0]
+    if any(int(n) <= 0 for n in series.shape):
+        raise ImageReadError(path, f"the image has an empty shape {tuple(series.shape)}")
+    size = path.stat().st_size
+    for page in series.pages:
+        if page is None:
+            continue
+        handle = getattr(getattr(page, "parent", None), "filehandle", None)
+        if handle is not None and Path(str(handle.path)).resolve() != path.resolve():
+            continue  # a page in another file of a multi-file OME series
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            if count and offset + count > size:
+                raise ImageReadError(path, f"pixel data at bytes {offset}..{offset + count} lie beyond the end of "
+                                           f"the file ({size} bytes): truncated or damaged")
+        # uncompressed pixels need all their bytes: fewer means a header with the wrong size
+        # (which would make the reader allocate, and fill with zeros, pixels that do not exist)
+        if getattr(page, "compression", None) == 1 and sum(page.databytecounts) < page.nbytes:
+            raise ImageReadError(path, f"a {'x'.join(map(str, page.shape))} image of {page.dtype} needs "
+                                       f"{page.nbytes} bytes, the file holds {sum(page.databytecounts)}: damaged")
+    if in_memory:
+        from ..core.memory import available_bytes
+
+        need = int(series.nbytes)
+        if need > available_bytes():
+            raise ImageReadError(path, f"the image needs {need / 1e9:.1f} GB, more than the memory available")
 
 
 def _is_tiff(path: Path) -> bool:
@@ -57,7 +122,8 @@ def read_image(path, *, axes: str | None = None) -> tuple[np.ndarray, dict]:
     if _is_tiff(path):
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        with reading(path), tifffile.TiffFile(path) as tif:
+            check_tiff(path, tif, in_memory=True)
             arr = np.asarray(tif.series[0].asarray())
             info = _tiff_info(path, tif)
     else:
@@ -66,7 +132,7 @@ def read_image(path, *, axes: str | None = None) -> tuple[np.ndarray, dict]:
         try:
             arr = np.asarray(iio.imread(path))
         except Exception as exc:  # noqa: BLE001 - imageio raises many types
-            raise ValueError(f"cannot read {path}: {exc}") from None
+            raise ImageReadError(path, _one_line(exc)) from None
         info = {"path": str(path), "pixel_um": None, "axes": _guess_axes(arr.shape), "optics": {},
                 "optics_source": {}}
     return arr, _with_axes(info, arr.shape, axes)
@@ -81,9 +147,11 @@ def open_image(path, *, axes: str | None = None):
     import tifffile
     import zarr
 
-    with tifffile.TiffFile(path) as tif:
-        info = _tiff_info(path, tif)
-    source = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+    with reading(path):
+        with tifffile.TiffFile(path) as tif:
+            check_tiff(path, tif, in_memory=False)
+            info = _tiff_info(path, tif)
+        source = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
     return source, _with_axes(info, source.shape, axes)
 
 
@@ -96,7 +164,8 @@ def read_info(path, *, axes: str | None = None) -> dict:
         return {**info, "shape": arr.shape, "dtype": arr.dtype}
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with reading(path), tifffile.TiffFile(path) as tif:
+        check_tiff(path, tif, in_memory=False)
         info = _tiff_info(path, tif)
         shape, dtype = tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
     return {**_with_axes(info, shape, axes), "shape": shape, "dtype": dtype}
@@ -104,7 +173,13 @@ def read_info(path, *, axes: str | None = None) -> dict:
 
 def _with_axes(info: dict, shape, axes) -> dict:
     info = dict(info)
-    info["axes"] = normalise_axes(axes if axes is not None else info["axes"], len(shape))
+    if axes is not None:  # the caller's axes: a wrong one is the caller's ValueError
+        info["axes"] = normalise_axes(axes, len(shape))
+        return info
+    try:
+        info["axes"] = normalise_axes(info["axes"], len(shape))
+    except ValueError as exc:  # the file's own axes contradict its shape: a damaged file
+        raise ImageReadError(info["path"], f"its axes do not fit its pixels ({exc})") from None
     return info
 
 

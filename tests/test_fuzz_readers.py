@@ -1,0 +1,222 @@
+"""Fuzz test of the readers: damaged TIFF files are read, or rejected with a one-line error.
+
+200 mutations (seeded) of four valid files (a plain TIFF, an OME-TIFF with a pixel size, an
+ImageJ stack, a tiled BigTIFF laid out as ``io/write.py`` writes big results): truncations,
+flipped bytes in the header and in the tag entries, wrong strip/tile offsets and random
+flips. Each one goes through ``read_image``, ``read_info`` and the lazy ``open_image`` (all
+its pixels read) in a worker process with a 10 s alarm and a 2 GB address-space limit, so a
+hang or a crash fails that case instead of the run. Every outcome must be an image or a
+ValueError/OSError whose one-line message names the file (``io.read.ImageReadError`` for a
+TIFF). A damaged OME-Zarr store joins
+through :data:`EXTRA_CASES` once the OME-Zarr helper provides one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+N_MUTATIONS = 200
+SECONDS_PER_CASE = 10
+SEED = 20261203
+#: (name, function(tmp_path) -> path of a damaged file) of other formats (the OME-Zarr hook)
+EXTRA_CASES: list = []
+
+
+def valid_files(folder: Path) -> dict[str, Path]:
+    import tifffile
+
+    from napari_refocus.io.write import description, resolution_kwargs, tiff_layout
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4000, size=(64, 80), dtype=np.uint16)
+    out = {}
+    out["plain"] = folder / "plain.tif"
+    tifffile.imwrite(out["plain"], img)
+    out["ome"] = folder / "ome.ome.tif"
+    tifffile.imwrite(out["ome"], img, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.65,
+                                                          "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.65})
+    out["imagej"] = folder / "imagej.tif"
+    stack = rng.integers(0, 4000, size=(3, 48, 64), dtype=np.uint16)
+    tifffile.imwrite(out["imagej"], stack, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"axes": "ZYX", "unit": "um"})
+    # the layout of io.write.refocus_to_tiff: tiled BigTIFF, JSON description, resolution
+    big = rng.random((96, 112)).astype(np.float32)
+    out["tiled"] = folder / "tiled.tif"
+    tifffile.imwrite(out["tiled"], big, tile=(32, 32), bigtiff=True,
+                     metadata=description({"method": "lbdvd"}, axes="YX", pixel_um=0.65),
+                     **tiff_layout(big.shape, "YX"), **resolution_kwargs(0.65))
+    return out
+
+
+def tag_spans(path: Path) -> list[tuple[int, int]]:
+    """(offset, length) of every tag entry of every page, and the header (8 or 16 bytes)."""
+    import tifffile
+
+    spans = []
+    with tifffile.TiffFile(path) as tif:
+        spans.append((0, 16 if tif.is_bigtiff else 8))
+        for page in tif.pages:
+            for tag in page.tags:
+                spans.append((tag.offset, 20 if tif.is_bigtiff else 12))
+    return spans
+
+
+def data_offset_slots(path: Path) -> list[tuple[int, int, str]]:
+    """(file position, count, struct format) of the StripOffsets / TileOffsets values."""
+    import tifffile
+
+    slots = []
+    with tifffile.TiffFile(path) as tif:
+        order = tif.byteorder
+        for page in tif.pages:
+            for code in (273, 324):
+                tag = page.tags.get(code)
+                if tag is not None:
+                    fmt = {4: "I", 16: "Q"}.get(tag.dtype, "I")
+                    slots.append((tag.valueoffset, tag.count, order + fmt))
+    return slots
+
+
+def mutate(data: bytes, kind: str, rng, path: Path) -> bytes:
+    buf = bytearray(data)
+    if kind == "truncate":
+        return bytes(buf[: int(rng.integers(0, len(buf)))])
+    if kind == "header":
+        for _ in range(int(rng.integers(1, 4))):
+            buf[int(rng.integers(0, 16))] ^= 1 << int(rng.integers(0, 8))
+        return bytes(buf)
+    if kind == "tag":
+        spans = tag_spans(path)
+        for _ in range(int(rng.integers(1, 4))):
+            start, n = spans[int(rng.integers(0, len(spans)))]
+            pos = start + int(rng.integers(0, n))
+            if pos < len(buf):
+                buf[pos] = int(rng.integers(0, 256))
+        return bytes(buf)
+    if kind == "offsets":
+        pos, count, fmt = data_offset_slots(path)[0]
+        size = struct.calcsize(fmt)
+        for _ in range(int(rng.integers(1, 3))):
+            k = int(rng.integers(0, count))
+            wrong = int(rng.choice([len(buf) + int(rng.integers(1, 10**6)), int(rng.integers(0, len(buf))),
+                                    2**31 - 1, 0]))
+            buf[pos + k * size: pos + (k + 1) * size] = struct.pack(fmt, wrong)
+        return bytes(buf)
+    # "flip": random bytes anywhere
+    for _ in range(int(rng.integers(1, 9))):
+        pos = int(rng.integers(0, len(buf)))
+        buf[pos] ^= 1 << int(rng.integers(0, 8))
+    return bytes(buf)
+
+
+KINDS = ("truncate", "header", "tag", "offsets", "flip")
+
+
+def make_cases(folder: Path) -> list[tuple[str, Path]]:
+    rng = np.random.default_rng(SEED)
+    sources = valid_files(folder)
+    cases = []
+    for i in range(N_MUTATIONS):
+        name = list(sources)[i % len(sources)]
+        kind = KINDS[(i // len(sources)) % len(KINDS)]
+        src = sources[name]
+        bad = folder / f"case{i:03d}_{name}_{kind}{''.join(src.suffixes)}"
+        bad.write_bytes(mutate(src.read_bytes(), kind, rng, src))
+        cases.append((f"{name}/{kind}", bad))
+    for name, make in EXTRA_CASES:
+        cases.append((name, make(folder)))
+    return cases
+
+
+def _limit_worker():
+    import logging
+    import resource
+    import signal
+
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # its warnings on damaged files
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a hang past the alarm kills the worker
+
+
+def read_case(path: str) -> tuple[str, str]:
+    """In a worker: ``("read", shapes)``, ``("rejected", message)`` or ``("raw", what)``.
+
+    The readers the package and the CLI use (``io.formats``: TIFF -> ``io.read``, OME-Zarr
+    -> ``io.zarr``); the lazy one has every pixel read."""
+    import signal
+
+    from napari_refocus.io.formats import info_any, open_any, read_any
+
+    signal.alarm(SECONDS_PER_CASE)
+    try:
+        shapes = []
+        for reader in (info_any, read_any, open_any):
+            try:
+                got = reader(path)
+                if reader is open_any:
+                    got = (np.asarray(got[0][...]), got[1])  # the lazy reader: every pixel
+                shapes.append(str(got["shape"] if reader is info_any else got[0].shape))
+            except (ValueError, OSError) as exc:
+                return "rejected", f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - the finding the test reports
+                return "raw", f"{reader.__name__}: {type(exc).__module__}.{type(exc).__name__}: {exc}"
+        return "read", " ".join(shapes)
+    finally:
+        signal.alarm(0)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    cases = make_cases(folder)
+    ctx = multiprocessing.get_context("forkserver")
+    results = {}
+    with cf.ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=_limit_worker) as pool:
+        futures = {pool.submit(read_case, str(path)): (label, path) for label, path in cases}
+        for fut in cf.as_completed(futures):
+            label, path = futures[fut]
+            try:
+                results[path] = (label, *fut.result(timeout=4 * SECONDS_PER_CASE))
+            except (cf.process.BrokenProcessPool, cf.TimeoutError) as exc:
+                results[path] = (label, "crash-or-hang", repr(exc))
+    return results
+
+
+def test_every_mutation_is_read_or_cleanly_rejected(outcomes):
+    assert len(outcomes) >= N_MUTATIONS
+    bad = {str(p.name): (label, kind, msg) for p, (label, kind, msg) in outcomes.items()
+           if kind not in ("read", "rejected")}
+    assert not bad, f"{len(bad)} mutations not read and not cleanly rejected: {bad}"
+    kinds = [kind for _, kind, _ in outcomes.values()]
+    # the mutations are real: many files are rejected, and some still read
+    assert kinds.count("rejected") >= 40 and kinds.count("read") >= 10, {k: kinds.count(k) for k in set(kinds)}
+
+
+def test_rejections_are_one_line_naming_the_file(outcomes):
+    for path, (label, kind, msg) in outcomes.items():
+        if kind == "rejected":
+            assert "\n" not in msg and path.name in msg and len(msg) < 400, (label, msg)
+            if path.suffix == ".tif":
+                assert msg.startswith("ImageReadError: cannot read "), (label, msg)
+
+
+def test_the_cli_rejects_a_damaged_file_with_one_line(tmp_path, capsys):
+    from napari_refocus.cli import main
+
+    src = valid_files(tmp_path)["plain"]
+    data = src.read_bytes()
+    for name, damaged in (("truncated.tif", data[: len(data) // 2]), ("noheader.tif", b"\0" * 8 + data[8:])):
+        bad = tmp_path / name
+        bad.write_bytes(damaged)
+        rc = main(["refocus", str(bad), "-o", str(tmp_path / f"out_{name}")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, err
+        assert len(err.splitlines()) == 1 and name in err and "cannot read" in err, err
+        assert not (tmp_path / f"out_{name}").exists()
