@@ -10,6 +10,8 @@ imported only when a function is first used, so napari's plugin discovery stays 
 - :func:`refocus` - run a registered method (``lbdvd`` = defocus map + depth-variant RL)
 - :func:`metrics` - PSNR / SSIM / PCC with an explicit data range
 - :func:`read_image`, :func:`write_image` - tifffile I/O with pixel size
+- :class:`CancelToken`, :func:`cancel_scope`, :class:`Cancelled` - stop a running call from
+  another thread (it raises ``Cancelled`` within one RL iteration or network layer)
 """
 
 from importlib import import_module
@@ -25,7 +27,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 # functions), so importing them here is cheap. It must be eager: ``simulate`` and ``metrics``
 # are both submodules and functions, and a lazily bound name would be replaced by the
 # submodule as soon as anything imported ``napari_refocus.simulate`` directly.
-from .core.progress import Progress
+from .core.progress import Cancelled, CancelToken, Progress, cancel_scope
 from .core.rl import deconvolve, iter_deconvolve
 from .io import read_image, write_image
 from .core.metrics import compare, metrics
@@ -33,8 +35,8 @@ from .core.optics import BACKGROUND, Optics, psf_bank
 from .core.forward import simulate, tilted_level_field, undulating_level_field
 from .core.tiling import PatchGrid, patch_grid
 
-_EAGER = ["Progress", "deconvolve", "iter_deconvolve", "read_image", "write_image", "compare",
-          "metrics", "BACKGROUND", "Optics", "psf_bank", "simulate", "tilted_level_field",
+_EAGER = ["Cancelled", "CancelToken", "Progress", "cancel_scope", "deconvolve", "iter_deconvolve", "read_image",
+          "write_image", "compare", "metrics", "BACKGROUND", "Optics", "psf_bank", "simulate", "tilted_level_field",
           "undulating_level_field", "PatchGrid", "patch_grid"]
 
 _LAZY = {
