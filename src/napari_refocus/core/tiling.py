@@ -158,3 +158,81 @@ def montage(patches, grid: PatchGrid, *, weights: str = "triangular"):
     den = F.fold(wcols, out_size, kernel_size=grid.patch, stride=grid.stride)[0, 0]
     h, w_ = grid.image_shape
     return (num / torch.clamp(den, min=torch.finfo(den.dtype).tiny))[:h, :w_]
+
+
+def patch_view(padded, grid: PatchGrid, context: int):
+    """A strided view ``(rows, cols, p+2c, p+2c)`` of every context-padded patch of ``padded``
+    (:func:`pad_image`'s output): no copy, so patches can be taken a chunk at a time."""
+    size = grid.patch + 2 * context
+    return padded.unfold(0, size, grid.stride).unfold(1, size, grid.stride)
+
+
+def take_patches(view, index):
+    """Patches ``index`` (row-major grid numbers) of a :func:`patch_view`: ``(n, s, s)``, a copy
+    equal to the same rows of :func:`extract_patches`."""
+    import torch
+
+    cols = view.shape[1]
+    idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+    return view[idx // cols, idx % cols]
+
+
+class Accumulator:
+    """The montage of :func:`montage`, built a chunk of patches at a time.
+
+    Memory: one float32 image of the grid's extent (the weighted sum); the weights' sum is the
+    outer product of two 1-D sums (the grid and the tent are separable), so it is never stored
+    as an image. The result equals :func:`montage`'s up to float32 rounding (the sums are taken
+    in another order).
+    """
+
+    def __init__(self, grid: PatchGrid, *, weights: str = "triangular", device="cpu"):
+        import torch
+
+        self.grid = grid
+        # the 2-D window is the outer product of its 1-D profile (as weight_window makes it)
+        self.window = weight_window(grid.patch, weights).to(device)
+        self.profile = _tent_1d(grid.patch, weights)
+        self.num = torch.zeros(grid.extent, dtype=torch.float32, device=device)
+
+    def add(self, index, patches) -> None:
+        """Add ``patches`` ``(n, p, p)`` (grid numbers ``index``) with their weights."""
+        g, cols = self.grid, self.grid.shape[1]
+        weighted = patches * self.window
+        for k, i in enumerate(np.asarray(index).tolist()):
+            y0, x0 = (i // cols) * g.stride, (i % cols) * g.stride
+            self.num[y0:y0 + g.patch, x0:x0 + g.patch] += weighted[k]
+
+    def result(self):
+        """The blended ``(H, W)`` image (a view of the sum, divided in place, band by band)."""
+        import torch
+
+        g = self.grid
+        dy, dx = (_axis_sum(self.profile, n, g.stride, e) for n, e in zip(g.shape, g.extent))
+        dx = dx.to(self.num.device)
+        tiny = torch.finfo(torch.float32).tiny
+        for r0 in range(0, g.extent[0], 256):
+            band = dy[r0:r0 + 256].to(self.num.device)
+            self.num[r0:r0 + 256].div_(torch.clamp(torch.outer(band, dx), min=tiny))
+        h, w = g.image_shape
+        return self.num[:h, :w]
+
+
+def _tent_1d(patch: int, kind: str):
+    import torch
+
+    if kind == "rectangular":
+        return torch.ones(patch, dtype=torch.float64)
+    x = torch.arange(patch, dtype=torch.float64) + 0.5
+    return 1.0 - (x - patch / 2).abs() / (patch / 2)
+
+
+def _axis_sum(profile, n: int, stride: int, extent: int):
+    """Sum over one axis of ``n`` copies of ``profile`` ``stride`` apart (float64 -> float32)."""
+    import torch
+
+    out = torch.zeros(extent, dtype=torch.float64)
+    p = profile.shape[0]
+    for i in range(n):
+        out[i * stride:i * stride + p] += profile
+    return out.float()
