@@ -57,27 +57,29 @@ def today(path=ROOT / "BENCHMARKS.md") -> dict:
 
 
 def gains(items, methods, *, cols=None, progress=""):
-    """``{(method, gated): {level: [gain, ...]}}`` and ``{method: {level: [changed share]}}``."""
+    """``{(method, gated): {level: [gain, ...]}}`` and ``{method: {level: [changed share]}}``;
+    with ``cols`` (``{name: column slice}``) the first is ``{name: that}``, one run for all."""
     import napari_refocus as nr
     from napari_refocus.core.metrics import metrics
     from napari_refocus.methods import get_method
 
     out, changed = {}, {}
+    parts = cols or {"all": slice(None)}
     for it in items:
         inp, gt, lv = it["input"], it["gt"], it["level"]
-        c = cols or slice(None)
         dr = float(gt.max() - gt.min())
-        base = metrics(inp.astype(np.float32)[:, c], gt[:, c], data_range=dr)["psnr"]
         for m in methods:
             r = get_method(m).upscale
             for gated in (False, True):
                 res = nr.refocus(inp, method=m, device="cpu", never_worse=gated)
-                g = metrics(_bin(res.image, r)[:, c], gt[:, c], data_range=dr)["psnr"] - base
-                out.setdefault((m, gated), {}).setdefault(lv, []).append(g)
+                for name, c in parts.items():
+                    g = (metrics(_bin(res.image, r)[:, c], gt[:, c], data_range=dr)["psnr"]
+                         - metrics(inp.astype(np.float32)[:, c], gt[:, c], data_range=dr)["psnr"])
+                    out.setdefault(name, {}).setdefault((m, gated), {}).setdefault(lv, []).append(g)
                 if gated:
                     changed.setdefault(m, {}).setdefault(lv, []).append(res.changed_fraction)
         print(f"{progress} level {lv} {it.get('source', '')} done", flush=True)
-    return out, changed
+    return (out if cols else out["all"]), changed
 
 
 def tilted_items(fields, high=8.0):
@@ -122,9 +124,9 @@ def main(argv=None):
     issue_g, _ = gains(issue, METHODS, progress="issue protocol")
     tilt = tilted_items(fields)
     w = fields[0][1].shape[1]
-    thirds = {name: gains(tilt, METHODS, cols=c, progress=f"tilted {name}")[0]
-              for name, c in (("in-focus third", slice(0, w // 3)), ("middle", slice(w // 3, 2 * w // 3)),
-                              ("defocused third", slice(2 * w // 3, None)))}
+    thirds = gains(tilt, METHODS, progress="tilted", cols={
+        "in-focus third": slice(0, w // 3), "middle": slice(w // 3, 2 * w // 3),
+        "defocused third": slice(2 * w // 3, None)})[0]
     bg_g = None
     if dfnn_stack_dir().exists():
         stack, _ = read_zstack(dfnn_stack_dir())
