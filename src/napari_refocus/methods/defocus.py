@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
-from ..core.tiling import PATCH, STRIDE, PatchGrid, extract_patches, patch_grid
+from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch_view, take_patches
 from ..core.validation import as_image
 
 N_CLASSES = 12
@@ -196,22 +196,35 @@ def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta:
     has no orientation, so each is an equally valid view; 8x the compute). Yields
     :class:`Progress` per batch; returns an ``(n, 12)`` float32 array.
     """
+    probs, _ = yield from _iter_probabilities(model, lambda index: patches[index[0]:index[-1] + 1], patches.shape[0],
+                                              device, batch_size, tta)
+    return probs
+
+
+def _iter_probabilities(model, take, n: int, device, batch_size: int, tta: bool, sigma=None):
+    """``(probabilities (n, 12) float32, background (n,) bool or None)`` of patches taken a
+    batch at a time (``take(index)``: the ``(b, 84, 84)`` patches of an index range), so only
+    one batch of patches exists at once; ``sigma``: apply :func:`background_rule` per batch."""
     import torch
 
     from ..models.delpnet import mean_softmax
 
-    n = patches.shape[0]
-    probs = []
+    probs = np.zeros((n, N_CLASSES), np.float32)
+    bg = None if sigma is None else np.zeros(n, bool)
     n_batches = max(1, math.ceil(n / batch_size))
     yield Progress(0, n_batches, "defocus map")
-    with torch.no_grad():
+    with torch.inference_mode():
         for b in range(n_batches):
-            chunk = patches[b * batch_size : (b + 1) * batch_size] / SCALE
-            probs.append(mean_softmax(model, chunk, device, tta))
+            index = np.arange(b * batch_size, min(n, (b + 1) * batch_size))
+            if index.size == 0:
+                continue
+            batch = take(index)
+            probs[index] = mean_softmax(model, batch / SCALE, device, tta).numpy()
+            if sigma is not None:
+                bg[index] = background_rule(batch, sigma)
+            del batch
             yield Progress(b + 1, n_batches, "defocus map")
-    if not probs:
-        return np.zeros((0, N_CLASSES), np.float32)
-    return torch.cat(probs).numpy().astype(np.float32)
+    return probs, bg
 
 
 def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
@@ -236,12 +249,18 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     grid = patch_grid(data.shape, patch=PATCH, stride=stride)
     dev = resolve_device(device)
     model = _model(weights, dev)
-    patches = extract_patches(torch.from_numpy(np.ascontiguousarray(data)), grid, context=0, mode="reflect")
-    flat = yield from iter_patch_probabilities(model, patches, dev, batch_size, tta=tta)
+    # the patches are read through a strided view of the padded image, a batch at a time
+    padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), grid, 0, "reflect")
+    del data
+    view = patch_view(padded, grid, 0)
+    n = grid.shape[0] * grid.shape[1]
+    flat, bg = yield from _iter_probabilities(model, lambda index: take_patches(view, index), n, dev, batch_size,
+                                              tta, stats[2] if normalise else None)
+    del view, padded
     p = flat.reshape(*grid.shape, N_CLASSES)
     levels = p.argmax(-1).astype(np.int64)
     if normalise:
-        levels[background_rule(patches, stats[2]).reshape(grid.shape)] = BACKGROUND
+        levels[bg.reshape(grid.shape)] = BACKGROUND
     return DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
                       weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
                       optics=(optics or CANONICAL).as_dict())
