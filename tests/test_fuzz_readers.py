@@ -1,10 +1,10 @@
 """Fuzz test of the readers: damaged TIFF files are read, or rejected with a one-line error.
 
-200 mutations (seeded) of four valid files (a plain TIFF, an OME-TIFF with a pixel size, an
-ImageJ stack, a tiled BigTIFF laid out as ``io/write.py`` writes big results): truncations,
+200 mutations (seeded) of five valid files (a plain TIFF, an OME-TIFF with a pixel size, an
+ImageJ stack, a tiled BigTIFF laid out as ``io/write.py`` writes big results, deflate tiles): truncations,
 flipped bytes in the header and in the tag entries, wrong strip/tile offsets and random
-flips. Each one goes through ``read_image``, ``read_info`` and the lazy ``open_image`` (all
-its pixels read) in a worker process with a 10 s alarm and a 2 GB address-space limit, so a
+flips. Each one goes through the readers of ``io.formats`` (``read_info``, ``read_image`` and
+the lazy ``open_image`` of ``io.read`` for a TIFF, with all its pixels read) in a worker process with a 10 s alarm and a 2 GB address-space limit, so a
 hang or a crash fails that case instead of the run. Every outcome must be an image or a
 ValueError/OSError whose one-line message names the file (``io.read.ImageReadError`` for a
 TIFF). A damaged OME-Zarr store joins
@@ -51,6 +51,10 @@ def valid_files(folder: Path) -> dict[str, Path]:
     tifffile.imwrite(out["tiled"], big, tile=(32, 32), bigtiff=True,
                      metadata=description({"method": "lbdvd"}, axes="YX", pixel_um=0.65),
                      **tiff_layout(big.shape, "YX"), **resolution_kwargs(0.65))
+    # what a user's input often is: deflate-compressed tiles, whose damage shows only when a
+    # tile is decoded (the lazy reader decodes block by block, mid-run)
+    out["deflate"] = folder / "deflate.tif"
+    tifffile.imwrite(out["deflate"], img, compression="zlib", tile=(32, 32))
     return out
 
 
@@ -148,15 +152,17 @@ def _limit_worker():
 def read_case(path: str) -> tuple[str, str]:
     """In a worker: ``("read", shapes)``, ``("rejected", message)`` or ``("raw", what)``.
 
-    The readers the package and the CLI use (``io.formats``: TIFF -> ``io.read``, OME-Zarr
-    -> ``io.zarr``); the lazy one has every pixel read."""
+    Each of the readers the package and the CLI use (``io.formats``: TIFF -> ``io.read``,
+    OME-Zarr -> ``io.zarr``) on its own; the lazy one has every pixel read. The case is
+    "read" when all of them read it, "rejected" when one rejected it cleanly and none failed
+    otherwise."""
     import signal
 
     from napari_refocus.io.formats import info_any, open_any, read_any
 
     signal.alarm(SECONDS_PER_CASE)
     try:
-        shapes = []
+        shapes, rejected = [], []
         for reader in (info_any, read_any, open_any):
             try:
                 got = reader(path)
@@ -164,10 +170,10 @@ def read_case(path: str) -> tuple[str, str]:
                     got = (np.asarray(got[0][...]), got[1])  # the lazy reader: every pixel
                 shapes.append(str(got["shape"] if reader is info_any else got[0].shape))
             except (ValueError, OSError) as exc:
-                return "rejected", f"{type(exc).__name__}: {exc}"
+                rejected.append(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - the finding the test reports
                 return "raw", f"{reader.__name__}: {type(exc).__module__}.{type(exc).__name__}: {exc}"
-        return "read", " ".join(shapes)
+        return ("rejected", rejected[0]) if rejected else ("read", " ".join(shapes))
     finally:
         signal.alarm(0)
 

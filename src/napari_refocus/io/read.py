@@ -85,6 +85,10 @@ def check_tiff(path: Path, tif, *, in_memory: bool) -> None:
         handle = getattr(getattr(page, "parent", None), "filehandle", None)
         if handle is not None and Path(str(handle.path)).resolve() != path.resolve():
             continue  # a page in another file of a multi-file OME series
+        expected = int(np.prod(getattr(page, "chunked", ()) or (0,)))
+        if expected and len(page.dataoffsets) < expected:  # e.g. a damaged ImageWidth
+            raise ImageReadError(path, f"its {'x'.join(map(str, page.shape))} image needs {expected} tiles or "
+                                       f"strips, the file has {len(page.dataoffsets)}: damaged")
         for offset, count in zip(page.dataoffsets, page.databytecounts):
             if count and offset + count > size:
                 raise ImageReadError(path, f"pixel data at bytes {offset}..{offset + count} lie beyond the end of "
@@ -151,8 +155,34 @@ def open_image(path, *, axes: str | None = None):
         with tifffile.TiffFile(path) as tif:
             check_tiff(path, tif, in_memory=False)
             info = _tiff_info(path, tif)
-        source = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
+        store = _guarded(tifffile.imread(path, aszarr=True, series=0, level=0), path)
+        source = zarr.open(store, mode="r")
     return source, _with_axes(info, source.shape, axes)
+
+
+_GUARDED: dict = {}
+
+
+def _guarded(store, path):
+    """tifffile's zarr store with its chunk reads turned into :class:`ImageReadError`: a
+    damaged tile of a big image is found only when the block holding it is read, mid-run."""
+    base = type(store)
+    cls = _GUARDED.get(base)
+    if cls is None:
+        async def get(self, key, prototype, byte_range=None):
+            try:
+                return await base.get(self, key, prototype, byte_range)
+            except NotImplementedError:  # zarr asks for what the store cannot do: not damage
+                raise
+            except Exception as exc:  # noqa: BLE001 - imagecodecs, zlib, struct ... raise many types
+                raise ImageReadError(self._napari_refocus_path,
+                                     f"damaged pixel data in {key} ({type(exc).__name__}: {_one_line(exc)})") \
+                    from None
+
+        cls = _GUARDED[base] = type(f"Guarded{base.__name__}", (base,), {"get": get})
+    store.__class__ = cls
+    store._napari_refocus_path = str(path)
+    return store
 
 
 def read_info(path, *, axes: str | None = None) -> dict:
