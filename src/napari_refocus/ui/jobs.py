@@ -122,7 +122,7 @@ class JobPanel(Container):
     def _on_progress(self, item):
         if self._detached or not isinstance(item, Progress):
             return
-        value = int(round(STEPS * min(1.0, max(0.0, item.fraction))))
+        value = round(STEPS * min(1.0, max(0.0, item.fraction)))
         self.progress.value = value
         self.progress.native.setFormat(f"{item.stage or self._what}: {item.done}/{item.total}  (%p%)")
         bar = self._bar  # a local: showing the description may let the worker finish meanwhile
