@@ -116,3 +116,19 @@ def test_widget_runs_a_layer_too_big_for_memory_block_by_block(monkeypatch):
     assert type(lazy).__module__.startswith("dask")
     # one block covers this image, so the block form's result is the in-memory one
     np.testing.assert_allclose(np.asarray(lazy), eager, rtol=1e-5, atol=1e-3)
+
+
+def test_banded_noise_and_in_place_canonical_scale_are_the_same_numbers():
+    """The map's low-memory forms of core.intensity's noise_sigma and to_canonical."""
+    from napari_refocus.core.intensity import noise_sigma, to_canonical
+    from napari_refocus.io.samples import real_defocused_image
+    from napari_refocus.methods.defocus import _noise_sigma, canonical_image
+
+    real = real_defocused_image()
+    tall = np.tile(real, (3, 1))[:1300]  # more rows than one band
+    for image in (real, tall, tall.astype(np.float32)):
+        assert _noise_sigma(image) == noise_sigma(image)
+        before = image.copy()
+        canon, stats = canonical_image(image, 1.0)
+        np.testing.assert_array_equal(canon, to_canonical(image, span=1000.0, offset=150.0, stats=stats[:2]))
+        np.testing.assert_array_equal(image, before)  # the caller's array is not written to
