@@ -171,10 +171,13 @@ def test_lbdvd_blocks_equal_in_memory_and_the_cli_writes_ome_zarr(tmp_path):
     blocks, memory = tmp_path / "blocks.ome.zarr", tmp_path / "memory.ome.zarr"
     refocus_file(src, blocks, method="lbdvd", device="cpu", block=126)
     refocus_file(src, memory, method="lbdvd", device="cpu", chunked=False)
-    np.testing.assert_array_equal(_levels(blocks)[0], _levels(memory)[0])
+    # lbdvd's block form is the in-memory computation; since the never-worse gate (methods/gate.py)
+    # a few float32 values land on the other side of .5 at the uint16 cast (1 count, < 0.01 % of pixels)
+    diff = np.abs(_levels(blocks)[0].astype(int) - _levels(memory)[0])
+    assert diff.max() <= 1 and np.count_nonzero(diff) < 1e-4 * diff.size
     assert main(["refocus", str(src), "-o", str(tmp_path / "cli"), "--format", "ome-zarr", "-q",
                  "--device", "cpu"]) == 0
-    np.testing.assert_array_equal(_levels(tmp_path / "cli" / "in_refocused.ome.zarr")[0], _levels(memory)[0])
+    np.testing.assert_array_equal(_levels(tmp_path / "cli" / "in_refocused.ome.zarr")[0], _levels(blocks)[0])
 
 
 @pytest.mark.skipif(not (WEIGHTS / "delpnet.safetensors").exists(), reason="weights/delpnet.safetensors missing")
@@ -308,3 +311,14 @@ def test_batch_reads_ome_zarr_stores_and_writes_ome_zarr(tmp_path):
                             params=RL)["output"]
         np.testing.assert_array_equal(_levels(got)[0], _levels(want)[0])
         assert read_ome_zarr_info(got)["pixel_um"] == pytest.approx(0.65)
+
+
+def test_default_blocks_leave_no_thin_last_block():
+    from napari_refocus.bigimage import DEFAULT_BLOCK, balanced_block, block_bounds
+
+    for shape, multiple in [((4096, 4096), 42), ((4096, 4096), 1), ((1000, 5000), 1), ((16384, 300), 42)]:
+        b = balanced_block(shape, multiple)
+        assert b % multiple == 0 and DEFAULT_BLOCK // 2 <= b <= DEFAULT_BLOCK
+        widths = [x1 - x0 for *_, x0, x1 in block_bounds(shape, b)] + [y1 - y0 for y0, y1, *_ in block_bounds(shape, b)]
+        assert min(widths) >= min(min(shape), DEFAULT_BLOCK // 2), (shape, b, min(widths))
+    assert balanced_block((4096, 4096), 42) == 1386  # 1386 + 1386 + 1324 instead of 2016 + 2016 + 64

@@ -56,6 +56,21 @@ def block_bounds(image_shape, block: int = DEFAULT_BLOCK):
             for y0 in range(0, h, block) for x0 in range(0, w, block)]
 
 
+def balanced_block(image_shape, multiple: int = 1, largest: int = DEFAULT_BLOCK) -> int:
+    """A block side (a multiple of ``multiple``, at most ``largest``, at least half of it) whose
+    last block along Y and X is as wide as it can be: for lbdvd (multiples of 42) ``4096`` px
+    give blocks of 1386 + 1386 + 1324 rather than 2016 + 2016 + 64. A thin last block sees little context, and a method that needs
+    a minimum size (DelpNet's 84-px patches at the image's sampling) may refuse it."""
+    sides = [int(n) for n in image_shape[-2:]]
+    top = largest // multiple * multiple
+    candidates = range(top, max(multiple, largest // 2) - 1, -multiple) if top >= multiple else [multiple]
+
+    def thinnest(b):
+        return min(n - (-(-n // b) - 1) * b for n in sides)  # the last block's width, per axis
+
+    return max(candidates, key=lambda b: (thinnest(b), b))
+
+
 def in_memory_block_runner(method: Method, params, *, device, **inputs):
     """The default block form: ``restore(source, bounds)`` runs ``method.run`` in memory on the
     block plus ``method.halo`` pixels of context (clipped to the image) and crops the result."""

@@ -307,7 +307,7 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     pyramid, and ``metadata`` as its provenance. Restartable: the same call after a kill
     continues from the last block written (see the module docstring).
     """
-    from ..bigimage import DEFAULT_BLOCK
+    from ..bigimage import DEFAULT_BLOCK, balanced_block
     from ..core.planes import normalise_axes
     from ..methods.registry import get_method
     from .write import infer_axes
@@ -320,8 +320,8 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     m = get_method(method)
     if pixel_um and m.accepts("pixel_um"):
         params = {**params, "pixel_um": float(pixel_um)}
-    job = _BlockJob(source, m, params, ax, int(m.upscale), np.dtype(dtype or source.dtype), int(block or DEFAULT_BLOCK),
-                    device)
+    block = int(block or balanced_block(shape, m.block_multiple, DEFAULT_BLOCK))  # no thin last block by default
+    job = _BlockJob(source, m, params, ax, int(m.upscale), np.dtype(dtype or source.dtype), block, device)
     # the same job (provenance, parameters, input, output) resumes a partial store; another rewrites it
     job.key = json.dumps({"metadata": _jsonable(metadata), "method": m.name, "params": _jsonable(params),
                           "shape": shape, "axes": ax, "dtype": job.dtype.str, "block": job.block},
