@@ -196,12 +196,14 @@ def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=No
     return dmap, gate_of_map(dmap)
 
 
-def check_block_scale(scale: float) -> None:
-    """Block by block the gate runs on the global patch grid, at DelpNet's training sampling."""
-    if not math.isclose(scale, 1.0):
-        raise ValueError("never_worse block by block (big images) runs only at DelpNet's training sampling for "
-                         f"now (this objective's pixel is {scale:.2f}x finer); run it in memory or with "
-                         "never_worse=False")
+def map_fits(image_shape, optics=None) -> bool:
+    """Whether DelpNet can map an image of ``image_shape`` taken with ``optics`` (one patch fits)."""
+    from ..core.resample import resized_shape
+    from ..core.tiling import PATCH
+    from .defocus import map_frame
+
+    scale = map_frame(optics)[0]
+    return min(resized_shape(image_shape, 1.0 / scale) if scale != 1.0 else image_shape[-2:]) >= PATCH
 
 
 def gate_image(image, restored, *, device, report, optics=None, stats=None, weights=None):
@@ -235,7 +237,7 @@ def _region_runner(run, params, *, halo: int, upscale: int, device, **inputs):
     return restore
 
 
-def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1, levels_of=None):
+def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1):
     """The weights of the output block of input ``bounds`` on the image's global patch grid
     (the patches around it classified here, read within ``bounds`` +- 83 px)."""
     from ..core.tiling import patch_grid
@@ -253,10 +255,10 @@ def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1, le
                          stride=grid.stride, offset=(rows[0], cols[0]))
 
 
-def gated_block_runner(run, *, halo: int, upscale: int = 1):
+def gated_block_runner(run, *, halo: int, upscale: int = 1, map_optics=lambda optics: optics):
     """A learned method's ``Method.block_runner`` (its ``run``, ``halo`` and ``upscale``): the
     method on each block plus its halo, gated by DelpNet on the image's global patch grid (the
-    weights equal the in-memory run's)."""
+    weights equal the in-memory run's). ``map_optics(params.optics)``: the optics of the map."""
 
     def block_runner(params, *, device, stats=None, map_stats=None):
         import dataclasses
@@ -268,10 +270,11 @@ def gated_block_runner(run, *, halo: int, upscale: int = 1):
         plain = _region_runner(run, dataclasses.replace(params, never_worse=False), stats=stats, **where)
         if not params.never_worse:
             return plain
-        scale, table = map_frame(params.optics)
+        optics = map_optics(params.optics)
+        scale, table = map_frame(optics)
         if not math.isclose(scale, 1.0):  # no global grid at another sampling: each block maps itself
             return _region_runner(run, params, stats=stats, map_stats=map_stats, **where)
-        beyond = defocused_classes(table, params.optics or CANONICAL)
+        beyond = defocused_classes(table, optics or CANONICAL)
         state = {}
 
         def restore(source, bounds):

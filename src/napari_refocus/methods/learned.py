@@ -103,6 +103,13 @@ def resample_in_restore_out(image, scale: float, restore):
     return (base + residual).astype(np.float32)
 
 
+def gate_optics(optics: Optics | None) -> Optics | None:
+    """The optics the never-worse gate's defocus map is made with: None (DelpNet's training
+    objective) when the network runs on the image as it is (:func:`training_scale` 1), so that
+    the gate judges the image the way the network sees it; else the image's optics."""
+    return None if training_scale(optics) == 1.0 else optics
+
+
 def get_generator(name_or_path, device="cpu"):
     """The cached, eval-mode network of a generator name or weights path on ``device``."""
     from ..models.loader import load_model
@@ -115,10 +122,14 @@ def _make_run(name: str):
         out = yield from _restore(image, params, device=device, report=report, stats=stats)
         if not params.never_worse:
             return out
-        from .gate import gate_image
+        from .gate import gate_image, map_fits
 
-        return (yield from gate_image(image, out, device=device, report=report, optics=params.optics,
-                                      stats=map_stats))
+        optics = gate_optics(params.optics)
+        if not map_fits(np.shape(image), optics):
+            report.fallbacks.append("never_worse did not run: the image is smaller than one DelpNet patch at its "
+                                    "pixel size; the output is not gated")
+            return out
+        return (yield from gate_image(image, out, device=device, report=report, optics=optics, stats=map_stats))
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
         from ..models.predict import iter_predict_tiled, normalise
@@ -174,7 +185,8 @@ def _method(name: str, title: str, description: str, upscale: int = 1, halo: int
     run = _make_run(name)
     return Method(name=name, title=title, description=description, schema=LearnedParams, run=run,
                   weights=(name,), upscale=upscale, halo=halo, inputs=("stats", "map_stats"), image_stats=image_stats,
-                  block_runner=gated_block_runner(run, halo=halo, upscale=upscale), form_fields=("tta", "never_worse"))
+                  block_runner=gated_block_runner(run, halo=halo, upscale=upscale, map_optics=gate_optics),
+                  form_fields=("tta", "never_worse"))
 
 
 METHODS = (
