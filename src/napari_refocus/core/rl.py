@@ -67,7 +67,13 @@ def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None
         est = observed.clone() if initial == "observed" else support.to(observed.dtype) * 0.5
         scale = keep = None
     else:
+        # (in this order, each whole-frame temporary is freed before the next is made)
         mask = mask.to(observed.dtype)
+        sens = irfft2(rfft2(mask) * otf_conj, s=shape)  # the mask may be one for the batch
+        # far from the data (sensitivity ~0) the estimate is left as it is (factor 1 there)
+        keep = sens <= 1e-2
+        scale = sens.clamp_min_(1e-2).reciprocal_().masked_fill_(keep, 0.0)
+        del sens
         observed = observed * mask
         n = mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
         mean = observed.sum(dim=(-2, -1), keepdim=True) / n
@@ -75,11 +81,7 @@ def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None
             est = torch.where(mask > 0, observed, mean.expand_as(observed))
         else:
             est = torch.full_like(observed, 0.5)
-        sens = irfft2(rfft2(mask) * otf_conj, s=shape)  # the mask may be one for the batch
-        # far from the data (sensitivity ~0) the estimate is left as it is (factor 1 there)
-        keep = sens <= 1e-2
-        scale = sens.clamp_min_(1e-2).reciprocal_().masked_fill_(keep, 0.0)
-        del sens
+        del mask
     # FFT round-off leaves subnormal floats where the data is zero; on a CPU they make
     # every later multiply tens of times slower, so flush them to zero while we iterate
     # (re-entered around each iteration: the caller's settings hold while this generator waits)
@@ -149,22 +151,12 @@ def iter_deconvolve(
     if boundary not in ("normalized", "zero"):
         raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
     radius = optics.psf_size // 2
-    # the image and its patches stay in host memory; each chunk goes to the device on its own,
-    # so an out-of-memory fallback to the CPU finds the data where it needs it
-    data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-
     if level is not None:
         # level 0 runs too: that is depth-invariant RL with the in-focus PSF
         lv = check_level(level, n_levels=optics.n_levels)
         h, w = arr.shape
-        shape = (fft_size(h + radius), fft_size(w + radius))
-        obs = torch.nn.functional.pad(data, (0, shape[1] - w, 0, shape[0] - h))[None]
-        mask = None
-        if boundary == "normalized":
-            mask = torch.zeros_like(obs)
-            mask[:, :h, :w] = 1
         try:
-            est = yield from _whole_image(obs, mask, optics, lv, dev, iterations, initial)
+            est = yield from _whole_image(arr, radius, boundary, optics, lv, dev, iterations, initial)
         except Exception as exc:  # noqa: BLE001 - only an accelerator's OOM is handled
             if dev.type == "cpu" or not is_oom(exc):
                 raise
@@ -175,8 +167,12 @@ def iter_deconvolve(
             logger.warning("out of memory on %s: deconvolving on the CPU", dev)
             if report is not None:
                 report.fell_back(cpu, f"out of memory on {dev}: continued on the CPU")
-            est = yield from _whole_image(obs, mask, optics, lv, cpu, iterations, initial)
+            est = yield from _whole_image(arr, radius, boundary, optics, lv, cpu, iterations, initial)
         return est[0, :h, :w].clamp_min(0).cpu().numpy()
+
+    # the image and its patches stay in host memory; each chunk goes to the device on its own,
+    # so an out-of-memory fallback to the CPU finds the data where it needs it
+    data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
     if stride is None:
         stride = patch if montage_weights == "rectangular" else STRIDE
@@ -208,11 +204,27 @@ def iter_deconvolve(
     return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
 
 
-def _whole_image(obs, mask, optics, level, dev, iterations, initial):
-    """Depth-invariant RL of one framed image on ``dev`` (a generator: Progress per iteration)."""
-    otf = otf_bank(optics, tuple(obs.shape[-2:]), dev, [level])
-    return (yield from iter_richardson_lucy_batch(obs.to(dev), otf, iterations,
-                                                  mask=None if mask is None else mask.to(dev), initial=initial))
+def _whole_image(arr, radius, boundary, optics, level, dev, iterations, initial):
+    """Depth-invariant RL of the 2-D image ``arr`` on ``dev``, zero-padded by the PSF radius in an
+    FFT frame (a generator: Progress per iteration; returns the framed estimate ``(1, N, M)``).
+
+    The frame and its mask are made here and handed over: only the RL generator holds them, so
+    it frees each as soon as it is done with it (an out-of-memory retry rebuilds them)."""
+    import torch
+
+    h, w = arr.shape
+    shape = (fft_size(h + radius), fft_size(w + radius))
+    obs = torch.zeros((1, *shape), dtype=torch.float32)
+    obs.numpy()[0, :h, :w] = arr  # cast in place (no float32 copy of the image)
+    obs = obs.to(dev)
+    mask = None
+    if boundary == "normalized":
+        mask = torch.zeros_like(obs)
+        mask[:, :h, :w] = 1
+    otf = otf_bank(optics, shape, dev, [level])
+    job = iter_richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
+    del obs, mask
+    return (yield from job)
 
 
 def deconvolve_patches(
