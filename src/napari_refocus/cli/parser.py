@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .commands import cmd_batch, cmd_deconvolve, cmd_defocus_map, cmd_demo, cmd_evaluate, cmd_methods, cmd_refocus, cmd_simulate, cmd_train, cmd_triage
+from .calibrate import add_calibrate
 from .export import add_export_command
 from .common import checked, _parent, _common, _optics_options, _many_images, PROG
 
@@ -111,4 +112,5 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--headless", action="store_true", help="no GUI: write results to --out, print metrics")
     m.add_argument("--out", default="refocus-demo", help="output folder for --headless")
     m.add_argument("--screenshot", help="render the window to this PNG and exit")
+    add_calibrate(command)
     return p

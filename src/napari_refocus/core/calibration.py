@@ -1,0 +1,260 @@
+"""Calibration: the *effective* optics of a microscope, fitted to a measured z-stack.
+
+Two kinds of stack, one model (:mod:`.optics`: scalar Born & Wolf, pixel-integrated):
+
+* a bead stack (:mod:`.calibration_bead`): a sub-resolution bead scanned through focus. After
+  background subtraction and sub-pixel centring, the radial profile of every plane is fitted
+  by the model PSF at that plane's defocus, with one amplitude per plane (bleaching, a light
+  sheet's profile) and one offset;
+* a thin sample (:mod:`.calibration_thin`): the sharpest plane, blurred by the model PSF at
+  each plane's distance, must match that plane.
+
+The free parameters are the same in both: the numerical aperture, a defocus scale (the
+model's defocus is ``defocus_scale * (i - focal_plane) * z_step_um`` for plane ``i``) and the
+focal plane (a fractional plane index). The wavelength, the immersion index and the pixel
+size are given. The fit starts from a coarse grid over the NA and the scale (never from the
+engraved NA) and is refined by Nelder-Mead in ``(log NA, log scale, focal plane)``.
+
+A defocus scale outside :data:`SCALE_BOUNDS` is not a plausible objective: a wrong pixel size
+or z-step is absorbed by NA and scale together (the paraxial blur depends on
+``scale * NA**2``), and bounding the scale is what turns such a mistake into a visible misfit
+(``quality = "poor"``) instead of a confident wrong answer.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .optics import Optics
+from .progress import Progress
+
+#: plausible defocus scales (refractive-index mismatch, tube-lens and stage errors stay within)
+SCALE_BOUNDS = (0.6, 1.67)
+#: normalised residual above which a fit is "poor" (the misfit is more than noise); see
+#: BENCHMARKS.md "Calibration" for the residuals of good and of wrong-pixel / wrong-step fits
+RESIDUAL_LIMIT = {"bead": 0.05, "thin": 0.1}
+OVERSAMPLE = 3
+
+
+@dataclass
+class Calibration:
+    """What a fit found (see the module docstring); :meth:`as_dict` is its JSON form."""
+
+    mode: str
+    na: float
+    defocus_scale: float
+    focal_plane_index: float
+    z_step_um: float
+    pixel_um: float
+    wavelength_nm: float
+    refractive_index: float
+    psf_model: str
+    residual: float
+    quality: str
+    at_bound: list = field(default_factory=list)
+    reasons: list = field(default_factory=list)
+    evaluations: int = 0
+    seconds: float = 0.0
+    #: measured vs model curves for plotting: {"x": [...], "x_label": str, "planes": [...],
+    #: "measured": [[...]], "model": [[...]]}
+    curves: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def focal_plane_um(self) -> float:
+        return self.focal_plane_index * self.z_step_um
+
+    def optics(self, **overrides) -> Optics:
+        """The fitted :class:`Optics` (one level = one z-step unless ``level_step_um`` is given)."""
+        values = {"na": self.na, "defocus_scale": self.defocus_scale, "pixel_um": self.pixel_um,
+                  "wavelength_nm": self.wavelength_nm, "refractive_index": self.refractive_index,
+                  "psf_model": self.psf_model}
+        return Optics(**{**values, **overrides})
+
+    def optics_values(self) -> dict:
+        """The Optics fields this fit sets (what an optics file holds)."""
+        return {"na": round(self.na, 5), "defocus_scale": round(self.defocus_scale, 5),
+                "pixel_um": self.pixel_um, "wavelength_nm": self.wavelength_nm,
+                "refractive_index": self.refractive_index, "psf_model": self.psf_model}
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["focal_plane_um"] = self.focal_plane_um
+        return out
+
+
+# ----------------------------------------------------------------------------- the model
+def model_optics(na, scale, *, wavelength_nm, refractive_index, pixel_um, psf_model) -> Optics:
+    return Optics(na=float(na), defocus_scale=float(scale), wavelength_nm=wavelength_nm,
+                  refractive_index=refractive_index, pixel_um=pixel_um, psf_model=psf_model)
+
+
+def fine_radii_px(r_max_px: float, oversample: int = OVERSAMPLE) -> np.ndarray:
+    """Radii (px) at which the 1-D profile is computed before interpolation onto sub-pixels."""
+    step = 0.5 / oversample  # two samples per sub-pixel: the rings stay resolved
+    return np.arange(0.0, r_max_px + 2 * step, step)
+
+
+def interpolation_matrix(r_px: np.ndarray, fine: np.ndarray, groups: np.ndarray, n_groups: int):
+    """Sparse ``(n_groups, len(fine))`` matrix: the mean over each group of points (radii
+    ``r_px``) of the profile linearly interpolated from ``fine`` (equally spaced from 0)."""
+    from scipy.sparse import coo_matrix
+
+    step = fine[1] - fine[0]
+    pos = np.clip(r_px / step, 0, len(fine) - 1.000001)
+    i0 = np.floor(pos).astype(np.int64)
+    w1 = pos - i0
+    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    scale = 1.0 / np.maximum(counts[groups], 1)
+    rows = np.concatenate([groups, groups])
+    cols = np.concatenate([i0, i0 + 1])
+    vals = np.concatenate([(1 - w1) * scale, w1 * scale])
+    return coo_matrix((vals, (rows, cols)), shape=(n_groups, len(fine))).tocsr()
+
+
+def subpixel_radii(shape, centre, oversample: int = OVERSAMPLE):
+    """Radii (px) from ``centre`` of ``oversample**2`` sub-pixel points per pixel, and the
+    flat index of the pixel each belongs to."""
+    ny, nx = shape
+    offs = (np.arange(oversample) + 0.5) / oversample - 0.5
+    yy = (np.arange(ny)[:, None] + offs[None, :]).ravel() - centre[0]
+    xx = (np.arange(nx)[:, None] + offs[None, :]).ravel() - centre[1]
+    r = np.hypot(yy[:, None], xx[None, :])  # (ny*os, nx*os)
+    pix = (np.arange(ny).repeat(oversample)[:, None] * nx + np.arange(nx).repeat(oversample)[None, :])
+    return r.ravel(), pix.ravel()
+
+
+@functools.lru_cache(maxsize=64)
+def _nodes(n: int):
+    x, w = np.polynomial.legendre.leggauss(n)
+    return 0.5 * (x + 1.0), 0.5 * w
+
+
+@functools.lru_cache(maxsize=8)
+def _bessel(a: float, fine_um: tuple, n: int) -> np.ndarray:
+    from scipy.special import j0
+
+    rho, w = _nodes(n)
+    return j0(a * np.outer(np.asarray(fine_um), rho)) * (rho * w)
+
+
+def profiles_px(optics: Optics, fine_px: np.ndarray, zs_um: np.ndarray) -> np.ndarray:
+    """``h(r; z)`` (rows: nominal defocus ``zs_um``; columns: radii ``fine_px`` in pixels):
+    the formulas of :func:`.optics._profiles`, with the quadrature rounded up to a multiple of
+    128 nodes and cached (the fit evaluates thousands of nearby optics)."""
+    k0 = 2 * np.pi / (optics.wavelength_nm * 1e-3)
+    na, n = optics.na, optics.refractive_index
+    zs = np.asarray(zs_um, dtype=np.float64) * optics.defocus_scale
+    r_um = np.asarray(fine_px, dtype=np.float64) * optics.pixel_um
+    z_max = float(np.max(np.abs(zs))) if len(zs) else 0.0
+    if optics.psf_model == "paraxial":
+        a, span = k0 * na / n, k0 * na / n * r_um.max() + k0 * z_max * na**2 / n**2
+    else:
+        a, span = k0 * na, k0 * na * r_um.max() + k0 * z_max * na**2 / np.sqrt(n**2 - na**2)
+    nodes = int(128 * np.ceil(min(8000, max(64, 6 * span / np.pi)) / 128))
+    rho, _ = _nodes(nodes)
+    if optics.psf_model == "paraxial":
+        phase = -0.5 * k0 * np.outer(zs, rho**2) * na**2 / n**2
+    else:
+        phase = k0 * np.outer(zs, np.sqrt(n**2 - (na * rho) ** 2) - n)
+    amp = np.exp(1j * phase) @ _bessel(float(a), tuple(r_um), nodes).T
+    return amp.real**2 + amp.imag**2
+
+
+# ----------------------------------------------------------------------------- the search
+def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage: str, max_iter: int = 300):
+    """Grid over (NA, scale) at ``start_plane``, then Nelder-Mead from the best three grid
+    points in ``(log NA, log scale, focal plane)``. Yields Progress; returns ``(x, fun, n)``:
+    the best ``(na, scale, plane)``, its loss and the number of loss evaluations."""
+    from scipy.optimize import minimize
+
+    n_eval = [0]
+
+    def f(theta):
+        n_eval[0] += 1
+        return loss(float(np.exp(theta[0])), float(np.exp(theta[1])), float(theta[2]))
+
+    # uniform in the half-angle of the light cone: the PSF changes as fast per step at 1.4 oil
+    # as at 0.3 air (a log-NA grid is too coarse near the immersion's index)
+    n_imm = na_max / 0.98
+    nas = n_imm * np.sin(np.linspace(np.arcsin(0.08 / n_imm), np.arcsin(na_max / n_imm), 13))
+    scales = (0.75, 1.0, 1.35)
+    grid = [(np.log(a), np.log(s), start_plane) for a in nas for s in scales]
+    total = len(grid) + max_iter
+    values = []
+    for k, theta in enumerate(grid):
+        values.append(f(theta))
+        yield Progress(k + 1, total, f"{stage}: grid {k + 1}/{len(grid)}")
+    bounds = [(np.log(0.05), np.log(na_max)), tuple(np.log(SCALE_BOUNDS)), (-0.5, n_planes - 0.5)]
+    best = (None, np.inf)
+    starts = [grid[i] for i in np.argsort(values)[:2]]
+    per_start = max_iter // len(starts)
+    for s_i, theta in enumerate(starts):
+        steps = np.diag([0.08, 0.12, 1.0])
+        simplex = np.vstack([theta, np.asarray(theta) + steps])
+        simplex = np.clip(simplex, [b[0] for b in bounds], [b[1] for b in bounds])
+        done = 0
+        while done < per_start:
+            res = minimize(f, simplex[0], method="Nelder-Mead", bounds=bounds,
+                           options={"maxiter": 20, "initial_simplex": simplex, "xatol": 2e-3, "fatol": 1e-7})
+            simplex = res.final_simplex[0]
+            done += res.nit
+            yield Progress(len(grid) + s_i * per_start + min(done, per_start), total,
+                           f"{stage}: refining start {s_i + 1}/{len(starts)} (loss {res.fun:.4g})")
+            if res.success:
+                break
+        if res.fun < best[1]:
+            best = (res.x, res.fun)
+    x = best[0]
+    return (float(np.exp(x[0])), float(np.exp(x[1])), float(x[2])), float(best[1]), n_eval[0]
+
+
+def bounds_hit(na, scale, plane, *, na_max, n_planes, rtol=0.01) -> list:
+    """Names of the parameters that ended at (within ``rtol`` of) a bound of the search."""
+    hit = []
+    if na >= na_max * (1 - rtol) or na <= 0.05 * (1 + rtol):
+        hit.append("na")
+    if scale <= SCALE_BOUNDS[0] * (1 + rtol) or scale >= SCALE_BOUNDS[1] * (1 - rtol):
+        hit.append("defocus_scale")
+    if plane <= -0.45 or plane >= n_planes - 0.55:
+        hit.append("focal_plane")
+    return hit
+
+
+#: the in-focus cutoff 2 NA / lambda may exceed the sampling's Nyquist frequency by this much
+#: before the NA counts as undetermined (the defocus blur alone then sets NA and scale together)
+UNDERSAMPLING_LIMIT = 1.5
+
+
+def judge(residual: float, mode: str, hit: list, *, na: float, wavelength_nm: float, pixel_um: float):
+    """``(quality, reasons)``: "good", or "poor" with why (residual above :data:`RESIDUAL_LIMIT`,
+    a parameter at its bound, the fitted NA's cutoff beyond the sampling)."""
+    reasons = []
+    if residual > RESIDUAL_LIMIT[mode]:
+        reasons.append(f"residual {residual:.3f} above {RESIDUAL_LIMIT[mode]}: the model does not explain the stack")
+    if hit:
+        reasons.append(f"{', '.join(hit)} at the bound of the search (a wrong pixel size or z-step?)")
+    ratio = (2 * na / (wavelength_nm * 1e-3)) / (1 / (2 * pixel_um))
+    if ratio > UNDERSAMPLING_LIMIT:
+        reasons.append(f"the fitted NA's cutoff is {ratio:.1f}x the pixel's Nyquist frequency: undersampled, "
+                       "the NA is not determined (or the pixel size is wrong)")
+    return ("poor" if reasons else "good"), reasons
+
+
+def na_limit(refractive_index: float) -> float:
+    return 0.98 * refractive_index
+
+
+def pick_planes(plane: float, n_planes: int, dof_planes: float, n: int = 4) -> list:
+    """Up to ``n`` plane indices to plot: the focus and 1, 2, 4 depths of field above it (or below)."""
+    out = []
+    for k in (0, 1, 2, 4):
+        for sign in (1, -1):
+            i = round(plane + sign * k * max(dof_planes, 1.0))
+            if 0 <= i < n_planes and i not in out:
+                out.append(i)
+                break
+    return sorted(out[:n])
