@@ -71,8 +71,9 @@ def run_measured(args: list, env: dict) -> tuple[float, float, str]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096)
-    ap.add_argument("--methods", nargs="+", default=["lbdvd", "h2t-msunet", "lbdvd:0.65"],
-                    help="METHOD or METHOD:PIXEL_UM (run with --pixel-um PIXEL_UM instead of the store's)")
+    ap.add_argument("--methods", nargs="+", default=["lbdvd", "h2t-msunet", "h2t-msunet+plain", "lbdvd:0.65"],
+                    help="METHOD, METHOD:PIXEL_UM (run with --pixel-um PIXEL_UM instead of the store's) or "
+                         "METHOD+plain (never_worse=False: without the never-worse gate, through the Python API)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
@@ -88,24 +89,31 @@ def main(argv=None) -> None:
     cli = [sys.executable, "-m", "napari_refocus.cli"]
     rows, ok = [], True
     for spec in a.methods:
-        method, _, pixel = spec.partition(":")
+        spec_m, plain, _ = spec.partition("+plain")
+        method, _, pixel = spec_m.partition(":")
         pixel_um = float(pixel) if pixel else PIXEL_UM
         label = method if not pixel else f"{method} with --pixel-um {pixel}"
-        out = work / f"{spec.replace(':', '_')}.ome.zarr"
+        label += ", never_worse=False (no gate)" if plain else ""
+        name = spec.replace(":", "_").replace("+", "_")
+        out = work / f"{name}.ome.zarr"
         flags = ["--pixel-um", pixel] if pixel else []
+        params = "{'never_worse': False}" if plain else "None"
+        run_py = ("from napari_refocus.io.pipeline import refocus_file; import json; print(json.dumps(refocus_file("
+                  f"{str(src)!r}, {str(out)!r}, method={method!r}, device='cpu', overwrite=True, params={params})))")
         try:
-            wall, peak, stdout = run_measured([*cli, "refocus", str(src), "-o", str(out), "--method", method, *flags,
-                                               "--device", "cpu", "--format", "ome-zarr", "-q", "--overwrite"], env)
+            wall, peak, stdout = run_measured([sys.executable, "-c", run_py] if plain else [
+                *cli, "refocus", str(src), "-o", str(out), "--method", method, *flags, "--device", "cpu",
+                "--format", "ome-zarr", "-q", "--overwrite"], env)
         except Refused as exc:
             ok = False
             rows.append(f"| {label} | refused: `{exc}` | | | | FAILS | |")
             print(rows[-1], flush=True)
             continue
         rec = json.loads(stdout.strip().splitlines()[-1])
-        mem_out = work / f"{spec.replace(':', '_')}_in_memory.ome.zarr"
+        mem_out = work / f"{name}_in_memory.ome.zarr"
         code = ("import sys; from napari_refocus.io.pipeline import refocus_file; "
                 f"refocus_file({str(src)!r}, {str(mem_out)!r}, method={method!r}, device='cpu', chunked=False, "
-                f"overwrite=True, pixel_um={pixel or None})")
+                f"overwrite=True, pixel_um={pixel or None}, params={params})")
         wall_mem, peak_mem, _ = run_measured([sys.executable, "-c", code], env)
         info = read_ome_zarr_info(out)
         got = np.asarray(open_ome_zarr(out)[0]).astype(np.int64)
