@@ -110,11 +110,12 @@ def gate_optics(optics: Optics | None) -> Optics | None:
     return None if training_scale(optics) == 1.0 else optics
 
 
-def get_generator(name_or_path, device="cpu"):
-    """The cached, eval-mode network of a generator name or weights path on ``device``."""
+def get_generator(name_or_path, device="cpu", *, like: str | None = None):
+    """The cached, eval-mode network of a generator name or weights path on ``device``; with
+    ``like`` (the method's name) a custom file holding another network is a one-line error."""
     from ..models.loader import load_model
 
-    return load_model(name_or_path, device)
+    return load_model(name_or_path, device, like=like)
 
 
 def _make_run(name: str):
@@ -135,13 +136,13 @@ def _make_run(name: str):
         from ..models.predict import iter_predict_tiled, normalise
 
         source = params.weights or name
-        model = get_generator(source, device)
+        model = get_generator(source, device, like=name)
         report.used_weights(name, model)
         scale = training_scale(params.optics)
 
         def restore(img, stats, stage=f"{name}: tiles"):
             return iter_predict_tiled(
-                lambda d: model if d == device else get_generator(source, d), img, device=device,
+                lambda d: model if d == device else get_generator(source, d, like=name), img, device=device,
                 tile=params.tile, overlap=params.overlap, batch_size=params.batch_size,
                 precision=params.precision, stage=stage, tta=params.tta, stats=stats, report=report,
             )
