@@ -114,7 +114,7 @@ def cmd_triage(args) -> None:
         _emit({"input": args.input, **rec})
 
 
-GENERATOR_ONLY = ("minutes", "steps", "from_zstack", "init", "lr", "set")
+GENERATOR_ONLY = ("minutes", "steps", "from_zstack", "init", "lr", "optics", "set")
 
 
 def cmd_train(args) -> None:
@@ -140,7 +140,9 @@ def cmd_train(args) -> None:
             from ..training.train_generators import train_generator
         except ImportError as exc:
             raise CliError(f"no training recipe for {args.model!r}: {exc}") from None
-        kwargs.update({n: getattr(args, n) for n in GENERATOR_ONLY[:-1] if getattr(args, n) is not None})
+        kwargs.update({n: getattr(args, n) for n in GENERATOR_ONLY[:-2] if getattr(args, n) is not None})
+        if args.optics is not None:
+            kwargs["optics"] = _calibration(args)
         for item in args.set or []:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -151,6 +153,20 @@ def cmd_train(args) -> None:
                 kwargs[key] = value
         result = train_generator(args.model, args.out, **kwargs)
     _emit(result if isinstance(result, dict) else {"out": str(args.out)})
+
+
+def _calibration(args) -> dict:
+    """The optics of ``--optics`` for fine-tuning: the Optics fields, and the calibration's
+    ``z_step_um`` and ``focal_plane_index`` (required: the PSF of each plane needs the step)."""
+    from ..io.optics import load_optics_file
+
+    if args.from_zstack is None:
+        raise CliError("train: --optics applies to fine-tuning from a z-stack (--from-zstack)")
+    values = load_optics_file(args.optics)
+    record = json.loads(Path(args.optics).read_text())
+    if not isinstance(record.get("z_step_um"), (int, float)):
+        raise CliError(f"{args.optics}: not a calibration (no z_step_um); write one with napari-refocus calibrate")
+    return {**values, "z_step_um": record["z_step_um"], "focal_plane_index": record.get("focal_plane_index")}
 
 
 def cmd_demo(args) -> None:

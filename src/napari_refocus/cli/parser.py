@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")
+    tr.add_argument("--optics", metavar="OPTICS.json", help="generators, with --from-zstack: the stack's calibration "
+                    "(napari-refocus calibrate): its focal plane, and synthetic pairs blurred with the fitted PSF")
 
     add_export_command(command, overwrite)
 

@@ -5,6 +5,13 @@ Every plane is paired with the in-focus plane (found automatically). Planes are 
 fine-tune / held-out (every 3rd plane from the focus held out) AND the field is split
 spatially (the top 60 % of rows for fine-tuning, the bottom 35 % for evaluation); the initial
 and the fine-tuned model are compared on the held-out planes' held-out rows.
+
+With ``optics=`` (a calibration of this microscope, ``napari-refocus calibrate``: the fitted
+optics fields plus ``z_step_um`` and ``focal_plane_index``), the in-focus plane is the fitted
+focal plane (unless ``focus`` is given), and half of every batch pairs the in-focus plane
+blurred by the fitted PSF at a fine-tune plane's distance (``defocus_scale`` included, Poisson
+noise at the plane's own brightness) with the in-focus plane: synthetic pairs with exactly the
+real pairs' blur, registered by construction.
 """
 
 from __future__ import annotations
@@ -27,18 +34,44 @@ from .schedules import Budget, FunctionLR, generator_factor
 
 def iter_finetune_zstack(method, out_dir, *, from_zstack, init=None, minutes=None, steps=None, device="auto",
                          seed=0, num_threads=None, patch=128, batch=None, lr=None, every=3, train_rows=0.6,
-                         focus=None, metric="laplacian", name=None, **_ignored):
+                         focus=None, metric="laplacian", name=None, optics=None, **_ignored):
     """Generator: yields Progress, returns the result dict (also written to
     ``<out_dir>/<name>_eval.json``, the weights to ``<out_dir>/<name>.safetensors``;
     ``name`` defaults to ``<method>-finetuned``)."""
     with torch_threads(num_threads):
         return (yield from _finetune(method, out_dir, from_zstack=from_zstack, init=init, minutes=minutes,
                                      steps=steps, device=device, seed=seed, patch=patch, batch=batch, lr=lr,
-                                     every=every, train_rows=train_rows, focus=focus, metric=metric, name=name))
+                                     every=every, train_rows=train_rows, focus=focus, metric=metric, name=name,
+                                     optics=optics))
+
+
+def fitted_blur_planes(stack, focus: int, planes, optics: dict, *, seed: int = 0) -> dict:
+    """``{plane: the in-focus plane blurred by the calibrated PSF at that plane's distance}``
+    (``optics``: Optics fields + ``z_step_um``; Poisson noise at the plane's mean counts)."""
+    from ..core.forward import simulate
+    from ..core.optics import Optics
+
+    fields = {k: v for k, v in optics.items() if k in Optics.__dataclass_fields__}
+    step = float(optics["z_step_um"])
+    sharp = np.asarray(stack[focus], dtype=np.float32)
+    out = {}
+    for z in planes:
+        dz = abs(z - focus) * step
+        if dz == 0:
+            out[z] = sharp
+            continue
+        o = Optics(**{**fields, "level_step_um": dz, "n_levels": 2})
+        sin = min(o.na / o.refractive_index, 0.99)
+        reach = dz * o.defocus_scale * sin / np.sqrt(1 - sin * sin) / o.pixel_um + 8
+        size = int(min(min(sharp.shape) // 2 * 2 - 1, 2 * np.ceil(reach) + 1))
+        o = Optics(**{**o.as_dict(), "psf_size": max(3, size)})
+        gain = 1.0 if float(stack[z].mean()) > 20 else 100.0  # raw counts: Poisson as they are
+        out[z] = simulate(sharp, level=1, optics=o, noise="poisson", gain=gain, seed=seed + z).astype(np.float32)
+    return out
 
 
 def _finetune(method, out_dir, *, from_zstack, init, minutes, steps, device, seed, patch, batch, lr, every,
-              train_rows, focus, metric, name):
+              train_rows, focus, metric, name, optics):
     from ..core.metrics import compare
     from ..models.loader import load_fresh, resolve_path, save_weights
     from ..models.predict import predict_tiled
@@ -47,6 +80,8 @@ def _finetune(method, out_dir, *, from_zstack, init, minutes, steps, device, see
     dev = resolve_device(device)
     cfg = generator_config(method)
     stack, names = read_zstack(from_zstack)
+    if optics is not None and focus is None and optics.get("focal_plane_index") is not None:
+        focus = int(np.clip(round(float(optics["focal_plane_index"])), 0, stack.shape[0] - 1))
     zp = zstack_pairs(stack, focus=focus, metric=metric)
     f = zp["focus"]
     tr_planes, held = zstack_split(stack.shape[0], f, every=every)
@@ -62,6 +97,11 @@ def _finetune(method, out_dir, *, from_zstack, init, minutes, steps, device, see
     bs = batch or min(cfg["batch"], 6)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     st_t = torch.from_numpy(stack.astype(np.float32))
+    synthetic = None
+    if optics is not None:
+        yield Progress(0, 1, "blurring the in-focus plane with the calibrated PSF")
+        blurred = fitted_blur_planes(stack, f, tr_planes, optics, seed=seed)
+        synthetic = torch.from_numpy(np.stack([blurred.get(z, stack[z]) for z in range(stack.shape[0])]).astype(np.float32))
 
     def evaluate(m):
         m.eval()
@@ -89,7 +129,9 @@ def _finetune(method, out_dir, *, from_zstack, init, minutes, steps, device, see
         zs = torch.tensor(tr_planes)[torch.randint(0, len(tr_planes), (bs,), generator=gen)]
         ys = torch.randint(0, r_train - patch + 1, (bs,), generator=gen)
         xs = torch.randint(0, stack.shape[2] - patch + 1, (bs,), generator=gen)
-        inp = torch.stack([st_t[z, y:y + patch, x:x + patch] for z, y, x in zip(zs, ys, xs)])
+        # with a calibration, every other sample's input is the fitted blur of the in-focus plane
+        src = [synthetic if synthetic is not None and k % 2 else st_t for k in range(bs)]
+        inp = torch.stack([s_[z, y:y + patch, x:x + patch] for s_, z, y, x in zip(src, zs, ys, xs)])
         tgt = torch.stack([st_t[f, y:y + patch, x:x + patch] for y, x in zip(ys, xs)])
         xi, yt = _pct_normalise(inp, inp), _pct_normalise(tgt, inp)
         k = int(torch.randint(0, 4, (1,), generator=gen))
@@ -117,12 +159,14 @@ def _finetune(method, out_dir, *, from_zstack, init, minutes, steps, device, see
                           "focus_plane": names[f], "focus_metric": metric, "steps": step,
                           "seconds": round(secs, 1), "train_planes": [names[z] for z in tr_planes],
                           "train_rows": [0, r_train], "heldout_planes": [names[z] for z in held],
-                          "heldout_rows": [r_eval, H]}
+                          "heldout_rows": [r_eval, H], "optics": optics,
+                          "synthetic_share": 0.5 if synthetic is not None else 0.0}
     model = model.to("cpu").eval()
     wpath = save_weights(model, out / f"{fname}.safetensors", meta=meta)
     result = {"method": method, "weights": str(wpath), "focus_index": f, "focus_plane": names[f],
               "focus_metric": metric, "focus_scores": [float(s) for s in zp["scores"]],
               "train_planes": tr_planes, "heldout_planes": held, "steps": step, "seconds": round(secs, 1),
+              "optics": optics, "synthetic_share": 0.5 if synthetic is not None else 0.0,
               "before": before, "after": after}
     (out / f"{fname}_eval.json").write_text(json.dumps(result, indent=1, default=str))
     return result
