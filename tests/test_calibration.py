@@ -131,3 +131,17 @@ def test_widget_fits_a_stack_layer_and_saves_the_optics(make_napari_viewer, qtbo
     assert w.plot.ax is None or len(w.plot.ax.lines) >= 2
     path = w.save_optics(tmp_path / "optics.json")
     assert abs(load_optics_file(path)["na"] - w.result.na) < 1e-4
+
+
+@pytest.mark.gui
+def test_optics_panel_loads_a_calibration_and_says_its_quality(make_napari_viewer, tmp_path):
+    from napari_refocus.ui.optics_panel import OpticsPanel
+
+    make_napari_viewer()
+    path = tmp_path / "scope.json"
+    path.write_text(json.dumps({"quality": "poor", "residual": 0.2, "na": 0.8, "optics": {
+        "na": 0.8, "defocus_scale": 1.2, "pixel_um": 0.1, "wavelength_nm": 600.0, "refractive_index": 1.33}}))
+    panel = OpticsPanel()
+    panel.load_file(path)
+    assert panel.optics().defocus_scale == 1.2 and panel.optics().na == 0.8
+    assert "calibration: poor, residual 0.200" in panel.summary_text()

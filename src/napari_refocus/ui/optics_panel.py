@@ -86,7 +86,7 @@ class OpticsPanel(Container):
         from ..io.optics import load_optics_file
 
         values = load_optics_file(path)
-        self._file, self._file_source = values, f"optics file {Path(path).name}"
+        self._file, self._file_source = values, f"optics file {Path(path).name}{_calibration_note(path)}"
         for name in values:
             self._user.pop(name, None)
         self.refresh()
@@ -152,3 +152,14 @@ class OpticsPanel(Container):
             by_source.setdefault(self._sources[name], []).append(f"{short} {text}{unit}")
         order = sorted(by_source, key=lambda s: s == DEFAULT)  # defaults last
         return "\n".join(f"{src}: {', '.join(by_source[src])}" for src in order)
+
+
+def _calibration_note(path) -> str:
+    """`` (calibration: good, residual 0.012)`` for a file written by ``calibrate``, else ``""``."""
+    import json
+
+    try:
+        rec = json.loads(Path(path).read_text())
+        return f" (calibration: {rec['quality']}, residual {float(rec['residual']):.3f})"
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
