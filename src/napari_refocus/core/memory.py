@@ -36,15 +36,18 @@ class Footprint:
     upscale: int = 1
 
 
-#: peak bytes above the baseline, per method (benchmarks/memory_speed.py, rounded up, with a
-#: margin of about a quarter; the output array is counted in ``per_pixel``)
+#: peak bytes above the baseline, per method, with the defaults (the learned methods: 1024-px
+#: tiles, 4 per batch): the line through the peaks measured at 1024^2 and 3072^2 by
+#: benchmarks/memory_speed.py (BENCHMARKS.md "Memory", commit 8487390) plus a quarter; the
+#: output array is counted in ``per_pixel``
+MIB = 2**20
 FOOTPRINTS = {
-    "lbdvd": Footprint(24.0, 64 * 2**20),
-    "rl": Footprint(32.0, 16 * 2**20),
-    "comi-cyclegan": Footprint(40.0, 1.5 * 2**30),
-    "refocus-unet": Footprint(40.0, 1.5 * 2**30),
-    "m-deblurgan": Footprint(96.0, 2.5 * 2**30, upscale=2),
-    "h2t-msunet": Footprint(40.0, 1.5 * 2**30),
+    "lbdvd": Footprint(30.0, 128 * MIB),
+    "rl": Footprint(52.0, 24 * MIB),
+    "comi-cyclegan": Footprint(41.0, 132 * MIB),
+    "refocus-unet": Footprint(80.0, 350 * MIB),
+    "m-deblurgan": Footprint(126.0, 505 * MIB, upscale=2),
+    "h2t-msunet": Footprint(68.0, 280 * MIB),
 }
 #: for a method not in the table: the most demanding built-in figures
 UNKNOWN = Footprint(max(f.per_pixel for f in FOOTPRINTS.values()), max(f.fixed for f in FOOTPRINTS.values()),
