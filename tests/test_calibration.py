@@ -69,8 +69,8 @@ def test_thin_sample_fit_finds_the_na_to_10_percent(cells, case):
 
 
 def test_thin_sample_fit_with_a_wrong_z_step_is_poor(cells):
-    st = thin_stack(cells, optics(0.5, 1.0, 0.3), n_planes=11, z_step_um=1.0, focal_plane=5.3, seed=5)
-    r = fit(st, bead=False, z_step_um=2.0, pixel_um=0.3, refractive_index=1.0)
+    st = thin_stack(cells, optics(0.5, 1.0, 0.2), n_planes=11, z_step_um=1.0, focal_plane=5.3, seed=5)
+    r = fit(st, bead=False, z_step_um=2.0, pixel_um=0.2, refractive_index=1.0)
     assert r.quality == "poor" and r.reasons
 
 

@@ -129,8 +129,13 @@ def subpixel_radii(shape, centre, oversample: int = OVERSAMPLE):
 
 @functools.lru_cache(maxsize=64)
 def _nodes(n: int):
-    x, w = np.polynomial.legendre.leggauss(n)
-    return 0.5 * (x + 1.0), 0.5 * w
+    """``n`` (a multiple of 16) quadrature nodes and weights on [0, 1]: composite 16-point
+    Gauss-Legendre on ``n / 16`` equal panels (a full ``n``-point rule needs an eigenvalue
+    solve of seconds for n ~ 5000, and the search meets many ``n``)."""
+    x, w = np.polynomial.legendre.leggauss(16)
+    panels = n // 16
+    left = np.arange(panels)[:, None] / panels
+    return (left + 0.5 * (x + 1.0) / panels).ravel(), np.tile(0.5 * w / panels, panels)
 
 
 @functools.lru_cache(maxsize=8)
@@ -143,8 +148,8 @@ def _bessel(a: float, fine_um: tuple, n: int) -> np.ndarray:
 
 def profiles_px(optics: Optics, fine_px: np.ndarray, zs_um: np.ndarray) -> np.ndarray:
     """``h(r; z)`` (rows: nominal defocus ``zs_um``; columns: radii ``fine_px`` in pixels):
-    the formulas of :func:`.optics._profiles`, with the quadrature rounded up to a multiple of
-    128 nodes and cached (the fit evaluates thousands of nearby optics)."""
+    the formulas of :func:`.optics._profiles`, with a composite quadrature of at least 8 nodes
+    per oscillation of the integrand, cached (the fit evaluates thousands of nearby optics)."""
     k0 = 2 * np.pi / (optics.wavelength_nm * 1e-3)
     na, n = optics.na, optics.refractive_index
     zs = np.asarray(zs_um, dtype=np.float64) * optics.defocus_scale
@@ -154,7 +159,7 @@ def profiles_px(optics: Optics, fine_px: np.ndarray, zs_um: np.ndarray) -> np.nd
         a, span = k0 * na / n, k0 * na / n * r_um.max() + k0 * z_max * na**2 / n**2
     else:
         a, span = k0 * na, k0 * na * r_um.max() + k0 * z_max * na**2 / np.sqrt(n**2 - na**2)
-    nodes = int(128 * np.ceil(min(8000, max(64, 6 * span / np.pi)) / 128))
+    nodes = int(16 * np.ceil(min(16000, max(64, 8 * span / np.pi)) / 16))
     rho, _ = _nodes(nodes)
     if optics.psf_model == "paraxial":
         phase = -0.5 * k0 * np.outer(zs, rho**2) * na**2 / n**2
@@ -212,7 +217,7 @@ def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage
     return (float(np.exp(x[0])), float(np.exp(x[1])), float(x[2])), float(best[1]), n_eval[0]
 
 
-def bounds_hit(na, scale, plane, *, na_max, n_planes, rtol=0.01) -> list:
+def bounds_hit(na, scale, plane, *, na_max, n_planes, rtol=0.03) -> list:
     """Names of the parameters that ended at (within ``rtol`` of) a bound of the search."""
     hit = []
     if na >= na_max * (1 - rtol) or na <= 0.05 * (1 + rtol):
