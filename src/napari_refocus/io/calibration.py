@@ -10,7 +10,6 @@ why, the stack's SHA-256 and the command) and, under ``"optics"``, the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -19,14 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.calibration import RESIDUAL_LIMIT
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..models.loader import file_sha256  # the one SHA-256 of a file (no torch at import)
 
 
 def as_zstack(array) -> np.ndarray:
