@@ -133,7 +133,7 @@ def calibrate(key, optics):
                  refractive_index=optics.refractive_index, psf_model=optics.psf_model)
     t0 = time.perf_counter()
     if key == "bead":
-        from napari_refocus.core.calibration import iter_fit_bead
+        from napari_refocus.core.calibration_bead import iter_fit_bead
 
         cal = drain(iter_fit_bead(tifffile.imread(str(BEAD)), z_step_um=0.3, **given))
     else:
@@ -335,8 +335,8 @@ def main(argv=None):
         f"fields: z_16 w2 TIFFs and near-focus w1 PNGs) have {len(common)} field(s) in common"
         f"{': ' + ', '.join(common) if common else ''}; a z_00 plane has no in-focus partner here.",
         "",
-        *([("Calibrated optics (`core.calibration`, the pixel size, wavelength and index as above; NA, defocus "
-            "scale and focal plane fitted to the whole stack), run on the same pairs with lbdvd and the oracle:"),
+        *([("Calibrated optics (`core.calibration_thin` / `calibration_bead`, the pixel size, wavelength and index as above; NA, defocus "
+            "scale and focal plane fitted to the stack), run on the same pairs with lbdvd and the oracle unless the fit is poor:"),
            "", *cal_lines, ""] if cal_lines else []),
         "Bar (issue 14): on every real set the default method (lbdvd) >= -0.1 dB and the best method > 0 dB:",
         "",
