@@ -40,5 +40,3 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2 if expected else 1
     return 0
-
-
