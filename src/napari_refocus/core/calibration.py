@@ -220,7 +220,7 @@ def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage
 def bounds_hit(na, scale, plane, *, na_max, n_planes, rtol=0.03) -> list:
     """Names of the parameters that ended at (within ``rtol`` of) a bound of the search."""
     hit = []
-    if na >= na_max * (1 - rtol) or na <= 0.05 * (1 + rtol):
+    if na >= na_max * 0.995 or na <= 0.05 * 1.005:  # the NA bound is the immersion itself: nearer
         hit.append("na")
     if scale <= SCALE_BOUNDS[0] * (1 + rtol) or scale >= SCALE_BOUNDS[1] * (1 - rtol):
         hit.append("defocus_scale")
