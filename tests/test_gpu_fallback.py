@@ -92,8 +92,8 @@ def test_generator_halves_its_tile_batches_then_uses_the_cpu(monkeypatch, pair):
     real_get = learned.get_generator
     sizes = []
 
-    def get_generator(source, device="cpu"):
-        net = real_get(source, "cpu")
+    def get_generator(source, device="cpu", **kw):
+        net = real_get(source, "cpu", **kw)
         if torch.device(device).type == "cpu":
             return net
         return _OnFakeGpu(net, sizes)

@@ -103,7 +103,7 @@ def test_provenance_records_the_device_that_ran_after_an_oom_fallback(small, mon
     fake = torch.device("cuda")  # only a name: this machine need not have CUDA
     batches = []
     monkeypatch.setattr(run, "resolve_device", lambda d: fake)
-    monkeypatch.setattr(learned, "get_generator", lambda src, d: real_get(src, "cpu"))
+    monkeypatch.setattr(learned, "get_generator", lambda src, d, **kw: real_get(src, "cpu", **kw))
 
     def always_oom(exc):
         return True
