@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +78,13 @@ def delpnet_args(ap, argv=None):
 def threads_wheels(a) -> str:
     """The ``--threads`` / ``--wheels`` part of a recorded command line."""
     return f"{' --threads ' + str(a.threads) if a.threads else ''}{' --wheels ' + a.wheels if a.wheels else ''}"
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    """The shortest wall time (s) of ``repeat`` calls of ``fn`` (the least disturbed by other load)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import git_rev, machine, write_section  # noqa: E402
+from _report import best_of, git_rev, machine, write_section  # noqa: E402
 
 import napari_refocus as nr  # noqa: E402
 from napari_refocus.methods.defocus import SCALE  # noqa: E402
@@ -69,15 +69,6 @@ def train_step_seconds(width, device, batch=128, steps=5):
         step()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
-
-
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main():

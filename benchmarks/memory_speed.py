@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import git_rev, machine, publish  # noqa: E402
+from _report import best_of, git_rev, machine, publish  # noqa: E402
 
 METHODS = ("lbdvd", "rl", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 PARAMS = {"rl": {"level": 5}}
@@ -147,15 +147,6 @@ def previous_lbdvd(image):
     return montage(restored, rl_grid).clamp_min(0).numpy(), levels
 
 
-def _best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def patches_per_second(model, repeat=15, batch=256):
     import torch
 
@@ -164,7 +155,7 @@ def patches_per_second(model, repeat=15, batch=256):
     x = to_input(torch.rand(batch, 84, 84) * 2000 / 65535, "cpu")
     with torch.inference_mode():
         model(x)
-        return batch / _best(lambda: model(x), repeat)
+        return batch / best_of(lambda: model(x), repeat)
 
 
 def speed_lines(repeat: int) -> list[str]:
@@ -187,9 +178,9 @@ def speed_lines(repeat: int) -> list[str]:
         ref, ref_levels = previous_lbdvd(img)
         t_now, t_old, t_gate = [], [], []
         for _ in range(repeat):  # interleaved, so all see the same load
-            t_now.append(_best(lambda: nr.refocus(img, method="lbdvd", device="cpu", **off), 1))
-            t_old.append(_best(lambda: previous_lbdvd(img), 1))
-            t_gate.append(_best(lambda: nr.refocus(img, method="lbdvd", device="cpu"), 1))
+            t_now.append(best_of(lambda: nr.refocus(img, method="lbdvd", device="cpu", **off), 1))
+            t_old.append(best_of(lambda: previous_lbdvd(img), 1))
+            t_gate.append(best_of(lambda: nr.refocus(img, method="lbdvd", device="cpu"), 1))
         lv = res.defocus_map.levels
         todo = int(np.count_nonzero((lv > 0) & (lv < 11)))
         diff = float(np.abs(res.image - ref).max())
