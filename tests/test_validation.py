@@ -209,3 +209,12 @@ def test_weights_of_another_method_and_wrong_tensors(tmp_path, image):
     good = tmp_path / "copy.safetensors"
     good.write_bytes((WEIGHTS / "refocus-unet.safetensors").read_bytes())
     assert load_model(good, like="refocus-unet").meta["architecture"] == "ResNetUNet"
+
+
+@pytest.mark.parametrize("call", ["deconvolve", "simulate"])
+def test_unknown_keyword_of_deconvolve_and_simulate_is_a_value_error(call):
+    import napari_refocus as nr
+
+    image = np.ones((64, 64), np.float32)
+    with pytest.raises(ValueError, match="unknown optics parameter.*foo.*valid: wavelength_nm"):
+        getattr(nr, call)(image, level=2, foo=1)

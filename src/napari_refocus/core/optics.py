@@ -25,6 +25,8 @@ centred on the middle pixel, and each sums to 1 (pixel-integrated, not point-sam
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 from dataclasses import asdict, dataclass
 
@@ -183,7 +185,12 @@ def sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01
 
 
 def resolve_optics(optics: Optics | None = None, **kwargs) -> Optics:
-    """An :class:`Optics` from an instance and/or keyword overrides."""
+    """An :class:`Optics` from an instance and/or keyword overrides; an unknown keyword is a
+    ``ValueError`` naming the valid ones (not the dataclass's ``TypeError``)."""
+    valid = [f.name for f in dataclasses.fields(Optics)]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown optics parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     if optics is None:
         return Optics(**kwargs)
     if kwargs:
