@@ -132,3 +132,23 @@ def test_banded_noise_and_in_place_canonical_scale_are_the_same_numbers():
         canon, stats = canonical_image(image, 1.0)
         np.testing.assert_array_equal(canon, to_canonical(image, span=1000.0, offset=150.0, stats=stats[:2]))
         np.testing.assert_array_equal(image, before)  # the caller's array is not written to
+
+
+def test_batch_worker_switches_to_blocks_when_memory_is_short(monkeypatch, tmp_path):
+    # batch's per-image work takes the CLI's decision (it ran every TIFF in memory before)
+    import tifffile
+
+    from napari_refocus.io.batch import process_image
+
+    path = tmp_path / "in" / "x.tif"
+    path.parent.mkdir()
+    img = (np.random.default_rng(0).random((256, 300)) * 1000 + 200).astype(np.uint16)
+    tifffile.imwrite(path, img)
+    _set_available(monkeypatch, 2**40)
+    rec = process_image(path, tmp_path / "big", method="rl", params={"level": 3, "iterations": 2})
+    assert rec["chunked"] is False
+    _set_available(monkeypatch, 100_000)
+    rec = process_image(path, tmp_path / "short", method="rl", params={"level": 3, "iterations": 2})
+    assert rec["chunked"] is True
+    small, blocks = (tifffile.imread(tmp_path / d / "x_refocused.tif") for d in ("big", "short"))
+    assert np.abs(small.astype(int) - blocks.astype(int)).max() <= 1

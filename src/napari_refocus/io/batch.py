@@ -200,8 +200,9 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
         digest = image_hash(job_hash(method, params, axes=axes, pixel_um=pixel_um, optics=optics,
                                      optics_file=optics_file, min_level=min_level, patch_min_level=patch_min_level,
                                      fmt=fmt)[0], path)
-    # an OME-Zarr store is read block by block (and its output resumed) unless triage needs it in memory
-    lazy = path.suffix.lower() == ".zarr" and min_level is None and not patch_min_level
+    # in memory or block by block as the CLI decides (a store always by blocks, a TIFF when an
+    # in-memory run would not fit: core.memory.needs_blocks), unless triage needs the image in memory
+    triage = min_level is not None or bool(patch_min_level)
     before = finished(out, sidecar, digest)
     if before is not None:
         before["status"] = "done-before"
@@ -209,7 +210,7 @@ def process_image(path, outdir, *, method="lbdvd", device="cpu", min_level=None,
     with torch_threads(threads):
         record = refocus_file(path, out, method=method, device=device, params=params, axes=axes,
                               pixel_um=pixel_um, optics=optics, optics_file=optics_file, min_level=min_level,
-                              patch_min_level=patch_min_level, chunked=None if lazy else False, overwrite=True)
+                              patch_min_level=patch_min_level, chunked=False if triage else None, overwrite=True)
     record["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     record["job_hash"] = digest
     record["output_bytes"] = _size(out)
