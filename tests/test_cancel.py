@@ -152,6 +152,24 @@ def test_cancel_scope_stops_a_plain_call(big):
     assert time.perf_counter() - t0 < 1.0 + BOUND_S
 
 
+
+def test_cancel_scope_stops_a_block_by_block_run(big):
+    """A lazy (dask) result computed under a token: dask's threads check the token that was
+    current where the graph was built, so Cancel stops inside a block, not after the run."""
+    import dask.array as da
+
+    from napari_refocus import refocus
+
+    token = CancelToken()
+    with cancel_scope(token):
+        lazy = refocus(da.from_array(big[0], chunks=520), method="rl", level=6, iterations=500,
+                       device="cpu")
+        threading.Timer(1.0, token.cancel).start()
+        t0 = time.perf_counter()
+        with pytest.raises(Cancelled):
+            lazy.image.compute(scheduler="threads")
+    assert time.perf_counter() - t0 < 1.0 + BOUND_S
+
 # --------------------------------------------------------------------- the widget
 @pytest.mark.parametrize(("method", "stage", "given_map"), CASES, ids=IDS)
 def test_widget_cancel_stops_within_a_second(make_napari_viewer, qtbot, monkeypatch, big, method, stage,

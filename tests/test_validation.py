@@ -218,3 +218,14 @@ def test_unknown_keyword_of_deconvolve_and_simulate_is_a_value_error(call):
     image = np.ones((64, 64), np.float32)
     with pytest.raises(ValueError, match="unknown optics parameter.*foo.*valid: wavelength_nm"):
         getattr(nr, call)(image, level=2, foo=1)
+
+
+def test_lbdvd_and_the_map_refuse_another_networks_weights():
+    from napari_refocus.core.resources import weights_dir
+
+    img = (np.random.default_rng(0).random((256, 256)) * 1000 + 100).astype(np.uint16)
+    other = str(weights_dir() / "h2t-msunet.safetensors")
+    with pytest.raises(ValueError, match="needs a DelpNet"):
+        nr.refocus(img, method="lbdvd", weights=other)
+    with pytest.raises(ValueError, match="needs a DelpNet"):
+        nr.defocus_map(img, weights=other)

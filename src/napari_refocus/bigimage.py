@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core.progress import Progress, drain
+from .core.progress import Progress, cancel_scope, check_cancelled, current_token, drain
 from .methods.base import Method, RunReport
 from .methods.registry import get_method
 
@@ -152,12 +152,17 @@ class BlockRun:
             src = da.pad(src, pad, mode="constant").rechunk(tuple(padded))
         starts = [np.cumsum((0,) + c) for c in axes]
         restore = self.restore
+        # dask runs the blocks in its own threads: they check the cancel token that was current
+        # where the graph was built, so Cancel stops a block at its next checkpoint
+        token = current_token()
 
         def compute(chunk, block_id=None):
             i, j = block_id
             bounds = (int(starts[0][i]), int(starts[0][i + 1]), int(starts[1][j]), int(starts[1][j + 1]))
             origin = (bounds[0] - depth[0] if i else 0, bounds[2] - depth[1] if j else 0)
-            return restore(_Window(chunk, origin, (h, w)), bounds)
+            with cancel_scope(token):
+                check_cancelled()
+                return restore(_Window(chunk, origin, (h, w)), bounds)
 
         # a fresh name: dask need not hash the closure (and the parameters in it) to name the graph
         return da.map_overlap(compute, src, depth=depth, boundary="none", trim=False, allow_rechunk=False,

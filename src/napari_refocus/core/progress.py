@@ -72,6 +72,12 @@ def cancel_scope(token: CancelToken | None):
         _local.token = previous
 
 
+def current_token() -> CancelToken | None:
+    """The current thread's :class:`CancelToken` (None outside a :func:`cancel_scope`); work
+    handed to other threads (dask blocks) takes it along."""
+    return getattr(_local, "token", None)
+
+
 def check_cancelled() -> None:
     """A checkpoint: raise :class:`Cancelled` if the current thread's token was cancelled.
 

@@ -123,7 +123,7 @@ class DefocusMap:
 def _model(weights, device):
     from ..models.loader import load_model
 
-    return load_model("delpnet" if weights is None else weights, device)
+    return load_model("delpnet" if weights is None else weights, device, like="delpnet")
 
 
 def certainty_of(probabilities: np.ndarray) -> np.ndarray:

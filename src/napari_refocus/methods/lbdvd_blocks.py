@@ -158,7 +158,7 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
     from .defocus import background_rule, iter_patch_probabilities, to_canonical_counts
 
     dev = resolve_device(device)
-    model = load_model("delpnet" if weights is None else weights, dev)
+    model = load_model("delpnet" if weights is None else weights, dev, like="delpnet")
 
     def classify(core):
         if stats is not None:
