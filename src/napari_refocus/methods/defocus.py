@@ -151,31 +151,10 @@ def canonical_stats(image) -> tuple[float, float, float]:
 
     Computed once per image (for a big image, by the block executor's ``image_stats`` hook), so
     that every block is put on the same scale as the image in memory."""
-    from ..core.intensity import robust_range
+    from ..core.intensity import noise_sigma, robust_range
 
     lo, hi = robust_range(image)
-    return lo, hi, _noise_sigma(image) * (SPAN / (hi - lo) if hi > lo else 0.0)
-
-
-def _noise_sigma(image, band: int = 512) -> float:
-    """:func:`napari_refocus.core.intensity.noise_sigma`, the same numbers, computed band by band
-    into one float32 buffer whose median is taken in place: 4 bytes per pixel instead of the
-    five or six whole-image temporaries of the one-line formula."""
-    from ..core.intensity import noise_sigma
-
-    a = np.asarray(image)
-    if a.ndim != 2 or min(a.shape) < 3:
-        return noise_sigma(image)
-    h, w = a.shape
-    out = np.empty((h - 2, w - 2), np.float32)
-    for r0 in range(1, h - 1, band):
-        r1 = min(h - 1, r0 + band)
-        s = np.asarray(a[r0 - 1:r1 + 1], dtype=np.float32)
-        c = s[1:-1, 1:-1]
-        d = (4 * c - 2 * (s[:-2, 1:-1] + s[2:, 1:-1] + s[1:-1, :-2] + s[1:-1, 2:])
-             + s[:-2, :-2] + s[:-2, 2:] + s[2:, :-2] + s[2:, 2:])
-        np.abs(d, out=out[r0 - 1:r1 - 1])
-    return float(1.4826 * np.median(out, overwrite_input=True) / 6.0)
+    return lo, hi, noise_sigma(image) * (SPAN / (hi - lo) if hi > lo else 0.0)
 
 
 def to_canonical_counts(x, stats):
