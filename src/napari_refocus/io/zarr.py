@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .read import um_per
+
 #: the NGFF version napari-refocus writes
 NGFF_VERSION = "0.4"
 #: NGFF's axis order: time, channel, then space (z, y, x)
@@ -112,12 +114,6 @@ def level_transform(ms: dict, level: int, ndim: int) -> tuple[list, list]:
     return [float(v) for v in scale], [float(v) for v in translation]
 
 
-def _um_per(unit) -> float | None:
-    from .read import um_per
-
-    return um_per(unit) if unit else None
-
-
 def _multiscale(group, path) -> dict:
     ms = ngff_attrs(group).get("multiscales")
     if not ms or not ms[0].get("datasets"):
@@ -144,7 +140,7 @@ def read_ome_zarr_info(path, *, level: int = 0) -> dict:
                 for a, s, t, u in zip(axes, scale, translation, units)}
     pixel_um = None
     if "X" in physical:
-        factor = _um_per(physical["X"]["unit"])
+        factor = um_per(physical["X"]["unit"])
         pixel_um = physical["X"]["scale"] * factor if factor else None
     optics = {"pixel_um": pixel_um} if pixel_um else {}
     return {"path": str(path), "axes": axes, "shape": shape, "dtype": np.dtype(arr.dtype), "pixel_um": pixel_um,
