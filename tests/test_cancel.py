@@ -62,7 +62,9 @@ def kwargs_for(method, given_map, big):
     image, field = big
     kw = {"defocus_map": oracle_map(image, field)} if given_map else {}
     if method == "rl":
-        kw["level"] = 6
+        # enough iterations that the run lasts seconds on an idle machine (15 took 0.34 s and
+        # could end before the cancel request)
+        kw.update(level=6, iterations=300)
     return kw
 
 
@@ -187,6 +189,8 @@ def test_widget_cancel_stops_within_a_second(make_napari_viewer, qtbot, monkeypa
     w = RefocusWidget(viewer)
     viewer.window.add_dock_widget(w, name="refocus")
     w.set_method(method)
+    if method == "rl":  # seconds of work (see kwargs_for)
+        w.set_values(**{k: v for k, v in kwargs_for(method, False, big).items()})
     seen = []
     worker = w.run(layer)
     assert worker is not None
