@@ -8,7 +8,7 @@ Every yield of a job is one (closing the generator, or a progress callback that 
 :class:`Cancelled`, stops it there), and so is every :func:`check_cancelled` call that the
 long loops make between yields: each Richardson-Lucy iteration, each chunk of
 :func:`~napari_refocus.core.devices.run_chunked` and each layer of a network (once
-:func:`enable_module_checkpoints` was called). Those raise when the :class:`CancelToken` of the current thread
+:func:`add_module_checkpoints`: every network the loader gives). Those raise when the :class:`CancelToken` of the current thread
 (set by :func:`with_cancel` / :func:`cancel_scope`) has been cancelled from another thread,
 so a job stops within one such step even when it yields rarely.
 """
@@ -16,7 +16,6 @@ so a job stops within one such step even when it yields rarely.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -95,8 +94,6 @@ def with_cancel(job, token: CancelToken):
     """
     try:
         while True:
-            if not _hook_installed and "torch" in sys.modules:  # networks' layers: checkpoints too
-                enable_module_checkpoints()
             with cancel_scope(token):
                 token.check()
                 try:
@@ -108,28 +105,22 @@ def with_cancel(job, token: CancelToken):
         job.close()
 
 
-_hook_lock = threading.Lock()
-_hook_installed = False
-
-
-def enable_module_checkpoints() -> None:
-    """Make every torch module call a checkpoint (once per process; idempotent).
+def add_module_checkpoints(model) -> None:
+    """Make every layer of ``model`` (a torch module) a cancellation checkpoint.
 
     A cancelled job then stops after the layer that is running rather than after the whole
-    forward pass (a 1024-px tile batch of a generator takes seconds on a CPU). The hook is
-    global, registered once (never added and removed around each call, which would race with
-    other threads running a shared cached network), and a no-op in threads without a token.
+    forward pass (a 1024-px tile batch of a generator takes seconds on a CPU). The model loader
+    calls this once per loaded network, so only the package's own networks carry the hooks
+    (never a process-wide hook that every other library's modules would run too); the hooks
+    stay for the network's life (never added and removed around a call, which would race with
+    other threads running a shared cached network) and are no-ops in threads without a token.
     """
-    global _hook_installed
-    if _hook_installed:
-        return
-    with _hook_lock:
-        if _hook_installed:
-            return
-        from torch.nn.modules.module import register_module_forward_pre_hook
+    for module in model.modules():
+        module.register_forward_pre_hook(_checkpoint_hook)
 
-        register_module_forward_pre_hook(lambda _module, _inputs: check_cancelled())
-        _hook_installed = True
+
+def _checkpoint_hook(_module, _inputs) -> None:
+    check_cancelled()
 
 
 def drain(job, callback=None):

@@ -256,6 +256,7 @@ def load_model(name_or_path="delpnet", device="cpu", *, like: str | None = None)
     or, with ``like`` (a shipped weights name), it holds another architecture than ``like``'s.
     """
     from ..core.devices import resolve_device
+    from ..core.progress import add_module_checkpoints
     from .registry import get_architecture
 
     path = resolve_path(name_or_path).resolve()
@@ -270,6 +271,8 @@ def load_model(name_or_path="delpnet", device="cpu", *, like: str | None = None)
         fresh = load_fresh(path)
         model = get_architecture(fresh.meta["architecture"]).prepare(fresh, dev)
         model.meta, model.weights_file, model.sha256 = fresh.meta, fresh.weights_file, fresh.sha256
+        # every layer a cancellation checkpoint: one batch of 1024-px tiles takes seconds
+        add_module_checkpoints(model)
         _CACHE[key] = model
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)

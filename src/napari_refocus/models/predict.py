@@ -132,10 +132,6 @@ def iter_predict_tiled(
     import torch
 
     from ..core.devices import resolve_device, run_chunked
-    from ..core.progress import enable_module_checkpoints
-
-    # every layer becomes a cancellation checkpoint: one batch of 1024-px tiles takes seconds
-    enable_module_checkpoints()
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")
