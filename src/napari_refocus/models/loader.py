@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 META_KEY = "napari_refocus"
+logger = logging.getLogger(__name__)
 
 
 def _one_line(exc) -> str:
@@ -254,6 +256,8 @@ def load_model(name_or_path="delpnet", device="cpu", *, like: str | None = None)
     ValueError when its SHA-256 does not match ``<name>.sha256``, it is not a valid
     safetensors weights file (:func:`check_file`: one line naming the file and what is wrong),
     or, with ``like`` (a shipped weights name), it holds another architecture than ``like``'s.
+    When the network does not fit on an accelerator (out of memory while moving it there), it
+    runs on the CPU instead, with a logged notice (:func:`_cpu_instead`; ``.device_note``).
     """
     from ..core.devices import resolve_device
     from ..core.progress import add_module_checkpoints
@@ -269,7 +273,11 @@ def load_model(name_or_path="delpnet", device="cpu", *, like: str | None = None)
             _CACHE.move_to_end(key)
             return _CACHE[key]
         fresh = load_fresh(path)
-        model = get_architecture(fresh.meta["architecture"]).prepare(fresh, dev)
+        prepare = get_architecture(fresh.meta["architecture"]).prepare
+        try:
+            model = prepare(fresh, dev)
+        except Exception as exc:  # noqa: BLE001 - only out of memory is handled, the rest re-raised
+            model = _cpu_instead(path, dev, exc, prepare)
         model.meta, model.weights_file, model.sha256 = fresh.meta, fresh.weights_file, fresh.sha256
         # every layer a cancellation checkpoint: one batch of 1024-px tiles takes seconds
         add_module_checkpoints(model)
@@ -277,6 +285,53 @@ def load_model(name_or_path="delpnet", device="cpu", *, like: str | None = None)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return model
+
+
+def _cpu_instead(path, dev, exc, prepare):
+    """The network of ``path`` on the CPU, wrapped to take and give tensors on ``dev``, after
+    ``exc`` (an out-of-memory error) stopped it from going onto ``dev``; other errors re-raised.
+
+    A notice goes to the log (``napari_refocus.models.loader``) and into the module's
+    ``device_note``; the callers' tensors stay on ``dev`` (the wrapper moves each input to the
+    CPU and its output back), so every method keeps working, only slower."""
+    import torch
+
+    from ..core.devices import is_oom
+
+    if dev.type == "cpu" or not is_oom(exc):
+        raise exc
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()  # what the failed move left behind
+    note = (f"out of memory loading {Path(path).name} onto {dev} ({_one_line(exc)[:120]}); "
+            "the network runs on the CPU instead (slower)")
+    logger.warning(note)
+    inner = prepare(load_fresh(path), torch.device("cpu"))  # a new instance: the failed one may be half-moved
+    return _on_cpu_for(inner, dev, note)
+
+
+def _on_cpu_for(inner, dev, note: str):
+    import torch
+
+    class CpuFallback(torch.nn.Module):
+        """``inner`` (on the CPU) called with tensors on another device: input moved to the CPU,
+        output moved back; any other attribute (``multiple``, ``upscale``, ...) is ``inner``'s."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+            self.requested_device = str(dev)
+            self.device_note = note
+
+        def forward(self, x):
+            return self.inner(x.to("cpu")).to(x.device)
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self._modules["inner"], name)
+
+    return CpuFallback().eval()
 
 
 def load_generator(name_or_path, device="cpu"):
