@@ -167,3 +167,54 @@ def test_depth_invariant_rl_moves_to_the_cpu(rl_on_fake_gpu, pair, caplog):
     assert res.device == "cpu" and any("continued on the CPU" in n for n in res.notes)
     assert "deconvolving on the CPU" in caplog.text
     np.testing.assert_array_equal(res.image, plain.image)
+
+
+@pytest.fixture
+def delpnet_on_fake_gpu(monkeypatch):
+    """DelpNet "on" the stand-in accelerator: out of memory for every batch of patches."""
+    from napari_refocus.methods import defocus
+
+    if not get_method("lbdvd").weights_present():
+        pytest.skip("DelpNet weights not installed")
+    real = defocus._model
+    sizes = []
+
+    def model(weights, device):
+        net = real(weights, "cpu")
+        return net if torch.device(device).type == "cpu" else _OnFakeGpu(net, sizes)
+
+    monkeypatch.setattr(defocus, "_model", model)
+    return sizes
+
+
+def test_delpnet_halves_its_patch_batches_then_uses_the_cpu(delpnet_on_fake_gpu, pair, caplog):
+    from napari_refocus.core.progress import drain
+    from napari_refocus.methods.defocus import iter_defocus_map
+
+    sizes = delpnet_on_fake_gpu
+    torch.set_num_threads(1)
+    image = pair[0]
+    plain = drain(iter_defocus_map(image, device="cpu", batch_size=16))
+    report = DeviceReport(FAKE_GPU)
+    with caplog.at_level(logging.WARNING, logger="napari_refocus.core.devices"):
+        dmap = drain(iter_defocus_map(image, device=FAKE_GPU, batch_size=16, report=report))
+    assert sizes == [16, 8, 4, 2, 1], "patch batches of 16, 8, 4, 2, 1 on the accelerator, then the CPU"
+    assert report.device.type == "cpu"
+    assert report.fallbacks == ["out of memory on meta: batches cut to 1", "out of memory on meta: continued on the CPU"]
+    assert "continuing on the CPU" in caplog.text
+    np.testing.assert_array_equal(dmap.levels, plain.levels)
+    np.testing.assert_allclose(dmap.probabilities, plain.probabilities, rtol=0, atol=1e-5)
+
+
+def test_lbdvd_map_and_rl_fall_back_to_the_cpu_with_notes(delpnet_on_fake_gpu, rl_on_fake_gpu, pair):
+    """The whole method: DelpNet's map and the RL both run out of memory on the accelerator;
+    the result says so and equals the CPU's."""
+    image = pair[0]
+    plain = refocus_array(image, method="lbdvd", device="cpu", iterations=5)
+    res = refocus_array(image, method="lbdvd", device=FAKE_GPU, iterations=5)
+    n = plain.defocus_map.levels.size  # one batch (of 256) holds all patches of this image
+    assert delpnet_on_fake_gpu[-6:] == [32, 16, 8, 4, 2, 1] and set(delpnet_on_fake_gpu[:-6]) == {n}
+    assert res.device == "cpu"
+    assert any("continued on the CPU" in note for note in res.notes), res.notes
+    np.testing.assert_array_equal(res.defocus_map.levels, plain.defocus_map.levels)
+    np.testing.assert_allclose(res.image, plain.image, rtol=1e-5, atol=1e-3)

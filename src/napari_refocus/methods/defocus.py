@@ -42,6 +42,8 @@ CANONICAL = Optics()
 SPAN, OFFSET = 1000.0, 150.0
 #: background rule on the canonical scale: the paper's 230 / 30 counts, relative to OFFSET
 BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
+#: patches per DelpNet forward pass (its activations are ~0.4 MB a patch)
+BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -196,50 +198,79 @@ def background_rule(patches, sigma: float):
     return (top < OFFSET + BG_ABOVE) & ((top - bottom) < max(BG_RANGE, BG_SIGMAS * sigma))
 
 
-def iter_patch_probabilities(model, patches, device, batch_size: int = 256, tta: bool = False):
+def iter_patch_probabilities(model, patches, device, batch_size: int = BATCH, tta: bool = False, *,
+                             report=None):
     """DelpNet softmax of ``(n, 84, 84)`` patches in raw counts, batch by batch (a generator).
 
     ``tta=True`` averages the softmax over the 8 flips/rotations of every patch (defocus blur
     has no orientation, so each is an equally valid view; 8x the compute). Yields
-    :class:`Progress` per batch; returns an ``(n, 12)`` float32 array.
+    :class:`Progress` per batch; returns an ``(n, 12)`` float32 array. On an accelerator's
+    out-of-memory error the batches are halved, then the CPU takes over (``report`` is told).
     """
-    probs, _ = yield from _iter_probabilities(model, lambda index: patches[index[0]:index[-1] + 1], patches.shape[0],
-                                              device, batch_size, tta)
+    probs, _ = yield from _iter_probabilities(_model_on(model, device), lambda index: patches[index[0]:index[-1] + 1],
+                                              patches.shape[0], device, batch_size, tta, report=report)
     return probs
 
 
-def _iter_probabilities(model, take, n: int, device, batch_size: int, tta: bool, sigma=None):
-    """``(probabilities (n, 12) float32, background (n,) bool or None)`` of patches taken a
-    batch at a time (``take(index)``: the ``(b, 84, 84)`` patches of an index range), so only
-    one batch of patches exists at once; ``sigma``: apply :func:`background_rule` per batch."""
+def _model_on(model, device):
+    """``device -> model``: ``model`` on its own device; on another one (the CPU after an
+    out-of-memory fallback) the same weights file through the loader's cache."""
     import torch
 
+    def on(dev):
+        if torch.device(dev) == torch.device(device):
+            return model
+        source = getattr(model, "weights_file", None)
+        if source is None:
+            raise RuntimeError(f"DelpNet ran out of memory on {device} and has no weights file to reload on {dev}")
+        return _model(source, dev)
+
+    return on
+
+
+def _iter_probabilities(model_on, take, n: int, device, batch_size: int, tta: bool, sigma=None, report=None):
+    """``(probabilities (n, 12) float32, background (n,) bool or None)`` of patches taken a
+    batch at a time (``take(index)``: the ``(b, 84, 84)`` patches of an index range), so only
+    one batch of patches exists at once; ``sigma``: apply :func:`background_rule` per batch.
+
+    ``model_on(device)`` gives the network on a device. The batches go through
+    :func:`~napari_refocus.core.devices.run_chunked`: on an accelerator's out-of-memory error a
+    batch is retried with half as many patches, down to one, then on the CPU (``report``, a
+    DeviceReport, records both). Progress counts patches."""
+    import torch
+
+    from ..core.devices import run_chunked
     from ..models.delpnet import mean_softmax
 
     probs = np.zeros((n, N_CLASSES), np.float32)
     bg = None if sigma is None else np.zeros(n, bool)
-    n_batches = max(1, math.ceil(n / batch_size))
-    yield Progress(0, n_batches, "defocus map")
-    with torch.inference_mode():
-        for b in range(n_batches):
-            index = np.arange(b * batch_size, min(n, (b + 1) * batch_size))
-            if index.size == 0:
-                continue
-            batch = take(index)
-            probs[index] = mean_softmax(model, batch / SCALE, device, tta).numpy()
-            if sigma is not None:
-                bg[index] = background_rule(batch, sigma)
-            del batch
-            yield Progress(b + 1, n_batches, "defocus map")
+
+    def work(start, stop, dev):
+        batch = take(np.arange(start, stop))
+        with torch.inference_mode():
+            p = mean_softmax(model_on(dev), batch / SCALE, dev, tta).numpy()
+        return p, (None if sigma is None else background_rule(batch, sigma))
+
+    total = max(1, n)
+    yield Progress(0, total, "defocus map")
+    done = 0
+    for stop, (p, b) in run_chunked(work, n, batch_size=batch_size, device=device, report=report):
+        probs[done:stop] = p
+        if bg is not None:
+            bg[done:stop] = b
+        done = stop
+        yield Progress(done, total, "defocus map")
     return probs, bg
 
 
 def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
-                     batch_size: int = 256, tta: bool = False, optics: Optics | None = None,
-                     normalise: bool = True, stats=None):
+                     batch_size: int = BATCH, tta: bool = False, optics: Optics | None = None,
+                     normalise: bool = True, stats=None, report=None):
     """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap.
 
-    ``stats``: :func:`canonical_stats` of the whole image, when ``image`` is a part of it."""
+    ``stats``: :func:`canonical_stats` of the whole image, when ``image`` is a part of it.
+    ``report``: a :class:`~napari_refocus.core.devices.DeviceReport` told when an accelerator's
+    out-of-memory error halved the batches or moved the network to the CPU."""
     import torch
 
     from ..core.devices import resolve_device
@@ -261,8 +292,9 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     del data
     view = patch_view(padded, grid, 0)
     n = grid.shape[0] * grid.shape[1]
-    flat, bg = yield from _iter_probabilities(model, lambda index: take_patches(view, index), n, dev, batch_size,
-                                              tta, stats[2] if normalise else None)
+    flat, bg = yield from _iter_probabilities(lambda d: model if d == dev else _model(weights, d),
+                                              lambda index: take_patches(view, index), n, dev, batch_size, tta,
+                                              stats[2] if normalise else None, report=report)
     del view, padded
     p = flat.reshape(*grid.shape, N_CLASSES)
     levels = p.argmax(-1).astype(np.int64)
@@ -273,7 +305,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                       optics=(optics or CANONICAL).as_dict())
 
 
-def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
+def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = BATCH,
                       progress=None, tta: bool = False, optics: Optics | None = None,
                       normalise: bool = True) -> DefocusMap:
     """Defocus class (0..10, 11 = background) and defocus (um) of every patch of a 2-D image.
@@ -284,7 +316,8 @@ def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRID
     weights : None for the shipped ``weights/delpnet.safetensors``, or a .safetensors path.
     device : "auto" | "cpu" | "cuda" | torch.device.
     stride : grid step in map pixels (1..84; 42 = half a patch, the LB-DVD default).
-    batch_size : patches per forward pass.
+    batch_size : patches per forward pass (halved on an accelerator's out-of-memory error, then
+        the CPU is used).
     progress : optional callback receiving :class:`Progress`.
     tta : average DelpNet over the 8 flips/rotations of each patch (8x slower).
     optics : the objective the image was taken with (None: the training objective). The

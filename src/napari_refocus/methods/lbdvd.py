@@ -41,15 +41,16 @@ class LbdvdParams(Params):
                                "field: regions in focus come back unchanged")
 
 
-def iter_map(image, params: LbdvdParams, *, device, stats=None):
+def iter_map(image, params: LbdvdParams, *, device, stats=None, report=None):
     """The defocus map lbdvd makes with ``params`` (its weights, stride, TTA, optics and
     intensity scale): a generator yielding Progress, returning a DefocusMap. Triage uses the
-    same map, so a plane is judged on the grid it is deconvolved on."""
+    same map, so a plane is judged on the grid it is deconvolved on. ``report`` learns of an
+    out-of-memory fallback (smaller batches, then the CPU)."""
     from .defocus import iter_defocus_map
 
     return (yield from iter_defocus_map(image, weights=params.weights, device=device, stride=params.stride,
                                         tta=params.tta, optics=params.optics, normalise=params.normalise,
-                                        stats=stats))
+                                        stats=stats, report=report))
 
 
 def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=None):
@@ -58,7 +59,7 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
 
     frame = rl_frame(params.optics)
     if defocus_map is None:
-        defocus_map = yield from iter_map(image, params, device=device, stats=stats)
+        defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
     elif not np.allclose(np.multiply(defocus_map.grid.image_shape, defocus_map.scale), np.shape(image), atol=1.5):
         raise ValueError(
             f"the defocus map was made for an image of shape {defocus_map.grid.image_shape}, "
