@@ -135,7 +135,8 @@ class BlockRun:
         import dask.array as da
 
         h, w = (int(n) for n in self.source.shape[-2:])
-        b, halo, r = self.block, int(self.method.halo), int(self.method.upscale)
+        # a block form that knows its reach (it may depend on the parameters) says so in restore.halo
+        b, halo, r = self.block, int(getattr(self.restore, "halo", self.method.halo)), int(self.method.upscale)
         src = self.source if _is_dask(self.source) else da.from_array(self.source, chunks=(b, b))
         src = src.rechunk((b, b))
         axes = src.chunks
