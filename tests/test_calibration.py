@@ -36,6 +36,7 @@ def test_bead_fit_finds_the_na_within_5_percent(case):
     assert abs(r.na - na) / na < 0.05, (case, r.na)
     assert abs(r.defocus_scale - 1.0) < 0.1 and abs(r.focal_plane_index - 6.6) < 0.3
     assert r.quality == "good" and r.residual < 0.05, (r.residual, r.reasons)
+    assert abs(r.free_scale_fit["defocus_scale"] - r.defocus_scale) < 0.05, r.free_scale_fit
 
 
 def test_bead_fit_finds_a_defocus_scale_not_the_nominal_one():
@@ -44,12 +45,39 @@ def test_bead_fit_finds_a_defocus_scale_not_the_nominal_one():
     assert abs(r.na - 0.75) / 0.75 < 0.05 and abs(r.defocus_scale - 1.25) < 0.08, (r.na, r.defocus_scale)
 
 
-@pytest.mark.parametrize("wrong", ["pixel x2", "z step x2"])
+WRONG = {"pixel x2": (2.0, 1.0), "pixel x0.5": (0.5, 1.0), "z step x2": (1.0, 2.0)}
+
+
+def flagged_beyond_bounds(r) -> list:
+    """The reasons of a poor fit other than "a parameter at its bound": a residual above its
+    limit or the free-scale check (what must catch a wrong pixel size or z-step by itself)."""
+    return [x for x in r.reasons if "at the bound" not in x]
+
+
+@pytest.mark.parametrize("wrong", list(WRONG))
 def test_bead_fit_with_a_wrong_pixel_size_or_z_step_is_poor(wrong):
     st = bead_stack(optics(0.75, 1.0, 0.17), n_planes=15, z_step_um=0.4, focal_plane=6.6, size=48, seed=3)
-    px, dz = (0.34, 0.4) if wrong == "pixel x2" else (0.17, 0.8)
-    r = fit(st, bead=True, z_step_um=dz, pixel_um=px, refractive_index=1.0)
-    assert r.quality == "poor" and r.reasons, (r.na, r.defocus_scale, r.residual)
+    fp, fz = WRONG[wrong]
+    r = fit(st, bead=True, z_step_um=0.4 * fz, pixel_um=0.17 * fp, refractive_index=1.0)
+    assert r.quality == "poor" and flagged_beyond_bounds(r), (r.na, r.defocus_scale, r.residual, r.reasons)
+    # the free-scale fit finds the scale the mistake implies (z-step: 1/fz; pixel: fp**2), except
+    # where that needs an NA beyond the immersion (pixel x0.5 at NA 0.75 in air: the residual says it)
+    if wrong != "pixel x0.5":
+        want = fp**2 / fz
+        assert abs(np.log(r.free_scale_fit["defocus_scale"] / want)) < np.log(1.3), r.free_scale_fit
+        assert any("explained far better" in x for x in r.reasons), r.reasons
+    else:
+        assert r.residual > 0.05
+
+
+def test_correct_stacks_pass_the_free_scale_check():
+    """No false alarm: the free-scale fit of a correct stack (true scale 1.25, inside the
+    plausible range) stays at the plausible answer."""
+    st = bead_stack(optics(0.95, 1.0, 0.13, scale=1.25), n_planes=15, z_step_um=0.3, focal_plane=7.2, size=48,
+                    seed=6)
+    r = fit(st, bead=True, z_step_um=0.3, pixel_um=0.13, refractive_index=1.0)
+    assert r.quality == "good", r.reasons
+    assert abs(r.free_scale_fit["defocus_scale"] - r.defocus_scale) < 0.05, r.free_scale_fit
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +96,17 @@ def test_thin_sample_fit_finds_the_na_to_10_percent(cells, case):
     assert r.quality == "good", r.reasons
 
 
-def test_thin_sample_fit_with_a_wrong_z_step_is_poor(cells):
-    st = thin_stack(cells, optics(0.5, 1.0, 0.2), n_planes=11, z_step_um=1.0, focal_plane=5.3, seed=5)
-    r = fit(st, bead=False, z_step_um=2.0, pixel_um=0.2, refractive_index=1.0)
-    assert r.quality == "poor" and r.reasons
+@pytest.mark.parametrize("wrong", list(WRONG))
+def test_thin_sample_fit_with_a_wrong_pixel_size_or_z_step_is_poor(cells, wrong):
+    """A thin sample fixes only ``scale / pixel**2`` well (the NA only through the cutoff), so
+    within the plausible scales a wrong pixel size can leave a small residual (0.009 for pixel
+    x2 here): the free-scale check must flag it, with the factor the mistake implies."""
+    st = thin_stack(cells, optics(0.5, 1.0, 0.2, 1.15), n_planes=11, z_step_um=1.0, focal_plane=5.3, seed=5)
+    fp, fz = WRONG[wrong]
+    r = fit(st, bead=False, z_step_um=1.0 * fz, pixel_um=0.2 * fp, refractive_index=1.0)
+    assert r.quality == "poor" and any("explained far better" in x for x in r.reasons), (r.residual, r.reasons)
+    want = 1.15 * fp**2 / fz
+    assert abs(np.log(r.free_scale_fit["defocus_scale"] / want)) < np.log(1.35), r.free_scale_fit
 
 
 def test_defocus_scale_multiplies_the_distances_of_the_psf_bank():

@@ -15,10 +15,19 @@ focal plane (a fractional plane index). The wavelength, the immersion index and 
 size are given. The fit starts from a coarse grid over the NA and the scale (never from the
 engraved NA) and is refined by Nelder-Mead in ``(log NA, log scale, focal plane)``.
 
-A defocus scale outside :data:`SCALE_BOUNDS` is not a plausible objective: a wrong pixel size
-or z-step is absorbed by NA and scale together (the paraxial blur depends on
-``scale * NA**2``), and bounding the scale is what turns such a mistake into a visible misfit
-(``quality = "poor"``) instead of a confident wrong answer.
+A defocus scale outside :data:`SCALE_BOUNDS` is not a plausible objective. A wrong z-step *is* a
+defocus scale (the model sees only ``scale * z_step_um``), and paraxially a wrong pixel size is
+too: in pixels the PSF depends only on ``NA * pixel_um`` (the in-focus width) and
+``scale * NA**2`` (the growth with defocus), so a pixel size ``f`` x too large is explained
+exactly by ``NA / f`` and ``scale * f**2``. No residual can therefore tell a wrong pixel size or
+z-step from a strange objective by itself; what can is the scale the stack asks for. So every
+fit is done twice: within the plausible scales (the answer), and with the scale free over
+:data:`FREE_SCALE_BOUNDS` (:func:`iter_free_scale`, the check). When the free fit explains the
+stack clearly better (:func:`wants_implausible_scale`) with a scale outside the plausible range,
+the answer is ``poor`` and the reasons say by what factor the z-step or the pixel size is off.
+Within the plausible scales the fit of such a stack also misfits (a bead's residual rises above
+its limit; a thin sample's, which is weighed against its noise, often does not: the
+free-scale check is what flags it).
 """
 
 from __future__ import annotations
@@ -33,6 +42,11 @@ from .progress import Progress
 
 #: plausible defocus scales (refractive-index mismatch, tube-lens and stage errors stay within)
 SCALE_BOUNDS = (0.6, 1.67)
+#: the free-scale check's range: a pixel size 3x off (scale x9 or /9) or a z-step 6x off still inside
+FREE_SCALE_BOUNDS = (0.1, 10.0)
+#: the free fit "explains the stack clearly better" when its residual is below this share of the
+#: plausible fit's, less :data:`FREE_MARGIN` (both normalised; a good fit's residual barely moves)
+FREE_RATIO, FREE_MARGIN = 0.7, {"bead": 0.003, "thin": 0.002}
 #: normalised residual above which a fit is "poor" (the misfit is more than noise); see
 #: BENCHMARKS.md "Calibration" for the residuals of good and of wrong-pixel / wrong-step fits
 RESIDUAL_LIMIT = {"bead": 0.05, "thin": 0.1}
@@ -56,6 +70,9 @@ class Calibration:
     quality: str
     at_bound: list = field(default_factory=list)
     reasons: list = field(default_factory=list)
+    #: the same fit with the scale free (:func:`iter_free_scale`): na, defocus_scale,
+    #: focal_plane_index, residual, evaluations
+    free_scale_fit: dict = field(default_factory=dict)
     evaluations: int = 0
     seconds: float = 0.0
     #: measured vs model curves for plotting: {"x": [...], "x_label": str, "planes": [...],
@@ -170,7 +187,8 @@ def profiles_px(optics: Optics, fine_px: np.ndarray, zs_um: np.ndarray) -> np.nd
 
 
 # ----------------------------------------------------------------------------- the search
-def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage: str, max_iter: int = 300):
+def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage: str, max_iter: int = 300,
+                scale_bounds=SCALE_BOUNDS):
     """Grid over (NA, scale) at ``start_plane``, then Nelder-Mead from the best three grid
     points in ``(log NA, log scale, focal plane)``. Yields Progress; returns ``(x, fun, n)``:
     the best ``(na, scale, plane)``, its loss and the number of loss evaluations."""
@@ -193,7 +211,7 @@ def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage
     for k, theta in enumerate(grid):
         values.append(f(theta))
         yield Progress(k + 1, total, f"{stage}: grid {k + 1}/{len(grid)}")
-    bounds = [(np.log(0.05), np.log(na_max)), tuple(np.log(SCALE_BOUNDS)), (-0.5, n_planes - 0.5)]
+    bounds = [(np.log(0.05), np.log(na_max)), tuple(np.log(scale_bounds)), (-0.5, n_planes - 0.5)]
     best = (None, np.inf)
     starts = [grid[i] for i in np.argsort(values)[:2]]
     per_start = max_iter // len(starts)
@@ -217,6 +235,74 @@ def iter_search(loss, *, n_planes: int, na_max: float, start_plane: float, stage
     return (float(np.exp(x[0])), float(np.exp(x[1])), float(x[2])), float(best[1]), n_eval[0]
 
 
+def iter_free_scale(loss, x, *, n_planes: int, na_max: float, stage: str, max_iter: int = 40):
+    """The check of a fit ``x = (na, scale, plane)``: the same loss with the defocus scale free
+    over :data:`FREE_SCALE_BOUNDS` (the NA still within the immersion).
+
+    A grid of implausible scales (0.2 .. 0.5 and 2.2 .. 6, in steps of ~1.4), each with the
+    NAs that explain it from ``x``: ``na`` (a wrong z-step: the NA stays), ``na * scale_x /
+    scale`` and ``na * sqrt(scale_x / scale)`` (a wrong pixel size, paraxially: ``scale *
+    NA**2`` stays), at the fitted focal plane; then Nelder-Mead from the best grid point
+    (never from ``x``: its basin is what the check looks beyond). Yields Progress; returns
+    ``((na, scale, plane), loss, n_evaluations)``: ``x`` and its loss when nothing implausible
+    does better."""
+    from scipy.optimize import minimize
+
+    n_eval = [0]
+
+    def f(theta):
+        n_eval[0] += 1
+        return loss(float(np.exp(theta[0])), float(np.exp(theta[1])), float(theta[2]))
+
+    na_x, s_x, plane_x = x
+    grid = [np.array([np.log(np.clip(na_x * (s_x / s) ** e, 0.05, na_max)), np.log(s), plane_x])
+            for s in (0.2, 0.28, 0.4, 0.5, 2.2, 3.0, 4.2, 6.0) for e in (0.0, 0.5, 1.0)]
+    total = len(grid) + max_iter
+    values = []
+    for k, theta in enumerate(grid):
+        values.append(f(theta))
+        if k % 6 == 5:
+            yield Progress(k + 1, total, f"{stage}: free-scale check, grid {k + 1}/{len(grid)}")
+    bounds = [(np.log(0.05), np.log(na_max)), tuple(np.log(FREE_SCALE_BOUNDS)), (-0.5, n_planes - 0.5)]
+    theta = grid[int(np.argmin(values))]
+    simplex = np.vstack([theta, theta + np.diag([0.1, 0.3, 0.7])])
+    simplex = np.clip(simplex, [b[0] for b in bounds], [b[1] for b in bounds])
+    res = minimize(f, theta, method="Nelder-Mead", bounds=bounds,
+                   options={"maxiter": max_iter, "initial_simplex": simplex, "xatol": 3e-3, "fatol": 1e-7})
+    yield Progress(total, total, f"{stage}: free-scale check (loss {res.fun:.4g})")
+    fun_x = f(np.array([np.log(na_x), np.log(s_x), plane_x]))
+    if res.fun >= fun_x:  # nothing implausible does better than the plausible fit
+        return (float(na_x), float(s_x), float(plane_x)), float(fun_x), n_eval[0]
+    return (float(np.exp(res.x[0])), float(np.exp(res.x[1])), float(res.x[2])), float(res.fun), n_eval[0]
+
+
+def free_record(x, fun: float, n: int) -> dict:
+    """:attr:`Calibration.free_scale_fit` from :func:`iter_free_scale`'s result."""
+    return {"na": x[0], "defocus_scale": x[1], "focal_plane_index": x[2], "residual": float(np.sqrt(max(fun, 0.0))),
+            "evaluations": n}
+
+
+def wants_implausible_scale(mode: str, residual: float, free: dict) -> bool:
+    """Whether the free-scale fit ``free`` (see :class:`Calibration`) explains the stack clearly
+    better than the plausible fit (residual ``residual``) with a scale outside
+    :data:`SCALE_BOUNDS` (3 % beyond: the plausible fit's own bound tolerance)."""
+    if not free:
+        return False
+    s = free["defocus_scale"]
+    outside = s < SCALE_BOUNDS[0] * 0.97 or s > SCALE_BOUNDS[1] / 0.97
+    return bool(outside and free["residual"] < FREE_RATIO * residual - FREE_MARGIN[mode])
+
+
+def implausible_reason(free: dict) -> str:
+    """What a wanted scale ``s`` says: the model sees ``s * z_step_um`` (so the real z-step is
+    ``s`` x the given one) and, paraxially, ``scale / pixel_um**2`` (so the real pixel is
+    ``1 / sqrt(s)`` x the given one)."""
+    s = free["defocus_scale"]
+    return (f"the stack is explained far better (residual {free['residual']:.4f}) with a defocus scale of {s:.2f} "
+            f"and NA {free['na']:.3f}, outside the plausible {SCALE_BOUNDS[0]}..{SCALE_BOUNDS[1]}: the z-step is "
+            f"likely {s:.2f}x the given one, or the pixel size {1 / np.sqrt(s):.2f}x the given one")
+
+
 def bounds_hit(na, scale, plane, *, na_max, n_planes, rtol=0.03) -> list:
     """Names of the parameters that ended at (within ``rtol`` of) a bound of the search."""
     hit = []
@@ -234,14 +320,18 @@ def bounds_hit(na, scale, plane, *, na_max, n_planes, rtol=0.03) -> list:
 UNDERSAMPLING_LIMIT = 1.5
 
 
-def judge(residual: float, mode: str, hit: list, *, na: float, wavelength_nm: float, pixel_um: float):
+def judge(residual: float, mode: str, hit: list, *, na: float, wavelength_nm: float, pixel_um: float,
+          free: dict | None = None):
     """``(quality, reasons)``: "good", or "poor" with why (residual above :data:`RESIDUAL_LIMIT`,
-    a parameter at its bound, the fitted NA's cutoff beyond the sampling)."""
+    a parameter at its bound, a free-scale fit ``free`` that explains the stack far better with
+    an implausible scale, the fitted NA's cutoff beyond the sampling)."""
     reasons = []
     if residual > RESIDUAL_LIMIT[mode]:
         reasons.append(f"residual {residual:.3f} above {RESIDUAL_LIMIT[mode]}: the model does not explain the stack")
     if hit:
         reasons.append(f"{', '.join(hit)} at the bound of the search (a wrong pixel size or z-step?)")
+    if wants_implausible_scale(mode, residual, free or {}):
+        reasons.append(implausible_reason(free))
     ratio = (2 * na / (wavelength_nm * 1e-3)) / (1 / (2 * pixel_um))
     if ratio > UNDERSAMPLING_LIMIT:
         reasons.append(f"the fitted NA's cutoff is {ratio:.1f}x the pixel's Nyquist frequency: undersampled, "

@@ -14,7 +14,9 @@ from .calibration import (
     Calibration,
     bounds_hit,
     fine_radii_px,
+    free_record,
     interpolation_matrix,
+    iter_free_scale,
     iter_search,
     judge,
     model_optics,
@@ -118,6 +120,8 @@ def iter_fit_bead(stack, *, z_step_um: float, pixel_um: float, wavelength_nm: fl
     na_max = na_limit(refractive_index) if psf_model == "exact" else 0.98 * refractive_index
     (na, scale, plane), fun, n = yield from iter_search(loss, n_planes=data.shape[0], na_max=na_max,
                                                         start_plane=start, stage="bead fit", max_iter=max_iter)
+    free = free_record(*(yield from iter_free_scale(loss, (na, scale, plane), n_planes=data.shape[0],
+                                                    na_max=na_max, stage="bead fit")))
     shape, amps, offset, _ = solve(na, scale, plane)
     model = shape * amps[:, None] + offset
     residual = float(np.sqrt(fun))
@@ -127,10 +131,12 @@ def iter_fit_bead(stack, *, z_step_um: float, pixel_um: float, wavelength_nm: fl
                        / (scale * z_step_um))
     curves = {"x": (np.arange(n_bins) * pixel_um).tolist(), "x_label": "radius (µm)", "planes": show,
               "measured": measured[show].tolist(), "model": model[show].tolist()}
-    quality, reasons = judge(residual, "bead", hit, na=na, wavelength_nm=wavelength_nm, pixel_um=pixel_um)
+    quality, reasons = judge(residual, "bead", hit, na=na, wavelength_nm=wavelength_nm, pixel_um=pixel_um,
+                             free=free)
     return Calibration(mode="bead", na=na, defocus_scale=scale, focal_plane_index=plane, z_step_um=z_step_um,
                        pixel_um=pixel_um, wavelength_nm=wavelength_nm, refractive_index=refractive_index,
                        psf_model=psf_model, residual=residual, quality=quality, at_bound=hit, reasons=reasons, evaluations=n,
+                       free_scale_fit=free,
                        seconds=round(time.perf_counter() - t0, 2), curves=curves,
                        extra={"background": bg, "bead_yx": [cy, cx], "radius_px": rad,
                               "plane_amplitudes": amps.tolist(), "offset": offset})

@@ -28,7 +28,9 @@ from .calibration import (
     Calibration,
     bounds_hit,
     fine_radii_px,
+    free_record,
     interpolation_matrix,
+    iter_free_scale,
     iter_search,
     judge,
     model_optics,
@@ -172,16 +174,20 @@ def iter_fit_thin(stack, *, z_step_um: float, pixel_um: float, wavelength_nm: fl
     (na, scale, plane), fun, n = yield from iter_search(loss, n_planes=data.shape[0], na_max=na_max,
                                                         start_plane=float(f), stage="thin-sample fit",
                                                         max_iter=max_iter)
+    free = free_record(*(yield from iter_free_scale(loss, (na, scale, plane), n_planes=data.shape[0],
+                                                    na_max=na_max, stage="thin-sample fit")))
     pred, gain, rss = predict(na, scale, plane)
     residual = float(np.sqrt(max(fun, 0.0)))
     hit = bounds_hit(na, scale, plane, na_max=na_max, n_planes=data.shape[0])
     dof = Optics(na=na, wavelength_nm=wavelength_nm, refractive_index=refractive_index).depth_of_field_um
     show = [i for i in pick_planes(plane, data.shape[0], dof / (scale * z_step_um)) if i != f][:3]
     curves = _spectra(spec, pred * gain[:, None, None], others, show, pixel_um)
-    quality, reasons = judge(residual, "thin", hit, na=na, wavelength_nm=wavelength_nm, pixel_um=pixel_um)
+    quality, reasons = judge(residual, "thin", hit, na=na, wavelength_nm=wavelength_nm, pixel_um=pixel_um,
+                             free=free)
     return Calibration(mode="thin", na=na, defocus_scale=scale, focal_plane_index=plane, z_step_um=z_step_um,
                        pixel_um=pixel_um, wavelength_nm=wavelength_nm, refractive_index=refractive_index,
                        psf_model=psf_model, residual=residual, quality=quality, at_bound=hit, reasons=reasons, evaluations=n,
+                       free_scale_fit=free,
                        seconds=round(time.perf_counter() - t0, 2), curves=curves,
                        extra={"reference_plane": f, "sharpness": scores.tolist(), "plane_gains": gain.tolist(),
                               "plane_residuals": np.sqrt(np.clip(rss, 0, None) / np.maximum(energy, 1e-300)).tolist()})

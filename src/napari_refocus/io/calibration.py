@@ -66,7 +66,7 @@ def calibration_record(cal, *, stack_sha256: str | None = None, source=None, com
     d = cal.as_dict()
     rec = {k: d[k] for k in ("mode", "na", "defocus_scale", "focal_plane_index", "focal_plane_um", "z_step_um",
                              "pixel_um", "wavelength_nm", "refractive_index", "psf_model", "residual", "quality",
-                             "reasons", "at_bound")}
+                             "reasons", "at_bound", "free_scale_fit")}
     rec["residual_limit"] = RESIDUAL_LIMIT[cal.mode]
     rec["residual_meaning"] = ("bead: RMS misfit of the radial profiles over their RMS (pixel-weighted); "
                                "thin: RMS misfit of the planes' spectra beyond the noise over their RMS")
