@@ -1,6 +1,6 @@
 """The four learned refocusing generators (blind: no defocus level needed).
 
-Each runs :func:`napari_refocus.models.predict.iter_predict_tiled` with the network of
+Each runs the tiled inference of :mod:`napari_refocus.models.predict` with the network of
 ``weights/<name>.safetensors`` (or a custom file, ``weights=PATH``), loaded through the one
 model loader, which keeps one cached instance per (file, device).
 
@@ -12,10 +12,13 @@ differs from it by 1 % or more, a run is :func:`resample_in_restore_out`: the im
 (restored - resampled input) is resampled back and added to the native image, so that the
 input's own detail finer than the training sampling is kept as it was. Without optics, with a
 pixel size alone (NA, wavelength and immersion at their defaults: :func:`pixel_size_only`) or
-at the training sampling, the network runs on the image as it is (bit for bit as before).
-Block by block (big images) each block plus its halo is resampled on a grid of its own, so the
-result differs from an in-memory run more than without resampling (60x/1.4 oil, 256-px blocks:
-mean 0.36 % of the range, against 0.05 % without optics), with the same PSNR gain (+1.07 dB both).
+at the training sampling, the network runs on the image as it is.
+
+**In memory and block by block** both go through :func:`.learned_blocks.iter_restore_window`
+(the whole image as one window, or one block): tiles on the whole (resampled) image's grid,
+resampling by windows of the global grid, the gate on DelpNet's global patch grid, so a block
+of a big image equals the in-memory result bit for bit on the CPU (the gate at another sampling
+than DelpNet's maps each block with its own context: not exact yet).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class LearnedParams(Params):
     tile: int = option(DEFAULT_TILE, help="tile side, px of the grid the network runs on (<= 0: the whole image "
                        "at once)", unit="px")
     overlap: int = option(DEFAULT_OVERLAP, help="tile overlap, px", minimum=0, unit="px")
-    batch_size: int = option(4, help="tiles per forward pass", minimum=1)
+    batch_size: int = option(4, help="tiles per forward pass on an accelerator (the CPU runs one tile per pass)",
+                             minimum=1)
     precision: str = option("auto", help="autocast: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
                             choices=("auto", "fp32", "fp16", "bf16"))
     tta: bool = option(False, help="average the network over 8 flips/rotations (8x slower)")
@@ -123,70 +127,94 @@ def _make_run(name: str):
         out = yield from _restore(image, params, device=device, report=report, stats=stats)
         if not params.never_worse:
             return out
-        from .gate import gate_image, map_fits
+        from .gate import map_fits
 
         optics = gate_optics(params.optics)
         if not map_fits(np.shape(image), optics):
             report.fallbacks.append("never_worse did not run: the image is smaller than one DelpNet patch at its "
                                     "pixel size; the output is not gated")
             return out
-        return (yield from gate_image(image, out, device=device, report=report, optics=optics, stats=map_stats))
+        return (yield from gate_in_place(image, out, device=device, report=report, optics=optics, stats=map_stats))
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
-        from ..models.predict import iter_predict_tiled, normalise
+        from ..models.predict import intensity_stats
+        from .learned_blocks import iter_restore_window
 
         source = params.weights or name
         model = get_generator(source, device, like=name)
         report.used_weights(name, model)
         scale = training_scale(params.optics)
-
-        def restore(img, stats, stage=f"{name}: tiles"):
-            return iter_predict_tiled(
-                lambda d: model if d == device else get_generator(source, d, like=name), img, device=device,
-                tile=params.tile, overlap=params.overlap, batch_size=params.batch_size,
-                precision=params.precision, stage=stage, tta=params.tta, stats=stats, report=report,
-            )
-
-        if scale == 1.0:
-            if params.optics is not None and pixel_size_only(params.optics) \
-                    and abs(params.optics.pixel_um / TRAINING_OPTICS.pixel_um - 1.0) >= SAMPLING_TOLERANCE:
-                report.fallbacks.append(
-                    f"{name} ran at the image's own sampling: a pixel size alone ({params.optics.pixel_um:g} um, "
-                    "NA, wavelength and immersion at their defaults) does not give the sampling in lambda/NA; "
-                    "give na= (and wavelength_nm=, refractive_index=) to run it at its training sampling")
-            return (yield from restore(image, stats))
+        if scale == 1.0 and params.optics is not None and pixel_size_only(params.optics) \
+                and abs(params.optics.pixel_um / TRAINING_OPTICS.pixel_um - 1.0) >= SAMPLING_TOLERANCE:
+            report.fallbacks.append(
+                f"{name} ran at the image's own sampling: a pixel size alone ({params.optics.pixel_um:g} um, "
+                "NA, wavelength and immersion at their defaults) does not give the sampling in lambda/NA; "
+                "give na= (and wavelength_nm=, refractive_index=) to run it at its training sampling")
         # the native image's intensity normalisation (as every block of a big image uses)
-        stats = normalise(image)[1] if stats is None else stats
-        out = yield from resample_in_restore_out(
-            image, scale, lambda low: restore(low, stats, f"{name}: tiles at the training sampling"))
-        # RunReport's notes channel (run.py puts report.fallbacks into RefocusResult.notes)
-        report.fallbacks.append(
-            f"{name} ran at its training sampling ({TRAINING_OPTICS.sampling:.3f} lambda/NA per pixel; the image: "
-            f"{params.optics.sampling:.3f}): the image resampled by {1 / scale:.3f}, the restored residual "
-            "resampled back and added to the native image")
+        stats = intensity_stats(image) if stats is None else tuple(float(v) for v in stats)
+        # the whole image as one window: the same code, and so the same numbers, as a block
+        out = yield from iter_restore_window(
+            lambda d: model if d == device else get_generator(source, d, like=name), np.asarray(image),
+            scale=scale, stats=stats, device=device, tile=params.tile, overlap=params.overlap,
+            batch_size=params.batch_size, precision=params.precision, tta=params.tta, report=report,
+            stage=f"{name}: tiles" if scale == 1.0 else f"{name}: tiles at the training sampling")
+        if scale != 1.0:  # RunReport's notes channel (run.py puts report.fallbacks into RefocusResult.notes)
+            report.fallbacks.append(
+                f"{name} ran at its training sampling ({TRAINING_OPTICS.sampling:.3f} lambda/NA per pixel; the image: "
+                f"{params.optics.sampling:.3f}): the image resampled by {1 / scale:.3f}, the restored residual "
+                "resampled back and added to the native image")
         return out
 
     run.__name__ = f"run_{name.replace('-', '_')}"
     return run
 
 
+#: rows of the output the in-memory gate weighs and blends at a time
+GATE_ROWS = 256
+
+
+def gate_in_place(image, out, *, device, report, optics=None, stats=None):
+    """A generator: :func:`.gate.gate_image` with the blend written into ``out`` a strip of rows
+    at a time (the same numbers; no whole-size temporaries beyond the weights it records)."""
+    from .gate import iter_image_gate, record
+    from .learned_blocks import _resampled, blend_into
+
+    dmap, gate = yield from iter_image_gate(image, device=getattr(report, "device", device), optics=optics,
+                                            stats=stats)
+    shape = tuple(int(n) for n in np.shape(image))
+    r = round(out.shape[0] / shape[0])
+    weights = np.empty(out.shape, np.float32)
+    for a in range(0, out.shape[0], GATE_ROWS):
+        box = (a, min(out.shape[0], a + GATE_ROWS), 0, out.shape[1])
+        weights[box[0]:box[1]] = gate.weights(shape, r, bounds=box)
+        blend_into(out[box[0]:box[1]], _resampled(image, box, full_shape=shape, out_shape=out.shape),
+                   weights[box[0]:box[1]])
+    record(report, weights, gate.threshold_um, dmap.weights_sha256)
+    return out
+
+
 def image_stats(image) -> dict:
     """``{"stats": (lo, scale), "map_stats": ...}``: the intensity normalisation of a whole
     image, and its canonical statistics for DelpNet's map (the gate), which every block of a big
     image then uses instead of its own (``Method.image_stats``)."""
-    from ..models.predict import normalise
+    from ..models.predict import intensity_stats
     from .defocus import canonical_stats
 
-    return {"stats": normalise(image)[1], "map_stats": canonical_stats(image)}
+    return {"stats": intensity_stats(image), "map_stats": canonical_stats(image)}
 
 
-def _method(name: str, title: str, description: str, upscale: int = 1, halo: int = 96) -> Method:
-    from .gate import gated_block_runner
+def _method(name: str, title: str, description: str, upscale: int = 1) -> Method:
+    from .learned_blocks import block_runner_of, halo
 
-    run = _make_run(name)
-    return Method(name=name, title=title, description=description, schema=LearnedParams, run=run,
-                  weights=(name,), upscale=upscale, halo=halo, inputs=("stats", "map_stats"), image_stats=image_stats,
-                  block_runner=gated_block_runner(run, halo=halo, upscale=upscale, map_optics=gate_optics),
+    # the halo of the default tiling at the image's own sampling; a block runner states its own
+    # (``restore.halo``: it depends on the tile size and the sampling)
+    default_halo = halo(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, multiple=64, scale=1.0)
+    return Method(name=name, title=title, description=description, schema=LearnedParams, run=_make_run(name),
+                  weights=(name,), upscale=upscale, halo=default_halo, inputs=("stats", "map_stats"),
+                  image_stats=image_stats,
+                  block_runner=block_runner_of(name, upscale, training_scale=training_scale, gate_optics=gate_optics,
+                                               # looked up at each call (tests replace get_generator)
+                                               get_generator=lambda *a, **k: get_generator(*a, **k)),
                   form_fields=("tta", "never_worse"))
 
 
@@ -195,10 +223,7 @@ METHODS = (
             "ResNet encoder/decoder generator trained as a CycleGAN on synthetic BBBC006 defocus "
             "(COMI, seed 000). Blind: no defocus level needed."),
     _method("refocus-unet", "ReFocus U-Net (learned)",
-            "U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind.",
-            # its deepest features see far: with 96 px of context a block's edges differ from the
-            # in-memory result by ~17 counts on average (700x950 test image), with 256 px by ~3
-            halo=256),
+            "U-Net with a ResNet encoder and a feature loss (ReFocus, seed 001). Blind."),
     _method("m-deblurgan", "M-Deblurgan, x2 (learned)",
             "Deblurring encoder-decoder + optimal approximation + x2 super-resolution module "
             "(M-Deblurgan, seed 002). The output is twice as large as the input.", upscale=2),
