@@ -137,11 +137,15 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
         gate = _block_gate(params, device=device, map_stats=map_stats, upscale=upscale, optics=gate_optics(params.optics))
 
         def restore(source, bounds):
+            from ..models.predict import intensity_stats
+
             r = int(upscale)
             box = tuple(int(b) * r for b in bounds)
+            # without the whole image's statistics (no image_stats hook), the block's own
+            own = stats if stats is not None else intensity_stats(_read(source, tuple(int(b) for b in bounds)))
             out = drain(iter_restore_window(
                 lambda d: model if d == device else get_generator(source_name, d, like=name), source,
-                scale=scale, stats=stats, out_box=box, stage=f"{name}: tiles", report=RunReport(device), **tiling))
+                scale=scale, stats=own, out_box=box, stage=f"{name}: tiles", report=RunReport(device), **tiling))
             return out if gate is None else gate(source, bounds, out)
 
         restore.halo = halo(tile=params.tile, overlap=params.overlap, multiple=int(getattr(model, "multiple", 1) or 1),
