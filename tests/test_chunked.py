@@ -90,7 +90,7 @@ def test_lazy_lbdvd_on_dask_equals_in_memory(big):
     lazy = nr.refocus(da.from_array(big, chunks=(300, 300)), method="lbdvd", device="cpu")
     assert type(lazy.image).__module__.startswith("dask") and lazy.defocus_map is None
     eager = nr.refocus(big, method="lbdvd", device="cpu")
-    np.testing.assert_allclose(np.asarray(lazy.image), eager.image, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(lazy.image), eager.image)  # the same sums in the same order
     dmap = nr.defocus_map(da.from_array(big, chunks=(300, 300)), device="cpu")
     np.testing.assert_array_equal(dmap.levels, eager.defocus_map.levels)
 
@@ -128,18 +128,18 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path, monkeypatch):
     assert got.shape == big.shape and got.dtype == big.dtype
     assert _max_rel_diff(got.astype(np.float32), eager) < 0.02
     lbdvd = get_method("lbdvd")
-    import napari_refocus.methods.lbdvd_blocks as lb
+    import napari_refocus.methods.lbdvd_global as lg
 
     seen = {}
-    real_process, real_classifier = lb.process_block, lb.delpnet_classifier
-    monkeypatch.setattr(lb, "process_block", lambda *a, **kw: seen.update(kw) or real_process(*a, **kw))
-    monkeypatch.setattr(lb, "delpnet_classifier", lambda **kw: seen.update(classifier=kw) or real_classifier(**kw))
+    real_deconvolve, real_map = lg.deconvolve_block, lg.map_patches
+    monkeypatch.setattr(lg, "deconvolve_block", lambda *a, **kw: seen.update(kw) or real_deconvolve(*a, **kw))
+    monkeypatch.setattr(lg, "map_patches", lambda *a, **kw: seen.update(map=kw) or real_map(*a, **kw))
     restore = lbdvd.block_runner(lbdvd.parse(iterations=5, pixel_um=0.65, na=0.5, stride=42, tta=True), device="cpu")
     restore(big, (0, 84, 0, 84))
     # the values reach the block form, none silently dropped
-    assert seen["iterations"] == 5 and seen["optics"].pixel_um == 0.65 and seen["classifier"]["tta"] is True
-    with pytest.raises(ValueError, match="training sampling"):  # another objective: in memory only, for now
-        lbdvd.block_runner(lbdvd.parse(pixel_um=0.3), device="cpu")
+    assert seen["iterations"] == 5 and seen["optics"].pixel_um == 0.65 and seen["map"]["tta"] is True
+    assert restore.halo == 96  # at DelpNet's own sampling a block reads one patch + context around it
+    assert lbdvd.block_runner(lbdvd.parse(pixel_um=0.3), device="cpu").halo > 96  # any sampling runs
     for bad in ({"stride": 21}, {"padding": "zeros"}, {"montage_weights": "rectangular"}):
         with pytest.raises(ValueError, match=next(iter(bad))):  # not silently ignored
             lbdvd.block_runner(lbdvd.parse(**bad), device="cpu")

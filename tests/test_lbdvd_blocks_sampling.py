@@ -1,5 +1,7 @@
 """Block by block at any sampling: the global-grid resampler, and lbdvd's blocks equal to in memory."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,97 @@ def test_identity_and_constant_images():
     const = np.full((97, 83), 123.0, np.float32)
     for shape in ((40, 37), (200, 171)):
         np.testing.assert_allclose(resample(const, shape=shape), 123.0, rtol=1e-6)
+
+
+# --- lbdvd block by block at other samplings: equal to in memory, bit for bit -------------------
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "delpnet.safetensors"
+needs_weights = pytest.mark.skipif(not WEIGHTS.exists(), reason="weights/delpnet.safetensors not installed")
+
+OBJECTIVES = {
+    "20x-0.5-air-0.325um": {"pixel_um": 0.325},  # NA 0.5 in air, 451 nm: 2 native px per DelpNet px
+    "60x-1.4-oil-0.108um": {"pixel_um": 0.108, "na": 1.4, "refractive_index": 1.515, "wavelength_nm": 520.0},
+}
+
+
+@pytest.fixture(scope="module")
+def tilted(infocus):
+    """A real field blurred from level 0 to 9 across, 336 x 430 px."""
+    import napari_refocus as nr
+
+    gt = np.tile(infocus, (2, 2))[:336, :430]
+    return nr.simulate(gt, level_field=nr.tilted_level_field(gt.shape, low=0, high=9), seed=0)
+
+
+@pytest.fixture(scope="module", params=sorted(OBJECTIVES))
+def in_memory(request, tilted):
+    import napari_refocus as nr
+
+    optics = OBJECTIVES[request.param]
+    return optics, nr.refocus(tilted, method="lbdvd", device="cpu", **optics)
+
+
+@needs_weights
+def test_lbdvd_blocks_equal_in_memory_at_other_samplings(in_memory, tilted):
+    from napari_refocus.bigimage import iter_method_blocks, prepare
+
+    optics, eager = in_memory
+    run = prepare(tilted, "lbdvd", optics, device="cpu", block=126)
+    assert run.restore.halo > 96  # the native reach of patches 2-2.5x wider than DelpNet's
+    assert 0.05 < eager.changed_fraction < 0.99  # the gate both keeps and changes pixels here
+    out = np.full(tilted.shape, np.nan, np.float32)
+    # 126-px blocks: neither the native (84 or 104 px) nor the map's patch grid lines up with them
+    for _, (y0, y1, x0, x1), block in iter_method_blocks(tilted, "lbdvd", device="cpu", block=126, **optics):
+        out[y0:y1, x0:x1] = block
+    np.testing.assert_array_equal(out, eager.image)
+
+
+@needs_weights
+def test_lbdvd_lazy_dask_blocks_read_only_their_halo(in_memory, tilted):
+    da = pytest.importorskip("dask.array")
+    from napari_refocus.bigimage import lazy_method
+
+    optics, eager = in_memory
+    # the dask overlap is restore.halo; a block reading beyond it raises IndexError (bigimage._Window)
+    lazy = lazy_method(da.from_array(tilted, chunks=(294, 294)), "lbdvd", device="cpu", block=294,
+                       never_worse=False, **optics)
+    assert lazy.chunks == ((294, 42), (294, 136))
+    import napari_refocus as nr
+
+    plain = nr.refocus(tilted, method="lbdvd", device="cpu", never_worse=False, **optics).image
+    np.testing.assert_array_equal(np.asarray(lazy), plain)
+    assert not np.array_equal(plain, eager.image)  # the gate did change something
+
+
+@needs_weights
+def test_defocus_map_block_by_block_equals_in_memory(in_memory, tilted):
+    da = pytest.importorskip("dask.array")
+    import napari_refocus as nr
+    from napari_refocus.core.optics import Optics
+    from napari_refocus.methods.lbdvd import METHOD
+    from napari_refocus.methods.lbdvd_blocks import chunked_defocus_map
+
+    optics, eager = in_memory
+    ref = eager.defocus_map
+    assert ref.scale > 1.9 and len(np.unique(ref.levels)) > 2
+    stats = METHOD.image_stats(tilted.astype(np.float32), params=METHOD.parse(**optics))["stats"]
+    # rectangles of one map patch each: every patch classified in a batch of its own
+    small = chunked_defocus_map(tilted, block=60, device="cpu", stats=stats, optics=Optics(**optics))
+    lazy = nr.defocus_map(da.from_array(tilted, chunks=(200, 200)), device="cpu", **optics)
+    for got in (small, lazy):
+        assert got.grid == ref.grid and got.scale == ref.scale and got.defocus_um == ref.defocus_um
+        np.testing.assert_array_equal(got.levels, ref.levels)
+        np.testing.assert_array_equal(got.probabilities, ref.probabilities)
+
+
+def test_canonical_statistics_from_the_sample_are_those_of_the_resampled_image(infocus_crop):
+    from napari_refocus.methods.canonical_blocks import sample_stats
+    from napari_refocus.methods.defocus import canonical_image
+
+    img = np.asarray(infocus_crop, np.float32)
+    for scale in (1.0, 2.0, 2.4777):
+        assert sample_stats(img, scale=scale) == canonical_image(img, scale)[1]
+    # a strided sample (big images): resampled by the remaining factor, close to the whole image's
+    lo, hi, sigma = canonical_image(img, 2.0)[1]
+    lo2, hi2, _ = sample_stats(img[::2, ::2], scale=2.0, sample_stride=2)
+    assert abs(lo2 - lo) < 0.05 * (hi - lo) and abs(hi2 - hi) < 0.05 * (hi - lo)

@@ -183,7 +183,9 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         from .methods.lbdvd_blocks import chunked_defocus_map
 
         # the same whole-image intensity statistics lbdvd's blocks use
-        stats = LBDVD.image_stats(whole_image_sample(image, DEFAULT_BLOCK)[0])["stats"] if normalise else None
+        sample, s = whole_image_sample(image, DEFAULT_BLOCK)
+        params = LBDVD.parse(optics=optics) if optics is not None else None
+        stats = LBDVD.image_stats(sample, params=params, sample_stride=s)["stats"] if normalise else None
         return chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
                                    progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics)
     return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,

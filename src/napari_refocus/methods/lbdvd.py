@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.optics import Optics
 from ..core.tiling import STRIDE
-from . import gate
+from . import gate, lbdvd_global
 from .base import Method
 from .frames import native_levels, rl_frame
 from .params import Params, option
@@ -87,11 +87,15 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     return gate.blend(image, restored, w)
 
 
-def image_stats(sample) -> dict:
-    """The whole image's canonical intensity statistics, once per image (big images)."""
-    from .defocus import canonical_stats
+def image_stats(sample, *, params=None, sample_stride: int = 1) -> dict:
+    """The canonical image's intensity statistics, once per image (big images), from ``sample``
+    (the whole image, or every ``sample_stride``-th row and column): resampled to DelpNet's
+    sampling for ``params.optics`` first, as the image is in memory."""
+    from .canonical_blocks import sample_stats
+    from .defocus import map_frame
 
-    return {"stats": canonical_stats(sample)}
+    scale = map_frame(params.optics if params is not None else None)[0]
+    return {"stats": sample_stats(sample, scale=scale, sample_stride=sample_stride)}
 
 
 METHOD = Method(
@@ -104,7 +108,7 @@ METHOD = Method(
     weights=("delpnet",),
     inputs=("defocus_map", "stats"),
     image_stats=image_stats,
-    block_runner=gate.lbdvd_block_runner,
+    block_runner=lbdvd_global.block_runner,
     block_multiple=STRIDE,
     form_fields=("iterations", "stride", "tta", "never_worse"),
 )

@@ -1,16 +1,17 @@
-"""LB-DVD block by block: the exact block form of :mod:`.lbdvd` for images bigger than memory.
+"""LB-DVD block by block: the global patch grid of a big image, and its defocus map a part at a time.
 
 An output block ``[y0, y1) x [x0, x1)`` of any size is restored from the patches of the
-*global* 84/42 grid that touch it: each is read with its 13-pixel context (mirrored at the true
-image borders exactly as in memory), classified by DelpNet, deconvolved and blended with the
-same triangular weights; the block keeps only the pixels it owns. So a block equals the same
-pixels of the in-memory result (bit-identical on the test images), with no seams, and memory is
-bounded by one block.
+*global* 84/42 grid that touch it (:func:`grid_block`): each is read with its context (mirrored
+at the true image borders exactly as in memory, :func:`read_region`), classified, deconvolved
+and blended with the same triangular weights; the block keeps only the pixels it owns.
+:func:`iter_blocks` / :func:`process_block` do this with any classifier at DelpNet's own
+sampling; lbdvd's exact block form at any sampling (the method's ``block_runner``) is
+:mod:`.lbdvd_global`, and :func:`chunked_defocus_map` gives the whole image's map a rectangle of
+patches at a time (:mod:`.canonical_blocks`), equal to the in-memory map.
 
-A block reads at most :data:`HALO` pixels beyond its bounds on every side (a patch touching the
-block starts up to ``PATCH - 1`` pixels before it and is read with ``CONTEXT`` more), which is
-the lbdvd method's ``halo``: the big-image executor (:mod:`napari_refocus.bigimage`) hands
-:func:`block_runner`'s function the block plus that halo.
+At DelpNet's own sampling a block reads at most :data:`HALO` pixels beyond its bounds on every
+side (a patch touching the block starts up to ``PATCH - 1`` pixels before it and is read with
+``CONTEXT`` more); at another sampling :func:`.lbdvd_global.block_halo`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..core.progress import Progress, drain
 from ..core.tiling import CONTEXT, PATCH, STRIDE, PatchGrid, patch_grid
+from .canonical_blocks import read_region  # noqa: F401 - part of this module's interface
 
 #: input pixels beyond its bounds that a block reads on each side
 HALO = PATCH + CONTEXT - 1
@@ -65,18 +67,6 @@ def plan_blocks(image_shape, *, block: int, patch: int = PATCH, stride: int = ST
     blocks = [grid_block(grid, (y0, min(h, y0 + block), x0, min(w, x0 + block)))
               for y0 in range(0, h, block) for x0 in range(0, w, block)]
     return grid, blocks
-
-
-def read_region(source, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """``source[y0:y1, x0:x1]`` as float32, mirrored (numpy "reflect") outside the image."""
-    h, w = source.shape[-2:]
-    ya, yb, xa, xb = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
-    core = np.asarray(source[ya:yb, xa:xb], dtype=np.float32)
-    pads = ((ya - y0, y1 - yb), (xa - x0, x1 - xb))
-    if any(p for pair in pads for p in pair):
-        mode = "reflect" if all(p < n for pair, n in zip(pads, core.shape) for p in pair) else "edge"
-        core = np.pad(core, pads, mode=mode)
-    return core
 
 
 def block_patches(source, blk: Block, grid: PatchGrid, context: int = CONTEXT):
@@ -175,68 +165,47 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
 
 def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stride: int = STRIDE,
                         progress=None, stats=None, tta: bool = False, batch_size: int = 256, optics=None):
-    """The :class:`~.defocus.DefocusMap` of an image too big for memory, block by block (the
-    same map as for the image in memory; ``stats``: see :func:`delpnet_classifier`). Only at
-    DelpNet's training sampling: another objective's image would have to be resampled first."""
-    from .defocus import N_CLASSES, DefocusMap, certainty_of, map_frame
+    """The :class:`~.defocus.DefocusMap` of an image too big for memory, a rectangle of patches at
+    a time: the same map as for the image in memory, at any sampling (the canonical image is
+    resampled window by window on its global grid, :class:`.canonical_blocks.CanonicalView`).
+
+    ``stats``: the canonical image's intensity statistics
+    (:func:`.canonical_blocks.sample_stats`; None: raw counts, no background rule, as
+    ``normalise=False``). ``block``: about how many native pixels each rectangle covers."""
+    from ..core.devices import resolve_device
+    from ..models.loader import load_model
+    from .canonical_blocks import CanonicalView, map_patches
+    from .defocus import CANONICAL, N_CLASSES, DefocusMap, certainty_of, map_frame
 
     scale, table = map_frame(optics)
-    if scale != 1.0:
-        raise ValueError("a defocus map block by block (big images) runs only at DelpNet's training sampling "
-                         f"for now (this objective's pixel is {scale:.2f}x finer); load the image in memory")
-    classify = delpnet_classifier(weights=weights, device=device, stats=stats, tta=tta, batch_size=batch_size)
-    grid, _ = plan_blocks(source.shape, block=block, stride=stride)
+    dev = resolve_device(device)
+    model = load_model("delpnet" if weights is None else weights, dev, like="delpnet")
+    view = CanonicalView(source, scale=scale, stats=stats)
+    grid = patch_grid(view.shape, patch=PATCH, stride=stride)
     probs = np.zeros((*grid.shape, N_CLASSES), np.float32)
     levels = np.zeros(grid.shape, np.int64)
-    for prog, blk, _, (lv, pr) in iter_blocks(source, classify=classify, deconvolve_levels=False,
-                                              block=block, stride=stride, device=device):
-        probs[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = pr
-        levels[blk.rows[0]:blk.rows[1] + 1, blk.cols[0]:blk.cols[1] + 1] = lv
+    step = max(1, int(block / (grid.stride * scale)))  # patch rows/columns per rectangle
+    starts = [(r, c) for r in range(0, grid.shape[0], step) for c in range(0, grid.shape[1], step)]
+    for k, (r, c) in enumerate(starts):
+        rows, cols = (r, min(grid.shape[0], r + step) - 1), (c, min(grid.shape[1], c + step) - 1)
+        pr, lv = map_patches(view, grid, rows, cols, model=model, device=dev, tta=tta, batch_size=batch_size)
+        probs[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = pr
+        levels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = lv
         if progress:
-            progress(prog)
+            progress(Progress(k + 1, len(starts), "blocks"))
     return DefocusMap(levels=levels, probabilities=probs, certainty=certainty_of(probs), grid=grid,
-                      weights_sha256=classify.sha256, scale=scale, defocus_um=table,
-                      optics=(optics or _canonical()).as_dict())
-
-
-def _canonical():
-    from .defocus import CANONICAL
-
-    return CANONICAL
+                      weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
+                      optics=(optics or CANONICAL).as_dict())
 
 
 #: lbdvd parameters the block form runs only at these values (it is built on the default grid)
 _FIXED = {"stride": STRIDE, "montage_weights": "triangular", "padding": "reflect"}
 
 
-def block_runner(params, *, device, stats=None):
-    """lbdvd's ``Method.block_runner``: ``restore(source, bounds) -> float32 block``.
-
-    ``params`` is a parsed :class:`~.lbdvd.LbdvdParams`; parameters the block form cannot
-    honour (a stride other than 42, rectangular montage, zero padding) are a ValueError
-    rather than silently ignored. ``restore`` reads ``source`` (the whole image's
-    coordinates, any 2-D array-like) only within ``bounds`` +- :data:`HALO`.
-    """
-    from .frames import rl_frame
-
+def check_block_params(params) -> None:
+    """ValueError for lbdvd parameters the block form cannot honour (a stride other than 42,
+    rectangular montage, zero padding) rather than silently ignoring them."""
     bad = sorted(k for k, v in _FIXED.items() if getattr(params, k) != v)
     if bad:
         raise ValueError("lbdvd block by block (big images) does not take "
                          + ", ".join(f"{k}={getattr(params, k)!r}" for k in bad))
-    frame = rl_frame(params.optics)
-    if frame.scale != 1.0:
-        raise ValueError("lbdvd block by block (big images) runs only at the training sampling for now: "
-                         f"this objective's pixel is {frame.scale:.2f}x finer; run it in memory")
-
-    state = {}
-
-    def restore(source, bounds):
-        if "classify" not in state:  # the network once per run, on the first block
-            state["classify"] = delpnet_classifier(weights=params.weights, device=device, tta=params.tta,
-                                                   stats=stats if params.normalise else None)
-        grid = patch_grid(source.shape)
-        restored, _, _ = process_block(source, grid_block(grid, bounds), grid, classify=state["classify"],
-                                       device=device, iterations=params.iterations, optics=frame.optics)
-        return restored
-
-    return restore
