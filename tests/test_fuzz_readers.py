@@ -7,8 +7,16 @@ flips. Each one goes through the readers of ``io.formats`` (``read_info``, ``rea
 the lazy ``open_image`` of ``io.read`` for a TIFF, with all its pixels read) in a worker process with a 10 s alarm and a 2 GB address-space limit, so a
 hang or a crash fails that case instead of the run. Every outcome must be an image or a
 ValueError/OSError whose one-line message names the file (``io.read.ImageReadError`` for a
-TIFF). A damaged OME-Zarr store joins
-through :data:`EXTRA_CASES` once the OME-Zarr helper provides one.
+TIFF).
+
+OME-Zarr: 64 seeded mutations of two small valid stores written as napari-refocus writes them
+(``io.zarr_write.write_ome_zarr``: zarr v2, NGFF 0.4, two pyramid levels) and of an NGFF 0.5
+zarr v3 store: chunks deleted, truncated, overwritten with garbage or random bytes; ``.zattrs``,
+``.zarray``, ``.zgroup`` and ``zarr.json`` truncated, flipped or with wrong shapes, dtypes,
+chunks, codecs, axes or transformations; a pyramid level missing; an unfinished store (its
+attributes say so) and a ``.partial`` store. Each is read or rejected by the same readers in the
+same worker, its one-line message naming the store (``ImageReadError: cannot read ...``, or the
+unfinished-store message).
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ import pytest
 N_MUTATIONS = 200
 SECONDS_PER_CASE = 10
 SEED = 20261203
-#: (name, function(tmp_path) -> path of a damaged file) of other formats (the OME-Zarr hook)
-EXTRA_CASES: list = []
+#: damaged OME-Zarr stores (see :func:`zarr_cases`)
+N_ZARR_MUTATIONS = 64
 
 
 def valid_files(folder: Path) -> dict[str, Path]:
@@ -133,8 +141,153 @@ def make_cases(folder: Path) -> list[tuple[str, Path]]:
         bad = folder / f"case{i:03d}_{name}_{kind}{''.join(src.suffixes)}"
         bad.write_bytes(mutate(src.read_bytes(), kind, rng, src))
         cases.append((f"{name}/{kind}", bad))
-    for name, make in EXTRA_CASES:
-        cases.append((name, make(folder)))
+    cases += zarr_cases(folder)
+    return cases
+
+
+# ------------------------------------------------------------------------------ OME-Zarr
+def valid_stores(folder: Path) -> dict[str, Path]:
+    """Two stores as napari-refocus writes them (zarr v2: one uint16 image with two pyramid
+    levels and one float32 image) and an NGFF 0.5 zarr v3 store."""
+    import zarr
+
+    from napari_refocus.io.zarr_write import write_ome_zarr
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:1100, :1030]
+    smooth = (1000 + 500 * np.sin(yy / 40) * np.cos(xx / 55)).astype(np.uint16)  # compresses: small files
+    out = {"v2": write_ome_zarr(folder / "valid_v2.ome.zarr", smooth, axes="YX", pixel_um=0.65,
+                                metadata={"method": "lbdvd"}),
+           "v2f": write_ome_zarr(folder / "valid_v2f.ome.zarr", rng.random((3, 90, 70)).astype(np.float32),
+                                 axes="ZYX", pixel_um=0.325, metadata={"method": "m-deblurgan"})}
+    v3 = folder / "valid_v3.ome.zarr"
+    group = zarr.open_group(str(v3), mode="w", zarr_format=3)
+    arr = group.create_array("0", shape=(80, 96), chunks=(32, 32), dtype="uint16")
+    arr[...] = rng.integers(0, 4000, size=(80, 96), dtype=np.uint16)
+    group.attrs.update({"ome": {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "y", "type": "space", "unit": "micrometer"}, {"name": "x", "type": "space",
+                                                                        "unit": "micrometer"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.5, 0.5]}]}]}]}})
+    out["v3"] = v3
+    return out
+
+
+#: replacements of the root attributes' first multiscale (wrong types, shapes and references)
+BAD_MULTISCALES = [
+    {"datasets": []}, {"datasets": [{"path": "9"}]}, {"datasets": "0"}, {"datasets": [0]},
+    {"axes": [{"name": "x"}]}, {"axes": "yx"}, {"axes": [1, 2]},
+    {"datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0]}]}]},
+    {"datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": ["a", "b"]}]}]},
+    {"datasets": [{"path": "0", "coordinateTransformations": {"type": "scale"}}]},
+    {"datasets": [{"path": "0", "coordinateTransformations": [{"type": "translation", "translation": None}]}]},
+    {"coordinateTransformations": [{"type": "scale", "scale": [0, -1]}]},
+    {"datasets": [{"path": "../valid_v2.ome.zarr/0"}]}, {"datasets": [{"path": None}]},
+]
+BAD_ATTRS = [{"multiscales": {}}, {"multiscales": "0"}, {"multiscales": [1]}, {"multiscales": [None]}, [],
+             "multiscales", 7, {"napari_refocus": {"complete": False}}, {"napari_refocus": "yes"}]
+BAD_ZARRAY = [("shape", [2000, 2000]), ("shape", [10, 10]), ("shape", [1100]), ("shape", [-5, 4]),
+              ("shape", "big"), ("dtype", "<f8"), ("dtype", "|u1"), ("dtype", "xyz"), ("dtype", ">u2"),
+              ("chunks", [0, 0]), ("chunks", [7, 7]), ("chunks", [1024]), ("compressor", {"id": "nonesuch"}),
+              ("fill_value", "abc"), ("order", "Q"), ("zarr_format", 9), ("filters", [{"id": "delta"}])]
+BAD_V3_ARRAY = [("shape", [500, 500]), ("shape", [80]), ("data_type", "float64"), ("data_type", "nonesuch"),
+                ("chunk_grid", {"name": "regular", "configuration": {"chunk_shape": [0, 0]}}),
+                ("codecs", [{"name": "nonesuch"}]), ("codecs", []), ("node_type", "group")]
+ZARR_KINDS = ("chunk_delete", "chunk_truncate", "chunk_garbage", "chunk_random", "attrs_bytes", "attrs_json",
+              "multiscale", "array_bytes", "array_json", "group_meta", "level_missing", "partial")
+
+
+def _json_file(store: Path, *parts) -> Path:
+    return store.joinpath(*parts)
+
+
+def _chunks(store: Path, level: str = "0") -> list[Path]:
+    root = store / level
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith((".z", "zarr.json")))
+
+
+def _flip(data: bytes, rng, n: int) -> bytes:
+    buf = bytearray(data)
+    for _ in range(n):
+        if buf:
+            pos = int(rng.integers(0, len(buf)))
+            buf[pos] = int(rng.integers(0, 256))
+    return bytes(buf)
+
+
+def damage_store(store: Path, kind: str, rng) -> Path:
+    """Damage ``store`` (a copy) in place by ``kind``; returns the path to read."""
+    import json
+
+    v3 = (store / "zarr.json").exists()
+    attrs_file = store / ("zarr.json" if v3 else ".zattrs")
+    array_file = store / "0" / ("zarr.json" if v3 else ".zarray")
+    if kind.startswith("chunk_"):
+        chunk = _chunks(store)[int(rng.integers(0, len(_chunks(store))))]
+        data = chunk.read_bytes()
+        if kind == "chunk_delete":
+            chunk.unlink()
+        elif kind == "chunk_truncate":
+            chunk.write_bytes(data[: int(rng.integers(0, max(1, len(data))))])
+        elif kind == "chunk_garbage":
+            chunk.write_bytes(_flip(data, rng, int(rng.integers(1, 9))))
+        else:
+            chunk.write_bytes(rng.integers(0, 256, size=int(rng.integers(0, 3000)), dtype=np.uint8).tobytes())
+    elif kind in ("attrs_bytes", "array_bytes", "group_meta"):
+        target = {"attrs_bytes": attrs_file, "array_bytes": array_file,
+                  "group_meta": store / ("zarr.json" if v3 else ".zgroup")}[kind]
+        data = target.read_bytes()
+        how = int(rng.integers(0, 3))
+        if how == 0:
+            target.write_bytes(data[: int(rng.integers(0, len(data)))])
+        elif how == 1:
+            target.write_bytes(_flip(data, rng, int(rng.integers(1, 6))))
+        else:
+            target.unlink()
+    elif kind in ("attrs_json", "multiscale"):
+        doc = json.loads(attrs_file.read_text())
+        attrs = doc["attributes"] if v3 else doc
+        ome = attrs.get("ome", attrs)
+        if kind == "attrs_json":
+            bad = BAD_ATTRS[int(rng.integers(0, len(BAD_ATTRS)))]
+            if isinstance(bad, dict):
+                ome.update(bad)
+            elif v3:
+                doc["attributes"] = bad
+            else:
+                doc = bad
+        else:
+            ome["multiscales"][0].update(BAD_MULTISCALES[int(rng.integers(0, len(BAD_MULTISCALES)))])
+        attrs_file.write_text(json.dumps(doc))
+    elif kind == "array_json":
+        doc = json.loads(array_file.read_text())
+        key, value = (BAD_V3_ARRAY if v3 else BAD_ZARRAY)[int(rng.integers(0, len(BAD_V3_ARRAY if v3 else BAD_ZARRAY)))]
+        doc[key] = value
+        array_file.write_text(json.dumps(doc))
+    elif kind == "level_missing":
+        import shutil
+
+        levels = sorted(p.name for p in store.iterdir() if p.is_dir())
+        shutil.rmtree(store / levels[int(rng.integers(0, len(levels)))])
+    elif kind == "partial":
+        partial = store.with_name(store.name + ".partial")
+        store.rename(partial)
+        return partial
+    return store
+
+
+def zarr_cases(folder: Path) -> list[tuple[str, Path]]:
+    """:data:`N_ZARR_MUTATIONS` damaged copies of :func:`valid_stores` (seeded)."""
+    import shutil
+
+    rng = np.random.default_rng(SEED + 1)
+    sources = valid_stores(folder)
+    cases = []
+    for i in range(N_ZARR_MUTATIONS):
+        name = list(sources)[i % len(sources)]
+        kind = ZARR_KINDS[(i // len(sources)) % len(ZARR_KINDS)]
+        bad = folder / f"zcase{i:03d}_{name}_{kind}.ome.zarr"
+        shutil.copytree(sources[name], bad)
+        cases.append((f"ome-zarr {name}/{kind}", damage_store(bad, kind, rng)))
     return cases
 
 
@@ -205,11 +358,26 @@ def test_every_mutation_is_read_or_cleanly_rejected(outcomes):
     assert kinds.count("rejected") >= 40 and kinds.count("read") >= 10, {k: kinds.count(k) for k in set(kinds)}
 
 
+def test_damaged_ome_zarr_stores_are_read_or_cleanly_rejected(outcomes):
+    stores = {p.name: (label, kind, msg) for p, (label, kind, msg) in outcomes.items() if ".zarr" in p.name}
+    assert len(stores) == N_ZARR_MUTATIONS
+    kinds = [kind for _, kind, _ in stores.values()]
+    assert set(kinds) <= {"read", "rejected"}, {n: v for n, v in stores.items() if v[1] not in ("read", "rejected")}
+    # a deleted chunk reads as the fill value (zarr's rule); damaged metadata and pixel data is refused
+    assert kinds.count("rejected") >= 40 and kinds.count("read") >= 5, {k: kinds.count(k) for k in set(kinds)}
+    for name, (label, kind, msg) in stores.items():
+        if label.endswith(("/chunk_truncate", "/level_missing", "/partial")) or "v3/" not in label and label.endswith(
+                ("/chunk_random", "/array_bytes")):
+            assert kind == "rejected", (name, label, msg)
+        if label.endswith("/partial"):
+            assert "unfinished napari-refocus store" in msg, msg
+
+
 def test_rejections_are_one_line_naming_the_file(outcomes):
     for path, (label, kind, msg) in outcomes.items():
         if kind == "rejected":
             assert "\n" not in msg and path.name in msg and len(msg) < 400, (label, msg)
-            if path.suffix == ".tif":
+            if path.suffix == ".tif" or ".zarr" in path.name and "unfinished" not in msg:
                 assert msg.startswith("ImageReadError: cannot read "), (label, msg)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .read import um_per
+from .read import ImageReadError, _one_line, reading, um_per
 
 #: the NGFF version napari-refocus writes
 NGFF_VERSION = "0.4"
@@ -33,8 +33,10 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def is_zarr_path(path) -> bool:
-    """Whether ``path`` names a zarr store (``*.zarr``, e.g. ``image.ome.zarr``)."""
-    return str(path).rstrip("/\\").lower().endswith(".zarr")
+    """Whether ``path`` names a zarr store (``*.zarr``, e.g. ``image.ome.zarr``; also an
+    unfinished ``*.zarr.partial``, which the readers refuse with a message that says so)."""
+    name = str(path).rstrip("/\\").lower()
+    return name.endswith((".zarr", ".zarr" + PARTIAL_SUFFIX))
 
 
 def zarr_stem(path) -> str:
@@ -63,22 +65,28 @@ def _open_group(path):
 
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"no such file: {path}")
+        raise ImageReadError(path, "no such file or folder")
     if not path.is_dir():
-        raise ValueError(f"{path} is not a zarr store (a folder)")
+        raise ImageReadError(path, "not a zarr store (a folder)")
+    if path.name.lower().endswith(PARTIAL_SUFFIX):
+        raise ImageReadError(path, "an unfinished napari-refocus store (its write was interrupted or is still "
+                                   "running); run the same command again to finish it")
     try:
         return zarr.open_group(str(path), mode="r")
     except Exception as exc:  # noqa: BLE001 - zarr raises several types for a folder that is no store
-        raise ValueError(f"{path} is not a zarr store: {exc}") from None
+        raise ImageReadError(path, f"not a zarr store ({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def check_complete(group, path) -> dict:
     """napari-refocus's attributes of a store (``{}`` for stores written by others); a
     ValueError when they say the write did not finish."""
-    ours = group.attrs.asdict().get(ATTRS_KEY) or {}
+    attrs = group.attrs.asdict()
+    ours = attrs.get(ATTRS_KEY) or {} if isinstance(attrs, dict) else {}
+    if not isinstance(ours, dict):
+        raise ImageReadError(path, f"its {ATTRS_KEY!r} attributes are not a JSON object")
     if ours and ours.get("complete") is not True:
-        raise ValueError(f"{path} is an unfinished napari-refocus store (its write was interrupted); "
-                         "run the same command again to finish it")
+        raise ImageReadError(path, "an unfinished napari-refocus store (its write was interrupted); "
+                                   "run the same command again to finish it")
     return ours
 
 
@@ -115,10 +123,53 @@ def level_transform(ms: dict, level: int, ndim: int) -> tuple[list, list]:
 
 
 def _multiscale(group, path) -> dict:
-    ms = ngff_attrs(group).get("multiscales")
-    if not ms or not ms[0].get("datasets"):
-        raise ValueError(f"{path} is not an OME-Zarr image (no multiscales metadata)")
+    attrs = ngff_attrs(group)
+    ms = attrs.get("multiscales") if isinstance(attrs, dict) else None
+    if not ms or not isinstance(ms, list) or not isinstance(ms[0], dict) or not ms[0].get("datasets"):
+        raise ImageReadError(path, "not an OME-Zarr image (no multiscales metadata)")
+    if not isinstance(ms[0]["datasets"], list) or not all(
+            isinstance(d, dict) and isinstance(d.get("path"), str) for d in ms[0]["datasets"]):
+        raise ImageReadError(path, "its multiscales metadata has datasets without a path")
     return ms[0]
+
+
+def _level_array(group, path, ms: dict, level: int):
+    """The zarr array of a multiscale's ``level``; an ImageReadError naming the store when the
+    level or its array is missing or its metadata is damaged."""
+    import zarr
+
+    datasets = ms["datasets"]
+    if not 0 <= level < len(datasets):
+        raise ImageReadError(path, f"it has {len(datasets)} pyramid levels, not a level {level}")
+    key = datasets[level]["path"]
+    try:
+        arr = group[key]
+    except Exception as exc:  # noqa: BLE001 - zarr: KeyError, its own metadata errors, JSON errors ...
+        raise ImageReadError(path, f"level {key!r} is missing or its metadata is damaged "
+                                   f"({type(exc).__name__}: {_one_line(exc)})") from None
+    if not isinstance(arr, zarr.Array):
+        raise ImageReadError(path, f"level {key!r} is a group, not an array")
+    if any(int(n) < 0 for n in arr.shape) or any(int(c) < 1 for c in arr.chunks):
+        raise ImageReadError(path, f"level {key!r} has a damaged shape {arr.shape} or chunks {arr.chunks}")
+    return arr
+
+
+class _GuardedLevel:
+    """A zarr array whose reads raise a one-line ImageReadError naming the store (a damaged
+    chunk is found only when the block holding it is read, maybe mid-run)."""
+
+    def __init__(self, arr, path):
+        self.arr, self.path = arr, str(path)
+        self.shape, self.dtype, self.ndim, self.chunks = arr.shape, arr.dtype, arr.ndim, arr.chunks
+
+    def __getitem__(self, index):
+        try:
+            return self.arr[index]
+        except MemoryError:
+            raise ImageReadError(self.path, "a chunk decodes to more bytes than fit in memory") from None
+        except Exception as exc:  # noqa: BLE001 - numcodecs, zarr, numpy raise many types
+            raise ImageReadError(self.path, f"damaged pixel data ({type(exc).__name__}: {_one_line(exc)})") \
+                from None
 
 
 def read_ome_zarr_info(path, *, level: int = 0) -> dict:
@@ -128,14 +179,17 @@ def read_ome_zarr_info(path, *, level: int = 0) -> dict:
     and ``physical``: ``{letter: {"scale", "translation", "unit"}}`` of the level, ``levels``
     (how many), ``ngff_version``."""
     group = _open_group(path)
-    ours = check_complete(group, path)
-    ms = _multiscale(group, path)
-    arr = group[ms["datasets"][level]["path"]]
-    shape, ndim = tuple(int(n) for n in arr.shape), len(arr.shape)
-    axes, units = _axes(ms, ndim)
-    if len(axes) != ndim:
-        raise ValueError(f"{path}: the multiscales metadata names {len(axes)} axes, the array has {ndim}")
-    scale, translation = level_transform(ms, level, ndim)
+    with reading(path):  # damaged metadata of any kind: one line naming the store
+        ours = check_complete(group, path)
+        ms = _multiscale(group, path)
+        arr = _level_array(group, path, ms, level)
+        shape, ndim = tuple(int(n) for n in arr.shape), len(arr.shape)
+        axes, units = _axes(ms, ndim)
+        if len(axes) != ndim:
+            raise ImageReadError(path, f"the multiscales metadata names {len(axes)} axes, the array has {ndim}")
+        scale, translation = level_transform(ms, level, ndim)
+        if not all(np.isfinite(scale)) or min(scale) <= 0 or not all(np.isfinite(translation)):
+            raise ImageReadError(path, f"level {level} has a scale {scale} (not all > 0) or translation {translation}")
     physical = {a: {"scale": s, "translation": t, "unit": u}
                 for a, s, t, u in zip(axes, scale, translation, units)}
     pixel_um = None
@@ -157,14 +211,17 @@ def open_ome_zarr(path, *, level: int = 0):
 
     info = read_ome_zarr_info(path, level=level)
     group = _open_group(path)
-    arr = group[_multiscale(group, path)["datasets"][level]["path"]]
-    return da.from_zarr(arr), info
+    with reading(path):
+        arr = _level_array(group, path, _multiscale(group, path), level)
+    name = f"ome-zarr-{Path(path).resolve()}-{level}-{Path(path).stat().st_mtime_ns}"
+    return da.from_array(_GuardedLevel(arr, path), chunks=arr.chunks, name=name, asarray=True), info
 
 
 def read_ome_zarr(path, *, level: int = 0) -> tuple[np.ndarray, dict]:
     """An OME-Zarr image's ``level`` read into memory, and its info."""
     data, info = open_ome_zarr(path, level=level)
-    return np.asarray(data), info
+    with reading(path):
+        return np.asarray(data), info
 
 
 def is_ome_zarr(path) -> bool:
