@@ -132,23 +132,36 @@ def at_distance(optics, z_um, **kw):
     return dataclasses.replace(optics, level_step_um=abs(z_um), n_levels=2, psf_size=psf_window(optics, z_um), **kw)
 
 
-def calibrate(key, optics):
+def calibrate(key, optics, cache=None):
     """The optics ``calibrate`` fits to a whole stack (bead: ``--bead``; DFNN: thin sample) with
     the pixel size, wavelength and index of ``optics``; returns (Optics, the Calibration, a line
-    saying the fit)."""
+    saying the fit). ``cache``: a JSON file of earlier fits (key -> the Calibration's fields and
+    the commit that made it), read when it holds this key with these given values, else written
+    (the DFNN fit takes minutes to tens of minutes on a loaded machine)."""
+    import json
+    from pathlib import Path
+
     import tifffile
 
+    from napari_refocus.core.calibration import Calibration
     from napari_refocus.core.progress import drain
     from napari_refocus.training.pairs import read_zstack
 
     given = dict(pixel_um=optics.pixel_um, wavelength_nm=optics.wavelength_nm,
                  refractive_index=optics.refractive_index, psf_model=optics.psf_model)
+    what = {"bead": "`calibrate --bead` on the whole 21-plane stack",
+            "DFNN": "`calibrate` (thin sample) on the 34-plane stack, central 256x256"}[key]
+    store = json.loads(Path(cache).read_text()) if cache and Path(cache).exists() else {}
+    hit = store.get(key)
+    if hit and all(hit["fields"][k] == v for k, v in given.items()):
+        cal = Calibration(**hit["fields"])
+        fitted = dataclasses.replace(optics, na=cal.na, defocus_scale=cal.defocus_scale)
+        return fitted, cal, describe(what + f" (fitted at commit {hit['commit']}, read from the cache)", optics, cal)
     t0 = time.perf_counter()
     if key == "bead":
         from napari_refocus.core.calibration_bead import iter_fit_bead
 
         cal = drain(iter_fit_bead(tifffile.imread(str(BEAD)), z_step_um=0.3, **given))
-        what = "`calibrate --bead` on the whole 21-plane stack"
     else:
         from napari_refocus.core.calibration_thin import iter_fit_thin
 
@@ -156,13 +169,22 @@ def calibrate(key, optics):
         # the central 256x256 of the cell (the whole 800x512 took 13 min on 2 loaded cores and
         # gave the same fit within 0.01 in NA and 0.03 in scale)
         cal = drain(iter_fit_thin(stack[:, 272:528, 128:384], z_step_um=0.05, **given))
-        what = "`calibrate` (thin sample) on the 34-plane stack, central 256x256"
+    if cache:
+        fields = {f.name: getattr(cal, f.name) for f in dataclasses.fields(cal)}
+        store[key] = {"commit": git_rev(), "fields": fields}
+        Path(cache).write_text(json.dumps(store, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     fitted = dataclasses.replace(optics, na=cal.na, defocus_scale=cal.defocus_scale)
-    return fitted, cal, (f"{what}: NA {cal.na:.3f} (assumed {optics.na}), defocus scale {cal.defocus_scale:.3f}, "
-                         f"focal plane {cal.focal_plane_index:.2f}, residual {cal.residual:.3f} (limit "
-                         f"{RESIDUAL_LIMIT[cal.mode]}; quality {cal.quality}"
-                         + (f": {'; '.join(cal.reasons)}" if cal.reasons else "")
-                         + f"), {time.perf_counter() - t0:.0f} s")
+    return fitted, cal, describe(what, optics, cal) + f", {time.perf_counter() - t0:.0f} s"
+
+
+def describe(what, optics, cal) -> str:
+    """One line: the fitted optics, the residual and the quality verdict with its reasons."""
+    free = cal.free_scale_fit
+    return (f"{what}: NA {cal.na:.3f} (assumed {optics.na}), defocus scale {cal.defocus_scale:.3f}, focal plane "
+            f"{cal.focal_plane_index:.2f}, residual {cal.residual:.3f} (limit {RESIDUAL_LIMIT[cal.mode]}; quality "
+            f"{cal.quality}" + (f": {'; '.join(cal.reasons)}" if cal.reasons else "") + ")"
+            + (f"; free-scale check: NA {free['na']:.3f}, scale {free['defocus_scale']:.2f}, residual "
+               f"{free['residual']:.3f}" if free else ""))
 
 
 def binned(out, shape):
@@ -308,6 +330,8 @@ def main(argv=None):
     ap.add_argument("--assumed-only", action="store_true",
                     help="skip the calibrated rows (by default every set runs again with the optics `calibrate` "
                          "fits to its stack)")
+    ap.add_argument("--calibration-cache", help="a JSON file of the stacks' fits: read if it holds them (with "
+                    "the same given optics), else written")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
     which = set(a.sets.split(","))
@@ -334,7 +358,7 @@ def main(argv=None):
     fits, cal_lines = {}, []
     if not a.assumed_only:
         for key, optics in {key: optics for _, optics, key in sets.values()}.items():
-            fits[key] = calibrate(key, optics)
+            fits[key] = calibrate(key, optics, a.calibration_cache)
             cal_lines.append(f"- **{CAL_NAME[key]}**: {fits[key][2]}.")
             print(cal_lines[-1], flush=True)
     results = {}
