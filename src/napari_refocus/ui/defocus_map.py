@@ -127,20 +127,27 @@ class DefocusMapWidget(ViewerWidget):
             self.panel.fail(exc)
             return None
         used = (self.optics_panel.values(), self.optics_panel.sources())
+        use_certainty = self.use_certainty.value
 
         def job():
             from ..methods import defocus
 
             plane = read_plane(data, index, rgb)  # in the worker, not on the GUI thread
-            return (yield from defocus.iter_defocus_map(plane, device=device, optics=optics, **params))
+            dm = yield from defocus.iter_defocus_map(plane, device=device, optics=optics, **params)
+            # one colour and one table row per patch (~9,500 on 4096x4096): made here, not on the GUI thread
+            return dm, overlay_colors(dm, use_certainty), overlay_features(dm)
 
-        def done(dm):
+        def done(value):
+            dm, colors, features = value
             self._map_params, self._map_optics = params, used
-            self._show_map(layer, dm, index)
+            self._show_map(layer, dm, index, colors=colors if use_certainty == self.use_certainty.value else None,
+                           features=features)
 
         return self.panel.start(job, done, label=f"defocus map of {layer.name}")
 
-    def _show_map(self, source, dm, index):
+    def _show_map(self, source, dm, index, *, colors: dict | None = None, features=None):
+        """Add (or update) the overlay of ``dm``; ``colors``/``features``: :func:`.overlay.overlay_colors`
+        and :func:`.overlay.overlay_features` of it, when the worker made them."""
         from napari.utils.colormaps import DirectLabelColormap
 
         levels = np.asarray(dm.levels)
@@ -151,8 +158,8 @@ class DefocusMapWidget(ViewerWidget):
         meta = {"defocus_map": dm, "source_layer": source.name, "source_plane": list(index),
                 "grid": dm.grid.as_dict(), "scale": dm.scale, "class_defocus_um": [float(z) for z in dm.defocus_um],
                 "levels": levels.tolist(), "optics": self._map_optics[0], "optics_source": self._map_optics[1]}
-        cmap = DirectLabelColormap(color_dict=overlay_colors(dm, self.use_certainty.value))
-        features = overlay_features(dm)
+        cmap = DirectLabelColormap(color_dict=colors if colors is not None else overlay_colors(dm, self.use_certainty.value))
+        features = features if features is not None else overlay_features(dm)
         ly = self.map_layer
         if ly is not None and ly in self.viewer.layers and ly.metadata.get("source_layer") == source.name:
             ly.data = ids

@@ -24,6 +24,11 @@ from ..core.progress import Cancelled, CancelToken, Progress, with_cancel
 from .style import ERR_STYLE, WARN_STYLE, info_label, show
 
 STEPS = 1000  # progress bar resolution
+#: the dock and the activity panel show at most one progress update per this many seconds (and
+#: every change of stage): a job may yield thousands of steps, and each update repaints two
+#: progress bars on the GUI thread (measured 20-170 ms a call on the shared 2-core machine,
+#: benchmarks/widget_stall.py), so unthrottled updates were the viewer's most frequent stalls
+PROGRESS_EVERY_S = 0.1
 
 
 class JobPanel(Container):
@@ -52,6 +57,7 @@ class JobPanel(Container):
         self._bar = None
         self._detached = False
         self._token: CancelToken | None = None
+        self._shown = (0.0, None)  # (when, stage) of the last progress shown
         self.progress.native.setFormat("idle")
         self.button.changed.connect(self._clicked)
 
@@ -94,6 +100,7 @@ class JobPanel(Container):
         self.button.text = "Cancel"
         self.button.tooltip = f"stop the running {self._what}"
         self.progress.value = 0
+        self._shown = (0.0, None)
         self.progress.native.setFormat(f"{label or 'starting'}…")
         show(self.status, "")
         self._bar = napari_progress(total=STEPS, desc=f"napari-refocus: {label or self._what}")
@@ -122,12 +129,18 @@ class JobPanel(Container):
     def _on_progress(self, item):
         if self._detached or not isinstance(item, Progress):
             return
+        now = time.perf_counter()
+        last, stage = self._shown
+        if now - last < PROGRESS_EVERY_S and item.stage == stage and item.done < item.total:
+            return  # throttled (see PROGRESS_EVERY_S); a new stage and the last step always show
+        self._shown = (now, item.stage)
         value = round(STEPS * min(1.0, max(0.0, item.fraction)))
         self.progress.value = value
         self.progress.native.setFormat(f"{item.stage or self._what}: {item.done}/{item.total}  (%p%)")
         bar = self._bar  # a local: showing the description may let the worker finish meanwhile
         if bar is not None and value >= bar.n:
-            bar.set_description(f"napari-refocus: {item.stage or self._what}")
+            if item.stage != stage:
+                bar.set_description(f"napari-refocus: {item.stage or self._what}")
             bar.update(value - bar.n)
 
     def _on_returned(self, value, on_result):

@@ -134,11 +134,24 @@ def source_path(layer) -> str | None:
     return str(path) if path else None
 
 
-def add_result_layer(viewer, source, stack, result, extra: dict | None = None):
+def display_limits(stack) -> tuple[float, float] | None:
+    """Contrast limits of a result in memory (its range), None for a lazy one (reading its
+    range would compute all of it). Call it in the worker: on a 4096x4096 result it takes tens
+    of ms, which the GUI thread would otherwise stall for in :func:`add_result_layer`."""
+    from ..api import is_lazy
+
+    if is_lazy(stack):
+        return None
+    lo, hi = float(np.min(stack)), float(np.max(stack))
+    return lo, (hi if hi > lo else lo + 1)
+
+
+def add_result_layer(viewer, source, stack, result, extra: dict | None = None, *, limits=None):
     """Add ``stack`` as a new image layer over ``source``; returns the new layer.
 
     Name ``"{source} [{method}]"``, the source's scale and translate (adjusted for an
-    upscaling method), its colormap, and the provenance in ``metadata``.
+    upscaling method), its colormap, and the provenance in ``metadata``. ``limits``: the
+    contrast limits from :func:`display_limits` computed in the worker (else computed here).
     """
     from ..api import is_lazy
 
@@ -156,8 +169,7 @@ def add_result_layer(viewer, source, stack, result, extra: dict | None = None):
     if rgb or is_lazy(stack):  # a lazy result's range would compute all of it
         kwargs["contrast_limits"] = tuple(float(c) for c in source.contrast_limits)
     else:
-        lo, hi = float(np.min(stack)), float(np.max(stack))
-        kwargs["contrast_limits"] = (lo, hi if hi > lo else lo + 1)
+        kwargs["contrast_limits"] = tuple(limits) if limits is not None else display_limits(stack)
     if not rgb:
         kwargs["colormap"] = source.colormap.name
     for key in ("axis_labels", "units"):

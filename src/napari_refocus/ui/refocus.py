@@ -26,7 +26,14 @@ from .forms import (
     set_defaults,
 )
 from .jobs import JobPanel
-from .layers import add_result_layer, is_result, layer_axes, plane_count, read_plane
+from .layers import (
+    add_result_layer,
+    display_limits,
+    is_result,
+    layer_axes,
+    plane_count,
+    read_plane,
+)
 from .optics_panel import OpticsPanel
 from .style import ERR_STYLE, WARN_STYLE, info_label, section, show
 
@@ -261,16 +268,17 @@ def start_refocus(viewer, panel: JobPanel, layer, *, method: str, device: str, p
 
     def job():
         source = read_plane(data, plane, rgb) if plane is not None else data
-        return (yield from refocus_planes(source, axes=axes, method=method, device=device, params=params,
-                                          inputs=inputs))
+        stack, result = yield from refocus_planes(source, axes=axes, method=method, device=device, params=params,
+                                                  inputs=inputs)
+        return stack, result, display_limits(stack)  # the range here, not on the GUI thread
 
     def done(value):
-        stack, result = value
+        stack, result, limits = value
         extra = dict(extra_meta or {})
         extra["seconds_total"] = round(time.perf_counter() - t0, 3)
         if stack.ndim > 2 and "S" not in axes:
             extra.setdefault("planes", int(stack.size // (stack.shape[-1] * stack.shape[-2])))
-        new = add_result_layer(viewer, layer, stack, result, extra)
+        new = add_result_layer(viewer, layer, stack, result, extra, limits=limits)
         changed = add_changed_layer(viewer, new, result) if show_changed else None
         if owner is not None:
             owner.last_layer = new
