@@ -104,8 +104,14 @@ def test_thin_sample_fit_with_a_wrong_pixel_size_or_z_step_is_poor(cells, wrong)
     st = thin_stack(cells, optics(0.5, 1.0, 0.2, 1.15), n_planes=11, z_step_um=1.0, focal_plane=5.3, seed=5)
     fp, fz = WRONG[wrong]
     r = fit(st, bead=False, z_step_um=1.0 * fz, pixel_um=0.2 * fp, refractive_index=1.0)
-    assert r.quality == "poor" and any("explained far better" in x for x in r.reasons), (r.residual, r.reasons)
     want = 1.15 * fp**2 / fz
+    if wrong == "z step x2":
+        # a z-step x2 on this objective (scale 1.15) looks like a scale of 0.575, just below the
+        # plausible 0.6: the plausible fit at 0.6 explains it as well (residual ~0), so only the
+        # bound says it (a z-step error *is* a scale: nothing else can)
+        assert r.quality == "poor" and r.reasons, (r.residual, r.reasons)
+    else:
+        assert r.quality == "poor" and any("explained far better" in x for x in r.reasons), (r.residual, r.reasons)
     assert abs(np.log(r.free_scale_fit["defocus_scale"] / want)) < np.log(1.35), r.free_scale_fit
 
 
