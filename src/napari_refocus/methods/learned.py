@@ -16,9 +16,9 @@ at the training sampling, the network runs on the image as it is.
 
 **In memory and block by block** both go through :func:`.learned_blocks.iter_restore_window`
 (the whole image as one window, or one block): tiles on the whole (resampled) image's grid,
-resampling by windows of the global grid, the gate on DelpNet's global patch grid, so a block
-of a big image equals the in-memory result bit for bit on the CPU (the gate at another sampling
-than DelpNet's maps each block with its own context: not exact yet).
+resampling by windows of the global grid, the gate on DelpNet's global patch grid (at any
+sampling: :mod:`.canonical_blocks`), so a block of a big image equals the in-memory result bit
+for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -193,14 +193,18 @@ def gate_in_place(image, out, *, device, report, optics=None, stats=None):
     return out
 
 
-def image_stats(image) -> dict:
+def image_stats(image, params: LearnedParams | None = None, sample_stride: int = 1) -> dict:
     """``{"stats": (lo, scale), "map_stats": ...}``: the intensity normalisation of a whole
-    image, and its canonical statistics for DelpNet's map (the gate), which every block of a big
-    image then uses instead of its own (``Method.image_stats``)."""
+    image, and the canonical statistics of DelpNet's map (the gate, at the sampling ``params``
+    give it), which every block of a big image then uses instead of its own
+    (``Method.image_stats``; ``image``: the whole image or every ``sample_stride``-th pixel)."""
     from ..models.predict import intensity_stats
-    from .defocus import canonical_stats
+    from .canonical_blocks import sample_stats
+    from .defocus import map_frame
 
-    return {"stats": intensity_stats(image), "map_stats": canonical_stats(image)}
+    scale = map_frame(gate_optics(params.optics if params is not None else None))[0]
+    return {"stats": intensity_stats(image),
+            "map_stats": sample_stats(image, scale=scale, sample_stride=sample_stride)}
 
 
 def _method(name: str, title: str, description: str, upscale: int = 1) -> Method:

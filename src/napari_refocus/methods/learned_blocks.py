@@ -158,56 +158,42 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
 
 
 def _block_gate(params, *, device, map_stats, upscale: int, optics):
-    """``gate(source, bounds, restored) -> gated block`` (None when ``never_worse`` is off);
-    ``optics``: those of the gate's map."""
+    """``gate(source, bounds, restored) -> gated block`` (None when ``never_worse`` is off):
+    DelpNet on the rectangle of the map's global grid (on the canonical image, at any sampling:
+    :mod:`.canonical_blocks`) whose patches the block's weights read, as in memory;
+    ``optics``: those of the gate's map; ``map_stats``: the canonical image's statistics."""
     if not params.never_worse:
         return None
+    from ..core.tiling import PATCH
     from . import gate as g
     from . import lbdvd_blocks as lb
+    from .canonical_blocks import CanonicalView, map_grid, map_patches
     from .defocus import CANONICAL, map_frame
 
     scale, table = map_frame(optics)
-    if not math.isclose(scale, 1.0):
-        return _region_gate(optics, scale, device=device, map_stats=map_stats, upscale=upscale)
     beyond = g.defocused_classes(table, optics or CANONICAL)
+    r = int(upscale)
     state = {}
 
     def gate(source, bounds, restored):
-        if "classify" not in state:  # the network once per run, on the first block
-            state["classify"] = lb.delpnet_classifier(device=device, stats=map_stats)
-        w = g.block_gate_weights(source, bounds, classify=state["classify"], beyond=beyond, upscale=int(upscale))
-        box = tuple(int(b) * int(upscale) for b in bounds)
-        base = _resampled(source, box, full_shape=source.shape[-2:],
-                          out_shape=tuple(int(n) * int(upscale) for n in source.shape[-2:]))
+        from ..models.loader import load_model
+
+        if "model" not in state:  # the network once per run, on the first block
+            state["model"] = load_model("delpnet", device, like="delpnet")
+        native = tuple(int(n) for n in source.shape[-2:])
+        grid = map_grid(native, scale=scale)
+        box = tuple(int(b) * r for b in bounds)
+        kw = {"upscale": r, "scale": scale, "patch": grid.patch, "stride": grid.stride}
+        rows, cols = g.patch_span(box, grid.shape, **kw)
+        view = CanonicalView(source, scale=scale, stats=map_stats)
+        probs, levels = map_patches(view, grid, rows, cols, model=state["model"], device=device)
+        v, c = g.patch_evidence(probs, levels, beyond)
+        w = g.pixel_weights(v, c, grid_shape=grid.shape, bounds=box, offset=(rows[0], cols[0]), **kw)
+        base = _resampled(source, box, full_shape=native, out_shape=(native[0] * r, native[1] * r))
         return blend_into(restored, base, w)
 
-    gate.halo = lb.HALO
-    return gate
-
-
-def _region_gate(optics, scale: float, *, device, map_stats, upscale: int):
-    """The gate at another sampling than DelpNet's (no global patch grid there yet): each block's
-    map is made from the block plus :attr:`halo` px (2 resampled patches), so its weights can
-    differ from the in-memory map's near block edges."""
-    from ..core.tiling import PATCH
-    from . import gate as g
-
-    margin = math.ceil(2 * PATCH * max(scale, 1.0))
-    r = int(upscale)
-
-    def gate(source, bounds, restored):
-        h, w = source.shape[-2:]
-        top, left = max(0, bounds[0] - margin), max(0, bounds[2] - margin)
-        region = _read(source, (top, min(h, bounds[1] + margin), left, min(w, bounds[3] + margin)))
-        if not g.map_fits(region.shape, optics):
-            return restored
-        _, gt = drain(g.iter_image_gate(region, device=device, optics=optics, stats=map_stats))
-        inner = ((bounds[0] - top) * r, (bounds[1] - top) * r, (bounds[2] - left) * r, (bounds[3] - left) * r)
-        box = tuple(int(b) * r for b in bounds)
-        base = _resampled(source, box, full_shape=source.shape[-2:], out_shape=(h * r, w * r))
-        return blend_into(restored, base, gt.weights(region.shape, r, bounds=inner))
-
-    gate.halo = margin
+    # the weights' two map patches around a pixel reach 84 canonical px, resampling adds its filter
+    gate.halo = max(lb.HALO, math.ceil((PATCH + 1) * scale + max(scale, 1.0) + 2))
     return gate
 
 
