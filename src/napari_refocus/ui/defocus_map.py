@@ -35,6 +35,14 @@ from .style import ERR_STYLE, info_label, section, show
 MAP_FIELDS = ("stride", "tta")
 
 
+def overlay_colormap(dm, use_certainty: bool):
+    """napari's label colormap of the overlay of ``dm`` (:func:`.overlay.overlay_colors`); no Qt,
+    so a worker can make it."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=overlay_colors(dm, use_certainty))
+
+
 def _is_source_image(layer) -> bool:
     return "defocus_map" not in layer.metadata
 
@@ -134,21 +142,21 @@ class DefocusMapWidget(ViewerWidget):
 
             plane = read_plane(data, index, rgb)  # in the worker, not on the GUI thread
             dm = yield from defocus.iter_defocus_map(plane, device=device, optics=optics, **params)
-            # one colour and one table row per patch (~9,500 on 4096x4096): made here, not on the GUI thread
-            return dm, overlay_colors(dm, use_certainty), overlay_features(dm)
+            # one colour and one table row per patch (~9,500 on 4096x4096; napari's colormap checks every
+            # colour): made here, not on the GUI thread (measured 0.4-1 s there, benchmarks/widget_stall.py)
+            return dm, overlay_colormap(dm, use_certainty), overlay_features(dm)
 
         def done(value):
-            dm, colors, features = value
+            dm, cmap, features = value
             self._map_params, self._map_optics = params, used
-            self._show_map(layer, dm, index, colors=colors if use_certainty == self.use_certainty.value else None,
+            self._show_map(layer, dm, index, cmap=cmap if use_certainty == self.use_certainty.value else None,
                            features=features)
 
         return self.panel.start(job, done, label=f"defocus map of {layer.name}")
 
-    def _show_map(self, source, dm, index, *, colors: dict | None = None, features=None):
-        """Add (or update) the overlay of ``dm``; ``colors``/``features``: :func:`.overlay.overlay_colors`
+    def _show_map(self, source, dm, index, *, cmap=None, features=None):
+        """Add (or update) the overlay of ``dm``; ``cmap``/``features``: :func:`overlay_colormap`
         and :func:`.overlay.overlay_features` of it, when the worker made them."""
-        from napari.utils.colormaps import DirectLabelColormap
 
         levels = np.asarray(dm.levels)
         rows, cols = levels.shape
@@ -158,7 +166,7 @@ class DefocusMapWidget(ViewerWidget):
         meta = {"defocus_map": dm, "source_layer": source.name, "source_plane": list(index),
                 "grid": dm.grid.as_dict(), "scale": dm.scale, "class_defocus_um": [float(z) for z in dm.defocus_um],
                 "levels": levels.tolist(), "optics": self._map_optics[0], "optics_source": self._map_optics[1]}
-        cmap = DirectLabelColormap(color_dict=colors if colors is not None else overlay_colors(dm, self.use_certainty.value))
+        cmap = cmap if cmap is not None else overlay_colormap(dm, self.use_certainty.value)
         features = features if features is not None else overlay_features(dm)
         ly = self.map_layer
         if ly is not None and ly in self.viewer.layers and ly.metadata.get("source_layer") == source.name:
@@ -182,12 +190,9 @@ class DefocusMapWidget(ViewerWidget):
         self.viewer.layers.selection.active = ly
 
     def _recolor(self, *_):
-        from napari.utils.colormaps import DirectLabelColormap
-
         ly = self.map_layer
         if ly is not None and ly in self.viewer.layers:
-            dm = ly.metadata["defocus_map"]
-            ly.colormap = DirectLabelColormap(color_dict=overlay_colors(dm, self.use_certainty.value))
+            ly.colormap = overlay_colormap(ly.metadata["defocus_map"], self.use_certainty.value)
 
     def histogram_counts(self) -> np.ndarray:
         """Patches per level 0..10 and background of the shown map (for tests)."""
