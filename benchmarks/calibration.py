@@ -46,6 +46,7 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only-wrong", action="store_true", help="only the wrong pixel size / z-step table, printed")
     a = ap.parse_args(argv)
 
     def fit(stack, **kw):
@@ -56,6 +57,35 @@ def main(argv=None):
     def o(na, n, px, s=1.0):
         return Optics(na=na, refractive_index=n, pixel_um=px, wavelength_nm=WL, psf_model="exact", defocus_scale=s)
 
+    def wrong_table():
+        """The stacks of the first tables, fitted with a wrong pixel size or z-step."""
+        out = ["", "**Wrong pixel size or z-step** (the stacks above, 0.75 air bead and 0.5 air thin sample, fitted "
+               "with a wrong pixel size or z-step): the plausible fit (scale within 0.6..1.67) and the free-scale check "
+               "(scale free within 0.1..10; `core.calibration.iter_free_scale`):", "",
+               "| stack | given | fitted NA / scale | residual | free-scale fit: NA / scale | its residual | quality | "
+               "flagged by | s |", "|---|---|---|---|---|---|---|---|---|"]
+        wrong = {"pixel x2": (2.0, 1.0), "pixel x0.5": (0.5, 1.0), "z-step x2": (1.0, 2.0)}
+        for kind, (na, n, px, dz, sc) in (("bead", (0.75, 1.0, 0.17, 0.4, 1.0)), ("thin", THIN[0])):
+            if kind == "bead":
+                st = bead_stack(o(na, n, px), n_planes=21, z_step_um=dz, focal_plane=9.6, size=64, seed=1)
+            else:
+                st = thin_stack(cells[130:258, 230:358], o(na, n, px, sc), n_planes=15, z_step_um=dz, focal_plane=6.7,
+                                seed=1)
+            for label, (fp, fz) in wrong.items():
+                r, s = fit(st, bead=kind == "bead", z_step_um=dz * fz, pixel_um=px * fp, refractive_index=n)
+                fr = r.free_scale_fit
+                out.append(f"| {kind}, NA {na}, scale {sc} | {label} | {r.na:.3f} / {r.defocus_scale:.3f} | "
+                          f"{r.residual:.4f} | {fr['na']:.3f} / {fr['defocus_scale']:.2f} | {fr['residual']:.4f} | "
+                          f"{r.quality} | {flagged_by(r)} | {s:.1f} |")
+                print(out[-1], flush=True)
+        return out
+
+    cells = np.asarray(infocus_image(), dtype=np.float64)
+    if a.only_wrong:
+        print(f"`python benchmarks/calibration.py --only-wrong` at `{git_rev()}`; {machine()}; load average "
+              f"{os.getloadavg()[0]:.1f}")
+        print("\n".join(wrong_table()))
+        return
     md = ["## Calibration", "", f"`python benchmarks/calibration.py` at `{git_rev()}`; {machine()}; load average "
           f"at the start {os.getloadavg()[0]:.1f} (the machine is shared: times are upper bounds).", "",
           "Simulated stacks: the exact (non-paraxial) model, pixel-integrated, bead at a random sub-pixel "
@@ -64,7 +94,6 @@ def main(argv=None):
           "| stack | true NA | fitted NA | error | true / fitted scale | focal plane true / fitted | residual | "
           "free-scale check: scale | quality | s |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-    cells = np.asarray(infocus_image(), dtype=np.float64)
     for na, n, px, dz in BEADS:
         st = bead_stack(o(na, n, px), n_planes=21, z_step_um=dz, focal_plane=9.6, size=64, seed=1)
         r, s = fit(st, bead=True, z_step_um=dz, pixel_um=px, refractive_index=n)
@@ -79,25 +108,7 @@ def main(argv=None):
                   f"{r.defocus_scale:.3f} | 6.70 / {r.focal_plane_index:.2f} | {r.residual:.4f} | "
                   f"{r.free_scale_fit['defocus_scale']:.3f} | {r.quality} | {s:.1f} |")
         print(md[-1], flush=True)
-    md += ["", "**Wrong pixel size or z-step** (the stacks above, 0.75 air bead and 0.5 air thin sample, fitted "
-           "with a wrong pixel size or z-step): the plausible fit (scale within 0.6..1.67) and the free-scale check "
-           "(scale free within 0.1..10; `core.calibration.iter_free_scale`):", "",
-           "| stack | given | fitted NA / scale | residual | free-scale fit: NA / scale | its residual | quality | "
-           "flagged by | s |", "|---|---|---|---|---|---|---|---|---|"]
-    wrong = {"pixel x2": (2.0, 1.0), "pixel x0.5": (0.5, 1.0), "z-step x2": (1.0, 2.0)}
-    for kind, (na, n, px, dz, sc) in (("bead", (0.75, 1.0, 0.17, 0.4, 1.0)), ("thin", THIN[0])):
-        if kind == "bead":
-            st = bead_stack(o(na, n, px), n_planes=21, z_step_um=dz, focal_plane=9.6, size=64, seed=1)
-        else:
-            st = thin_stack(cells[130:258, 230:358], o(na, n, px, sc), n_planes=15, z_step_um=dz, focal_plane=6.7,
-                            seed=1)
-        for label, (fp, fz) in wrong.items():
-            r, s = fit(st, bead=kind == "bead", z_step_um=dz * fz, pixel_um=px * fp, refractive_index=n)
-            fr = r.free_scale_fit
-            md.append(f"| {kind}, NA {na}, scale {sc} | {label} | {r.na:.3f} / {r.defocus_scale:.3f} | "
-                      f"{r.residual:.4f} | {fr['na']:.3f} / {fr['defocus_scale']:.2f} | {fr['residual']:.4f} | "
-                      f"{r.quality} | {flagged_by(r)} | {s:.1f} |")
-            print(md[-1], flush=True)
+    md += wrong_table()
     md += ["", "**A 21-plane 256x256 stack** (NA 0.5 air, pixel 0.325 µm, 1 µm steps, true scale 1.15):", "",
            "| fit | fitted NA | scale | residual | loss evaluations | s |", "|---|---|---|---|---|---|"]
     t = time.perf_counter()
