@@ -1,8 +1,8 @@
 """Peak memory per input pixel of every method, and LB-DVD / DelpNet speed (issue 16).
 
     python benchmarks/memory_speed.py                      # memory at 1024^2 and 3072^2, speed
-    python benchmarks/memory_speed.py --sizes 1024 3072 6144
-    python benchmarks/memory_speed.py --only speed         # or --only memory
+    python benchmarks/memory_speed.py --sizes 1024 3072 6144 --methods lbdvd rl --baseline bb0b5dc
+    python benchmarks/memory_speed.py --only speed --baseline bb0b5dc   # or --only memory
     python benchmarks/memory_speed.py --case lbdvd 3072    # one memory case (what the table runs)
 
 **Memory.** Each (method, size) runs in a fresh subprocess: imports, the method's network loaded
@@ -12,14 +12,17 @@ field, tiled to the size); the *baseline* is the resident set size (RSS) then. T
 5); a thread samples the RSS every 2 ms (psutil), and the peak minus the baseline, divided by the
 input's pixels, is the table's number. ``ru_maxrss`` (the kernel's high-water mark) is checked as
 well and the larger of the two is taken. The output array is part of the peak (4 bytes per pixel,
-16 for m-deblurgan's x2 output).
+16 for m-deblurgan's x2 output; lbdvd's and the gated methods' gate weights, 4 more).
 
-**Speed.** LB-DVD (``refocus(method="lbdvd")``) on 520x696 BBBC006 images defocused at level 5
-everywhere and with a tilted defocus (0..16 um), best of N, on 2 threads; next to it, in the same
-run, the *previous path* kept here as a reference (:func:`previous_lbdvd`: the unfused DelpNet of
-``load_fresh`` under ``no_grad`` on all patches extracted at once, then every patch of the image
-extracted and montaged at once, as before issue 16), and DelpNet patches/s fused vs unfused.
-The machine is shared: the load average is printed with every number.
+**Speed.** LB-DVD (``refocus(method="lbdvd")``, with the never-worse gate and without) on 520x696
+BBBC006 images defocused at level 5 everywhere and with a tilted defocus (0..16 um), and DelpNet
+patches/s (the run-time, fused network, batches of 256 and of the map's default batch), each in a
+subprocess with 2 threads, best of N.
+
+``--baseline REV`` runs every case a second time on commit REV (``git archive`` into a
+temporary folder, put first on ``PYTHONPATH``), interleaved with the current tree's cases so
+both see the same load; LB-DVD's outputs are compared too. The machine is shared: the load
+average is printed with every number.
 """
 
 from __future__ import annotations
@@ -95,56 +98,58 @@ def run_case(method: str, size: int) -> dict:
             "bytes_per_pixel": (top - baseline) / image.size, "seconds": seconds, "load": os.getloadavg()[0]}
 
 
-def memory_table(sizes) -> list[str]:
+def _case(args, src=None) -> dict:
+    """Run ``memory_speed.py ARGS`` in a fresh process (on the tree ``src`` when given) and
+    return the JSON it prints last."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True, env=env)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps({"tree": "baseline" if src else "now", **row}), file=sys.stderr)
+    return row
+
+
+def export_tree(rev: str, into: Path) -> Path:
+    """``git archive`` of commit ``rev`` into ``into``; returns its ``src`` folder."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "archive", rev], cwd=root, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def memory_table(sizes, methods, base_src=None, base_rev="") -> list[str]:
     rows = {}
-    for method in METHODS:
+    for method in methods:
         for size in sizes:
-            out = subprocess.run([sys.executable, __file__, "--case", method, str(size)], capture_output=True,
-                                 text=True, check=True)
-            rows[method, size] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps(rows[method, size]), file=sys.stderr)
-    head = "| method | " + " | ".join(f"{s}² B/px (peak MB, baseline MB)" for s in sizes) + " | <= 24 B/px |"
-    lines = [head, "|" + "---|" * (len(sizes) + 2)]
-    for method in METHODS:
-        cells = [f"**{rows[method, s]['bytes_per_pixel']:.1f}** ({rows[method, s]['peak_mb']:.0f}, "
-                 f"{rows[method, s]['baseline_mb']:.0f})" for s in sizes]
-        ok = all(rows[method, s]["bytes_per_pixel"] <= 24 for s in sizes)
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {'yes' if ok else 'NO'} |")
+            rows["now", method, size] = _case(["--case", method, str(size)])
+            if base_src is not None:
+                rows["base", method, size] = _case(["--case", method, str(size)], base_src)
+    head = "| method | tree | " + " | ".join(f"{s}² B/px (MB above; baseline MB; s)" for s in sizes) + " | <= 24 B/px |"
+    lines = [head, "|" + "---|" * (len(sizes) + 3)]
+    for method in methods:
+        for tree in ("now", "base") if base_src is not None else ("now",):
+            cells = []
+            for s in sizes:
+                r = rows[tree, method, s]
+                cells.append(f"**{r['bytes_per_pixel']:.1f}** ({r['peak_mb'] - r['baseline_mb']:.0f}; "
+                             f"{r['baseline_mb']:.0f}; {r['seconds']:.1f})")
+            ok = all(rows[tree, method, s]["bytes_per_pixel"] <= 24 for s in sizes)
+            name = "this commit" if tree == "now" else f"baseline {base_rev}"
+            lines.append(f"| {method} | {name} | " + " | ".join(cells) + f" | {'yes' if ok else 'NO'} |")
     return lines
 
 
 # --- speed -----------------------------------------------------------------------------------
 
-def previous_lbdvd(image):
-    """LB-DVD as it ran before issue 16 (the reference): the unfused network, all patches of
-    the map at once, then all 110x110 patches of the image extracted and montaged at once."""
-    import torch
+def speed_images():
+    import napari_refocus as nr
+    from napari_refocus.io.samples import infocus_image
 
-    from napari_refocus.core.optics import BACKGROUND
-    from napari_refocus.core.rl import deconvolve_patches
-    from napari_refocus.core.tiling import CONTEXT, PATCH, STRIDE, extract_patches, montage, patch_grid
-    from napari_refocus.methods.defocus import (N_CLASSES, SCALE, background_rule, canonical_image)
-    from napari_refocus.models.delpnet import mean_softmax
-    from napari_refocus.models.loader import load_fresh
-
-    global _UNFUSED
-    if "_UNFUSED" not in globals():
-        _UNFUSED = load_fresh("delpnet").to(memory_format=torch.channels_last)
-    data, stats = canonical_image(image, 1.0)
-    grid = patch_grid(data.shape)
-    patches = extract_patches(torch.from_numpy(np.ascontiguousarray(data)), grid, context=0, mode="reflect")
-    with torch.no_grad():
-        probs = torch.cat([mean_softmax(_UNFUSED, patches[i:i + 256] / SCALE, "cpu")
-                           for i in range(0, len(patches), 256)]).numpy()
-    levels = probs.reshape(*grid.shape, N_CLASSES).argmax(-1)
-    levels[background_rule(patches, stats[2]).reshape(grid.shape)] = BACKGROUND
-    t = torch.from_numpy(np.asarray(image, np.float32))
-    rl_grid = patch_grid(image.shape, patch=PATCH, stride=STRIDE)
-    padded = extract_patches(t, rl_grid, context=CONTEXT, mode="reflect")
-    from napari_refocus.core.progress import drain
-
-    restored = drain(deconvolve_patches(padded, levels.ravel(), context=CONTEXT, iterations=15, device="cpu"))
-    return montage(restored, rl_grid).clamp_min(0).numpy(), levels
+    gt = infocus_image()
+    images = {"level 5 everywhere": nr.simulate(gt, level=5, seed=0),
+              "tilted 0-16 um": nr.simulate(gt, level_field=nr.tilted_level_field(gt.shape, low=0, high=8), seed=0)}
+    return {k: np.clip(v, 0, 65535).astype(np.uint16) for k, v in images.items()}
 
 
 def patches_per_second(model, repeat=15, batch=256):
@@ -158,51 +163,83 @@ def patches_per_second(model, repeat=15, batch=256):
         return batch / best_of(lambda: model(x), repeat)
 
 
-def speed_lines(repeat: int) -> list[str]:
+def speed_case(repeat: int, out_dir: str) -> dict:
+    """One round of the speed cases in this process (2 threads): best of ``repeat`` per case;
+    LB-DVD's outputs and levels saved in ``out_dir`` for comparison."""
     import torch
 
     import napari_refocus as nr
-    from napari_refocus.io.samples import infocus_image
-    from napari_refocus.models.loader import load_fresh, load_model
+    from napari_refocus.models.loader import load_model
 
     torch.set_num_threads(2)
-    gt = infocus_image()
-    images = {"level 5 everywhere": nr.simulate(gt, level=5, seed=0),
-              "tilted 0-16 um": nr.simulate(gt, level_field=nr.tilted_level_field(gt.shape, low=0, high=8), seed=0)}
-    lines = ["| image | patches deconvolved | LB-DVD now, gate off (s) | previous path (s) | speed-up | max abs diff "
-             "(counts) | classes equal | default, never-worse gate on (s) | load avg |", "|---|---|---|---|---|---|---|---|---|"]
-    off = {"never_worse": False}  # the never-worse gate (issue 14) came after the previous path
-    for name, img in images.items():
-        img = np.clip(img, 0, 65535).astype(np.uint16)
-        res = nr.refocus(img, method="lbdvd", device="cpu", **off)
-        ref, ref_levels = previous_lbdvd(img)
-        t_now, t_old, t_gate = [], [], []
-        for _ in range(repeat):  # interleaved, so all see the same load
-            t_now.append(best_of(lambda: nr.refocus(img, method="lbdvd", device="cpu", **off), 1))
-            t_old.append(best_of(lambda: previous_lbdvd(img), 1))
-            t_gate.append(best_of(lambda: nr.refocus(img, method="lbdvd", device="cpu"), 1))
-        lv = res.defocus_map.levels
-        todo = int(np.count_nonzero((lv > 0) & (lv < 11)))
-        diff = float(np.abs(res.image - ref).max())
-        lines.append(f"| {name} | {todo} of {lv.size} | **{min(t_now):.3f}** | {min(t_old):.3f} | "
-                     f"{min(t_old) / min(t_now):.2f}x | {diff:.3g} | {bool(np.array_equal(lv, ref_levels))} | "
-                     f"{min(t_gate):.3f} | {os.getloadavg()[0]:.1f} |")
-    fused, fresh = load_model("delpnet", "cpu"), load_fresh("delpnet").to(memory_format=torch.channels_last)
-    rates = {"fused": [], "unfused": []}
-    for _ in range(5):
-        rates["fused"].append(patches_per_second(fused, 3))
-        rates["unfused"].append(patches_per_second(fresh, 3))
-    lines += ["", f"DelpNet, batches of 256 patches, best of 15 (interleaved), 2 threads: fused ({fused.fused}, "
-              f"inference_mode, channels-last) **{max(rates['fused']):,.0f} patches/s**; unfused "
-              f"{max(rates['unfused']):,.0f} patches/s ({max(rates['fused']) / max(rates['unfused']):.2f}x); load "
-              f"average {os.getloadavg()[0]:.1f}."]
+    out = {}
+    for k, (name, img) in enumerate(speed_images().items()):
+        for gate in (False, True):
+            res = nr.refocus(img, method="lbdvd", device="cpu", never_worse=gate)
+            out[name, gate] = best_of(lambda: nr.refocus(img, method="lbdvd", device="cpu", never_worse=gate), repeat)
+            np.save(Path(out_dir) / f"{k}_{int(gate)}.npy", res.image)
+        np.save(Path(out_dir) / f"{k}_levels.npy", res.defocus_map.levels)
+    model = load_model("delpnet", "cpu")
+    try:
+        from napari_refocus.methods.defocus import BATCH
+    except ImportError:  # before the map's batch had a name
+        BATCH = 256
+    rates = {b: patches_per_second(model, repeat, b) for b in sorted({256, BATCH})}
+    return {"lbdvd": {f"{n}|{g}": t for (n, g), t in out.items()}, "delpnet": rates, "map_batch": BATCH,
+            "load": os.getloadavg()[0]}
+
+
+def speed_lines(repeat: int, base_src=None, base_rev="") -> list[str]:
+    import tempfile
+
+    trees = {"now": None} if base_src is None else {"now": None, "base": base_src}
+    best = {t: None for t in trees}
+    dirs = {t: tempfile.mkdtemp(prefix=f"lbdvd_{t}_") for t in trees}
+    loads = []
+    for _ in range(repeat):  # rounds alternate between the trees, so both see the same load
+        for tree, src in trees.items():
+            r = _case(["--speed-case", str(3), dirs[tree]], src)
+            loads.append(r["load"])
+            if best[tree] is None:
+                best[tree] = r
+            else:
+                for k, v in r["lbdvd"].items():
+                    best[tree]["lbdvd"][k] = min(best[tree]["lbdvd"][k], v)
+                for b, v in r["delpnet"].items():
+                    best[tree]["delpnet"][b] = max(best[tree]["delpnet"][b], v)
+    names = list(speed_images())
+    lines = ["| image | tree | LB-DVD, gate off (s) | LB-DVD default, gate on (s) | max abs diff from baseline "
+             "(counts, gate on) | classes equal |", "|---|---|---|---|---|---|"]
+    for k, name in enumerate(names):
+        for tree in trees:
+            t = best[tree]["lbdvd"]
+            diff, same = "", ""
+            if tree == "now" and "base" in trees:
+                a, b = (np.load(Path(dirs[x]) / f"{k}_1.npy") for x in ("now", "base"))
+                diff = f"{float(np.abs(a - b).max()):.3g} (of {float(b.max()):.0f})"
+                same = str(bool(np.array_equal(*(np.load(Path(dirs[x]) / f"{k}_levels.npy") for x in trees))))
+            label = "this commit" if tree == "now" else f"baseline {base_rev}"
+            lines.append(f"| {name} | {label} | **{t[f'{name}|False']:.3f}** | **{t[f'{name}|True']:.3f}** | "
+                         f"{diff} | {same} |")
+    lines.append("")
+    for tree in trees:
+        label = "this commit" if tree == "now" else f"baseline {base_rev}"
+        rates = ", ".join(f"batch {b}: **{v:,.0f}** patches/s" for b, v in best[tree]["delpnet"].items())
+        lines.append(f"- DelpNet (fused, 2 threads, best of {repeat} x 3), {label}: {rates} (the map's default "
+                     f"batch: {best[tree]['map_batch']}).")
+    lines += ["", f"Load average during the rounds: {min(loads):.1f}-{max(loads):.1f}."]
     return lines
 
 
 def main(argv=None):
+    import tempfile
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", nargs=2, metavar=("METHOD", "SIZE"))
+    ap.add_argument("--speed-case", nargs=2, metavar=("REPEAT", "OUT_DIR"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", nargs="+", type=int, default=[1024, 3072])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--baseline", metavar="REV", help="also run every case on this commit, interleaved")
     ap.add_argument("--only", choices=("memory", "speed"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-write", action="store_true")
@@ -210,22 +247,28 @@ def main(argv=None):
     if args.case:
         print(json.dumps(run_case(args.case[0], int(args.case[1]))))
         return
+    if args.speed_case:
+        print(json.dumps(speed_case(int(args.speed_case[0]), args.speed_case[1])))
+        return
     head = (f"Command: `python benchmarks/memory_speed.py {' '.join(sys.argv[1:])}`".rstrip() + f"` (commit "
             f"{git_rev()}); machine: {machine()}; load average at the start {os.getloadavg()[0]:.1f} (the "
             "machine is shared with other jobs).").replace("` `", " ").replace("`` ", "` ")
-    if args.only != "speed":
-        t0 = time.perf_counter()
-        table = memory_table(args.sizes)
-        publish("memory", ["## Memory", "", head, "",
-                           "Peak resident memory above the baseline per input pixel (uint16 input) of an in-memory "
-                           "`refocus` with the method's defaults, each case in a fresh process; baseline = RSS after "
-                           "the imports, the network loaded and warmed up, and the input made (the input is part of "
-                           "the baseline, the output part of the peak). Target: <= 24 B/px.", "", *table, "",
-                           f"{time.perf_counter() - t0:.0f} s in all."], write=not args.no_write)
-    if args.only != "memory":
-        publish("lbdvd-speed", ["## LB-DVD speed", "", head, "", *speed_lines(args.repeat), "",
-                                "Target: LB-DVD <= 0.2 s for 696x520 on 2 cores, DelpNet >= 3,000 patches/s."],
-                write=not args.no_write)
+    with tempfile.TemporaryDirectory() as tmp:
+        base_src = export_tree(args.baseline, Path(tmp)) if args.baseline else None
+        if args.only != "speed":
+            t0 = time.perf_counter()
+            table = memory_table(args.sizes, args.methods, base_src, args.baseline or "")
+            publish("memory", ["## Memory", "", head, "",
+                               "Peak resident memory above the baseline per input pixel (uint16 input) of an in-memory "
+                               "`refocus` with the method's defaults, each case in a fresh process; baseline = RSS "
+                               "after the imports, the network loaded and warmed up, and the input made (the input is "
+                               "part of the baseline, the output part of the peak). Target: <= 24 B/px.", "", *table,
+                               "", f"{time.perf_counter() - t0:.0f} s in all."], write=not args.no_write)
+        if args.only != "memory":
+            publish("lbdvd-speed", ["## LB-DVD speed", "", head, "",
+                                    *speed_lines(args.repeat, base_src, args.baseline or ""), "",
+                                    "Target: LB-DVD <= 0.2 s for 696x520 on 2 cores, DelpNet >= 3,000 patches/s."],
+                    write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -239,3 +239,69 @@ def test_otf_cache_keeps_only_the_levels_used_within_its_byte_budget(monkeypatch
     monkeypatch.setattr(otf, "_CACHE", big)
     out = nr.deconvolve(img, level=4, iterations=1)
     assert big.nbytes == 0 and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("boundary, initial", [("normalized", "observed"), ("normalized", "flat"),
+                                               ("zero", "observed"), ("zero", "flat")])
+def test_tiled_whole_image_rl_equals_the_whole_frame(infocus, boundary, initial):
+    """Depth-invariant RL a tile at a time (bounded memory) gives the whole FFT frame's values
+    up to float32 rounding, with tiles that wrap around the frame's edges."""
+    from napari_refocus.core.progress import drain
+    from napari_refocus.core.rl import _whole_image
+    from napari_refocus.core.rl_image import iter_richardson_lucy_image
+
+    img = np.clip(nr.simulate(infocus, level=6, seed=0), 0, 65535).astype(np.uint16)[:300, :410]
+    optics = Optics()
+    cpu = torch.device("cpu")
+    whole = drain(_whole_image(img, boundary, optics, 6, cpu, 8, initial)).numpy()  # a 320x432 frame: whole
+    steps = []
+    tiled = drain(iter_richardson_lucy_image(img, optics=optics, level=6, iterations=8, device=cpu,
+                                             boundary=boundary, initial=initial, tile=100), steps.append).numpy()
+    assert [p.done for p in steps] == list(range(1, 9))
+    assert tiled.dtype == np.float32 and tiled.shape == img.shape
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=2e-5 * float(whole.max()))
+    assert float(np.abs(tiled - img).max()) > 100, "it deconvolved"
+
+
+def test_big_images_take_the_tiled_path_and_agree(monkeypatch, infocus):
+    from napari_refocus.core import rl
+
+    img = np.clip(nr.simulate(infocus, level=4, seed=0), 0, 65535).astype(np.uint16)[:260, :300]
+    ref = nr.deconvolve(img, level=4, iterations=5)
+    calls = []
+    real = rl.iter_richardson_lucy_image
+
+    def spy(*args, **kw):
+        calls.append(kw.get("tile"))
+        return (yield from real(*args, **kw, tile=128))
+
+    monkeypatch.setattr(rl, "WHOLE_FRAME_MAX", 1000)
+    monkeypatch.setattr(rl, "iter_richardson_lucy_image", spy)
+    out = nr.deconvolve(img, level=4, iterations=5)
+    assert calls == [None]
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5 * float(ref.max()))
+
+
+def test_cpu_batch_size_does_not_change_depth_variant_results(infocus_crop):
+    """Patches are deconvolved independently: a batch of 8 (the CPU default) and of 32 agree
+    bit for bit, so lbdvd's block form (other batches) equals its in-memory form."""
+    img = nr.simulate(infocus_crop, level=5, seed=0).astype(np.float32)
+    grid = nr.patch_grid(img.shape)
+    levels = np.random.default_rng(0).integers(0, 11, grid.shape)
+    a = nr.deconvolve(img, level_map=levels, iterations=4, batch_size=8)
+    b = nr.deconvolve(img, level_map=levels, iterations=4, batch_size=32)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_patch_alone_in_its_chunk_gives_the_same_bits(infocus_crop):
+    """A chunk of one patch is deconvolved with a copy of it (rl.MIN_BATCH): the CPU's FFT of a
+    batch of one rounds differently, so without it a patch's result depended on its chunk."""
+    from napari_refocus.core.progress import drain
+    from napari_refocus.core.rl import deconvolve_patches
+
+    img = torch.from_numpy(nr.simulate(infocus_crop, level=5, seed=0).astype(np.float32))
+    patches = extract_patches(img, nr.patch_grid(img.shape), context=13)[:5]
+    levels = np.array([3, 5, 7, 9, 10])
+    together = drain(deconvolve_patches(patches, levels, iterations=3, device="cpu", batch_size=5))
+    alone = drain(deconvolve_patches(patches, levels, iterations=3, device="cpu", batch_size=1))
+    assert torch.equal(alone, together)

@@ -18,14 +18,23 @@ import numpy as np
 from .progress import Progress, check_cancelled, drain
 from .validation import as_image, check_level, check_level_map
 from .devices import is_oom, resolve_device, run_chunked
+from .memory import release_free_memory
 from .optics import BACKGROUND, Optics, resolve_optics
 from .otf import fft_size, otf_bank
+from .rl_image import iter_richardson_lucy_image
 from .tiling import CONTEXT, PATCH, STRIDE, Accumulator, pad_image, patch_grid, patch_view, take_patches
 from .torchstate import flush_denormal
 
 logger = logging.getLogger(__name__)
 
 EPS = 1e-12
+#: patches deconvolved at once on a CPU (a GPU takes 1024)
+CPU_BATCH = 8
+#: a chunk of fewer patches is deconvolved with copies of its last one: the CPU's FFT of a batch
+#: of one rounds differently from a batch of several (measured: 11 of 24 patches differed in the
+#: last bit), so a patch's result would depend on how many shared its chunk, and lbdvd's block
+#: form (other chunks) would not equal its in-memory form bit for bit
+MIN_BATCH = 2
 
 
 def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, initial: str = "observed"):
@@ -73,6 +82,9 @@ def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None
         # far from the data (sensitivity ~0) the estimate is left as it is (factor 1 there)
         keep = sens <= 1e-2
         scale = sens.clamp_min_(1e-2).reciprocal_().masked_fill_(keep, 0.0)
+        # as 1.0 / 0.0, so that each iteration's factor is keep + factor * scale in one pass
+        # (the same values as factor * scale with 1 where keep; a broadcast masked_fill_ was 10x slower)
+        keep = keep.to(observed.dtype)
         del sens
         observed = observed * mask
         n = mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
@@ -109,7 +121,7 @@ def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
         factor = irfft2(rfft2(ratio).mul_(otf_conj), s=shape)
         del blurred, ratio
         if scale is not None:
-            factor = factor.mul_(scale).masked_fill_(keep, 1.0)
+            factor = torch.addcmul(keep, factor, scale, out=factor)
         est.mul_(factor)
         del factor
     return est
@@ -150,13 +162,11 @@ def iter_deconvolve(
     dev = resolve_device(device)
     if boundary not in ("normalized", "zero"):
         raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
-    radius = optics.psf_size // 2
     if level is not None:
         # level 0 runs too: that is depth-invariant RL with the in-focus PSF
         lv = check_level(level, n_levels=optics.n_levels)
-        h, w = arr.shape
         try:
-            est = yield from _whole_image(arr, radius, boundary, optics, lv, dev, iterations, initial)
+            est = yield from _whole_image(arr, boundary, optics, lv, dev, iterations, initial)
         except Exception as exc:  # noqa: BLE001 - only an accelerator's OOM is handled
             if dev.type == "cpu" or not is_oom(exc):
                 raise
@@ -167,8 +177,8 @@ def iter_deconvolve(
             logger.warning("out of memory on %s: deconvolving on the CPU", dev)
             if report is not None:
                 report.fell_back(cpu, f"out of memory on {dev}: continued on the CPU")
-            est = yield from _whole_image(arr, radius, boundary, optics, lv, cpu, iterations, initial)
-        return est[0, :h, :w].clamp_min(0).cpu().numpy()
+            est = yield from _whole_image(arr, boundary, optics, lv, cpu, iterations, initial)
+        return est.cpu().numpy()
 
     # the image and its patches stay in host memory; each chunk goes to the device on its own,
     # so an out-of-memory fallback to the CPU finds the data where it needs it
@@ -183,6 +193,7 @@ def iter_deconvolve(
     # the image at the 84/42 grid with 13 px of context)
     padded = pad_image(data, grid, context, padding)
     del data
+    release_free_memory()  # the float32 copy of the image, which glibc may otherwise keep
     view = patch_view(padded, grid, context)
     inside = None
     if boundary == "normalized" and padding == "zeros":
@@ -201,19 +212,30 @@ def iter_deconvolve(
         report=report,
     )
     del view, inside, padded
+    release_free_memory()  # the chunks' frames and the padded image, before the result is copied out
     return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
 
 
-def _whole_image(arr, radius, boundary, optics, level, dev, iterations, initial):
+#: FFT frames up to this many pixels are transformed whole (fastest); larger ones a tile at a
+#: time (:mod:`.rl_image`, bounded memory: ~13 instead of ~60 bytes per pixel)
+WHOLE_FRAME_MAX = 2**19
+
+
+def _whole_image(arr, boundary, optics, level, dev, iterations, initial):
     """Depth-invariant RL of the 2-D image ``arr`` on ``dev``, zero-padded by the PSF radius in an
-    FFT frame (a generator: Progress per iteration; returns the framed estimate ``(1, N, M)``).
+    FFT frame (a generator: Progress per iteration; returns the ``(h, w)`` estimate, clipped at
+    0): the frame transformed whole when it is small, else tile by tile
+    (:func:`~.rl_image.iter_richardson_lucy_image`, the same values up to float32 rounding).
 
     The frame and its mask are made here and handed over: only the RL generator holds them, so
     it frees each as soon as it is done with it (an out-of-memory retry rebuilds them)."""
     import torch
 
     h, w = arr.shape
-    shape = (fft_size(h + radius), fft_size(w + radius))
+    shape = (fft_size(h + optics.psf_size // 2), fft_size(w + optics.psf_size // 2))
+    if shape[0] * shape[1] > WHOLE_FRAME_MAX:
+        return (yield from iter_richardson_lucy_image(arr, optics=optics, level=level, iterations=iterations,
+                                                      device=dev, boundary=boundary, initial=initial))
     obs = torch.zeros((1, *shape), dtype=torch.float32)
     obs.numpy()[0, :h, :w] = arr  # cast in place (no float32 copy of the image)
     obs = obs.to(dev)
@@ -224,7 +246,8 @@ def _whole_image(arr, radius, boundary, optics, level, dev, iterations, initial)
     otf = otf_bank(optics, shape, dev, [level])
     job = iter_richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
     del obs, mask
-    return (yield from job)
+    est = yield from job
+    return est[0, :h, :w].clamp_min(0)
 
 
 def deconvolve_patches(
@@ -279,8 +302,10 @@ def _iter_deconvolved(take, levels, put, *, size, context, iterations, device, i
     if boundary not in ("normalized", "zero"):
         raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
     if batch_size is None:
-        # small batches keep the FFTs in cache on a CPU (measured: 32 is ~2x faster than 256)
-        batch_size = 32 if dev.type == "cpu" else 1024
+        # small batches keep the FFTs in cache on a CPU (measured: 32 is ~2x faster than 256,
+        # and 8 no slower than 32 with a quarter of the memory: each patch in flight holds ~1 MB
+        # of frames and spectra; benchmarks/memory_speed.py)
+        batch_size = CPU_BATCH if dev.type == "cpu" else 1024
     patch = size - 2 * context
     crop = slice(context, context + patch)
     todo = np.flatnonzero((levels > 0) & (levels != BACKGROUND))
@@ -291,6 +316,8 @@ def _iter_deconvolved(take, levels, put, *, size, context, iterations, device, i
 
     def work(start, stop, dev_):
         idx = todo[start:stop]
+        if len(idx) < MIN_BATCH:  # with a copy of its patch: see MIN_BATCH
+            idx = np.concatenate([idx, np.repeat(idx[-1:], MIN_BATCH - len(idx))])
         frame = (0, shape[1] - size, 0, shape[0] - size)
         obs = torch.nn.functional.pad(take(idx).to(dev_), frame)
         mask = None
@@ -302,7 +329,7 @@ def _iter_deconvolved(take, levels, put, *, size, context, iterations, device, i
         needed, which = np.unique(levels[todo[start:stop]], return_inverse=True)
         otf = otf_bank(optics, shape, dev_, needed)[torch.from_numpy(which.ravel()).to(dev_)]
         est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
-        return est[:, crop, crop].to("cpu")
+        return est[:stop - start, crop, crop].to("cpu")
 
     total = max(1, len(todo))
     yield Progress(0, total, "deconvolve")
@@ -342,7 +369,7 @@ def deconvolve(image, *, level=None, level_map=None, progress=None, **kwargs) ->
         darkens patch borders when the PSF is wider than the context (0.3-3.7 dB below
         whole-image RL at levels 5-10 on BBBC006, BENCHMARKS.md);
         "normalized" treats pixels beyond the data as unknown (Bertero & Boccacci).
-    batch_size : patches deconvolved at once (default 32 on CPU, 1024 on GPU); halved
+    batch_size : patches deconvolved at once (default 8 on CPU, 1024 on GPU); halved
         on a GPU out-of-memory error, then the CPU is used.
     optics : Optics, or its fields as keywords (wavelength_nm, na, pixel_um, ...).
     progress : callable, optional, called with a :class:`Progress` per step.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.memory import release_free_memory
 from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
 from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch_view, take_patches
@@ -42,8 +43,9 @@ CANONICAL = Optics()
 SPAN, OFFSET = 1000.0, 150.0
 #: background rule on the canonical scale: the paper's 230 / 30 counts, relative to OFFSET
 BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
-#: patches per DelpNet forward pass (its activations are ~0.4 MB a patch)
-BATCH = 256
+#: patches per DelpNet forward pass: its activations take ~0.6 MB a patch (a batch of 256: ~150
+#: MB), and 16 ran as many patches/s as 64 or 256 on a 2-core CPU (benchmarks/memory_speed.py)
+BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -290,12 +292,14 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     # the patches are read through a strided view of the padded image, a batch at a time
     padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), grid, 0, "reflect")
     del data
+    release_free_memory()  # glibc may keep the freed canonical image in the heap (~4 B/px) otherwise
     view = patch_view(padded, grid, 0)
     n = grid.shape[0] * grid.shape[1]
     flat, bg = yield from _iter_probabilities(lambda d: model if d == dev else _model(weights, d),
                                               lambda index: take_patches(view, index), n, dev, batch_size, tta,
                                               stats[2] if normalise else None, report=report)
     del view, padded
+    release_free_memory()  # the batches' activations, so that the next stage's peak is not on top of them
     p = flat.reshape(*grid.shape, N_CLASSES)
     levels = p.argmax(-1).astype(np.int64)
     if normalise:

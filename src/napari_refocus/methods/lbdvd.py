@@ -82,9 +82,32 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     if not params.never_worse:
         return restored
     weights = gate.gate_of_map(defocus_map)
-    w = weights.weights(np.shape(image))
+    w = blend_in_place(image, restored, weights)
     gate.record(report, w, weights.threshold_um)
-    return gate.blend(image, restored, w)
+    return restored
+
+
+#: rows of the image whose gate weights and blend are computed at once (bounded temporaries)
+BAND = 256
+
+
+def blend_in_place(image, restored, weights) -> np.ndarray:
+    """:func:`gate.blend` of ``restored`` (this run's own float32 array, overwritten) with the
+    input, band by band: ``restored = input + w * (restored - input)`` with the same float32
+    operations, so the values are :func:`gate.blend`'s. Returns the weights ``w`` (float32, the
+    image's shape) of :meth:`gate.Gate.weights`, each band computed on its own, so the only
+    whole-image arrays are the result and ``w`` (no float32 copy of the input, no temporaries)."""
+    h, wd = np.shape(image)
+    w = np.empty((h, wd), np.float32)
+    for r0 in range(0, h, BAND):
+        r1 = min(h, r0 + BAND)
+        w[r0:r1] = weights.weights((h, wd), bounds=(r0, r1, 0, wd))
+        base = np.asarray(image[r0:r1], dtype=np.float32)
+        out = restored[r0:r1]
+        out -= base
+        out *= w[r0:r1]
+        out += base
+    return w
 
 
 def image_stats(sample, *, params=None, sample_stride: int = 1) -> dict:

@@ -1,0 +1,162 @@
+"""Depth-invariant Richardson-Lucy of a whole image in bounded memory: the FFT frame, tile by tile.
+
+The arithmetic is that of :func:`~napari_refocus.core.rl.iter_richardson_lucy_batch` on one
+image zero-padded by the PSF radius in a frame of ``fft_size(h + r) x fft_size(w + r)`` pixels
+with circular convolution (pixels past the data unknown with ``boundary="normalized"``), but
+no transform is ever taken of the whole frame. Each convolution is computed a tile at a time:
+a tile plus ``r`` pixels on every side (read circularly, so the frame's wrap-around is the
+same) is transformed in a small FFT frame of ``fft_size(tile + 2 r)``, and the tile's centre is
+exact linear convolution there. Convolution is linear and the PSF is ``2 r + 1`` pixels wide,
+so the result is the whole-frame one up to float32 rounding (the sums run in another order).
+
+Memory: the estimate, the ratio ``i / (h * o)`` and the normalisation ``1 / (h^T * mask)`` as
+float32 frames (~13 bytes per input pixel), tile buffers of a few MB, and the output; the input is read tile by tile in its own dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .otf import fft_size, otf_bank
+from .progress import Progress, check_cancelled
+from .torchstate import flush_denormal
+
+#: largest tile side (pixels of the frame) transformed at once: 512 + 2 x 18 -> a 576^2 FFT
+TILE = 512
+EPS = 1e-12
+
+
+def _spans(n: int, tile: int, radius: int):
+    """Tiles covering ``0..n``, ``[(start, stop), ...]``: about equal, each at most ``tile`` px
+    unless its transform frame (``tile + 2 radius`` rounded up to an FFT size) has room for more."""
+    k = max(1, math.ceil(n / tile))
+    step = max(1, fft_size(math.ceil(n / k) + 2 * radius) - 2 * radius)
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+class _Tiles:
+    """The tiles of an ``(N, M)`` frame and their circular halo indices."""
+
+    def __init__(self, shape, radius: int, device, tile: int = TILE):
+        import torch
+
+        self.shape, self.r = shape, radius
+        self.tiles = [(ys, xs) for ys in _spans(shape[0], tile, radius) for xs in _spans(shape[1], tile, radius)]
+        self.device = device
+        self._idx = {}
+        for ys, xs in self.tiles:
+            for axis, (a, b) in ((0, ys), (1, xs)):
+                if (axis, a, b) not in self._idx:
+                    self._idx[axis, a, b] = torch.arange(a - radius, b + radius, device=device) % shape[axis]
+        # one FFT frame per tile size (usually one or two)
+        self.fft = {}
+
+    def halo(self, x, ys, xs):
+        """``x`` (an ``(N, M)`` frame) over the tile plus ``r`` on every side, circularly (a view
+        where that does not wrap around, else a copy)."""
+        r, (n, m) = self.r, self.shape
+        for axis, (a, b), size in ((0, ys, n), (1, xs, m)):
+            if a - r >= 0 and b + r <= size:
+                x = x.narrow(axis, a - r, b - a + 2 * r)
+            else:
+                x = x.index_select(axis, self._idx[(axis, a, b)])
+        return x
+
+    def frame(self, ys, xs):
+        key = (ys[1] - ys[0] + 2 * self.r, xs[1] - xs[0] + 2 * self.r)
+        return self.fft.setdefault(key, (fft_size(key[0]), fft_size(key[1])))
+
+
+def _convolve_tile(tiles, x, ys, xs, otf_of, conj: bool):
+    """``(h * x)`` (or ``h^T * x`` with ``conj``) over one tile of the frame, exact (linear
+    convolution of the tile's halo region, whose centre no wrap-around reaches)."""
+    import torch
+
+    region = tiles.halo(x, ys, xs)
+    size = tiles.frame(ys, xs)
+    otf = otf_of(size)
+    spectrum = torch.fft.rfft2(region, s=size)
+    spectrum = spectrum.mul_(otf.conj() if conj else otf)
+    out = torch.fft.irfft2(spectrum, s=size)
+    r = tiles.r
+    return out[r:r + ys[1] - ys[0], r:r + xs[1] - xs[0]]
+
+
+def _observed(image, ys, xs, device):
+    """The frame's observed values over a tile: the image where it has data, 0 past it."""
+    import torch
+
+    h, w = image.shape
+    out = torch.zeros((ys[1] - ys[0], xs[1] - xs[0]), dtype=torch.float32)
+    ya, yb, xa, xb = ys[0], min(ys[1], h), xs[0], min(xs[1], w)
+    if yb > ya and xb > xa:
+        out.numpy()[: yb - ya, : xb - xa] = image[ya:yb, xa:xb]  # cast in place
+    return out.to(device)
+
+
+def iter_richardson_lucy_image(image, *, optics, level: int, iterations: int, device, boundary: str = "normalized",
+                               initial: str = "observed", radius: int | None = None, tile: int = TILE,
+                               stage: str = "deconvolve"):
+    """Depth-invariant RL of the 2-D array ``image`` (any real dtype, read a tile at a time).
+
+    A generator: yields ``Progress(i, iterations, stage)`` after each iteration (each tile is a
+    cancellation checkpoint) and returns the ``(h, w)`` float32 estimate as a torch tensor
+    (clipped at 0), the values of the whole-frame form (module doc)."""
+    import torch
+
+    h, w = image.shape
+    r = optics.psf_size // 2 if radius is None else int(radius)
+    shape = (fft_size(h + r), fft_size(w + r))
+    tiles = _Tiles(shape, r, device, tile)
+    otfs = {}
+
+    def otf_of(size):
+        if size not in otfs:
+            otfs[size] = otf_bank(optics, size, device, [level])[0]
+        return otfs[size]
+
+    scale = None
+    if boundary == "normalized":
+        mask = torch.zeros(shape, dtype=torch.float32, device=device)
+        mask[:h, :w] = 1
+        scale = torch.empty(shape, dtype=torch.float32, device=device)
+        for ys, xs in tiles.tiles:
+            check_cancelled()
+            scale[ys[0]:ys[1], xs[0]:xs[1]] = _convolve_tile(tiles, mask, ys, xs, otf_of, conj=True)
+        del mask
+        # far from the data the estimate is left as it is (factor 1): there scale = 0, and only
+        # there (elsewhere it is 1 / sensitivity >= 1), so no separate mask is stored
+        scale.masked_fill_(scale <= 1e-2, 0.0)
+        torch.reciprocal(scale, out=scale).masked_fill_(torch.isinf(scale), 0.0)
+    est = torch.zeros(shape, dtype=torch.float32, device=device)
+    total = 0.0
+    for ys, xs in tiles.tiles:
+        obs = _observed(image, ys, xs, device)
+        est[ys[0]:ys[1], xs[0]:xs[1]] = obs
+        total += float(obs.sum(dtype=torch.float64))
+    if initial == "flat":
+        est = est.gt_(0).mul_(0.5) if boundary != "normalized" else est.fill_(0.5)
+    elif boundary == "normalized":  # outside the data the estimate starts at the data's mean
+        est[h:, :] = total / (h * w)
+        est[:h, w:] = total / (h * w)
+    ratio = torch.empty_like(est)
+    for i in range(iterations):
+        with flush_denormal(est.device.type == "cpu"):  # FFT round-off leaves subnormals (see core.rl)
+            for ys, xs in tiles.tiles:
+                check_cancelled()
+                blurred = _convolve_tile(tiles, est, ys, xs, otf_of, conj=False)
+                # 0 wherever there is no data, because the observed frame is 0 there
+                ratio[ys[0]:ys[1], xs[0]:xs[1]] = torch.div(_observed(image, ys, xs, device),
+                                                              blurred.clamp_min_(EPS))
+            for ys, xs in tiles.tiles:
+                check_cancelled()
+                factor = _convolve_tile(tiles, ratio, ys, xs, otf_of, conj=True)
+                if scale is not None:
+                    s = scale[ys[0]:ys[1], xs[0]:xs[1]]
+                    factor = factor.mul_(s).masked_fill_(s == 0, 1.0)
+                est[ys[0]:ys[1], xs[0]:xs[1]].mul_(factor)
+        yield Progress(i + 1, iterations, stage)
+    del ratio, scale
+    return est[:h, :w].clamp_min(0)
