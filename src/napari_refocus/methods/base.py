@@ -114,7 +114,9 @@ class Method:
     ``block_multiple``: block sides must be multiples of it.
     ``image_stats``: ``(whole image, or a strided subsample of a big one, float32) -> dict`` of
     run-time inputs computed once per image and given to every block (the learned methods'
-    intensity normalisation ``stats``), so that no block uses statistics of its own.
+    intensity normalisation ``stats``), so that no block uses statistics of its own; a hook that
+    takes the keywords ``params`` (the parsed parameters) and ``sample_stride`` (the subsample's
+    stride) gets them (lbdvd resamples the sample to DelpNet's sampling for its optics).
     """
 
     name: str
