@@ -116,6 +116,40 @@ def test_any_window_equals_the_whole_and_the_previous_tiling(upscale):
         np.testing.assert_array_equal(part, whole[box[0]:box[1], box[2]:box[3]])
 
 
+def test_a_tile_cache_runs_each_tile_once_over_the_blocks():
+    from napari_refocus.bigimage import block_bounds
+    from napari_refocus.models.predict import intensity_stats, plan_grid
+    from napari_refocus.models.stitch import TileCache
+
+    image = np.random.default_rng(3).integers(100, 4000, size=(200, 260)).astype(np.uint16)
+    net = _Toy(2).eval()
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    kw = {"tile": 64, "overlap": 16, "device": "cpu", "batch_size": 1}  # passes = tiles run
+    whole = predict_tiled(net, image, **kw)
+    n_tiles = len(plan_grid(net, image.shape, tile=64, overlap=16).tiles((0, 400, 0, 520)))
+    assert sum(calls) == n_tiles
+    calls.clear()
+    cache, stats, out = TileCache(), intensity_stats(image), np.zeros_like(whole)
+    for y0, y1, x0, x1 in block_bounds(image.shape, 70):
+        box = (2 * y0, 2 * y1, 2 * x0, 2 * x1)
+        out[box[0]:box[1], box[2]:box[3]] = drain(iter_predict_window(net, image, stats=stats, out_box=box,
+                                                                      cache=cache, **kw))
+    np.testing.assert_array_equal(out, whole)
+    assert sum(calls) == n_tiles  # blocks row by row: no tile ran twice
+
+
+def test_every_pass_runs_a_full_batch():
+    """A short batch is filled with copies of its last tile: each tile runs in a batch of
+    ``batch_size`` whichever tiles share it (the CPU's kernels round other batch sizes differently)."""
+    image = np.random.default_rng(4).integers(100, 4000, size=(150, 230)).astype(np.uint16)
+    net = _Toy().eval()
+    sizes = []
+    net.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    predict_tiled(net, image, tile=64, overlap=16, device="cpu", batch_size=4)
+    assert set(sizes) == {4}
+
+
 def test_intensity_stats_are_normalise_s_without_the_copy():
     from napari_refocus.models.predict import intensity_stats, normalise
 

@@ -47,8 +47,7 @@ class LearnedParams(Params):
     tile: int = option(DEFAULT_TILE, help="tile side, px of the grid the network runs on (<= 0: the whole image "
                        "at once)", unit="px")
     overlap: int = option(DEFAULT_OVERLAP, help="tile overlap, px", minimum=0, unit="px")
-    batch_size: int = option(4, help="tiles per forward pass on an accelerator (the CPU runs one tile per pass)",
-                             minimum=1)
+    batch_size: int = option(4, help="tiles per forward pass", minimum=1)
     precision: str = option("auto", help="autocast: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
                             choices=("auto", "fp32", "fp16", "bf16"))
     tta: bool = option(False, help="average the network over 8 flips/rotations (8x slower)")

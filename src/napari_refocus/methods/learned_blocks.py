@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from ..core.progress import drain
+from ..models.stitch import TileCache
 
 
 class Region:
@@ -135,6 +136,7 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
         tiling = {"device": device, "tile": params.tile, "overlap": params.overlap, "batch_size": params.batch_size,
                   "precision": params.precision, "tta": params.tta}
         gate = _block_gate(params, device=device, map_stats=map_stats, upscale=upscale, optics=gate_optics(params.optics))
+        cache = TileCache()  # a tile touching several blocks runs once
 
         def restore(source, bounds):
             from ..models.predict import intensity_stats
@@ -145,7 +147,8 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
             own = stats if stats is not None else intensity_stats(_read(source, tuple(int(b) for b in bounds)))
             out = drain(iter_restore_window(
                 lambda d: model if d == device else get_generator(source_name, d, like=name), source,
-                scale=scale, stats=own, out_box=box, stage=f"{name}: tiles", report=RunReport(device), **tiling))
+                scale=scale, stats=own, out_box=box, stage=f"{name}: tiles", report=RunReport(device),
+                cache=cache if stats is not None else None, **tiling))
             return out if gate is None else gate(source, bounds, out)
 
         restore.halo = halo(tile=params.tile, overlap=params.overlap, multiple=int(getattr(model, "multiple", 1) or 1),

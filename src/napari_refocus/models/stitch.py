@@ -19,6 +19,8 @@ which gives the same float32 numbers as the whole image in memory.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,3 +183,36 @@ def finish(out, out_box, grid: TileGrid, stats, rows: int = 256) -> np.ndarray:
         strip *= scale
         strip += lo
     return out
+
+
+class TileCache:
+    """Tile predictions kept between the blocks of one image, so that a tile touching several
+    blocks runs once (least recently used out first). A block's result does not change: the
+    cached prediction is the one it would compute. Keep one cache per image (the key is the
+    tile's place on the grid): :mod:`napari_refocus.bigimage` makes one block runner per image.
+
+    ``capacity(grid)``: two rows of the grid's tiles (the tiles that cross a line: the overlap is
+    less than the stride) plus a block's 3 x 3, so blocks at least a tile high, taken row by row,
+    reuse every tile they share with the block before and the row above."""
+
+    def __init__(self):
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.size = 0
+
+    def capacity(self, grid: TileGrid) -> None:
+        self.size = max(self.size, 2 * len(grid.starts_x) + 9)
+
+    def get(self, key):
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
