@@ -69,7 +69,7 @@ def run_case(method: str, size: int) -> dict:
 
     import napari_refocus as nr
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("MEMORY_SPEED_THREADS", "2")))
     params = PARAMS.get(method, {})
     nr.refocus(test_image(256), method=method, device="cpu", **params)  # loads and warms the network
     image = test_image(size)
@@ -243,7 +243,10 @@ def main(argv=None):
     ap.add_argument("--only", choices=("memory", "speed"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--memory-threads", type=int, default=2,
+                    help="torch threads of the memory cases (1 on a machine too loaded for 2)")
     args = ap.parse_args(argv)
+    os.environ["MEMORY_SPEED_THREADS"] = str(args.memory_threads)
     if args.case:
         print(json.dumps(run_case(args.case[0], int(args.case[1]))))
         return
