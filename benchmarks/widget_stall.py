@@ -161,10 +161,17 @@ def run_case(viewer, rec: Recorder, widget, layer_count_before: int, timeout_s: 
     """Click the widget's button; record until its result is added and drawn (+0.5 s)."""
     from qtpy.QtWidgets import QApplication
 
-    drawn = []
+    drawn, inserted = [], []
     canvas = viewer.window._qt_viewer.canvas._scene_canvas
-    on_draw = lambda *_: drawn.append(time.perf_counter())
+
+    def on_draw(*_):
+        drawn.append(time.perf_counter())
+
+    def on_insert(*_):
+        inserted.append(time.perf_counter())
+
     canvas.events.draw.connect(on_draw)
+    viewer.layers.events.inserted.connect(on_insert)
     rec.start()
     t0 = time.perf_counter()
     widget.panel.button.native.click()
@@ -179,13 +186,14 @@ def run_case(viewer, rec: Recorder, widget, layer_count_before: int, timeout_s: 
                   f"layers={len(viewer.layers)} draws={len(drawn)} {widget.panel.progress.native.text()}",
                   file=sys.stderr, flush=True)
         if added_at is None and not widget.panel.running and len(viewer.layers) > layer_count_before:
-            added_at = time.perf_counter()
+            added_at = inserted[-1] if inserted else time.perf_counter()  # when the result layer came
         if added_at is not None and any(t > added_at for t in drawn) and time.perf_counter() - added_at > 0.5:
             break
         if added_at is None and not widget.panel.running and widget.panel.last_error is not None:
             break
     rec.stop()
     canvas.events.draw.disconnect(on_draw)
+    viewer.layers.events.inserted.disconnect(on_insert)
     if widget.panel.last_error is not None:
         raise RuntimeError(f"the job failed: {widget.panel.last_error}")
     if added_at is None:
