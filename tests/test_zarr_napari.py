@@ -135,3 +135,17 @@ def test_other_stores_and_files_are_left_to_other_readers(tmp_path):
     (unfinished / ".zattrs").write_text((unfinished / ".zattrs").read_text().replace('"complete": true',
                                                                                       '"complete": false'))
     assert get_reader(str(unfinished)) is None
+
+
+def test_a_pyramid_opens_as_one_multiscale_layer_placed_by_level_0(make_napari_viewer, tmp_path):
+    stack = np.stack([_image((1100, 1030), seed=k) for k in range(2)])
+    physical = {"Z": {"scale": 2.0, "translation": 1.0, "unit": "micrometer"},
+                **{a: {"scale": 0.325, "translation": t, "unit": "micrometer"} for a, t in zip("YX", (0.5, -0.25))}}
+    store = write_ome_zarr(tmp_path / "big.ome.zarr", stack, axes="ZYX", physical=physical)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin="napari-refocus")
+    assert layer.multiscale and [tuple(d.shape) for d in layer.data] == [(2, 1100, 1030), (2, 550, 515)]
+    np.testing.assert_allclose(layer.scale, (2.0, 0.325, 0.325))
+    np.testing.assert_allclose(layer.translate, (1.0, 0.5, -0.25))
+    assert tuple(layer.axis_labels) == ("z", "y", "x")
+    np.testing.assert_array_equal(np.asarray(layer.data[0][1, :5, :5]), stack[1, :5, :5])
