@@ -1,7 +1,7 @@
 """Microscope formats on the command line: OME-TIFF and ImageJ hyperstacks keep their axes and
 pixel sizes through to an OME-Zarr output, and CZI/ND2/LIF without bioio are a one-line error
 that names the extra to install. (No CZI, ND2 or LIF example file is reachable here, so a real
-bioio read is not tested.)"""
+bioio read is not tested; the bioio adapter is tested with a stand-in bioio module.)"""
 
 from __future__ import annotations
 
@@ -78,3 +78,39 @@ def test_bioio_formats_without_bioio_name_the_extra(tmp_path, monkeypatch, capsy
     assert main(["refocus", str(src), "-o", str(tmp_path / "out"), "--method", "rl", "--level", "2", "-q"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "napari-refocus[formats]" in err and suffix in err
+
+
+def test_bioio_path_keeps_axes_and_pixel_size_through_to_the_output(tmp_path, monkeypatch, plus_one):
+    """The bioio adapter (io/bioio_reader.py) with a stand-in ``bioio`` module that answers as
+    bioio 3 does (``dims.order``, ``physical_pixel_sizes`` in um, ``dask_data`` in TCZYX): the
+    axes, the pixel size and the pixels reach the command's OME-Zarr output. This checks our
+    adapter only; no real CZI/ND2/LIF file is read here."""
+    import types
+
+    import dask.array as da
+
+    data = _stack((1, 2, 3, 40, 50))  # T, C, Z, Y, X
+
+    class _Sizes:
+        Z, Y, X = 0.5, 0.325, 0.325
+
+    class _BioImage:
+        def __init__(self, path):
+            self.path = path
+            self.dims = types.SimpleNamespace(order="TCZYX")
+            self.physical_pixel_sizes = _Sizes()
+            self.dask_data = da.from_array(data, chunks=(1, 1, 1, 40, 50))
+
+    monkeypatch.setitem(sys.modules, "bioio", types.SimpleNamespace(BioImage=_BioImage))
+    src = tmp_path / "scan.czi"
+    src.write_bytes(b"read by the stand-in")
+    image, info = read_any(src)
+    assert info["axes"] == "TCZYX" and info["pixel_um"] == pytest.approx(0.325)
+    np.testing.assert_array_equal(image, data)
+    out = tmp_path / "scan.ome.zarr"
+    assert main(["refocus", str(src), "-o", str(out), "--method", "test-plus-one", "-q"]) == 0
+    got, zinfo = open_ome_zarr(out)
+    assert zinfo["pixel_um"] == pytest.approx(0.325)
+    assert zinfo["physical"]["Z"]["scale"] == pytest.approx(0.5)
+    assert zinfo["axes"] == "TCZYX", zinfo["axes"]
+    np.testing.assert_array_equal(np.asarray(got), data + 1)
