@@ -221,21 +221,22 @@ def test_otf_bank_levels_are_rows_of_the_full_bank():
 
 def test_otf_cache_keeps_only_the_levels_used_within_its_byte_budget(monkeypatch):
     from napari_refocus.core import otf
+    from napari_refocus.core.lru import LRU
 
     n = fft_size(200 + Optics().psf_size // 2)  # the FFT frame of a 200x200 image
-    cache = otf._ByteLRU(3 * n * (n // 2 + 1) * 8)  # room for three of its spectra
+    cache = LRU(max_bytes=3 * n * (n // 2 + 1) * 8)  # room for three of its spectra
     monkeypatch.setattr(otf, "_CACHE", cache)
     img = np.full((200, 200), 50.0, dtype=np.float32)
     nr.deconvolve(img, level=4, iterations=1)
-    assert [key[-1] for key in cache._items] == [4]  # one level, not the whole bank
+    assert [key[-1] for key in cache.keys()] == [4]  # one level, not the whole bank
     grid = nr.patch_grid(img.shape)
     nr.deconvolve(img, level_map=np.full(grid.shape, 2), iterations=1)
-    assert sorted(key[-1] for key in cache._items) == [2, 4]
+    assert sorted(key[-1] for key in cache.keys()) == [2, 4]
     for lv in (5, 6, 7):
         nr.deconvolve(img, level=lv, iterations=1)
-    assert cache.nbytes <= cache.max_bytes and len(cache._items) == 3
-    assert [key[-1] for key in cache._items] == [5, 6, 7]  # least recently used left first
-    big = otf._ByteLRU(cache.max_bytes // 4)  # smaller than one spectrum: nothing is kept
+    assert cache.nbytes <= cache.max_bytes and len(cache) == 3
+    assert [key[-1] for key in cache.keys()] == [5, 6, 7]  # least recently used left first
+    big = LRU(max_bytes=cache.max_bytes // 4)  # smaller than one spectrum: nothing is kept
     monkeypatch.setattr(otf, "_CACHE", big)
     out = nr.deconvolve(img, level=4, iterations=1)
     assert big.nbytes == 0 and np.isfinite(out).all()

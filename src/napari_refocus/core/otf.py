@@ -7,11 +7,9 @@ Only the levels a computation needs are transformed, and the cache holds at most
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
+from .lru import LRU
 from .optics import Optics, bank_for
 
 #: Upper bound on the bytes of spectra kept between calls; a larger spectrum is not cached.
@@ -35,48 +33,7 @@ def fft_size(n: int) -> int:
     return best
 
 
-class _ByteLRU:
-    """A thread-safe least-recently-used map of torch tensors bounded by their total bytes."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        with self._lock:
-            return sum(_nbytes(v) for v in self._items.values())
-
-    def get(self, key):
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key, value) -> None:
-        size = _nbytes(value)
-        with self._lock:
-            self._items.pop(key, None)
-            if size > self.max_bytes:
-                return
-            self._items[key] = value
-            total = sum(_nbytes(v) for v in self._items.values())
-            while total > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                total -= _nbytes(old)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-def _nbytes(t) -> int:
-    return t.element_size() * t.nelement()
-
-
-_CACHE = _ByteLRU(OTF_CACHE_BYTES)
+_CACHE = LRU(max_bytes=OTF_CACHE_BYTES)
 
 
 def _otf(optics: Optics, shape: tuple[int, int], device: str, level: int):

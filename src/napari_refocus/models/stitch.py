@@ -19,11 +19,11 @@ which gives the same float32 numbers as the whole image in memory.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..core.lru import LRU
 
 
 def round_up(n: int, m: int) -> int:
@@ -196,23 +196,16 @@ class TileCache:
     reuse every tile they share with the block before and the row above."""
 
     def __init__(self):
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-        self.size = 0
+        self._lru = LRU(max_items=0)
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
     def capacity(self, grid: TileGrid) -> None:
-        self.size = max(self.size, 2 * len(grid.starts_x) + 9)
+        self._lru.max_items = max(self._lru.max_items, 2 * len(grid.starts_x) + 9)
 
     def get(self, key):
-        with self.lock:
-            value = self.items.get(key)
-            if value is not None:
-                self.items.move_to_end(key)
-            return value
+        return self._lru.get(key)
 
     def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
+        self._lru.put(key, value)
