@@ -221,3 +221,18 @@ def test_lbdvd_map_and_rl_fall_back_to_the_cpu_with_notes(delpnet_on_fake_gpu, r
     assert any("continued on the CPU" in note for note in res.notes), res.notes
     np.testing.assert_array_equal(res.defocus_map.levels, plain.defocus_map.levels)
     np.testing.assert_allclose(res.image, plain.image, rtol=1e-5, atol=1e-3)
+
+
+def test_the_learned_methods_gate_map_reports_its_fallback(delpnet_on_fake_gpu, pair):
+    """The map that gates a learned method runs out of memory on the accelerator too: the run's
+    report hears of it (so the result's provenance does), and the gate equals the CPU's."""
+    from napari_refocus.core.progress import drain
+    from napari_refocus.methods.gate import iter_image_gate
+
+    torch.set_num_threads(1)
+    plain_map, plain_gate = drain(iter_image_gate(pair[0], device="cpu"))
+    report = DeviceReport(FAKE_GPU)
+    dmap, gate = drain(iter_image_gate(pair[0], device=FAKE_GPU, report=report))
+    assert report.device.type == "cpu" and any("continued on the CPU" in n for n in report.fallbacks)
+    np.testing.assert_array_equal(dmap.levels, plain_map.levels)
+    np.testing.assert_array_equal(gate.weights(pair[0].shape, 1), plain_gate.weights(pair[0].shape, 1))

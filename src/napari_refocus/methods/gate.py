@@ -187,12 +187,14 @@ def record(report, w, threshold_um: float, delpnet_sha256: str | None = None) ->
                              **describe(threshold_um), **({"delpnet_sha256": delpnet_sha256} if delpnet_sha256 else {})}
 
 
-def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=None, stats=None):
+def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=None, stats=None, report=None):
     """DelpNet's map of ``image`` and its :class:`Gate` (a generator: yields Progress, returns
-    ``(map, gate)``); ``stats``: the whole image's canonical stats when ``image`` is a part."""
+    ``(map, gate)``); ``stats``: the whole image's canonical stats when ``image`` is a part;
+    ``report`` (a DeviceReport) learns of the map's out-of-memory fallbacks, as the method's own."""
     from .defocus import iter_defocus_map
 
-    dmap = yield from iter_defocus_map(image, weights=weights, device=device, tta=tta, optics=optics, stats=stats)
+    dmap = yield from iter_defocus_map(image, weights=weights, device=device, tta=tta, optics=optics, stats=stats,
+                                       report=report)
     return dmap, gate_of_map(dmap)
 
 
@@ -211,7 +213,7 @@ def gate_image(image, restored, *, device, report, optics=None, stats=None, weig
     output's shape); the weights, the share changed and the rule go to ``report.extras["gate"]``.
     The map runs on the device the method ended on (``report.device``, after any fallback)."""
     dmap, gate = yield from iter_image_gate(image, weights=weights, device=getattr(report, "device", device),
-                                            optics=optics, stats=stats)
+                                            optics=optics, stats=stats, report=report)
     restored = np.asarray(restored, np.float32)
     w = gate.weights(np.shape(image), int(round(restored.shape[0] / np.shape(image)[0])))
     record(report, w, gate.threshold_um, dmap.weights_sha256)

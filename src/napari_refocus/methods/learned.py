@@ -179,7 +179,7 @@ def gate_in_place(image, out, *, device, report, optics=None, stats=None):
     from .learned_blocks import _resampled, blend_into
 
     dmap, gate = yield from iter_image_gate(image, device=getattr(report, "device", device), optics=optics,
-                                            stats=stats)
+                                            stats=stats, report=report)
     shape = tuple(int(n) for n in np.shape(image))
     r = round(out.shape[0] / shape[0])
     weights = np.empty(out.shape, np.float32)
