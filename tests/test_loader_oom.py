@@ -75,3 +75,19 @@ def test_other_errors_while_moving_are_not_hidden(monkeypatch):
             loader.load_model("delpnet", FAKE_GPU)
     finally:
         loader.clear_cache()
+
+
+def test_the_cpu_fallback_reaches_the_runs_notes(no_room):
+    """A method records the network it used; the loader's notice goes into the run's notes
+    (RefocusResult.notes), once however often the network is used."""
+    from napari_refocus.methods.base import RunReport
+
+    model = loader.load_model("comi-cyclegan", FAKE_GPU)
+    report = RunReport(FAKE_GPU)
+    report.used_weights("comi-cyclegan", model)
+    report.used_weights("comi-cyclegan", model)
+    assert report.fallbacks == [model.device_note]
+    assert report.weights_sha256["comi-cyclegan"] == model.sha256
+    plain = RunReport("cpu")
+    plain.used_weights("comi-cyclegan", loader.load_model("comi-cyclegan", "cpu"))
+    assert plain.fallbacks == []

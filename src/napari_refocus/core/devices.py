@@ -78,6 +78,12 @@ class DeviceReport:
         self.fallbacks.append(why)
         self.device = new_device
 
+    def note(self, text) -> None:
+        """Record a notice once (e.g. a network's ``device_note``: it was loaded onto the CPU
+        because it did not fit on the accelerator); empty text is ignored."""
+        if text and text not in self.fallbacks:
+            self.fallbacks.append(str(text))
+
     def halved(self, device, batch: int) -> None:
         """An out-of-memory error made a job cut its batches to ``batch`` items (one note,
         kept up to date, however many times the batch was halved)."""

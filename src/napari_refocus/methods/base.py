@@ -30,8 +30,10 @@ class RunReport(DeviceReport):
         self.extras: dict[str, Any] = {}
 
     def used_weights(self, name: str, model) -> None:
-        """Record the weights file a loaded network came from (its own hash)."""
+        """Record the weights file a loaded network came from (its own hash), and the loader's
+        notice when the network had to go onto the CPU (out of memory on the accelerator)."""
         self.weights_sha256[name] = getattr(model, "sha256", "")
+        self.note(getattr(model, "device_note", None))
 
 
 @dataclass

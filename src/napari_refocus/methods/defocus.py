@@ -1,8 +1,9 @@
 """Patch-wise defocus of a 2-D image with DelpNet (LB-DVD step 1), for any objective and camera.
 
-DelpNet was trained on one microscope (:data:`CANONICAL`: NA 0.5 in air, 451 nm, 0.65 um
-pixels, LB-DVD eq. 2) and on 16-bit counts in one range. Any other image is first brought to
-that frame, so the same network serves every objective and exposure:
+DelpNet's classes are the blur of one reference microscope (:data:`CANONICAL`: NA 0.5 in air,
+451 nm, 0.65 um pixels, the exact scalar PSF, 2 um per class); it was trained on that objective
+and on five others brought to its sampling (``training/delpnet_data.py``), on 16-bit counts. Any
+image is first brought to that frame, so the same network serves every objective and exposure:
 
 1. **Sampling.** Blur looks alike on two objectives when lengths are measured in lambda / NA
    (:attr:`~napari_refocus.core.optics.Optics.sampling`). The image is resampled so that its
@@ -289,6 +290,8 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     grid = patch_grid(data.shape, patch=PATCH, stride=stride)
     dev = resolve_device(device)
     model = _model(weights, dev)
+    if report is not None:
+        report.note(getattr(model, "device_note", None))  # loaded onto the CPU: out of memory on dev
     # the patches are read through a strided view of the padded image, a batch at a time
     padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), grid, 0, "reflect")
     del data
