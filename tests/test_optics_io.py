@@ -116,7 +116,7 @@ def test_precedence_flag_over_optics_file_over_file_over_default(tmp_path):
     info = {"optics": {"na": 1.4, "wavelength_nm": 520.0, "pixel_um": 0.108}}
     values, sources = cli_optics({"na": 1.2}, scope, info)
     assert values == {"na": 1.2, "refractive_index": 1.515, "wavelength_nm": 600, "pixel_um": 0.108,
-                      "level_step_um": 2.0, "psf_model": "paraxial"}
+                      "level_step_um": 2.0, "psf_model": "exact"}
     assert sources == {"na": "flag", "refractive_index": "optics-file", "wavelength_nm": "optics-file",
                        "pixel_um": "file", "level_step_um": "default", "psf_model": "default"}
     with pytest.raises(ValueError, match=r"na \(1.4\) must be smaller.*na 1.4 from file"):
@@ -164,7 +164,7 @@ def test_optics_by_flags_optics_file_and_ome_reach_lbdvd(tmp_path, capsys, field
         "file": _run(capsys, "refocus", str(ome), "-o", str(tmp_path / "c"), *common),
     }
     for source, rec in runs.items():
-        assert rec["optics"] == pytest.approx({**OIL, "level_step_um": 2.0, "psf_model": "paraxial"}), source
+        assert rec["optics"] == pytest.approx({**OIL, "level_step_um": 2.0, "psf_model": "exact"}), source
         assert rec["optics_source"] == {**dict.fromkeys(OIL, source), "level_step_um": "default",
                                         "psf_model": "default"}
         arr, info = nr.read_image(rec["output"])

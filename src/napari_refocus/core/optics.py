@@ -8,10 +8,10 @@ Two models, chosen by :attr:`Optics.psf_model`:
 
   It comes from the Born & Wolf model in which k is the wavenumber *in the medium*
   (2 pi n / lambda); with the vacuum k as printed it is right only for n = 1 (the paper's air
-  objective): with oil the in-focus PSF comes out about n times too wide. Kept to reproduce the
-  paper and the shipped DelpNet's training data bit for bit.
+  objective): with oil the in-focus PSF comes out about n times too wide. Kept (as
+  ``psf_model="paraxial"``) to reproduce the paper bit for bit.
 
-``"exact"`` - the scalar model with the medium's wavenumber and the non-paraxial defocus phase::
+``"exact"`` (the default) - the scalar model with the medium's wavenumber and the non-paraxial defocus phase::
 
     h(r; z) = | int_0^1 J0(k0 NA r rho) exp(j k0 z (sqrt(n^2 - NA^2 rho^2) - n)) rho d rho |^2,  k0 = 2 pi / lambda
 
@@ -56,8 +56,9 @@ class Optics:
     n_levels: int = N_LEVELS
     psf_size: int = 37
     oversample: int = 5
-    #: "paraxial" (LB-DVD eq. 2 as printed, right only in air) or "exact" (any immersion)
-    psf_model: str = "paraxial"
+    #: "exact" (any immersion; the default) or "paraxial" (LB-DVD eq. 2 as printed, right only
+    #: in air; reproduces the paper and the data of DelpNet weights before 2026-12-03)
+    psf_model: str = "exact"
     #: defocus (um) of each level, when levels are not ``level * level_step_um`` apart (a
     #: DelpNet class expressed for another objective: :func:`match_defocus_um`)
     defocus_table_um: tuple | None = None
@@ -208,7 +209,7 @@ def psf_bank(
     n_levels: int = N_LEVELS,
     psf_size: int = 37,
     oversample: int = 5,
-    psf_model: str = "paraxial",
+    psf_model: str = "exact",
 ) -> np.ndarray:
     """Depth-variant PSFs for defocus levels ``0 .. n_levels-1``.
 
@@ -306,3 +307,19 @@ def match_defocus_um(reference: Optics, target: Optics, *, n_candidates: int = 4
     best = zs[dist.argmin(1)]
     best[0] = 0.0
     return tuple(float(z) for z in np.maximum.accumulate(best))
+
+
+def matched_optics(reference: Optics, optics: Optics) -> tuple[float, Optics]:
+    """``(scale, matched)``: ``optics``' pixels per ``reference`` pixel at equal size in lambda/NA
+    (:func:`sampling_scale`), and ``optics`` whose level ``L`` is the defocus with the blur of
+    ``reference``'s level ``L`` (:func:`match_defocus_um`, as ``defocus_table_um``), with a PSF
+    window as wide in lambda/NA as the reference's. How a class of DelpNet (trained on
+    ``reference``) reads on another objective; used by LB-DVD and by DelpNet's training data."""
+    scale = sampling_scale(reference, optics)
+    table = match_defocus_um(reference, optics)
+    size = optics.psf_size
+    if scale != 1.0:
+        size = max(3, int(round(optics.psf_size * scale)))
+        size += 1 - size % 2  # odd: the PSF is centred on a pixel
+    return scale, dataclasses.replace(optics, defocus_table_um=table, n_levels=len(table), psf_size=size)
+

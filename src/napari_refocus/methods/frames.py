@@ -28,21 +28,16 @@ class RlFrame:
     context: int
 
 
-def _odd(n: float) -> int:
-    k = max(3, int(round(n)))
-    return k if k % 2 else k + 1
-
-
 @functools.lru_cache(maxsize=16)
 def rl_frame(optics: Optics) -> RlFrame:
     """The :class:`RlFrame` of ``optics`` (cached: the class matching takes seconds)."""
-    from .defocus import CANONICAL, map_frame
+    from .defocus import CANONICAL
 
-    scale, table = map_frame(optics)
+    from ..core.optics import matched_optics
+
     if dataclasses.replace(optics, defocus_table_um=None) == CANONICAL:
         return RlFrame(1.0, optics, PATCH, CONTEXT)  # the paper's frame, exactly as always
-    rl_optics = dataclasses.replace(optics, defocus_table_um=table, n_levels=len(table),
-                                    psf_size=_odd(optics.psf_size * scale) if scale != 1.0 else optics.psf_size)
+    scale, rl_optics = matched_optics(CANONICAL, optics)
     return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
 
 

@@ -36,7 +36,9 @@ from ..core.optics import Optics
 from .delpnet_data import blur_levels, normalise_source
 
 #: optics of the generators' training data: 18 levels, 0..34 um from focus
-GEN_OPTICS = Optics(n_levels=18)
+#: the generators' data keep LB-DVD eq. 2 (``psf_model="paraxial"``, the default until 2026-12-03)
+#: so that their cards' commands still reproduce the shipped weights and held-out numbers
+GEN_OPTICS = Optics(n_levels=18, psf_model="paraxial")
 PERCENTILES = (1.0, 99.8)
 EVAL_LEVELS = tuple(range(2, 11))
 
@@ -204,7 +206,7 @@ def synthetic_test_set(levels=EVAL_LEVELS, *, splits=("test", "val"), data_root=
                 gt = gt[: crop, : crop]
             for lv in levels:
                 noisy = simulate(gt.astype(np.uint16), level=int(lv), noise="poisson",
-                                 seed=seed + 1000 * j + int(lv), optics=Optics() if lv <= 10 else GEN_OPTICS)
+                                 seed=seed + 1000 * j + int(lv), optics=Optics(psf_model="paraxial") if lv <= 10 else GEN_OPTICS)
                 out.append({"source": src.name, "split": name, "level": int(lv), "input": noisy, "gt": gt})
     return out
 
