@@ -16,6 +16,13 @@ Protocol (LB-DVD 2.1, plus robustness augmentation):
 4. About 1/12 of the patches are drawn as background candidates: offsets 60..215, a faint
    (0..15 counts) blurred structure and low noise, then labelled by the same rule.
 5. Network input: counts / 65535.
+
+Other objectives (issue "any objective"): with ``objectives`` the patches are drawn from several
+objectives (:data:`TRAIN_OBJECTIVES`). Each source image is taken as sampled at that objective's
+pixel size, blurred there by its exact PSF at the defocus whose blur matches each class
+(:func:`~napari_refocus.core.optics.match_defocus_um`, as the map reports it) and resampled to
+the reference sampling with the resampler the map uses, so DelpNet learns the classes in units
+of lambda / NA rather than the ring pattern of one objective.
 """
 
 from __future__ import annotations
@@ -26,11 +33,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.optics import BACKGROUND, Optics
+from ..core.optics import BACKGROUND, Optics, matched_optics
+from ..core.resample import resample, resized_shape
 
 PATCH = 84
 BG_MAX = 230
 BG_RANGE = 30
+
+#: the objectives DelpNet is trained on and each one's share of the patches: the reference
+#: (the paper's 20x/0.5 air) and five others chosen NOT to be the objectives the benchmark
+#: evaluates (20x/0.75 air, 40x/0.95 air, 60x/1.4 oil), from 10x/0.3 to 100x/1.45
+TRAIN_OBJECTIVES = (
+    ({}, 0.4),
+    ({"na": 0.3, "wavelength_nm": 520.0, "pixel_um": 0.65}, 0.1),
+    ({"na": 0.8, "wavelength_nm": 520.0, "pixel_um": 0.325}, 0.1),
+    ({"na": 1.3, "refractive_index": 1.515, "wavelength_nm": 520.0, "pixel_um": 0.1625}, 0.15),
+    ({"na": 1.2, "refractive_index": 1.333, "wavelength_nm": 600.0, "pixel_um": 0.108}, 0.1),
+    ({"na": 1.45, "refractive_index": 1.515, "wavelength_nm": 520.0, "pixel_um": 0.065}, 0.15),
+)
+#: shot noise of the training patches, photons per count (log-uniform): down to 0.15 so that
+#: a dim exposure (a quarter of BBBC006's counts) is inside the training range
+GAIN_RANGE = (0.15, 4.0)
 
 
 def normalise_source(img: np.ndarray) -> np.ndarray:
@@ -57,6 +80,19 @@ def blur_levels(img: np.ndarray, optics: Optics) -> torch.Tensor:
     return out
 
 
+def blur_levels_for(img: np.ndarray, reference: Optics, objective: Optics | None) -> torch.Tensor:
+    """(n_levels, h, w) float32: ``img`` taken as sampled by ``objective`` (None: the reference),
+    blurred by its PSF at each class's matched defocus, on the reference's sampling."""
+    if objective is None:
+        return blur_levels(img, reference)
+    scale, matched = matched_optics(reference, objective)
+    stack = blur_levels(img, matched)
+    if scale == 1.0:
+        return stack
+    shape = resized_shape(img.shape, 1.0 / scale)
+    return torch.stack([torch.from_numpy(resample(s.numpy(), shape=shape)) for s in stack])
+
+
 def bg_rule(counts: torch.Tensor) -> torch.Tensor:
     """(N, H, W) counts -> (N,) bool: the paper's background rule."""
     mx = counts.amax(dim=(-2, -1))
@@ -75,19 +111,37 @@ def _loguniform(n, lo, hi, gen):
 class PatchSynth:
     """Draws labelled synthetic patches from a list of in-focus source images."""
 
-    def __init__(self, images, optics: Optics | None = None, weights=None, *, paper_protocol: bool = False):
-        """``paper_protocol=True``: no augmentation at all - the crop of the blurred RAW image
+    def __init__(self, images, optics: Optics | None = None, weights=None, *, paper_protocol: bool = False,
+                 objectives=None, gain_range=(0.5, 4.0)):
+        """``objectives``: ``((optics overrides, share), ...)`` to draw patches from several
+        objectives (:data:`TRAIN_OBJECTIVES`; an empty dict is ``optics`` itself); None: only
+        ``optics``. ``gain_range``: shot noise, photons per count (log-uniform).
+
+        ``paper_protocol=True``: no augmentation at all - the crop of the blurred RAW image
         (its own counts, offset and brightness) with Poisson noise at 1 photon per count and
         no flips, as in LB-DVD 2.1; used for a paper-comparable test set."""
         self.optics = optics or Optics()
         self.n_levels = self.optics.n_levels
         self.paper = bool(paper_protocol)
         prep = (lambda im: np.asarray(im, np.float32)) if self.paper else normalise_source
-        self.stacks = [blur_levels(prep(im), self.optics) for im in images]
-        for s in self.stacks:
-            if min(s.shape[-2:]) < PATCH:
-                raise ValueError("source images must be at least 84x84")
-        w = np.ones(len(self.stacks)) if weights is None else np.asarray(weights, float)
+        self.gain_range = tuple(float(g) for g in gain_range)
+        w_src = np.ones(len(images)) if weights is None else np.asarray(weights, float)
+        w_src = w_src / w_src.sum()
+        mix = [({}, 1.0)] if objectives is None else list(objectives)
+        self.stacks, w = [], []
+        for overrides, share in mix:
+            objective = Optics(**{**self.optics.as_dict(), **overrides}) if overrides else None
+            for im, ws in zip(images, w_src):
+                if objective is None and min(np.shape(im)[-2:]) < PATCH:
+                    raise ValueError("source images must be at least 84x84")
+                stack = blur_levels_for(prep(im), self.optics, objective)
+                if min(stack.shape[-2:]) < PATCH:
+                    continue  # too small once shrunk to the reference sampling for this objective
+                self.stacks.append(stack)
+                w.append(ws * share)
+        if not self.stacks:
+            raise ValueError("source images must be at least 84x84")
+        w = np.asarray(w, float)
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float64)
 
     def _draw(self, classes: torch.Tensor, gen: torch.Generator):
@@ -114,7 +168,7 @@ class PatchSynth:
             return counts[keep], labels[keep], classes[keep]
         amp = torch.where(is_bg, _uniform(n, 0.0, 15.0, gen), _loguniform(n, 300.0, 6000.0, gen))
         offset = torch.where(is_bg, _uniform(n, 60.0, 215.0, gen), _uniform(n, 80.0, 600.0, gen))
-        gain = torch.where(is_bg, _loguniform(n, 1.0, 10.0, gen), _loguniform(n, 0.5, 4.0, gen))
+        gain = torch.where(is_bg, _loguniform(n, 1.0, 10.0, gen), _loguniform(n, *self.gain_range, gen))
         read = torch.where(is_bg, _uniform(n, 0.3, 3.5, gen), _uniform(n, 0.5, 5.0, gen))
         autofluo = _uniform(n, 0.0, 40.0, gen)
         clean = amp[:, None, None] * crops
@@ -169,12 +223,12 @@ class PatchSynth:
 
 
 def fixed_set(images, n_per_class: int, seed: int, optics: Optics | None = None,
-              paper_protocol: bool = False):
+              paper_protocol: bool = False, objectives=None, gain_range=(0.5, 4.0)):
     """A reproducible, class-balanced evaluation set from held-out source images.
 
     ``paper_protocol``: raw intensities + Poisson noise only, levels 0..10 asked for (a patch
     still becomes "bg" if the rule says so)."""
-    synth = PatchSynth(images, optics, paper_protocol=paper_protocol)
+    synth = PatchSynth(images, optics, paper_protocol=paper_protocol, objectives=objectives, gain_range=gain_range)
     gen = torch.Generator().manual_seed(seed)
     n_cls = synth.n_levels if paper_protocol else synth.n_levels + 1
     classes = torch.arange(n_cls).repeat_interleave(n_per_class)

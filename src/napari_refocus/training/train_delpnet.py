@@ -32,7 +32,7 @@ from ..models.loader import load_state, save_weights
 from .cards import write_delpnet_card
 from .checkpoints import load_checkpoint, save_checkpoint
 from .configs import CLASS_NAMES, DELPNET, NORMALISATION
-from .delpnet_data import PatchSynth, fixed_set
+from .delpnet_data import GAIN_RANGE, TRAIN_OBJECTIVES, PatchSynth, fixed_set
 from .evaluation import evaluate_delpnet, plot_confusion, predict_proba, real_data_check  # noqa: F401 (re-exported)
 from .runtime import TorchRNG
 from .schedules import FunctionLR, warmup_cosine
@@ -74,6 +74,8 @@ def iter_train_delpnet(
     num_threads: int | None = None,
     real_check: bool = True,
     write_card: bool = True,
+    objectives=TRAIN_OBJECTIVES,
+    gain_range=GAIN_RANGE,
 ):
     """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict."""
     with torch_threads(num_threads):
@@ -81,11 +83,13 @@ def iter_train_delpnet(
                                   lr=lr, width=width, dropout=dropout, head_dropout=head_dropout, device=device,
                                   seed=seed, resume=resume, data_root=data_root, wheels_dir=wheels_dir,
                                   val_per_class=val_per_class, test_per_class=test_per_class,
-                                  num_threads=num_threads, real_check=real_check, write_card=write_card))
+                                  num_threads=num_threads, real_check=real_check, write_card=write_card,
+                                  objectives=objectives, gain_range=gain_range))
 
 
 def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, head_dropout, device, seed, resume,
-           data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card):
+           data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card,
+           objectives, gain_range):
     t_start = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,8 +102,10 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
     if not split["train"] or not split["val"] or not split["test"]:
         raise RuntimeError(f"not enough source images under {default_data_root(data_root)} to train")
     yield Progress(0, 1, "blurring source images")
-    synth = PatchSynth([s.image for s in split["train"]], optics)
-    val_x, val_y = fixed_set([s.image for s in split["val"]], val_per_class, seed=10_000, optics=optics)
+    synth = PatchSynth([s.image for s in split["train"]], optics, objectives=objectives, gain_range=gain_range)
+    # validated on the same mixture of objectives and exposures as it is trained on
+    val_x, val_y = fixed_set([s.image for s in split["val"]], val_per_class, seed=10_000, optics=optics,
+                             objectives=objectives, gain_range=gain_range)
 
     with TorchRNG(seed, dev):
         model = prepare(DelpNet(width=width, dropout=dropout, head_dropout=head_dropout), dev)
@@ -173,6 +179,8 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
             "lr_peak": lr,
             "best_epoch": state["best_epoch"],
             "train_sources": [s.name for s in split["train"]],
+            "objectives": [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])],
+            "gain_range": list(gain_range),
             "val_sources": [s.name for s in split["val"]],
             "test_sources": [s.name for s in split["test"]],
             "train_time_s": round(train_time, 1),
@@ -190,7 +198,9 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
         "total_wall_s_this_call": round(time.time() - t_start, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "command_kwargs": {"epochs": epochs, "seed": seed, "width": width, "steps_per_epoch": steps_per_epoch,
-                           "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads},
+                           "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads,
+                           "objectives": [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])],
+                           "gain_range": list(gain_range)},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
