@@ -187,7 +187,7 @@ def _toy_method(upscale=1, counter=None):
     class NoParams(Params):
         pass
 
-    def mean(image):
+    def mean(image, *, params=None, sample_stride=1):  # the image_stats hook's contract
         if counter is not None:
             counter.append(1)
         return {"stats": float(np.asarray(image, np.float64).mean())}

@@ -187,15 +187,6 @@ class _Window:
         return self.data[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
-def _accepted(func, **keywords) -> dict:
-    """The ``keywords`` ``func`` takes (an ``image_stats`` hook may take the parameters and the
-    sample's stride, e.g. to resample the sample as the method would the image)."""
-    import inspect
-
-    names = inspect.signature(func).parameters
-    return {k: v for k, v in keywords.items() if k in names}
-
-
 def _is_dask(image) -> bool:
     return type(image).__module__.startswith("dask")
 
@@ -219,7 +210,7 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
     inputs, notes = {}, []
     if m.image_stats is not None:
         sample, s = whole_image_sample(source, block)
-        inputs = dict(m.image_stats(sample, **_accepted(m.image_stats, params=params, sample_stride=s)))
+        inputs = dict(m.image_stats(sample, params=params, sample_stride=s))
         where = "the whole image" if s == 1 else f"every {s}-th row and column of the image"
         notes.append(f"{', '.join(inputs)} computed once, from {where}, for all blocks")
     if m.block_runner is not None:

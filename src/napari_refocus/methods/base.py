@@ -114,11 +114,11 @@ class Method:
     ``source`` is in the whole image's coordinates and is read only within the bounds plus
     ``halo``. None: the method's ``run`` on each block plus its halo, cropped to the block.
     ``block_multiple``: block sides must be multiples of it.
-    ``image_stats``: ``(whole image, or a strided subsample of a big one, float32) -> dict`` of
-    run-time inputs computed once per image and given to every block (the learned methods'
-    intensity normalisation ``stats``), so that no block uses statistics of its own; a hook that
-    takes the keywords ``params`` (the parsed parameters) and ``sample_stride`` (the subsample's
-    stride) gets them (lbdvd resamples the sample to DelpNet's sampling for its optics).
+    ``image_stats``: ``(sample, *, params, sample_stride) -> dict`` of run-time inputs computed
+    once per image and given to every block (the learned methods' intensity normalisation
+    ``stats``), so that no block uses statistics of its own. ``sample``: the whole image, or every
+    ``sample_stride``-th row and column of a big one (float32); ``params``: the parsed parameters
+    (lbdvd resamples the sample to DelpNet's sampling for its optics).
     """
 
     name: str

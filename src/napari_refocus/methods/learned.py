@@ -192,7 +192,7 @@ def gate_in_place(image, out, *, device, report, optics=None, stats=None):
     return out
 
 
-def image_stats(image, params: LearnedParams | None = None, sample_stride: int = 1) -> dict:
+def image_stats(image, *, params: LearnedParams | None = None, sample_stride: int = 1) -> dict:
     """``{"stats": (lo, scale), "map_stats": ...}``: the intensity normalisation of a whole
     image, and the canonical statistics of DelpNet's map (the gate, at the sampling ``params``
     give it), which every block of a big image then uses instead of its own
