@@ -82,11 +82,11 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
     if len(objectives) > 1:
         data += [
             "",
-            "Objectives: the patches come from several objectives. A source image is taken as sampled at",
-            "that objective's pixel size, blurred there by its exact scalar PSF at the defocus whose blur",
-            "matches class L of the reference (encircled energy in lambda/NA, `match_defocus_um`), and",
-            "resampled to the reference sampling (0.72 lambda/NA per pixel) with the resampler the map",
-            "uses. Share of the patches per objective:",
+            "Objectives: the patches come from several objectives. A source image is blurred by the",
+            "objective's exact scalar PSF at the defocus whose blur matches class L of the reference",
+            "(encircled energy in lambda/NA, `match_defocus_um`), drawn on the reference's sampling",
+            "(0.72 lambda/NA per pixel), where the map sees every image. Share of the patches per objective",
+            "(the pixel size is the objective's native one, given for the record):",
             "",
             *md_table(["NA", "n", "wavelength nm", "pixel um", "share"],
                       [[o.get("na", meta["optics"]["na"]), o.get("refractive_index", meta["optics"]["refractive_index"]),
