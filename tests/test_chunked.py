@@ -8,6 +8,7 @@ import torch
 
 import napari_refocus as nr
 from napari_refocus.methods.lbdvd_blocks import iter_blocks, plan_blocks, read_region
+from napari_refocus.bigimage import lazy_method
 from napari_refocus.core.tiling import extract_patches
 
 
@@ -91,6 +92,8 @@ def test_lazy_lbdvd_on_dask_equals_in_memory(big):
     assert type(lazy.image).__module__.startswith("dask") and lazy.defocus_map is None
     eager = nr.refocus(big, method="lbdvd", device="cpu")
     np.testing.assert_array_equal(np.asarray(lazy.image), eager.image)  # the same sums in the same order
+    # blocks of any size that holds the halo, not only multiples of the patch stride (42)
+    np.testing.assert_array_equal(np.asarray(lazy_method(big, "lbdvd", device="cpu", block=250)), eager.image)
     dmap = nr.defocus_map(da.from_array(big, chunks=(300, 300)), device="cpu")
     np.testing.assert_array_equal(dmap.levels, eager.defocus_map.levels)
 
@@ -143,8 +146,8 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path, monkeypatch):
     for bad in ({"stride": 21}, {"padding": "zeros"}, {"montage_weights": "rectangular"}):
         with pytest.raises(ValueError, match=next(iter(bad))):  # not silently ignored
             lbdvd.block_runner(lbdvd.parse(**bad), device="cpu")
-    with pytest.raises(ValueError, match="multiple of 42"):
-        lazy_method(big, "lbdvd", block=100)
+    with pytest.raises(ValueError, match="halo"):  # any size that holds the halo (no multiple of 42)
+        lazy_method(big, "lbdvd", block=64)
     with pytest.raises(ValueError, match="halo"):
         lazy_method(big, "rl", block=64)
 

@@ -58,8 +58,8 @@ def block_bounds(image_shape, block: int = DEFAULT_BLOCK):
 
 def balanced_block(image_shape, multiple: int = 1, largest: int = DEFAULT_BLOCK) -> int:
     """A block side (a multiple of ``multiple``, at most ``largest``, at least half of it) whose
-    last block along Y and X is as wide as it can be: for lbdvd (multiples of 42) ``4096`` px
-    give blocks of 1386 + 1386 + 1324 rather than 2016 + 2016 + 64. A thin last block sees little context, and a method that needs
+    last block along Y and X is as wide as it can be: with multiples of 42, ``4096`` px give
+    blocks of 1386 + 1386 + 1324 rather than 2016 + 2016 + 64. A thin last block sees little context, and a method that needs
     a minimum size (DelpNet's 84-px patches at the image's sampling) may refuse it."""
     sides = [int(n) for n in image_shape[-2:]]
     top = largest // multiple * multiple

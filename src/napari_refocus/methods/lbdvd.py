@@ -132,6 +132,5 @@ METHOD = Method(
     inputs=("defocus_map", "stats"),
     image_stats=image_stats,
     block_runner=lbdvd_global.block_runner,
-    block_multiple=STRIDE,
     form_fields=("iterations", "stride", "tta", "never_worse"),
 )
