@@ -221,3 +221,21 @@ def test_train_delpnet_seeded_and_resumable(tmp_path):
     card = (tmp_path / "a" / "delpnet.md").read_text()
     assert "napari-refocus train delpnet --out weights/ --epochs 2 --seed 3 --threads 1" in card
     assert (tmp_path / "a" / "delpnet_eval.json").exists() and (tmp_path / "a" / "delpnet_confusion.png").exists()
+
+
+def test_a_safetensors_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A pickle starts with byte 0x80; so does a safetensors file whose header is 0x..80 bytes
+    long (1 in 256 of them: a DelpNet trained with more metadata hit it). Its plausible length and
+    the header's "{" make it safetensors; it loads."""
+    from safetensors.torch import load_file, save_file
+
+    from napari_refocus.models.loader import check_file
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(300):  # metadata of every length until the header length ends in 0x80
+        save_file({"x": torch.zeros(2)}, str(path), metadata={"note": "a" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    check_file(path)  # raised "is a Python pickle" before
+    assert torch.equal(load_file(str(path))["x"], torch.zeros(2))

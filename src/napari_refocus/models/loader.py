@@ -43,7 +43,12 @@ def check_file(path) -> None:
         raise ValueError(f"{path} is empty (0 bytes): not a weights file")
     with open(path, "rb") as fh:
         head = fh.read(8)
-        if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        # a safetensors header length can itself start with byte 0x80 (a pickle's first byte):
+        # a plausible length followed by the JSON header's "{" is safetensors, not a pickle
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        plausible = 0 < n <= min(MAX_HEADER, size - 8) and fh.read(1) == b"{"
+        fh.seek(8)
+        if not plausible and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):
             kind = "a PyTorch torch.save archive" if head[:2] == b"PK" else "a Python pickle"
             raise ValueError(f"{path} is {kind}, which napari-refocus never loads (unpickling can run any code); "
                              "save the state dict with safetensors.torch.save_file or napari_refocus' save_weights")
