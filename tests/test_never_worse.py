@@ -108,7 +108,12 @@ def test_gating_off_is_the_ungated_method_exactly(fields):
     _need("lbdvd")
     inp = nr.simulate(fields[0][:252, :336].astype(np.uint16), level=4, seed=1)
     off = nr.refocus(inp, method="lbdvd", device="cpu", never_worse=False)
-    ref = nr.deconvolve(inp, level_map=off.defocus_map.levels, device="cpu")
+    # the map's classes as defocus of the image's optics (lbdvd's RL frame: the default exact PSF
+    # at each class's matched defocus), as lbdvd deconvolves them
+    from napari_refocus.core.optics import Optics
+    from napari_refocus.methods.frames import rl_frame
+
+    ref = nr.deconvolve(inp, level_map=off.defocus_map.levels, device="cpu", optics=rl_frame(Optics()).optics)
     np.testing.assert_array_equal(off.image, ref)
     assert off.gate_weights is None and "never_worse" not in off.provenance()
     on = nr.refocus(inp, method="lbdvd", device="cpu")

@@ -128,7 +128,8 @@ def cmd_train(args) -> None:
         if given:
             raise CliError(f"train delpnet: {', '.join(given)} only apply to the learned generators "
                            "(delpnet takes --epochs)")
-        kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root)) if v})
+        kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root),
+                                         ("psf_model", args.psf_model)) if v})
         result = train_delpnet(args.out, **kwargs)
     else:
         from ..methods.registry import get_method
@@ -136,6 +137,8 @@ def cmd_train(args) -> None:
         get_method(args.model)  # a clear error for an unknown name
         if args.epochs is not None:
             raise CliError(f"train {args.model}: --epochs is for delpnet; a generator takes --minutes or --steps")
+        if args.psf_model is not None:
+            raise CliError(f"train {args.model}: --psf-model is for delpnet (a generator's data are fixed by its card)")
         try:
             from ..training.train_generators import train_generator
         except ImportError as exc:

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("model", help="delpnet, or a learned method: comi-cyclegan, refocus-unet, m-deblurgan, h2t-msunet")
     tr.add_argument("--out", default="weights", help="output folder for <model>.safetensors")
     tr.add_argument("--epochs", type=int, default=None, help="delpnet: training epochs (80)")
+    tr.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
+                    help="delpnet: the PSF of its training blur (paraxial: LB-DVD eq. 2, the shipped weights)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--data-root", help="folder with the shared data sets (default ../shared/data)")
     tr.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")

@@ -1,9 +1,10 @@
 """Patch-wise defocus of a 2-D image with DelpNet (LB-DVD step 1), for any objective and camera.
 
 DelpNet's classes are the blur of one reference microscope (:data:`CANONICAL`: NA 0.5 in air,
-451 nm, 0.65 um pixels, the exact scalar PSF, 2 um per class); it was trained on that objective
-and on five others brought to its sampling (``training/delpnet_data.py``), on 16-bit counts. Any
-image is first brought to that frame, so the same network serves every objective and exposure:
+451 nm, 0.65 um pixels, LB-DVD eq. 2 - ``psf_model="paraxial"`` - 2 um per class), the one the
+shipped weights were trained on, on 16-bit counts. Any image is first brought to that frame, so
+the same network serves every objective and exposure (the default optics' exact PSF too: its
+classes are the paraxial ones matched, 1.90, 3.71, ... um instead of 2, 4, ... um):
 
 1. **Sampling.** Blur looks alike on two objectives when lengths are measured in lambda / NA
    (:attr:`~napari_refocus.core.optics.Optics.sampling`). The image is resampled so that its
@@ -38,8 +39,9 @@ from ..core.validation import as_image
 
 N_CLASSES = 12
 SCALE = 65535.0
-#: the optics DelpNet's training data were made with (the classes are its blur levels)
-CANONICAL = Optics()
+#: the optics the shipped DelpNet's training data were made with (the classes are its blur
+#: levels): LB-DVD eq. 2, as the weights' own metadata say (they predate ``psf_model``)
+CANONICAL = Optics(psf_model="paraxial")
 #: the canonical intensity scale: robust range -> SPAN counts above OFFSET
 SPAN, OFFSET = 1000.0, 150.0
 #: background rule on the canonical scale: the paper's 230 / 30 counts, relative to OFFSET

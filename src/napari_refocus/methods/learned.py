@@ -35,7 +35,7 @@ from .params import Params, option
 GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 #: the optics the generators' training pairs were simulated with (``training.pairs.GEN_OPTICS``;
 #: the same sampling as DelpNet's, ``methods.defocus.CANONICAL``)
-TRAINING_OPTICS = Optics()
+TRAINING_OPTICS = Optics(psf_model="paraxial")
 #: a sampling within 1 % of the training one runs the image as it is (< 1 px in 100)
 SAMPLING_TOLERANCE = 0.01
 

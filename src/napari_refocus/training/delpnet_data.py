@@ -40,9 +40,12 @@ PATCH = 84
 BG_MAX = 230
 BG_RANGE = 30
 
-#: the objectives DelpNet is trained on and each one's share of the patches: the reference
-#: (the paper's 20x/0.5 air) and five others chosen NOT to be the objectives the benchmark
-#: evaluates (20x/0.75 air, 40x/0.95 air, 60x/1.4 oil), from 10x/0.3 to 100x/1.45
+#: an experimental mixture of objectives (``train_delpnet(objectives=TRAIN_OBJECTIVES)``; not the
+#: shipped weights' recipe, which is the reference alone): the reference (the paper's 20x/0.5
+#: air) and five others chosen NOT to be the objectives the benchmark evaluates (20x/0.75 air,
+#: 40x/0.95 air, 60x/1.4 oil), from 10x/0.3 to 100x/1.45, with each one's share of the patches.
+#: Two CPU runs with it were not shipped: BENCHMARKS.md "DelpNet on the exact PSF and other
+#: objectives: retraining attempts"
 TRAIN_OBJECTIVES = (
     ({}, 0.5),
     ({"na": 0.3, "wavelength_nm": 520.0, "pixel_um": 0.65}, 0.1),
@@ -51,8 +54,8 @@ TRAIN_OBJECTIVES = (
     ({"na": 1.2, "refractive_index": 1.333, "wavelength_nm": 600.0, "pixel_um": 0.108}, 0.1),
     ({"na": 1.45, "refractive_index": 1.515, "wavelength_nm": 520.0, "pixel_um": 0.065}, 0.1),
 )
-#: shot noise of the training patches, photons per count (log-uniform): down to 0.2 so that a
-#: dim exposure (a quarter of BBBC006's counts) is inside the training range
+#: shot noise for the experimental recipe, photons per count (log-uniform): down to 0.2 so that a
+#: dim exposure (a quarter of BBBC006's counts) is inside the training range (shipped: 0.5..4)
 GAIN_RANGE = (0.2, 4.0)
 
 
@@ -127,8 +130,9 @@ class PatchSynth:
         self.paper = bool(paper_protocol)
         prep = (lambda im: np.asarray(im, np.float32)) if self.paper else normalise_source
         self.gain_range = tuple(float(g) for g in gain_range)
+        # normalised once, at the end: with one objective the weights are exactly those of
+        # the recipe the shipped weights were trained with
         w_src = np.ones(len(images)) if weights is None else np.asarray(weights, float)
-        w_src = w_src / w_src.sum()
         mix = [({}, 1.0)] if objectives is None else list(objectives)
         self.stacks, w = [], []
         for overrides, share in mix:

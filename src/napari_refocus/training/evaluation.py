@@ -110,7 +110,8 @@ def evaluate_delpnet(weights_path=None, *, data_root=None, wheels_dir=None, devi
     dev = resolve_device(device)
     model = load_model(str(path), dev)
     meta = read_metadata(path)
-    optics = Optics(**meta["optics"]) if "optics" in meta else Optics()
+    # weights made before ``psf_model`` existed were trained on LB-DVD eq. 2 ("paraxial")
+    optics = Optics(**{"psf_model": "paraxial", **meta.get("optics", {})})
     split = split_sources(load_sources(data_root, wheels_dir=wheels_dir))
     images = [s.image for s in split["test"]]
     res = {"weights_sha256": file_sha256(path),

@@ -32,7 +32,7 @@ from ..models.loader import load_state, save_weights
 from .cards import write_delpnet_card
 from .checkpoints import load_checkpoint, save_checkpoint
 from .configs import CLASS_NAMES, DELPNET, NORMALISATION
-from .delpnet_data import GAIN_RANGE, TRAIN_OBJECTIVES, PatchSynth, fixed_set
+from .delpnet_data import PatchSynth, fixed_set
 from .evaluation import evaluate_delpnet, plot_confusion, predict_proba, real_data_check  # noqa: F401 (re-exported)
 from .runtime import TorchRNG
 from .schedules import FunctionLR, warmup_cosine
@@ -74,8 +74,9 @@ def iter_train_delpnet(
     num_threads: int | None = None,
     real_check: bool = True,
     write_card: bool = True,
-    objectives=TRAIN_OBJECTIVES,
-    gain_range=GAIN_RANGE,
+    objectives=None,
+    gain_range=(0.5, 4.0),
+    psf_model: str = "paraxial",
 ):
     """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict."""
     with torch_threads(num_threads):
@@ -84,18 +85,18 @@ def iter_train_delpnet(
                                   seed=seed, resume=resume, data_root=data_root, wheels_dir=wheels_dir,
                                   val_per_class=val_per_class, test_per_class=test_per_class,
                                   num_threads=num_threads, real_check=real_check, write_card=write_card,
-                                  objectives=objectives, gain_range=gain_range))
+                                  objectives=objectives, gain_range=gain_range, psf_model=psf_model))
 
 
 def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, head_dropout, device, seed, resume,
            data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card,
-           objectives, gain_range):
+           objectives, gain_range, psf_model):
     t_start = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckdir = out / "checkpoints"
     dev = resolve_device(device)
-    optics = Optics()
+    optics = Optics(psf_model=psf_model)
 
     sources = load_sources(data_root, wheels_dir=wheels_dir)
     split = split_sources(sources)
@@ -200,7 +201,7 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
         "command_kwargs": {"epochs": epochs, "seed": seed, "width": width, "steps_per_epoch": steps_per_epoch,
                            "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads,
                            "objectives": [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])],
-                           "gain_range": list(gain_range)},
+                           "gain_range": list(gain_range), "psf_model": psf_model},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
