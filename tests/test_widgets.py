@@ -152,8 +152,9 @@ def test_nd_stack_plane_by_plane(viewer, qtbot, crops):
     w.set_values(iterations=4, level=3)
     assert "2 planes" in w.layer_info.value
     prog = []
+    shown = w.panel._on_progress  # recorded from the worker's first yield (connecting after run() races it)
+    w.panel._on_progress = lambda p: (prog.append(p), shown(p))
     w.run()
-    w.worker.yielded.connect(lambda p: prog.append(p))
     wait_idle(qtbot, w)
     out = viewer.layers["src [rl]"]
     assert out.data.shape == stack.shape

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.validation import check_value
 from .write import check_output
 from .zarr import ATTRS_KEY, AXIS_TYPES, NGFF_ORDER, NGFF_VERSION, partial_path
 
@@ -320,6 +321,7 @@ def refocus_to_ome_zarr(source, path, *, method: str = "lbdvd", axes: str | None
     m = get_method(method)
     if pixel_um and m.accepts("pixel_um"):
         params = {**params, "pixel_um": float(pixel_um)}
+    block = check_value("block", block)  # the shared rule: a positive integer (a raw StopIteration before)
     block = int(block or balanced_block(shape, m.block_multiple, DEFAULT_BLOCK))  # no thin last block by default
     job = _BlockJob(source, m, params, ax, int(m.upscale), np.dtype(dtype or source.dtype), block, device)
     # the same job (provenance, parameters, input, output) resumes a partial store; another rewrites it
