@@ -185,7 +185,8 @@ def fixed_pairs(synth: PairSynth, n: int, patch: int, seed: int):
 def synthetic_test_set(levels=EVAL_LEVELS, *, splits=("test", "val"), data_root=None, seed: int = 2024,
                        crop=None, sources=None):
     """Held-out synthetic evaluation pairs: whole held-out source images (raw counts),
-    defocused with :func:`napari_refocus.simulate` (default optics, one level each, Poisson
+    defocused with :func:`napari_refocus.simulate` (the paper's optics and LB-DVD eq. 2, as the shipped
+    networks were trained on; one level each, Poisson
     noise, gain 1 = the raw values are counts). Returns a list of dicts with ``source``,
     ``level``, ``input`` (uint16) and ``gt`` (float32).
 
