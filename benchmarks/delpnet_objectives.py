@@ -1,7 +1,9 @@
 """DelpNet weights on the exact PSF and on other objectives, patch by patch: which weights to ship?
 
-    python benchmarks/delpnet_objectives.py NAME=WEIGHTS [NAME=WEIGHTS ...] [--per-class 20] [--threads N]
+    python benchmarks/delpnet_objectives.py NAME=WEIGHTS[@PSF_MODEL] [...] [--per-class 20] [--threads N]
         [--wheels DIR]
+
+(``@exact`` / ``@paraxial``: the PSF a checkpoint without optics metadata was trained on.)
 
 For each weights file (the shipped ``weights/delpnet.safetensors`` is always the first row, as the
 baseline of the same run): held-out patches of the test fields (p19_s2, o24_s2; class-balanced,
@@ -61,12 +63,16 @@ def main(argv=None):
     t0 = time.perf_counter()
     images = [s.image for s in split_sources(load_sources(None, wheels_dir=a.wheels))["test"]]
     runs = [("shipped", ROOT / "weights" / "delpnet.safetensors")]
-    runs += [(w.split("=", 1)[0], Path(w.split("=", 1)[1])) for w in a.weights]
+    for w in a.weights:  # NAME=PATH, or NAME=PATH@psf_model for a checkpoint without optics metadata
+        name, _, rest = w.partition("=")
+        path, _, model = rest.partition("@")
+        runs.append((name, Path(path), model or None))
+    runs[0] = (*runs[0], None)
     n = a.per_class
     cols = ["reference, exact PSF", "reference, its training PSF", "paper protocol, exact PSF", *OBJECTIVES]
     lines = ["| weights | trained on | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-    for name, path in runs:
-        own = read_metadata(path).get("optics", {}).get("psf_model", "paraxial")
+    for name, path, given in runs:
+        own = given or read_metadata(path).get("optics", {}).get("psf_model", "paraxial")
         model = load_model(str(path), "cpu")
         cells = [score(model, *fixed_set(images, n, seed=5, optics=Optics(psf_model="exact"))),
                  score(model, *fixed_set(images, n, seed=5, optics=Optics(psf_model=own))),
