@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 from .configs import CLASS_NAMES, DEVIATIONS, PAPER_MODELS, PAPERS, TITLES
+from .delpnet_data import SHIPPED_GAIN_RANGE
 
 
 def render(path, title: str, lead: list[str], sections: list[tuple[str, list[str]]]) -> Path:
@@ -69,10 +70,10 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
         "scalar PSF, class L = L x 2 um of this objective).",
     ]
     objectives = ck.get("objectives") or [{"share": 1.0}]
-    gains = ck.get("gain_range") or [0.5, 4.0]
+    gains = ck.get("gain_range") or list(SHIPPED_GAIN_RANGE)
     data = [
         "Synthetic: each in-focus source image is blurred with the PSF of each level 0..10, then random",
-        f"84x84 crops get random brightness (300..6000 counts), camera offset (80..600), shot noise",
+        "84x84 crops get random brightness (300..6000 counts), camera offset (80..600), shot noise",
         f"({gains[0]:g}..{gains[1]:g} photons/count, log-uniform), read noise (0.5..5 counts), flips/rot90; label 'bg' when",
         "max < 230 and max - min < 30 counts (the paper's rule on the training counts; at run time the",
         "same rule is applied relative to the image's own background and noise on the canonical scale).",
@@ -129,7 +130,7 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
     ]
     held_out = [
         f"{test['n']} patches ({result['test_sources']}), class-balanced, reference objective only, drawn with",
-        "the brightness, offset and read noise above and 0.5..4 photons/count (harder than the paper's protocol;",
+        f"the brightness, offset and read noise above and {SHIPPED_GAIN_RANGE[0]:g}..{SHIPPED_GAIN_RANGE[1]:g} photons/count (harder than the paper's protocol;",
         "other objectives: BENCHMARKS.md \"Other objectives and exposures\").",
         f"- **top-1: {100 * test['top1']:.2f} %**, **within one level: {100 * test['within_one']:.2f} %**",
         f"- macro precision {100 * test['macro_precision']:.2f} %, recall {100 * test['macro_recall']:.2f} %, "

@@ -54,8 +54,10 @@ TRAIN_OBJECTIVES = (
     ({"na": 1.2, "refractive_index": 1.333, "wavelength_nm": 600.0, "pixel_um": 0.108}, 0.1),
     ({"na": 1.45, "refractive_index": 1.515, "wavelength_nm": 520.0, "pixel_um": 0.065}, 0.1),
 )
-#: shot noise for the experimental recipe, photons per count (log-uniform): down to 0.2 so that a
-#: dim exposure (a quarter of BBBC006's counts) is inside the training range (shipped: 0.5..4)
+#: shot noise of the shipped recipe, photons per count (log-uniform)
+SHIPPED_GAIN_RANGE = (0.5, 4.0)
+#: shot noise for the experimental recipe: down to 0.2 so that a dim exposure (a quarter of
+#: BBBC006's counts) is inside the training range
 GAIN_RANGE = (0.2, 4.0)
 
 
@@ -84,8 +86,8 @@ def blur_levels(img: np.ndarray, optics: Optics) -> torch.Tensor:
 
 
 def blur_levels_for(img: np.ndarray, reference: Optics, objective: Optics | None) -> torch.Tensor:
-    """(n_levels, h, w) float32: ``img`` taken as sampled by ``objective`` (None: the reference),
-    blurred by its PSF at each class's matched defocus, on the reference's sampling."""
+    """(n_levels, h, w) float32: ``img`` (on the reference's sampling) blurred by ``objective``'s
+    PSF at each class's matched defocus (None: by the reference's own levels)."""
     if objective is None:
         return blur_levels(img, reference)
     scale, matched = matched_optics(reference, objective)
@@ -117,7 +119,7 @@ class PatchSynth:
     """Draws labelled synthetic patches from a list of in-focus source images."""
 
     def __init__(self, images, optics: Optics | None = None, weights=None, *, paper_protocol: bool = False,
-                 objectives=None, gain_range=(0.5, 4.0)):
+                 objectives=None, gain_range=SHIPPED_GAIN_RANGE):
         """``objectives``: ``((optics overrides, share), ...)`` to draw patches from several
         objectives (:data:`TRAIN_OBJECTIVES`; an empty dict is ``optics`` itself); None: only
         ``optics``. ``gain_range``: shot noise, photons per count (log-uniform).
@@ -138,15 +140,10 @@ class PatchSynth:
         for overrides, share in mix:
             objective = Optics(**{**self.optics.as_dict(), **overrides}) if overrides else None
             for im, ws in zip(images, w_src):
-                if objective is None and min(np.shape(im)[-2:]) < PATCH:
+                if min(np.shape(im)[-2:]) < PATCH:
                     raise ValueError("source images must be at least 84x84")
-                stack = blur_levels_for(prep(im), self.optics, objective)
-                if min(stack.shape[-2:]) < PATCH:
-                    continue  # too small once shrunk to the reference sampling for this objective
-                self.stacks.append(stack)
+                self.stacks.append(blur_levels_for(prep(im), self.optics, objective))
                 w.append(ws * share)
-        if not self.stacks:
-            raise ValueError("source images must be at least 84x84")
         w = np.asarray(w, float)
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float64)
 
@@ -229,7 +226,7 @@ class PatchSynth:
 
 
 def fixed_set(images, n_per_class: int, seed: int, optics: Optics | None = None,
-              paper_protocol: bool = False, objectives=None, gain_range=(0.5, 4.0)):
+              paper_protocol: bool = False, objectives=None, gain_range=SHIPPED_GAIN_RANGE):
     """A reproducible, class-balanced evaluation set from held-out source images.
 
     ``paper_protocol``: raw intensities + Poisson noise only, levels 0..10 asked for (a patch

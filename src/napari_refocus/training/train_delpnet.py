@@ -32,7 +32,7 @@ from ..models.loader import load_state, save_weights
 from .cards import write_delpnet_card
 from .checkpoints import load_checkpoint, save_checkpoint
 from .configs import CLASS_NAMES, DELPNET, NORMALISATION
-from .delpnet_data import PatchSynth, fixed_set
+from .delpnet_data import SHIPPED_GAIN_RANGE, PatchSynth, fixed_set
 from .evaluation import evaluate_delpnet, plot_confusion, predict_proba, real_data_check  # noqa: F401 (re-exported)
 from .runtime import TorchRNG
 from .schedules import FunctionLR, warmup_cosine
@@ -75,7 +75,7 @@ def iter_train_delpnet(
     real_check: bool = True,
     write_card: bool = True,
     objectives=None,
-    gain_range=(0.5, 4.0),
+    gain_range=SHIPPED_GAIN_RANGE,
     psf_model: str = "paraxial",
 ):
     """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict."""
@@ -92,6 +92,7 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
            data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card,
            objectives, gain_range, psf_model):
     t_start = time.time()
+    mixture = [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])]  # for the record
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckdir = out / "checkpoints"
@@ -180,7 +181,7 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
             "lr_peak": lr,
             "best_epoch": state["best_epoch"],
             "train_sources": [s.name for s in split["train"]],
-            "objectives": [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])],
+            "objectives": mixture,
             "gain_range": list(gain_range),
             "val_sources": [s.name for s in split["val"]],
             "test_sources": [s.name for s in split["test"]],
@@ -200,8 +201,7 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "command_kwargs": {"epochs": epochs, "seed": seed, "width": width, "steps_per_epoch": steps_per_epoch,
                            "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads,
-                           "objectives": [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])],
-                           "gain_range": list(gain_range), "psf_model": psf_model},
+                           "objectives": mixture, "gain_range": list(gain_range), "psf_model": psf_model},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
