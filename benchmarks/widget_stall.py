@@ -12,6 +12,11 @@ that run there (progress updates, the hand-over of the result, ``add_image``/``a
 napari's ``on_draw``, vispy's GL command flush where textures are uploaded) and a sampling
 profiler (a thread that takes the GUI thread's Python stack every 4 ms).
 
+The baseline, in the same viewer after the widgets (``--floor``): napari itself adding a layer of
+the result's size (a float32 image with its contrast limits given) and one of the map's size (a
+labels layer) on the GUI thread with no job running. No widget that hands a result to napari as a
+new layer can stall for less than that.
+
 ``--src DIR`` imports napari_refocus from another source tree (e.g. an export of an earlier
 commit: the baseline) so that before and after run in one session::
 
@@ -205,6 +210,45 @@ def run_case(viewer, rec: Recorder, widget, layer_count_before: int, timeout_s: 
             "top": top}
 
 
+def floor_case(viewer, rec: Recorder, kind: str, size: int, timeout_s: float = 60.0):
+    """The baseline: what napari alone stalls for when a layer like a widget's result is added on
+    the GUI thread, with no job running (``image``: a ``size`` x ``size`` float32 image with its
+    contrast limits given, as the Refocus widget hands over; ``labels``: the defocus map's
+    ``ceil(size / 42)``-cell class map). Recorded like :func:`run_case`, from the add until it is
+    drawn (+0.5 s)."""
+    import numpy as np
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    drawn = []
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    canvas.events.draw.connect(lambda *_: drawn.append(time.perf_counter()))
+    rng = np.random.default_rng(0)
+    if kind == "image":
+        data = rng.random((size, size), dtype=np.float32)
+        add = lambda: viewer.add_image(data, name="floor image", contrast_limits=(0.0, 1.0))  # noqa: E731
+    else:
+        cells = -(-size // 42)
+        data = rng.integers(1, 12, (cells, cells)).astype(np.int32)
+        add = lambda: viewer.add_labels(data, name="floor labels", scale=(42, 42), opacity=0.5,  # noqa: E731
+                                        blending="translucent")
+    added = []
+    rec.start()
+    t0 = time.perf_counter()
+    QTimer.singleShot(20, lambda: (add(), added.append(time.perf_counter())))
+    while time.perf_counter() - t0 < timeout_s:
+        QApplication.processEvents()
+        time.sleep(0.001)
+        if added and any(t > added[0] for t in drawn) and time.perf_counter() - added[0] > 0.5:
+            break
+    rec.stop()
+    gaps = rec.gaps()
+    top = [{"gap_ms": round(g * 1e3, 1), "at_s": round(a - t0, 2), **rec.explain(a, b)} for g, a, b in gaps[:5]]
+    return {"seconds": 0.0, "ticks": len(rec.ticks), "longest_ms": top[0]["gap_ms"] if top else 0.0,
+            "over_100ms": sum(g > 0.1 for g, _, _ in gaps), "over_50ms": sum(g > 0.05 for g, _, _ in gaps),
+            "top": top}
+
+
 def measure(args) -> dict:
     if args.src:
         sys.path.insert(0, os.path.abspath(args.src))
@@ -232,7 +276,7 @@ def measure(args) -> dict:
     instrument(rec)
     out = {"napari_refocus": os.path.dirname(napari_refocus.__file__), "size": args.size,
            "dtype": str(img.dtype), "cases": {}}
-    for kind in args.widgets.split(","):
+    for kind in filter(None, args.widgets.split(",")):
         cls = {"refocus": RefocusWidget, "defocus_map": DefocusMapWidget}[kind]
         widget = cls(viewer)
         viewer.window.add_dock_widget(widget, name=kind)
@@ -246,6 +290,10 @@ def measure(args) -> dict:
         label = f"{kind} ({method.value})" if method is not None else kind
         out["cases"][label] = run_case(viewer, rec, widget, len(viewer.layers), args.timeout)
         out["cases"][label]["values"] = {k: v for k, v in widget.prefs.asdict().items()}
+        print(label, json.dumps(out["cases"][label], indent=1), flush=True)
+    for kind in filter(None, args.floor.split(",")):  # the baseline, in the same viewer and session
+        label = f"napari floor: add_{kind}"
+        out["cases"][label] = floor_case(viewer, rec, kind, args.size)
         print(label, json.dumps(out["cases"][label], indent=1), flush=True)
     out["load_average"] = os.getloadavg()
     viewer.close()
@@ -290,6 +338,9 @@ def main(argv=None):
     ap.add_argument("--src", default=None, help="import napari_refocus from this folder (a baseline tree)")
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--widgets", default="refocus,defocus_map")
+    ap.add_argument("--floor", default="image,labels",
+                    help="baseline cases run after the widgets: napari adding a result-sized image / a map-sized "
+                         "labels layer on the GUI thread with no job running ('' for none)")
     ap.add_argument("--method", default=None, help="the Refocus widget's method (default: the widget's default)")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", default=None, help="write the measurement here")

@@ -273,6 +273,29 @@ def _profiles(optics: Optics, r_um: np.ndarray, zs: np.ndarray) -> np.ndarray:
     return np.abs(amp) ** 2
 
 
+def psf_stack(optics: Optics, defocus_um, *, size: int, oversample: int = 3) -> np.ndarray:
+    """PSFs of ``optics`` at many (nominal) defocus values at once: ``(len(defocus_um), size,
+    size)`` float32, each centred on the middle pixel, pixel-integrated (``oversample`` x
+    ``oversample`` samples a pixel) and summing to 1.
+
+    The profile of every defocus comes from one quadrature (:func:`_profiles`) on a radial grid
+    of 1/50 pixel, interpolated linearly onto the samples: for work that needs tens of defocus
+    values (:mod:`napari_refocus.methods.class_table`) at a fraction of :func:`psf_bank`'s cost,
+    which evaluates every distinct radius exactly."""
+    zs = np.atleast_1d(np.asarray(defocus_um, dtype=np.float64))
+    n = size * oversample
+    c = (np.arange(n) - (n - 1) / 2) / oversample * optics.pixel_um
+    r = np.hypot(c[:, None], c[None, :])
+    step = optics.pixel_um / 50
+    radii = np.arange(0.0, r.max() + 2 * step, step)
+    profiles = _profiles(optics, radii, zs)
+    out = np.empty((len(zs), size, size), np.float32)
+    for i, profile in enumerate(profiles):
+        img = np.interp(r, radii, profile).reshape(size, oversample, size, oversample).mean(axis=(1, 3))
+        out[i] = img / img.sum()
+    return out
+
+
 def encircled_energy(optics: Optics, defocus_um, radii: np.ndarray) -> np.ndarray:
     """Fraction of the PSF's energy within each radius (in units of lambda / NA), up to the
     last radius (continuous profile, not pixel-integrated). ``defocus_um``: a value or an
@@ -309,14 +332,16 @@ def match_defocus_um(reference: Optics, target: Optics, *, n_candidates: int = 4
     return tuple(float(z) for z in np.maximum.accumulate(best))
 
 
-def matched_optics(reference: Optics, optics: Optics) -> tuple[float, Optics]:
+def matched_optics(reference: Optics, optics: Optics, *, table=None) -> tuple[float, Optics]:
     """``(scale, matched)``: ``optics``' pixels per ``reference`` pixel at equal size in lambda/NA
     (:func:`sampling_scale`), and ``optics`` whose level ``L`` is the defocus with the blur of
-    ``reference``'s level ``L`` (:func:`match_defocus_um`, as ``defocus_table_um``), with a PSF
-    window as wide in lambda/NA as the reference's. How a class of DelpNet (trained on
-    ``reference``) reads on another objective; used by LB-DVD and by DelpNet's training data."""
+    ``reference``'s level ``L`` (``table``, else :func:`match_defocus_um`, as
+    ``defocus_table_um``), with a PSF window as wide in lambda/NA as the reference's. How a class
+    of DelpNet (trained on ``reference``) reads on another objective; used by LB-DVD (with the
+    table measured with DelpNet, :mod:`napari_refocus.methods.class_table`) and by DelpNet's
+    training data (encircled energy)."""
     scale = sampling_scale(reference, optics)
-    table = match_defocus_um(reference, optics)
+    table = tuple(table) if table is not None else match_defocus_um(reference, optics)
     size = optics.psf_size
     if scale != 1.0:
         size = max(3, int(round(optics.psf_size * scale)))

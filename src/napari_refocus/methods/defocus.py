@@ -4,7 +4,7 @@ DelpNet's classes are the blur of one reference microscope (:data:`CANONICAL`: N
 451 nm, 0.65 um pixels, LB-DVD eq. 2 - ``psf_model="paraxial"`` - 2 um per class), the one the
 shipped weights were trained on, on 16-bit counts. Any image is first brought to that frame, so
 the same network serves every objective and exposure (the default optics' exact PSF too: its
-classes are the paraxial ones matched, 1.90, 3.71, ... um instead of 2, 4, ... um):
+classes are measured for it, 1.73, 3.60, ... um instead of 2, 4, ... um):
 
 1. **Sampling.** Blur looks alike on two objectives when lengths are measured in lambda / NA
    (:attr:`~napari_refocus.core.optics.Optics.sampling`). The image is resampled so that its
@@ -14,9 +14,12 @@ classes are the paraxial ones matched, 1.90, 3.71, ... um instead of 2, 4, ... u
    (:func:`napari_refocus.core.intensity.to_canonical`: 1st..99.8th percentile -> 150..1150
    counts), so 8-bit, 16-bit, float counts, float 0..1 and any exposure give the same input.
 3. **Classes in um for the user's objective.** Class ``L`` is the blur of the training
-   objective at ``2 L`` um; :func:`~napari_refocus.core.optics.match_defocus_um` finds the
-   defocus of the user's objective with the same blur (encircled energy in lambda / NA). The
-   map reports that defocus (``defocus_um``), and LB-DVD deconvolves with the user's PSF there.
+   objective at ``2 L`` um; for any other objective (or PSF model) it is the defocus at which
+   DelpNet itself answers ``L`` on a reference field blurred with that objective's PSF
+   (:func:`~napari_refocus.methods.class_table.response_table`, measured once per objective: a
+   match of the PSFs' encircled energy, :func:`~napari_refocus.core.optics.match_defocus_um`,
+   under-states high-NA defocus by up to 2x). The map reports that defocus (``defocus_um``),
+   and LB-DVD deconvolves with the user's PSF there.
 4. **Background** is relative: a patch whose canonical intensities stay within 80 counts of the
    image's background and span less than 30 counts or 6 noise sigmas (the paper's absolute
    rule, max < 230 and range < 30 counts, written on the canonical scale) is background
@@ -143,13 +146,15 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
 def map_frame(optics: Optics | None):
     """``(scale, defocus_um)`` of the map for an image taken with ``optics`` (None: the
     training objective): native pixels per canonical pixel, and each class's defocus (um)."""
-    from ..core.optics import match_defocus_um, sampling_scale
+    from ..core.optics import sampling_scale
+    from .class_table import response_table
 
     if optics is None:
         optics = CANONICAL
     scale = sampling_scale(CANONICAL, optics)
     same = dataclasses.replace(optics, defocus_table_um=None) == CANONICAL
-    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else match_defocus_um(CANONICAL, optics)
+    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else response_table(
+        dataclasses.replace(optics, defocus_table_um=None))
     return scale, table
 
 

@@ -30,14 +30,14 @@ class RlFrame:
 
 @functools.lru_cache(maxsize=16)
 def rl_frame(optics: Optics) -> RlFrame:
-    """The :class:`RlFrame` of ``optics`` (cached: the class matching takes seconds)."""
-    from .defocus import CANONICAL
-
+    """The :class:`RlFrame` of ``optics`` (cached: the class table takes seconds)."""
     from ..core.optics import matched_optics
+    from .defocus import CANONICAL, map_frame
 
     if dataclasses.replace(optics, defocus_table_um=None) == CANONICAL:
         return RlFrame(1.0, optics, PATCH, CONTEXT)  # the paper's frame, exactly as always
-    scale, rl_optics = matched_optics(CANONICAL, optics)
+    # the map's own classes in um (measured with DelpNet: methods.class_table)
+    scale, rl_optics = matched_optics(CANONICAL, optics, table=map_frame(optics)[1])
     return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
 
 
