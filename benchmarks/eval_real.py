@@ -199,9 +199,9 @@ def binned(out, shape):
 def min_side(optics):
     """The side an image needs for DelpNet's map with ``optics`` (its 84-px patch in native
     pixels, at least :data:`MIN_SIDE`)."""
-    from napari_refocus.methods.defocus import PATCH, map_frame
+    from napari_refocus.methods.defocus import PATCH, map_scale
 
-    return max(MIN_SIDE, int(np.ceil(PATCH * map_frame(optics)[0])) + 2)
+    return max(MIN_SIDE, int(np.ceil(PATCH * map_scale(optics))) + 2)
 
 
 def restore_all(img, optics, z_um, methods):

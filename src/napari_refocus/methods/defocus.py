@@ -143,6 +143,14 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
     return certainty(probabilities)
 
 
+def map_scale(optics: Optics | None) -> float:
+    """Native pixels per map pixel for an image taken with ``optics`` (None: the training
+    objective); :func:`map_frame`'s first value, without measuring the class table."""
+    from ..core.optics import sampling_scale
+
+    return sampling_scale(CANONICAL, optics if optics is not None else CANONICAL)
+
+
 def map_frame(optics: Optics | None):
     """``(scale, defocus_um)`` of the map for an image taken with ``optics`` (None: the
     training objective): native pixels per canonical pixel, and each class's defocus (um)."""

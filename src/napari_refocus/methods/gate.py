@@ -214,9 +214,9 @@ def map_fits(image_shape, optics=None) -> bool:
     """Whether DelpNet can map an image of ``image_shape`` taken with ``optics`` (one patch fits)."""
     from ..core.resample import resized_shape
     from ..core.tiling import PATCH
-    from .defocus import map_frame
+    from .defocus import map_scale
 
-    scale = map_frame(optics)[0]
+    scale = map_scale(optics)
     return min(resized_shape(image_shape, 1.0 / scale) if scale != 1.0 else image_shape[-2:]) >= PATCH
 
 

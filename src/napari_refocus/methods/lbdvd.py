@@ -115,9 +115,9 @@ def image_stats(sample, *, params=None, sample_stride: int = 1) -> dict:
     (the whole image, or every ``sample_stride``-th row and column): resampled to DelpNet's
     sampling for ``params.optics`` first, as the image is in memory."""
     from .canonical_blocks import sample_stats
-    from .defocus import map_frame
+    from .defocus import map_scale
 
-    scale = map_frame(params.optics if params is not None else None)[0]
+    scale = map_scale(params.optics if params is not None else None)
     return {"stats": sample_stats(sample, scale=scale, sample_stride=sample_stride)}
 
 

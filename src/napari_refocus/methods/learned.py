@@ -199,9 +199,9 @@ def image_stats(image, *, params: LearnedParams | None = None, sample_stride: in
     (``Method.image_stats``; ``image``: the whole image or every ``sample_stride``-th pixel)."""
     from ..models.predict import intensity_stats
     from .canonical_blocks import sample_stats
-    from .defocus import map_frame
+    from .defocus import map_scale
 
-    scale = map_frame(gate_optics(params.optics if params is not None else None))[0]
+    scale = map_scale(gate_optics(params.optics if params is not None else None))
     return {"stats": intensity_stats(image),
             "map_stats": sample_stats(image, scale=scale, sample_stride=sample_stride)}
 
