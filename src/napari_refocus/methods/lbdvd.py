@@ -70,7 +70,7 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     report.extras["defocus_map"] = defocus_map
     run_map = defocus_map
     if params.never_worse:  # deconvolve only as far as the evidence supports (methods.gate)
-        beyond = gate.defocused_classes(defocus_map.defocus_um)
+        beyond = gate.defocused_classes(defocus_map.defocus_um, defocus_map.optics)
         run_map = dataclasses.replace(defocus_map, levels=gate.gate_levels(defocus_map.probabilities,
                                                                            defocus_map.levels, beyond))
     levels, patch, stride = native_levels(run_map, np.shape(image), frame, params.stride)

@@ -128,7 +128,7 @@ def block_runner(params, *, device, stats=None):
     check_block_params(params)
     frame = rl_frame(params.optics)
     scale, table = map_frame(params.optics)
-    beyond = gate.defocused_classes(table)
+    beyond = gate.defocused_classes(table, params.optics)
     map_stats = stats if params.normalise else None
     state = {}
 

@@ -171,10 +171,10 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
     from . import gate as g
     from . import lbdvd_blocks as lb
     from .canonical_blocks import CanonicalView, map_grid, map_patches
-    from .defocus import map_frame
+    from .defocus import CANONICAL, map_frame
 
     scale, table = map_frame(optics)
-    beyond = g.defocused_classes(table)
+    beyond = g.defocused_classes(table, optics or CANONICAL)
     r = int(upscale)
     state = {}
 
