@@ -68,7 +68,8 @@ def response_curve(optics: Optics, defocus_um, *, seed: int = 0) -> np.ndarray:
     import torch
 
     from ..models.delpnet import mean_softmax
-    from .defocus import BACKGROUND, CANONICAL, SCALE, _model, background_rule, canonical_image
+    from ..core.optics import BACKGROUND
+    from .canonical import CANONICAL, SCALE, background_rule, canonical_image, delpnet
 
     scale = sampling_scale(CANONICAL, optics)
     canon = dataclasses.replace(optics, pixel_um=optics.pixel_um * scale)
@@ -83,7 +84,7 @@ def response_curve(optics: Optics, defocus_um, *, seed: int = 0) -> np.ndarray:
     frame = (h + WINDOW, w + WINDOW)
     spectrum = torch.fft.rfft2(torch.from_numpy(np.pad(field, ((0, WINDOW), (0, WINDOW)), mode="reflect")))
     gen = torch.Generator().manual_seed(seed)
-    model = _model(None, torch.device("cpu"))
+    model = delpnet(None, torch.device("cpu"))
     rows, cols = h // 84, w // 84
     out = np.zeros(len(psfs))
     for i, psf in enumerate(psfs):
@@ -136,17 +137,17 @@ def response_table(optics: Optics) -> tuple:
     if key in KNOWN:
         import torch
 
-        from .defocus import _model
+        from .canonical import delpnet
 
         sha, table = KNOWN[key]
-        if getattr(_model(None, torch.device("cpu")), "sha256", "") == sha:
+        if getattr(delpnet(None, torch.device("cpu")), "sha256", "") == sha:
             return table
     return _table(key)
 
 
 @functools.lru_cache(maxsize=32)
 def _table(optics: Optics) -> tuple:
-    from .defocus import CANONICAL, N_CLASSES
+    from .canonical import CANONICAL, N_CLASSES
 
     logger.info("measuring DelpNet's classes in um for NA %s, n %s, %s nm, %s um pixels, %s PSF (once per "
                 "objective)", optics.na, optics.refractive_index, optics.wavelength_nm, optics.pixel_um,

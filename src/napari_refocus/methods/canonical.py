@@ -1,0 +1,80 @@
+"""DelpNet's canonical frame: the objective, intensity scale and background rule it reads.
+
+Everything :mod:`.defocus` (the map) and :mod:`.class_table` (each class in um for another
+objective) share, below both: the training objective (:data:`CANONICAL`), the canonical
+intensity scale (robust range -> :data:`SPAN` counts above :data:`OFFSET`), the relative
+background rule, and the network itself. See :mod:`.defocus` for what each step is for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.optics import Optics
+
+N_CLASSES = 12
+SCALE = 65535.0
+#: the optics the shipped DelpNet's training data were made with (the classes are its blur
+#: levels): LB-DVD eq. 2, as the weights' own metadata say (they predate ``psf_model``)
+CANONICAL = Optics(psf_model="paraxial")
+#: the canonical intensity scale: robust range -> SPAN counts above OFFSET
+SPAN, OFFSET = 1000.0, 150.0
+#: background rule on the canonical scale: the paper's 230 / 30 counts, relative to OFFSET
+BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
+
+
+def delpnet(weights, device):
+    """DelpNet (the shipped weights for ``weights=None``, else that file) on ``device``, cached."""
+    from ..models.loader import load_model
+
+    return load_model("delpnet" if weights is None else weights, device, like="delpnet")
+
+
+def canonical_stats(image) -> tuple[float, float, float]:
+    """``(lo, hi, sigma)``: the image's robust range and its noise on the canonical scale.
+
+    Computed once per image (for a big image, by the block executor's ``image_stats`` hook), so
+    that every block is put on the same scale as the image in memory."""
+    from ..core.intensity import noise_sigma, robust_range
+
+    lo, hi = robust_range(image)
+    return lo, hi, noise_sigma(image) * (SPAN / (hi - lo) if hi > lo else 0.0)
+
+
+def to_canonical_counts(x, stats):
+    """``x`` (numpy or torch) on the canonical intensity scale (float32, clipped at 0)."""
+    from ..core.intensity import to_canonical
+
+    lo, hi = stats[0], stats[1]
+    if isinstance(x, np.ndarray):
+        return to_canonical(x, span=SPAN, offset=OFFSET, stats=(lo, hi))
+    import torch
+
+    return torch.from_numpy(to_canonical(x.numpy(), span=SPAN, offset=OFFSET, stats=(lo, hi)))
+
+
+def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, stats=None):
+    """``(image on the canonical grid and intensity scale, stats)`` (stats None: raw counts)."""
+    from ..core.resample import resample, resized_shape
+
+    img = np.asarray(arr, dtype=np.float32)
+    if scale != 1.0:
+        img = resample(img, shape=resized_shape(img.shape, 1.0 / scale))
+    if not normalise:
+        return img, None
+    stats = stats or canonical_stats(img)
+    if np.may_share_memory(img, arr):
+        img = img.copy()  # the caller's float32 array is never written to
+    # core.intensity.to_canonical's formula, in place on this function's own copy
+    lo, hi = stats[0], stats[1]
+    img -= np.float32(lo)
+    img *= np.float32(SPAN / (hi - lo) if hi > lo else 0.0)
+    img += np.float32(OFFSET)
+    return np.clip(img, 0.0, None, out=img), stats
+
+
+def background_rule(patches, sigma: float):
+    """Patches (canonical counts, a torch tensor) that are background (see the module doc)."""
+    flat = patches.reshape(patches.shape[0], -1)
+    top, bottom = flat.max(1).values.numpy(), flat.min(1).values.numpy()
+    return (top < OFFSET + BG_ABOVE) & ((top - bottom) < max(BG_RANGE, BG_SIGMAS * sigma))
