@@ -296,6 +296,10 @@ def measure(args) -> dict:
         out["cases"][label] = floor_case(viewer, rec, kind, args.size)
         print(label, json.dumps(out["cases"][label], indent=1), flush=True)
     out["load_average"] = os.getloadavg()
+    out["label"] = args.label or ("baseline" if args.src else "this tree")
+    if args.json:  # before closing the viewer: Qt has crashed in close() after the floor's layers
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
     viewer.close()
     return out
 
@@ -353,11 +357,7 @@ def main(argv=None):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         publish(args.publish, write=not args.no_write, notes=args.notes)
         return
-    out = measure(args)
-    out["label"] = args.label or ("baseline" if args.src else "this tree")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+    measure(args)
 
 
 if __name__ == "__main__":
