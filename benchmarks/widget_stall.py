@@ -203,9 +203,14 @@ def run_case(viewer, rec: Recorder, widget, layer_count_before: int, timeout_s: 
         raise RuntimeError(f"the job failed: {widget.panel.last_error}")
     if added_at is None:
         raise RuntimeError(f"no result within {timeout_s} s")
+    return summary(rec, t0, added_at - t0)
+
+
+def summary(rec: Recorder, t0: float, seconds: float) -> dict:
+    """The recorded gaps: their count over 50 and 100 ms and the five longest, explained."""
     gaps = rec.gaps()
     top = [{"gap_ms": round(g * 1e3, 1), "at_s": round(a - t0, 2), **rec.explain(a, b)} for g, a, b in gaps[:5]]
-    return {"seconds": round(added_at - t0, 1), "ticks": len(rec.ticks), "longest_ms": top[0]["gap_ms"],
+    return {"seconds": round(seconds, 1), "ticks": len(rec.ticks), "longest_ms": top[0]["gap_ms"] if top else 0.0,
             "over_100ms": sum(g > 0.1 for g, _, _ in gaps), "over_50ms": sum(g > 0.05 for g, _, _ in gaps),
             "top": top}
 
@@ -242,11 +247,7 @@ def floor_case(viewer, rec: Recorder, kind: str, size: int, timeout_s: float = 6
         if added and any(t > added[0] for t in drawn) and time.perf_counter() - added[0] > 0.5:
             break
     rec.stop()
-    gaps = rec.gaps()
-    top = [{"gap_ms": round(g * 1e3, 1), "at_s": round(a - t0, 2), **rec.explain(a, b)} for g, a, b in gaps[:5]]
-    return {"seconds": 0.0, "ticks": len(rec.ticks), "longest_ms": top[0]["gap_ms"] if top else 0.0,
-            "over_100ms": sum(g > 0.1 for g, _, _ in gaps), "over_50ms": sum(g > 0.05 for g, _, _ in gaps),
-            "top": top}
+    return summary(rec, t0, 0.0)
 
 
 def measure(args) -> dict:

@@ -21,7 +21,8 @@ def test_training_objective_gives_back_its_own_classes():
 
 def test_high_na_classes_reach_further_than_encircled_energy():
     # at NA 1.4 DelpNet reads the compact core of a defocused PSF, not its faint halo: the
-    # same class needs more defocus than the encircled-energy match says (measured: ~1.8x at the top)
+    # same class needs more defocus than the encircled-energy match says (measured: 5.83 vs 2.68 um
+    # at the top)
     table = np.array(response_table(OIL))
     ee = np.array(match_defocus_um(CANONICAL, OIL))
     assert table[0] == 0.0 and np.all(np.diff(table) > 0)
@@ -72,7 +73,6 @@ def test_known_tables_are_what_the_procedure_measures():
 
 
 def test_reference_field_is_the_shipped_sample():
-    from napari_refocus.io.samples import INFOCUS_FILE, infocus_image
+    from napari_refocus.io.samples import infocus_image
 
-    assert class_table.REFERENCE_FILE == INFOCUS_FILE
     np.testing.assert_array_equal(class_table.reference_field(), infocus_image().astype(np.float32))

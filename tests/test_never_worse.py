@@ -153,7 +153,7 @@ def test_learned_block_weights_equal_in_memory(fields):
     the weights equal the in-memory run's (x1 and x2 outputs), and a lazy run is gated."""
     _need("h2t-msunet")
     from napari_refocus.bigimage import block_bounds, lazy_method
-    from napari_refocus.methods.defocus import canonical_stats
+    from napari_refocus.methods.canonical import canonical_stats
     from napari_refocus.methods.lbdvd_blocks import delpnet_classifier
 
     inp, third = tilted(fields[0][:336, :504])

@@ -156,18 +156,29 @@ def radial_profile(r_um: np.ndarray, defocus_um: float, optics: Optics, n_nodes:
     return (np.abs(amp) ** 2).reshape(r_um.shape)
 
 
+def _sample_radii(size: int, oversample: int, pixel_um: float) -> np.ndarray:
+    """Distances (um) from the centre of a ``size`` x ``size`` PSF window of the
+    ``oversample`` x ``oversample`` sub-pixel samples of each pixel (the window's shape x oversample)."""
+    coords = (np.arange(size * oversample) - (size * oversample - 1) / 2) / oversample * pixel_um
+    return np.hypot(coords[:, None], coords[None, :])
+
+
+def _pixel_integrated(samples: np.ndarray, size: int, oversample: int) -> np.ndarray:
+    """The sub-pixel ``samples`` averaged over each pixel, normalised to sum 1."""
+    img = samples.reshape(size, oversample, size, oversample).mean(axis=(1, 3))
+    return img / img.sum()
+
+
 def _psf(optics: Optics, level: float) -> np.ndarray:
     size, s = optics.psf_size, optics.oversample
     # Sub-pixel sample positions, so a pixel integrates the PSF instead of point-sampling it
     # (the in-focus Airy core, 0.55 um, is smaller than a 0.65 um pixel).
-    coords = (np.arange(size * s) - (size * s - 1) / 2) / s * optics.pixel_um
-    r = np.hypot(coords[:, None], coords[None, :])
+    r = _sample_radii(size, s, optics.pixel_um)
     # exact values at the (few thousand, by symmetry) distinct radii; interpolating the
     # profile would blur its rings, which are only ~lambda/NA = 0.9 um apart
     radii, inverse = np.unique(np.round(r, 9), return_inverse=True)
     profile = radial_profile(radii, optics.defocus_um(level), optics)
-    img = profile[inverse].reshape(r.shape).reshape(size, s, size, s).mean(axis=(1, 3))
-    return img / img.sum()
+    return _pixel_integrated(profile[inverse].reshape(r.shape), size, s)
 
 
 @functools.lru_cache(maxsize=16)
@@ -283,16 +294,13 @@ def psf_stack(optics: Optics, defocus_um, *, size: int, oversample: int = 3) -> 
     values (:mod:`napari_refocus.methods.class_table`) at a fraction of :func:`psf_bank`'s cost,
     which evaluates every distinct radius exactly."""
     zs = np.atleast_1d(np.asarray(defocus_um, dtype=np.float64))
-    n = size * oversample
-    c = (np.arange(n) - (n - 1) / 2) / oversample * optics.pixel_um
-    r = np.hypot(c[:, None], c[None, :])
+    r = _sample_radii(size, oversample, optics.pixel_um)
     step = optics.pixel_um / 50
     radii = np.arange(0.0, r.max() + 2 * step, step)
     profiles = _profiles(optics, radii, zs)
     out = np.empty((len(zs), size, size), np.float32)
     for i, profile in enumerate(profiles):
-        img = np.interp(r, radii, profile).reshape(size, oversample, size, oversample).mean(axis=(1, 3))
-        out[i] = img / img.sum()
+        out[i] = _pixel_integrated(np.interp(r, radii, profile), size, oversample)
     return out
 
 

@@ -29,6 +29,11 @@ def weights_dir() -> Path:
     return _find("weights")
 
 
+#: the shipped in-focus sample (a real BBBC006 field at DelpNet's training sampling): the sample
+#: menu's "nothing to do" image and the reference field of DelpNet's class tables
+INFOCUS_SAMPLE = "bbbc006_a14_s2_w2_z16_infocus.tif"
+
+
 def data_dir() -> Path:
     """Small sample images shipped in the package (with their attribution)."""
     return _PKG / "data"

@@ -6,9 +6,9 @@ import functools
 
 import numpy as np
 
+from ..core.resources import INFOCUS_SAMPLE as INFOCUS_FILE
 from ..core.resources import data_dir
 
-INFOCUS_FILE = "bbbc006_a14_s2_w2_z16_infocus.tif"
 DEFOCUSED_FILE = "bbbc006_b14_s2_w1_z00_defocused.tif"
 #: BBBC006 pixel size (20x objective, 2x binning), um
 PIXEL_UM = 0.65

@@ -40,16 +40,19 @@ from ..core.progress import check_cancelled
 
 logger = logging.getLogger(__name__)
 
-#: the reference field: the shipped in-focus sample (core.resources.data_dir)
-REFERENCE_FILE = "bbbc006_a14_s2_w2_z16_infocus.tif"
 #: PSF window (canonical pixels): twice the training PSFs' 37, so the halo of a high-NA PSF is in
 WINDOW = 75
 #: the top class is where the mean class reaches this
 TOP_SCORE = 9.75
 #: defocus values: a coarse pass to find where the top class is reached, then a fine one below it
 COARSE, FINE = 16, 40
+#: the coarse pass's defocus range ends where the mean class first reaches this
+COVER_SCORE = 9.9
 #: how far the table of the training objective may lie from 2 L um (tests)
 SELF_TOLERANCE_UM = 0.6
+#: Optics fields that do not change the PSF's shape in lambda / NA (the bank's size and levels):
+#: objectives differing only in them share one table
+SHAPE_FREE = ("level_step_um", "n_levels", "psf_size", "oversample", "defocus_table_um")
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,9 +60,9 @@ def reference_field() -> np.ndarray:
     """The in-focus reference field (float32 counts, canonical sampling)."""
     import tifffile
 
-    from ..core.resources import data_dir
+    from ..core.resources import INFOCUS_SAMPLE, data_dir
 
-    return tifffile.imread(data_dir() / REFERENCE_FILE).astype(np.float32)
+    return tifffile.imread(data_dir() / INFOCUS_SAMPLE).astype(np.float32)
 
 
 def response_curve(optics: Optics, defocus_um, *, seed: int = 0) -> np.ndarray:
@@ -74,9 +77,10 @@ def response_curve(optics: Optics, defocus_um, *, seed: int = 0) -> np.ndarray:
     scale = sampling_scale(CANONICAL, optics)
     canon = dataclasses.replace(optics, pixel_um=optics.pixel_um * scale)
     # shot noise as an image of this objective has it once resampled to DelpNet's sampling:
-    # drawn per native pixel, then averaged over scale^2 of them (measured on 60x/1.4 oil: with
-    # the noise of a canonical pixel instead, classes 6-10 came out 15-25 % less defocused than
-    # the same fields blurred at the native sampling and resampled by the map)
+    # drawn per native pixel, then averaged over scale^2 of them (on 60x/1.4 oil, with the noise
+    # of a canonical pixel instead, classes 6, 8, 10 came at 2.27, 3.41, 4.95 um, 13-24 % short
+    # of where the map put the same field blurred at the native sampling, ~2.95, ~4.5, ~5.7 um:
+    # this session's ad-hoc diagnostics, BENCHMARKS.md "Other objectives and exposures")
     photons = scale * scale
     psfs = torch.from_numpy(psf_stack(canon, defocus_um, size=WINDOW))
     field = reference_field()
@@ -132,8 +136,8 @@ def response_table(optics: Optics) -> tuple:
     """The defocus (um) of ``optics``' objective that the shipped DelpNet reads as each class
     0..10 (see the module doc); non-decreasing, 0 for class 0. Cached per objective (the fields
     that do not change the PSF's shape in lambda / NA, such as the bank's size, do not count)."""
-    key = dataclasses.replace(optics, level_step_um=2.0, n_levels=11, psf_size=37, oversample=5,
-                              defocus_table_um=None)
+    default = Optics()
+    key = dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE})
     if key in KNOWN:
         import torch
 
@@ -156,8 +160,8 @@ def _table(optics: Optics) -> tuple:
     guess = 2.0 * (N_CLASSES - 2) * optics.depth_of_field_um / CANONICAL.depth_of_field_um
     coarse = np.linspace(0.0, 3.0 * guess, COARSE)
     curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, coarse), nan=0.0))
-    z_top = coarse[min(len(coarse) - 1, int(np.argmax(curve >= 9.9)) if (curve >= 9.9).any() else len(coarse) - 1)]
-    zs = np.linspace(0.0, z_top, FINE)
+    covered = np.flatnonzero(curve >= COVER_SCORE)
+    zs = np.linspace(0.0, coarse[covered[0]] if len(covered) else coarse[-1], FINE)
     curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, zs), nan=0.0))
     levels = np.arange(1, N_CLASSES - 1, dtype=np.float64)
     reached = np.array([_first_reach(curve, zs, lv) for lv in levels[:-1]] + [_first_reach(curve, zs, TOP_SCORE)])

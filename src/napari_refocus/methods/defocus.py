@@ -39,20 +39,7 @@ from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
 from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch_view, take_patches
 from ..core.validation import as_image
-from .canonical import (  # noqa: F401 - the canonical frame's names, as they were imported from here
-    BG_ABOVE,
-    BG_RANGE,
-    BG_SIGMAS,
-    CANONICAL,
-    N_CLASSES,
-    OFFSET,
-    SCALE,
-    SPAN,
-    background_rule,
-    canonical_image,
-    canonical_stats,
-    to_canonical_counts,
-)
+from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
 
 #: patches per DelpNet forward pass: its activations take ~0.6 MB a patch (a batch of 256: ~150
@@ -154,16 +141,13 @@ def map_scale(optics: Optics | None) -> float:
 def map_frame(optics: Optics | None):
     """``(scale, defocus_um)`` of the map for an image taken with ``optics`` (None: the
     training objective): native pixels per canonical pixel, and each class's defocus (um)."""
-    from ..core.optics import sampling_scale
     from .class_table import response_table
 
     if optics is None:
         optics = CANONICAL
-    scale = sampling_scale(CANONICAL, optics)
     same = dataclasses.replace(optics, defocus_table_um=None) == CANONICAL
-    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else response_table(
-        dataclasses.replace(optics, defocus_table_um=None))
-    return scale, table
+    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else response_table(optics)
+    return map_scale(optics), table
 
 
 def iter_patch_probabilities(model, patches, device, batch_size: int = BATCH, tta: bool = False, *,
@@ -236,7 +220,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                      normalise: bool = True, stats=None, report=None):
     """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap.
 
-    ``stats``: :func:`canonical_stats` of the whole image, when ``image`` is a part of it.
+    ``stats``: :func:`.canonical.canonical_stats` of the whole image, when ``image`` is a part of it.
     ``report``: a :class:`~napari_refocus.core.devices.DeviceReport` told when an accelerator's
     out-of-memory error halved the batches or moved the network to the CPU."""
     import torch

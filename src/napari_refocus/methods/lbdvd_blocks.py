@@ -145,7 +145,8 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
     from ..core.devices import resolve_device
     from ..core.optics import BACKGROUND
     from ..models.loader import load_model
-    from .defocus import background_rule, iter_patch_probabilities, to_canonical_counts
+    from .canonical import background_rule, to_canonical_counts
+    from .defocus import iter_patch_probabilities
 
     dev = resolve_device(device)
     model = load_model("delpnet" if weights is None else weights, dev, like="delpnet")
