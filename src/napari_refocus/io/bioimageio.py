@@ -101,7 +101,7 @@ def _network(name: str):
     net = load_fresh(name).eval()
     if name == "delpnet":
         from ..core.tiling import PATCH, STRIDE
-        from ..methods import defocus as d
+        from ..methods import canonical as d
 
         return net, DelpNetModule, dict(
             patch=PATCH, stride=STRIDE, span=d.SPAN, offset=d.OFFSET, intensity_scale=d.SCALE,

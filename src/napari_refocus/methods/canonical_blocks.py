@@ -29,7 +29,7 @@ def canonical_shape(native_shape, scale: float) -> tuple[int, int]:
 
 
 def sample_stats(sample, *, scale: float, sample_stride: int = 1):
-    """:func:`.defocus.canonical_stats` of the canonical image, from ``sample`` (the whole image,
+    """:func:`.canonical.canonical_stats` of the canonical image, from ``sample`` (the whole image,
     or every ``sample_stride``-th row and column of it, float32): exactly the in-memory run's
     statistics when ``sample_stride`` is 1 (the sample is resampled as the image would be)."""
     from .canonical import canonical_stats

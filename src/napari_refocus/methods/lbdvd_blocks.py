@@ -139,7 +139,7 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
     """``classify(patches (n, 84, 84)) -> (probabilities (n, 12), levels (n,))`` with DelpNet
     (``tta``: averaged over the 8 flips/rotations); the network comes from the model cache.
 
-    ``stats``: the whole image's :func:`~.defocus.canonical_stats`: patches are put on the
+    ``stats``: the whole image's :func:`~.canonical.canonical_stats`: patches are put on the
     canonical intensity scale and the relative background rule applies, exactly as for the
     image in memory (None: raw counts, the paper's input)."""
     from ..core.devices import resolve_device
