@@ -141,7 +141,9 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path, monkeypatch):
     restore(big, (0, 84, 0, 84))
     # the values reach the block form, none silently dropped
     assert seen["iterations"] == 5 and seen["optics"].pixel_um == 0.65 and seen["map"]["tta"] is True
-    assert restore.halo == 96  # at DelpNet's own sampling a block reads one patch + context around it
+    # at DelpNet's own sampling a block reads one patch + context around it, and 3 strides more:
+    # the patches of a level in each 4x4 group are deconvolved in one frame (core.rl_groups.group_jobs)
+    assert restore.halo == 96 + 3 * 42
     assert lbdvd.block_runner(lbdvd.parse(pixel_um=0.3), device="cpu").halo > 96  # any sampling runs
     for bad in ({"stride": 21}, {"padding": "zeros"}, {"montage_weights": "rectangular"}):
         with pytest.raises(ValueError, match=next(iter(bad))):  # not silently ignored

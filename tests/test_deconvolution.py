@@ -102,6 +102,46 @@ def test_depth_variant_beats_depth_invariant_on_a_tilt(infocus):
     assert psnr(dv, gt) > psnr(di, gt) + 1.0
 
 
+def test_grouped_patches_deconvolve_as_well_as_one_by_one(infocus):
+    """group=4 (lbdvd's form): the patches of a level in each 4x4 group share one frame. Each
+    keeps its own level (a patch at level 0 stays the input), and the result is as good as
+    deconvolving every patch in its own frame, on a real field with three levels."""
+    from napari_refocus.io.samples import oracle_level_map
+
+    gt = infocus[:252, :420]
+    field = nr.tilted_level_field(gt.shape, low=0, high=8)
+    blurred = nr.simulate(gt, level_field=field, seed=2)
+    grid = nr.patch_grid(gt.shape)
+    levels = oracle_level_map(field, grid)
+    levels[0, 0] = 0  # the corner patch read as in focus
+    assert len(np.unique(levels)) > 4
+    one = nr.deconvolve(blurred, level_map=levels)
+    grouped = nr.deconvolve(blurred, level_map=levels, group=4)
+    assert psnr(grouped, gt) >= psnr(one, gt) - 0.05
+    assert psnr(grouped, gt) > psnr(blurred, gt) + 1.0
+    # pixels only the level-0 corner patch covers come back as they were
+    np.testing.assert_allclose(grouped[:42, :42], blurred[:42, :42], rtol=1e-6)
+    assert np.abs(grouped - one).max() > 0  # a different computation, not a renamed one
+
+
+def test_group_jobs_do_not_depend_on_the_part_asked_for():
+    """A block of the grid gets the same frames, in the same order, as the whole grid has for
+    its patches (what makes lbdvd's block form equal to the image in memory)."""
+    from napari_refocus.core.rl_groups import group_jobs
+
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 12, size=(9, 11))
+    whole = group_jobs(levels, levels.shape, 4, group_cols=3)
+    rows, cols = (3, 7), (2, 9)
+    part = group_jobs(levels[3:8, 2:10], levels.shape, 4, rows=rows, cols=cols, group_cols=3)
+    ncols = cols[1] - cols[0] + 1
+    as_global = [(g, lv, [(n // ncols + rows[0]) * 11 + n % ncols + cols[0] for n in p]) for g, lv, p in part]
+    inside = [(g, lv, [n for n in p if rows[0] <= n // 11 <= rows[1] and cols[0] <= n % 11 <= cols[1]])
+              for g, lv, p in whole]
+    assert as_global == [(g, lv, p) for g, lv, p in inside if p]
+    assert all(1 <= lv <= 10 for _, lv, _ in whole)  # level 0 and background are not deconvolved
+
+
 def test_rectangular_montage_option(infocus_crop):
     blurred = nr.simulate(infocus_crop, level=5, seed=0)
     grid = nr.patch_grid(blurred.shape, stride=84)

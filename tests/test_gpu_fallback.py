@@ -125,6 +125,8 @@ class _OnFakeGpu(torch.nn.Module):
 @pytest.fixture
 def rl_on_fake_gpu(monkeypatch):
     """RL on the stand-in accelerator: out of memory for every batch of patches (or image)."""
+    from napari_refocus.core import rl_batch
+
     real = rl.iter_richardson_lucy_batch
     sizes = []
 
@@ -134,7 +136,9 @@ def rl_on_fake_gpu(monkeypatch):
         sizes.append(observed.shape[0])
         raise oom()
 
+    # the whole-image form looks it up in core.rl, the batches of patches in core.rl_batch
     monkeypatch.setattr(rl, "iter_richardson_lucy_batch", fake)
+    monkeypatch.setattr(rl_batch, "iter_richardson_lucy_batch", fake)
     return sizes
 
 
@@ -149,10 +153,15 @@ def test_depth_variant_rl_halves_its_patch_batches_then_uses_the_cpu(rl_on_fake_
     dmap = DefocusMap(levels=levels, probabilities=probs, certainty=np.ones(grid.shape, np.float32), grid=grid)
     plain = refocus_array(image, method="lbdvd", device="cpu", defocus_map=dmap, iterations=5)
     res = refocus_array(image, method="lbdvd", device=FAKE_GPU, defocus_map=dmap, iterations=5)
-    # an accelerator's batch is 1024 patches: all 63 defocused ones, then 32, 16, ..., 1 (a chunk
-    # of one patch is deconvolved with a copy of it: rl.MIN_BATCH)
-    n = int(((levels > 0) & (levels < 11)).sum())
-    assert set(sizes[:-6]) == {n} and sizes[-6:] == [32, 16, 8, 4, 2, max(1, rl.MIN_BATCH)], sizes
+    # lbdvd deconvolves the patches of a level in each 4x4 group together (core.rl_groups): an
+    # accelerator's batch is 256 such frames: all n of them, then the powers of two below n down
+    # to 1 (a chunk of one frame is deconvolved with a copy of it: rl.MIN_BATCH)
+    from napari_refocus.core.rl_groups import group_grid, group_jobs
+
+    n = len(group_jobs(levels, grid.shape, 4, group_cols=group_grid(grid, 4).shape[1]))
+    assert n > 8, "enough frames to halve"
+    halves = [2**k for k in range(int(np.log2(n)), -1, -1) if 2**k < n]
+    assert set(sizes[:-len(halves)]) == {n} and sizes[-len(halves):] == [*halves[:-1], max(1, rl.MIN_BATCH)], sizes
     assert res.device == "cpu"
     assert any("batches cut to 1" in n for n in res.notes) and any("continued on the CPU" in n for n in res.notes)
     np.testing.assert_allclose(res.image, plain.image, rtol=1e-5, atol=1e-3)

@@ -121,9 +121,12 @@ def test_gating_off_is_the_ungated_method_exactly(fields):
     # the map's classes as defocus of the image's optics (lbdvd's RL frame: the default exact PSF
     # at each class's matched defocus), as lbdvd deconvolves them
     from napari_refocus.core.optics import Optics
-    from napari_refocus.methods.frames import rl_frame
+    from napari_refocus.methods.frames import rl_frame, rl_group
 
-    ref = nr.deconvolve(inp, level_map=off.defocus_map.levels, device="cpu", optics=rl_frame(Optics()).optics)
+    frame = rl_frame(Optics())
+    group = rl_group(frame, patch=84, stride=42)
+    assert group == 4  # the patches of a level in each 4x4 group share one frame
+    ref = nr.deconvolve(inp, level_map=off.defocus_map.levels, device="cpu", optics=frame.optics, group=group)
     np.testing.assert_array_equal(off.image, ref)
     assert off.gate_weights is None and "never_worse" not in off.provenance()
     on = nr.refocus(inp, method="lbdvd", device="cpu")
@@ -141,9 +144,10 @@ def test_lbdvd_blocks_equal_in_memory_gated(fields):
     inp, _ = tilted(fields[1][:420, :588])
     eager = nr.refocus(inp, method="lbdvd", device="cpu")
     assert 0.0 < eager.changed_fraction < 1.0
-    blocks = np.asarray(lazy_method(inp, "lbdvd", block=168, device="cpu"))
+    # blocks of at least the halo (96 px, and 3 strides more for the 4x4 groups of patches RL runs in)
+    blocks = np.asarray(lazy_method(inp, "lbdvd", block=252, device="cpu"))
     np.testing.assert_allclose(blocks, eager.image, rtol=1e-5, atol=1e-2)
-    off = np.asarray(lazy_method(inp, "lbdvd", block=168, device="cpu", never_worse=False))
+    off = np.asarray(lazy_method(inp, "lbdvd", block=252, device="cpu", never_worse=False))
     np.testing.assert_allclose(off, nr.refocus(inp, method="lbdvd", device="cpu", never_worse=False).image,
                                rtol=1e-5, atol=1e-2)
 

@@ -6,7 +6,11 @@ Depth-variant: the image is cut into 84x84 patches on a stride-42 grid, each pad
 110x110 with its real neighbours, deconvolved with the PSF of its own level (levels 1..10;
 level 0 and background are left untouched), cropped back and blended with triangular
 weights. All patches of a chunk are deconvolved at once, each transform done once.
-Intensities stay in the image's own units; results are float32.
+With ``group=k`` (lbdvd: 4 at the paper's grid) the patches of one level within each k x k
+block of the grid are deconvolved together in one frame (their union plus the context) and each
+is cut out of it: every patch still gets its own level's PSF and the same blend, with more of
+its real neighbours around it, in about a quarter of the transformed pixels when a block holds
+one level. Intensities stay in the image's own units; results are float32.
 """
 
 from __future__ import annotations
@@ -15,117 +19,24 @@ import logging
 
 import numpy as np
 
-from .progress import Progress, check_cancelled, drain
+from .progress import Progress, drain
 from .validation import as_image, check_level, check_level_map
 from .devices import is_oom, resolve_device, run_chunked
 from .memory import release_free_memory
 from .optics import BACKGROUND, Optics, resolve_optics
 from .otf import fft_size, otf_bank
+from .rl_batch import (  # noqa: F401 - the batched iteration, public here as always
+    CPU_BATCH,
+    EPS,
+    MIN_BATCH,
+    iter_richardson_lucy_batch,
+    richardson_lucy_batch,
+)
+from .rl_groups import group_grid, grouped_into
 from .rl_image import iter_richardson_lucy_image
 from .tiling import CONTEXT, PATCH, STRIDE, Accumulator, pad_image, patch_grid, patch_view, take_patches
-from .torchstate import flush_denormal
 
 logger = logging.getLogger(__name__)
-
-EPS = 1e-12
-#: patches deconvolved at once on a CPU (a GPU takes 1024)
-CPU_BATCH = 8
-#: a chunk of fewer patches is deconvolved with copies of its last one: the CPU's FFT of a batch
-#: of one rounds differently from a batch of several (measured: 11 of 24 patches differed in the
-#: last bit), so a patch's result would depend on how many shared its chunk, and lbdvd's block
-#: form (other chunks) would not equal its in-memory form bit for bit
-MIN_BATCH = 2
-
-
-def richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, initial: str = "observed"):
-    """Richardson-Lucy on a batch (see :func:`iter_richardson_lucy_batch`); returns the estimate.
-
-    Each iteration is a cancellation checkpoint (:func:`~napari_refocus.core.progress.check_cancelled`).
-    """
-    return drain(iter_richardson_lucy_batch(observed, otf, iterations, mask=mask, initial=initial))
-
-
-def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None, initial: str = "observed",
-                               stage: str = "deconvolve"):
-    """Richardson-Lucy on a batch of images zero-padded inside an FFT frame.
-
-    ``observed``: real tensor ``(B, N, M)``: the data, zero-padded by at least the PSF
-    radius so that circular FFT convolution equals linear convolution on the data.
-    ``otf``: complex ``(B or 1, N, M//2+1)``.
-
-    ``mask=None`` is textbook RL with 'same' convolution: everything outside the data counts
-    as observed zeros (what scikit-image does). With ``mask`` (``(B, N, M)``, 1 where there
-    is data) the pixels outside are *unknown*: the estimate extends past the data and each
-    update is divided by ``h^T (*) mask`` (Bertero & Boccacci 2005). This removes the dark
-    rims plain RL puts at patch and image borders when the PSF is wider than the context.
-
-    ``initial``: "observed" (o_0 = i, the paper; outside the data the patch mean) or "flat"
-    (a constant start, as scikit-image; the result does not depend on the constant).
-    A generator: yields ``Progress(i, iterations, stage)`` after each iteration (each is
-    also a cancellation checkpoint) and returns the estimate ``(B, N, M)``.
-    """
-    import torch
-
-    shape = observed.shape[-2:]
-    rfft2, irfft2 = torch.fft.rfft2, torch.fft.irfft2
-    otf_conj = otf.conj()
-    if initial not in ("observed", "flat"):
-        raise ValueError(f"initial must be 'observed' or 'flat', got {initial!r}")
-    if mask is None:
-        support = observed > 0
-        est = observed.clone() if initial == "observed" else support.to(observed.dtype) * 0.5
-        scale = keep = None
-    else:
-        # (in this order, each whole-frame temporary is freed before the next is made)
-        mask = mask.to(observed.dtype)
-        sens = irfft2(rfft2(mask) * otf_conj, s=shape)  # the mask may be one for the batch
-        # far from the data (sensitivity ~0) the estimate is left as it is (factor 1 there)
-        keep = sens <= 1e-2
-        scale = sens.clamp_min_(1e-2).reciprocal_().masked_fill_(keep, 0.0)
-        # as 1.0 / 0.0, so that each iteration's factor is keep + factor * scale in one pass
-        # (the same values as factor * scale with 1 where keep; a broadcast masked_fill_ was 10x slower)
-        keep = keep.to(observed.dtype)
-        del sens
-        observed = observed * mask
-        n = mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
-        mean = observed.sum(dim=(-2, -1), keepdim=True) / n
-        if initial == "observed":
-            est = torch.where(mask > 0, observed, mean.expand_as(observed))
-        else:
-            est = torch.full_like(observed, 0.5)
-        del mask
-    # FFT round-off leaves subnormal floats where the data is zero; on a CPU they make
-    # every later multiply tens of times slower, so flush them to zero while we iterate
-    # (re-entered around each iteration: the caller's settings hold while this generator waits)
-    for i in range(iterations):
-        check_cancelled()
-        with flush_denormal(observed.device.type == "cpu"):
-            est = _iterate(est, observed, otf, otf_conj, 1, scale, keep)
-        yield Progress(i + 1, iterations, stage)
-    return est
-
-
-def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
-    """``iterations`` RL updates of ``est`` (in place: it is this function's own tensor), each
-    product and quotient written over a buffer that is no longer needed, so an iteration holds
-    one spectrum and one image besides the estimate (the values are those of the out-of-place
-    formulas)."""
-    import torch
-
-    shape = observed.shape[-2:]
-    rfft2, irfft2 = torch.fft.rfft2, torch.fft.irfft2
-    for _ in range(iterations):
-        blurred = irfft2(rfft2(est).mul_(otf), s=shape)
-        # the ratio is 0 wherever there is no data, because observed is 0 there
-        ratio = torch.div(observed, blurred.clamp_min_(EPS), out=blurred)
-        factor = irfft2(rfft2(ratio).mul_(otf_conj), s=shape)
-        del blurred, ratio
-        if scale is not None:
-            factor = torch.addcmul(keep, factor, scale, out=factor)
-        est.mul_(factor)
-        del factor
-    return est
-
 
 def iter_deconvolve(
     image,
@@ -144,12 +55,15 @@ def iter_deconvolve(
     batch_size: int | None = None,
     optics: Optics | None = None,
     report=None,
+    group: int = 1,
     **optics_kwargs,
 ):
     """Generator form of :func:`deconvolve`: yields :class:`Progress`, returns the image.
 
     ``report``: an optional :class:`~napari_refocus.core.devices.DeviceReport` told of an
-    out-of-memory move to the CPU."""
+    out-of-memory move to the CPU. ``group`` (depth-variant): the patches of one level within
+    each ``group`` x ``group`` block of the grid are deconvolved together, in one frame
+    (:mod:`.rl_groups`); 1: each patch in its own frame."""
     import torch
 
     arr = as_image(image)
@@ -191,15 +105,25 @@ def iter_deconvolve(
     # Bounded memory: the padded image, read through a strided view a chunk of patches at a
     # time, and one accumulated montage; no array of all patches is ever made (6.9 copies of
     # the image at the 84/42 grid with 13 px of context)
-    padded = pad_image(data, grid, context, padding)
+    group = int(group)
+    if group > 1 and padding != "reflect":
+        raise ValueError("group > 1 takes padding='reflect' (zero padding marks unknown pixels patch by patch)")
+    padded = pad_image(data, group_grid(grid, group) if group > 1 else grid, context, padding)
     del data
     release_free_memory()  # the float32 copy of the image, which glibc may otherwise keep
+    acc = Accumulator(grid, weights=montage_weights)
+    if group > 1:
+        yield from grouped_into(acc, padded, grid, levels, group=group, context=context,
+                                iterations=iterations, device=dev, initial=initial, boundary=boundary,
+                                batch_size=batch_size, optics=optics, report=report)
+        del padded
+        release_free_memory()  # the chunks' frames and the padded image, before the result is copied out
+        return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
     view = patch_view(padded, grid, context)
     inside = None
     if boundary == "normalized" and padding == "zeros":
         # pixels that have no real neighbour are unknown, not observed zeros
         inside = patch_view(pad_image(torch.ones(arr.shape), grid, context, "zeros"), grid, context)
-    acc = Accumulator(grid, weights=montage_weights)
     crop = slice(context, context + patch)
     as_is = np.flatnonzero((levels == 0) | (levels == BACKGROUND))  # level 0 and background: unchanged
     for start in range(0, len(as_is), 1024):

@@ -57,3 +57,14 @@ def native_levels(defocus_map, image_shape, frame: RlFrame, stride: int):
     return defocus_map.levels[np.ix_(*idx)], grid.patch, grid.stride
 
 
+def rl_group(frame, *, patch: int, stride: int, padding: str = "reflect") -> int:
+    """Patches a side that share one Richardson-Lucy frame (:func:`~napari_refocus.core.rl_groups.group_size`;
+    1 with zero padding, which marks unknown pixels patch by patch). Each patch is still
+    deconvolved with its own level's PSF and blended as before; what changes is that the patches
+    of one level in a group are deconvolved together, each with its real neighbours, in one
+    larger transform: ~4x fewer transformed pixels at the paper's grid."""
+    from ..core.rl_groups import group_size
+
+    if padding != "reflect":
+        return 1
+    return group_size(patch=patch, stride=stride, context=frame.context, psf_size=frame.optics.psf_size)

@@ -17,7 +17,7 @@ from ..core.optics import Optics
 from ..core.tiling import STRIDE
 from . import gate, lbdvd_global
 from .base import Method
-from .frames import native_levels, rl_frame
+from .frames import native_levels, rl_frame, rl_group
 from .params import Params, option
 
 
@@ -78,6 +78,7 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
         image, level_map=levels, iterations=params.iterations, device=device,
         patch=patch, stride=stride, context=frame.context,
         montage_weights=params.montage_weights, padding=params.padding, optics=frame.optics, report=report,
+        group=rl_group(frame, patch=patch, stride=stride, padding=params.padding),
     )
     if not params.never_worse:
         return restored

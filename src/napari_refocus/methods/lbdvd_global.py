@@ -45,19 +45,23 @@ from .canonical_blocks import CanonicalView, map_grid, map_patches, read_region
 from .lbdvd_blocks import HALO, block_patches, check_block_params, grid_block
 
 
-def block_halo(*, patch: int, context: int, scale: float) -> int:
+def block_halo(*, patch: int, context: int, scale: float, stride: int = 0, group: int = 1) -> int:
     """Native pixels beyond its bounds a block reads, for native patches of ``patch`` px with
     ``context`` px of context and ``scale`` native pixels per map pixel.
 
-    Native patches touching the block reach ``patch - 1 + context``; the map patch nearest to a
+    Native patches touching the block reach ``patch - 1 + context`` (``(group - 1) * stride``
+    more when ``group`` x ``group`` patches share a frame); the map patch nearest to a
     native patch's centre lies within half a stride (21 canonical px) of it and reaches 42 more,
     the gate's two map patches around a pixel reach 84 canonical px; the resampling adds its
     filter's reach (``scale`` + 1 px)."""
+    # patches deconvolved in groups (core.rl_groups.group_jobs) read their group's whole frame: up to
+    # (group - 1) strides beyond the patch on either side
+    grouped = (group - 1) * stride
     if scale == 1.0:  # the map's patches are the native ones
-        return HALO
+        return HALO + grouped
     reach_map = patch / 2 + (STRIDE // 2 + PATCH // 2 + 2) * scale
     reach_gate = (PATCH + 1) * scale
-    return int(math.ceil(max(patch - 1 + context, reach_map, reach_gate) + max(scale, 1.0) + 2))
+    return int(math.ceil(max(patch - 1 + context + grouped, reach_map, reach_gate) + max(scale, 1.0) + 2))
 
 
 @dataclass(frozen=True)
@@ -90,13 +94,18 @@ def grids(native_shape, frame, stride: int) -> Grids:
     return Grids(mgrid, patch_grid(native_shape, patch=frame.patch, stride=min(nstride, frame.patch)), frame.scale)
 
 
-def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iterations: int, device, optics):
+def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iterations: int, device, optics,
+                     group: int = 1):
     """The block's owned pixels after depth-variant RL of its native patches (``levels`` on its
-    sub-grid), blended in the in-memory order (float32, clipped at 0)."""
+    sub-grid), blended in the in-memory order (float32, clipped at 0); ``group``: as
+    :func:`~napari_refocus.core.rl.iter_deconvolve`'s."""
     import torch
 
     from ..core.rl import deconvolve_patches
 
+    if group > 1:
+        return _deconvolve_block_grouped(source, blk, grid, levels, context=context, iterations=iterations,
+                                         device=device, optics=optics, group=group)
     patches, sub = block_patches(source, blk, grid, context)
     lv = np.asarray(levels).ravel()
     crop = slice(context, context + grid.patch)
@@ -112,6 +121,52 @@ def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iter
     return acc.result()[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).numpy()
 
 
+def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, iterations, device, optics, group):
+    """:func:`deconvolve_block` with ``group`` x ``group`` patches of a level per frame: the
+    frames of the groups the block's patches belong to, on the whole image's group grid, read
+    with the in-memory mirroring, run and added in :func:`~napari_refocus.core.rl_groups.group_jobs`'
+    order (the in-memory order restricted to these patches: the same float32 sums)."""
+    import torch
+
+    from ..core.rl_groups import group_grid, group_jobs, iter_deconvolve_grouped
+
+    s, p = grid.stride, grid.patch
+    ggrid = group_grid(grid, group)
+    (r0, r1), (c0, c1) = blk.rows, blk.cols
+    ga, gb = (r0 // group, r1 // group), (c0 // group, c1 // group)
+    top, left = ga[0] * group * s - context, gb[0] * group * s - context
+    bottom = ga[1] * group * s + ggrid.patch + context
+    right = gb[1] * group * s + ggrid.patch + context
+    region = torch.from_numpy(np.ascontiguousarray(read_region(source, top, bottom, left, right)))
+    size = ggrid.patch + 2 * context
+    gview = region.unfold(0, size, group * s).unfold(1, size, group * s)
+    ny, nx = blk.sub_shape
+    sub = PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s)
+    lv = np.asarray(levels).ravel()
+    acc = Accumulator(sub)
+    as_is = np.flatnonzero((lv == 0) | (lv == BACKGROUND))  # as core.rl.iter_deconvolve: these first
+    if len(as_is):
+        ii, jj = np.divmod(as_is, nx)
+        ys, xs = (ii + r0) * s - top, (jj + c0) * s - left
+        acc.add(as_is, torch.stack([region[y:y + p, x:x + p] for y, x in zip(ys.tolist(), xs.tolist())]))
+    gcols = ggrid.shape[1]
+    jobs = group_jobs(lv, grid.shape, group, rows=blk.rows, cols=blk.cols, group_cols=gcols)
+
+    def take_group(index):
+        a, b = np.divmod(np.asarray(index), gcols)
+        return gview[torch.from_numpy(a - ga[0]), torch.from_numpy(b - gb[0])]
+
+    def offsets(patches):
+        i, j = np.divmod(np.asarray(patches), nx)
+        return list(zip((((i + r0) % group) * s).tolist(), (((j + c0) % group) * s).tolist()))
+
+    drain(iter_deconvolve_grouped(take_group, jobs, acc.add, offsets=offsets, patch=p, size=size, context=context,
+                                  iterations=iterations, device=device, initial="observed", boundary="normalized",
+                                  batch_size=None, optics=optics))
+    oy, ox = blk.y0 - r0 * s, blk.x0 - c0 * s
+    return acc.result()[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).numpy()
+
+
 def block_runner(params, *, device, stats=None):
     """lbdvd's ``Method.block_runner``: ``restore(source, bounds) -> float32 block`` equal to the
     same pixels of the in-memory run, for any objective (see the module doc).
@@ -123,13 +178,16 @@ def block_runner(params, *, device, stats=None):
     """
     from ..models.loader import load_model
     from .defocus import map_frame
-    from .frames import rl_frame
+    from .frames import rl_frame, rl_group
 
     check_block_params(params)
     frame = rl_frame(params.optics)
     scale, table = map_frame(params.optics)
     beyond = gate.defocused_classes(table, params.optics)
     map_stats = stats if params.normalise else None
+    native_stride = min(max(1, int(round(params.stride * frame.scale))), frame.patch) if frame.scale != 1.0 \
+        else params.stride
+    group = rl_group(frame, patch=frame.patch, stride=native_stride, padding=params.padding)
     state = {}
 
     def restore(source, bounds):
@@ -152,7 +210,7 @@ def block_runner(params, *, device, stats=None):
         run_levels = gate.gate_levels(probs, levels, beyond) if params.never_worse else levels
         native = run_levels[np.ix_(krows - r0, kcols - c0)]
         restored = deconvolve_block(source, blk, g.native, native, context=frame.context,
-                                    iterations=params.iterations, device=device, optics=frame.optics)
+                                    iterations=params.iterations, device=device, optics=frame.optics, group=group)
         if not params.never_worse:
             return restored
         v, c = gate.patch_evidence(probs, levels, beyond)
@@ -160,5 +218,6 @@ def block_runner(params, *, device, stats=None):
                                patch=g.map_grid.patch, stride=g.map_grid.stride, offset=(r0, c0))
         return gate.blend(read_region(source, y0, y1, x0, x1), restored, w)
 
-    restore.halo = block_halo(patch=frame.patch, context=frame.context, scale=frame.scale)
+    restore.halo = block_halo(patch=frame.patch, context=frame.context, scale=frame.scale,
+                              stride=native_stride, group=group)
     return restore
