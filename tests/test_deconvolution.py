@@ -122,6 +122,9 @@ def test_grouped_patches_deconvolve_as_well_as_one_by_one(infocus):
     # pixels only the level-0 corner patch covers come back as they were
     np.testing.assert_allclose(grouped[:42, :42], blurred[:42, :42], rtol=1e-6)
     assert np.abs(grouped - one).max() > 0  # a different computation, not a renamed one
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="group"):
+            nr.deconvolve(blurred, level_map=levels, group=bad)
 
 
 def test_group_jobs_do_not_depend_on_the_part_asked_for():

@@ -19,9 +19,9 @@ import logging
 
 import numpy as np
 
-from .progress import Progress, drain
+from .progress import drain
 from .validation import as_image, check_level, check_level_map
-from .devices import is_oom, resolve_device, run_chunked
+from .devices import is_oom, resolve_device
 from .memory import release_free_memory
 from .optics import BACKGROUND, Optics, resolve_optics
 from .otf import fft_size, otf_bank
@@ -29,10 +29,11 @@ from .rl_batch import (  # noqa: F401 - the batched iteration, public here as al
     CPU_BATCH,
     EPS,
     MIN_BATCH,
+    iter_deconvolve_frames,
     iter_richardson_lucy_batch,
     richardson_lucy_batch,
 )
-from .rl_groups import group_grid, grouped_into
+from .rl_groups import group_grid, grouped_region_into
 from .rl_image import iter_richardson_lucy_image
 from .tiling import CONTEXT, PATCH, STRIDE, Accumulator, pad_image, patch_grid, patch_view, take_patches
 
@@ -105,6 +106,8 @@ def iter_deconvolve(
     # Bounded memory: the padded image, read through a strided view a chunk of patches at a
     # time, and one accumulated montage; no array of all patches is ever made (6.9 copies of
     # the image at the 84/42 grid with 13 px of context)
+    if isinstance(group, bool) or int(group) != group or group < 1:
+        raise ValueError(f"group must be a positive integer, got {group!r}")
     group = int(group)
     if group > 1 and padding != "reflect":
         raise ValueError("group > 1 takes padding='reflect' (zero padding marks unknown pixels patch by patch)")
@@ -113,9 +116,9 @@ def iter_deconvolve(
     release_free_memory()  # the float32 copy of the image, which glibc may otherwise keep
     acc = Accumulator(grid, weights=montage_weights)
     if group > 1:
-        yield from grouped_into(acc, padded, grid, levels, group=group, context=context,
-                                iterations=iterations, device=dev, initial=initial, boundary=boundary,
-                                batch_size=batch_size, optics=optics, report=report)
+        yield from grouped_region_into(acc, padded, grid, levels, group=group, context=context,
+                                       iterations=iterations, device=dev, initial=initial, boundary=boundary,
+                                       batch_size=batch_size, optics=optics, report=report)
         del padded
         release_free_memory()  # the chunks' frames and the padded image, before the result is copied out
         return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
@@ -129,7 +132,7 @@ def iter_deconvolve(
     for start in range(0, len(as_is), 1024):
         index = as_is[start:start + 1024]
         acc.add(index, take_patches(view, index)[:, crop, crop])
-    yield from _iter_deconvolved(
+    yield from iter_deconvolve_frames(
         lambda index: take_patches(view, index), levels, acc.add, size=patch + 2 * context, context=context,
         iterations=iterations, device=dev, initial=initial, boundary=boundary, batch_size=batch_size,
         optics=optics, inside=None if inside is None else (lambda index: take_patches(inside, index)),
@@ -207,61 +210,10 @@ def deconvolve_patches(
     def take(source):
         return lambda index: source[torch.from_numpy(np.asarray(index)).to(source.device)]
 
-    yield from _iter_deconvolved(take(patches), levels, put, size=size, context=context, iterations=iterations,
+    yield from iter_deconvolve_frames(take(patches), levels, put, size=size, context=context, iterations=iterations,
                                  device=device, initial=initial, boundary=boundary, batch_size=batch_size,
                                  optics=optics, inside=None if inside is None else take(inside), report=report)
     return restored
-
-
-def _iter_deconvolved(take, levels, put, *, size, context, iterations, device, initial, boundary, batch_size,
-                      optics, inside, report):
-    """Deconvolve the patches of levels 1..10 a chunk at a time: ``take(index)`` gives the
-    context-padded patches ``(n, size, size)`` of grid numbers ``index`` (``inside(index)``
-    their data masks, or None), ``put(index, central parts)`` receives each result. A
-    generator yielding Progress per chunk."""
-    import torch
-
-    optics = optics or Optics()
-    dev = resolve_device(device)
-    if boundary not in ("normalized", "zero"):
-        raise ValueError(f"boundary must be 'normalized' or 'zero', got {boundary!r}")
-    if batch_size is None:
-        # small batches keep the FFTs in cache on a CPU (measured: 32 is ~2x faster than 256,
-        # and 8 no slower than 32 with a quarter of the memory: each patch in flight holds ~1 MB
-        # of frames and spectra; benchmarks/memory_speed.py)
-        batch_size = CPU_BATCH if dev.type == "cpu" else 1024
-    patch = size - 2 * context
-    crop = slice(context, context + patch)
-    todo = np.flatnonzero((levels > 0) & (levels != BACKGROUND))
-    # One PSF radius of zeros past the data: enough for circular = linear convolution. With
-    # the normalised boundary the estimate's extensions past opposite edges then share one
-    # band; measured: no PSNR difference to a frame of data + 2 radii, which is 37 % slower.
-    shape = (fft_size(size + optics.psf_size // 2),) * 2
-
-    def work(start, stop, dev_):
-        idx = todo[start:stop]
-        if len(idx) < MIN_BATCH:  # with a copy of its patch: see MIN_BATCH
-            idx = np.concatenate([idx, np.repeat(idx[-1:], MIN_BATCH - len(idx))])
-        frame = (0, shape[1] - size, 0, shape[0] - size)
-        obs = torch.nn.functional.pad(take(idx).to(dev_), frame)
-        mask = None
-        if boundary == "normalized":
-            # one mask for all patches unless some lack real neighbours
-            region = inside(idx).to(dev_) if inside is not None else torch.ones_like(obs[:1, :size, :size])
-            mask = torch.nn.functional.pad(region, frame)
-        # only the levels this chunk uses are transformed; each patch indexes its own
-        needed, which = np.unique(levels[todo[start:stop]], return_inverse=True)
-        otf = otf_bank(optics, shape, dev_, needed)[torch.from_numpy(which.ravel()).to(dev_)]
-        est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
-        return est[:stop - start, crop, crop].to("cpu")
-
-    total = max(1, len(todo))
-    yield Progress(0, total, "deconvolve")
-    done = 0
-    for stop, chunk in run_chunked(work, len(todo), batch_size=batch_size, device=dev, report=report):
-        put(todo[done:stop], chunk)
-        done = stop
-        yield Progress(done, total, "deconvolve")
 
 
 def deconvolve(image, *, level=None, level_map=None, progress=None, **kwargs) -> np.ndarray:

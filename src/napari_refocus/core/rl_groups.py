@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .devices import resolve_device, run_chunked
-from .optics import BACKGROUND, Optics
-from .otf import fft_size, otf_bank
-from .progress import Progress
-from .rl_batch import CPU_BATCH, MIN_BATCH, richardson_lucy_batch
-from .tiling import PatchGrid, patch_view, take_patches
+from .devices import resolve_device
+from .optics import BACKGROUND
+from .otf import fft_size
+from .rl_batch import CPU_BATCH, MIN_BATCH, iter_deconvolve_frames
+from .tiling import PatchGrid
 
 #: the largest FFT frame (pixels a side) :func:`group_size` lets a group of patches share
 GROUP_FRAME_MAX = 256
@@ -76,70 +75,60 @@ def group_jobs(levels, grid_shape, group: int, rows=None, cols=None, *, group_co
     return [(g, L, np.asarray(p)) for (g, L), p in jobs.items()]
 
 
-def iter_deconvolve_grouped(take_group, jobs, put, *, offsets, patch: int, size: int, context: int,
-                            iterations: int, device, initial: str, boundary: str, batch_size, optics, report=None):
-    """Run :func:`group_jobs`' frames: ``take_group(group numbers)`` gives their context-padded
-    frames ``(n, size, size)``; for each patch of a job, ``put([patch number], its central
-    patch x patch part)`` in job order. ``offsets(patch numbers)``: ``(dy, dx)`` of each patch in
-    its group's frame (before the context). A generator yielding Progress per chunk of frames."""
+def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, context: int, iterations: int, device,
+                        initial: str, boundary: str, batch_size=None, optics=None, report=None, rows=None, cols=None):
+    """Depth-variant RL of patches ``rows = (r0, r1)``, ``cols`` (inclusive; default all) of
+    ``grid``, ``group`` x ``group`` patches of a level per frame, into the Accumulator ``acc``
+    (over that part of the grid, numbered as ``levels``): the unchanged patches (level 0,
+    background) first, then :func:`group_jobs`' frames, each patch added as it comes out.
+
+    ``region``: the image (a torch tensor) from ``(r0 // group) * group * stride - context`` rows
+    and the like columns on, mirrored past its borders, covering the groups of these patches
+    with their context: the image padded for :func:`group_grid` in memory, a block's window of a
+    big image. Both read the same frames and add in the same order, so a part of the grid gets
+    the float32 sums the whole grid gets. A generator yielding Progress per chunk of frames."""
     import torch
 
-    optics = optics or Optics()
+    s, p = grid.stride, grid.patch
+    ggrid = group_grid(grid, group)
+    r0 = (rows or (0,))[0]
+    c0, c1 = cols or (0, grid.shape[1] - 1)
+    ga, gb = r0 // group, c0 // group
+    top, left = ga * group * s - context, gb * group * s - context
+    size = ggrid.patch + 2 * context
+    gview = region.unfold(0, size, group * s).unfold(1, size, group * s)
+    lv = np.asarray(levels).ravel()
+    nx = c1 - c0 + 1
+
+    def origin(patches):  # each patch's top-left pixel in ``region``
+        i, j = np.divmod(np.asarray(patches), nx)
+        return (i + r0) * s - top, (j + c0) * s - left
+
+    as_is = np.flatnonzero((lv == 0) | (lv == BACKGROUND))
+    for start in range(0, len(as_is), 1024):
+        index = as_is[start:start + 1024]
+        ys, xs = origin(index)
+        acc.add(index, torch.stack([region[y:y + p, x:x + p] for y, x in zip(ys.tolist(), xs.tolist())]))
+    gcols = ggrid.shape[1]
+    jobs = group_jobs(lv, grid.shape, group, rows=rows, cols=cols, group_cols=gcols)
+    numbers = np.array([g for g, _, _ in jobs], dtype=np.int64)
+
+    def take(index):
+        a, b = np.divmod(numbers[np.asarray(index)], gcols)
+        return gview[torch.from_numpy(a - ga), torch.from_numpy(b - gb)]
+
+    def put(index, unions):  # each job's frame without its context: cut out its patches
+        for k, union in zip(np.asarray(index).tolist(), unions):
+            patches = jobs[k][2]
+            ys, xs = origin(patches)
+            for n, y, x in zip(patches.tolist(), (ys + top - numbers[k] // gcols * group * s).tolist(),
+                               (xs + left - numbers[k] % gcols * group * s).tolist()):
+                acc.add([n], union[None, y:y + p, x:x + p])
+
     dev = resolve_device(device)
     if batch_size is None:
         # 256-px frames hold 4x a 128-px frame's memory: 2 in flight, not 8
         batch_size = max(MIN_BATCH, CPU_BATCH // 4) if dev.type == "cpu" else 256
-    shape = (fft_size(size + optics.psf_size // 2),) * 2
-
-    def work(start, stop, dev_):
-        chunk = jobs[start:stop]
-        idx = np.array([g for g, _, _ in chunk])
-        lv = np.array([L for _, L, _ in chunk])
-        if len(idx) < MIN_BATCH:  # with a copy of its frame: see MIN_BATCH
-            idx = np.concatenate([idx, np.repeat(idx[-1:], MIN_BATCH - len(idx))])
-            lv = np.concatenate([lv, np.repeat(lv[-1:], MIN_BATCH - len(lv))])
-        frame = (0, shape[1] - size, 0, shape[0] - size)
-        obs = torch.nn.functional.pad(take_group(idx).to(dev_), frame)
-        mask = None
-        if boundary == "normalized":
-            mask = torch.nn.functional.pad(torch.ones_like(obs[:1, :size, :size]), frame)
-        needed, which = np.unique(lv, return_inverse=True)
-        otf = otf_bank(optics, shape, dev_, needed)[torch.from_numpy(which.ravel()).to(dev_)]
-        est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
-        return est[:stop - start, :size, :size].to("cpu")
-
-    total = max(1, len(jobs))
-    yield Progress(0, total, "deconvolve")
-    done = 0
-    for stop, frames in run_chunked(work, len(jobs), batch_size=batch_size, device=dev, report=report):
-        for (_, _, patches), est in zip(jobs[done:stop], frames):
-            for n, (dy, dx) in zip(patches.tolist(), offsets(patches)):
-                put([n], est[None, context + dy:context + dy + patch, context + dx:context + dx + patch])
-        done = stop
-        yield Progress(done, total, "deconvolve")
-
-
-def grouped_into(acc, padded, grid, levels, *, group, context, iterations, device, initial, boundary, batch_size,
-                  optics, report):
-    """:func:`iter_deconvolve`'s grouped depth-variant pass into the Accumulator ``acc``: the
-    unchanged patches first, then :func:`group_jobs`' frames, read from ``padded`` (the image
-    padded for :func:`group_grid`, which reaches further than the patch grid)."""
-    ggrid = group_grid(grid, group)
-    gview = patch_view(padded, ggrid, context)
-    view = patch_view(padded, grid, context)[:grid.shape[0], :grid.shape[1]]
-    p, s = grid.patch, grid.stride
-    crop = slice(context, context + p)
-    as_is = np.flatnonzero((levels == 0) | (levels == BACKGROUND))
-    for start in range(0, len(as_is), 1024):
-        index = as_is[start:start + 1024]
-        acc.add(index, take_patches(view, index)[:, crop, crop])
-    cols = grid.shape[1]
-
-    def offsets(patches):
-        i, j = np.divmod(np.asarray(patches), cols)
-        return list(zip(((i % group) * s).tolist(), ((j % group) * s).tolist()))
-
-    yield from iter_deconvolve_grouped(
-        lambda index: take_patches(gview, index), group_jobs(levels, grid.shape, group, group_cols=ggrid.shape[1]), acc.add, offsets=offsets,
-        patch=p, size=ggrid.patch + 2 * context, context=context, iterations=iterations, device=device,
-        initial=initial, boundary=boundary, batch_size=batch_size, optics=optics, report=report)
+    yield from iter_deconvolve_frames(take, np.array([L for _, L, _ in jobs], dtype=np.int64), put, size=size,
+                                      context=context, iterations=iterations, device=dev, initial=initial,
+                                      boundary=boundary, batch_size=batch_size, optics=optics, report=report)

@@ -41,13 +41,19 @@ def rl_frame(optics: Optics) -> RlFrame:
     return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
 
 
+def native_stride(frame: RlFrame, stride: int) -> int:
+    """The native grid's stride for the map's ``stride`` (map pixels)."""
+    if frame.scale == 1.0:
+        return stride
+    return min(max(1, int(round(stride * frame.scale))), frame.patch)
+
+
 def native_levels(defocus_map, image_shape, frame: RlFrame, stride: int):
     """The map's classes on a native grid of ``frame.patch`` px patches: each native patch
     takes the class of the map patch whose centre is nearest to its own."""
     if frame.scale == 1.0:
         return defocus_map.levels, defocus_map.grid.patch, defocus_map.grid.stride
-    nstride = max(1, int(round(stride * frame.scale)))
-    grid = patch_grid(image_shape, patch=frame.patch, stride=min(nstride, frame.patch))
+    grid = patch_grid(image_shape, patch=frame.patch, stride=native_stride(frame, stride))
     g = defocus_map.grid
     idx = []
     for axis in range(2):

@@ -42,6 +42,7 @@ from ..core.progress import drain
 from ..core.tiling import PATCH, STRIDE, Accumulator, PatchGrid, patch_grid
 from . import gate
 from .canonical_blocks import CanonicalView, map_grid, map_patches, read_region
+from .frames import native_stride, rl_frame, rl_group
 from .lbdvd_blocks import HALO, block_patches, check_block_params, grid_block
 
 
@@ -90,8 +91,7 @@ def grids(native_shape, frame, stride: int) -> Grids:
     mgrid = map_grid(native_shape, scale=frame.scale)
     if frame.scale == 1.0:
         return Grids(mgrid, mgrid, 1.0)
-    nstride = max(1, int(round(stride * frame.scale)))
-    return Grids(mgrid, patch_grid(native_shape, patch=frame.patch, stride=min(nstride, frame.patch)), frame.scale)
+    return Grids(mgrid, patch_grid(native_shape, patch=frame.patch, stride=native_stride(frame, stride)), frame.scale)
 
 
 def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iterations: int, device, optics,
@@ -123,46 +123,24 @@ def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iter
 
 def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, iterations, device, optics, group):
     """:func:`deconvolve_block` with ``group`` x ``group`` patches of a level per frame: the
-    frames of the groups the block's patches belong to, on the whole image's group grid, read
-    with the in-memory mirroring, run and added in :func:`~napari_refocus.core.rl_groups.group_jobs`'
-    order (the in-memory order restricted to these patches: the same float32 sums)."""
+    block's window of the image, mirrored as in memory, through the in-memory code
+    (:func:`~napari_refocus.core.rl_groups.grouped_region_into`)."""
     import torch
 
-    from ..core.rl_groups import group_grid, group_jobs, iter_deconvolve_grouped
+    from ..core.rl_groups import group_grid, grouped_region_into
 
     s, p = grid.stride, grid.patch
     ggrid = group_grid(grid, group)
     (r0, r1), (c0, c1) = blk.rows, blk.cols
-    ga, gb = (r0 // group, r1 // group), (c0 // group, c1 // group)
-    top, left = ga[0] * group * s - context, gb[0] * group * s - context
-    bottom = ga[1] * group * s + ggrid.patch + context
-    right = gb[1] * group * s + ggrid.patch + context
+    top, left = r0 // group * group * s - context, c0 // group * group * s - context
+    bottom = r1 // group * group * s + ggrid.patch + context
+    right = c1 // group * group * s + ggrid.patch + context
     region = torch.from_numpy(np.ascontiguousarray(read_region(source, top, bottom, left, right)))
-    size = ggrid.patch + 2 * context
-    gview = region.unfold(0, size, group * s).unfold(1, size, group * s)
     ny, nx = blk.sub_shape
-    sub = PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s)
-    lv = np.asarray(levels).ravel()
-    acc = Accumulator(sub)
-    as_is = np.flatnonzero((lv == 0) | (lv == BACKGROUND))  # as core.rl.iter_deconvolve: these first
-    if len(as_is):
-        ii, jj = np.divmod(as_is, nx)
-        ys, xs = (ii + r0) * s - top, (jj + c0) * s - left
-        acc.add(as_is, torch.stack([region[y:y + p, x:x + p] for y, x in zip(ys.tolist(), xs.tolist())]))
-    gcols = ggrid.shape[1]
-    jobs = group_jobs(lv, grid.shape, group, rows=blk.rows, cols=blk.cols, group_cols=gcols)
-
-    def take_group(index):
-        a, b = np.divmod(np.asarray(index), gcols)
-        return gview[torch.from_numpy(a - ga[0]), torch.from_numpy(b - gb[0])]
-
-    def offsets(patches):
-        i, j = np.divmod(np.asarray(patches), nx)
-        return list(zip((((i + r0) % group) * s).tolist(), (((j + c0) % group) * s).tolist()))
-
-    drain(iter_deconvolve_grouped(take_group, jobs, acc.add, offsets=offsets, patch=p, size=size, context=context,
-                                  iterations=iterations, device=device, initial="observed", boundary="normalized",
-                                  batch_size=None, optics=optics))
+    acc = Accumulator(PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s))
+    drain(grouped_region_into(acc, region, grid, levels, group=group, context=context, iterations=iterations,
+                              device=device, initial="observed", boundary="normalized", optics=optics,
+                              rows=blk.rows, cols=blk.cols))
     oy, ox = blk.y0 - r0 * s, blk.x0 - c0 * s
     return acc.result()[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).numpy()
 
@@ -178,16 +156,14 @@ def block_runner(params, *, device, stats=None):
     """
     from ..models.loader import load_model
     from .defocus import map_frame
-    from .frames import rl_frame, rl_group
 
     check_block_params(params)
     frame = rl_frame(params.optics)
     scale, table = map_frame(params.optics)
     beyond = gate.defocused_classes(table, params.optics)
     map_stats = stats if params.normalise else None
-    native_stride = min(max(1, int(round(params.stride * frame.scale))), frame.patch) if frame.scale != 1.0 \
-        else params.stride
-    group = rl_group(frame, patch=frame.patch, stride=native_stride, padding=params.padding)
+    stride = native_stride(frame, params.stride)
+    group = rl_group(frame, patch=frame.patch, stride=stride, padding=params.padding)
     state = {}
 
     def restore(source, bounds):
@@ -219,5 +195,5 @@ def block_runner(params, *, device, stats=None):
         return gate.blend(read_region(source, y0, y1, x0, x1), restored, w)
 
     restore.halo = block_halo(patch=frame.patch, context=frame.context, scale=frame.scale,
-                              stride=native_stride, group=group)
+                              stride=stride, group=group)
     return restore
