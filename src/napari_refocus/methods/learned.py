@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.optics import Optics, sampling_scale
-from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
+from ..models.predict import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE
 from .base import Method
 from .params import Params, option
 
@@ -47,7 +47,8 @@ class LearnedParams(Params):
     tile: int = option(DEFAULT_TILE, help="tile side, px of the grid the network runs on (<= 0: the whole image "
                        "at once)", unit="px")
     overlap: int = option(DEFAULT_OVERLAP, help="tile overlap, px", minimum=0, unit="px")
-    batch_size: int = option(4, help="tiles per forward pass", minimum=1)
+    batch_size: int = option(DEFAULT_BATCH, help="tiles per forward pass (1 on the CPU is fastest and leanest; more "
+                             "can pay on a GPU)", minimum=1)
     precision: str = option("auto", help="autocast: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
                             choices=("auto", "fp32", "fp16", "bf16"))
     tta: bool = option(False, help="average the network over 8 flips/rotations (8x slower)")
@@ -168,27 +169,25 @@ def _make_run(name: str):
     return run
 
 
-#: rows of the output the in-memory gate weighs and blends at a time
-GATE_ROWS = 256
-
-
 def gate_in_place(image, out, *, device, report, optics=None, stats=None):
     """A generator: :func:`.gate.gate_image` with the blend written into ``out`` a strip of rows
-    at a time (the same numbers; no whole-size temporaries beyond the weights it records)."""
-    from .gate import iter_image_gate, record
+    at a time (the same numbers; no whole-size temporaries: the weights are recorded as a lazy
+    :class:`~.gate.GateWeights`, made again when read)."""
+    from .gate import CHANGED_ABOVE, WEIGHT_ROWS, GateWeights, iter_image_gate, record
     from .learned_blocks import _resampled, blend_into
 
     dmap, gate = yield from iter_image_gate(image, device=getattr(report, "device", device), optics=optics,
                                             stats=stats, report=report)
     shape = tuple(int(n) for n in np.shape(image))
-    r = round(out.shape[0] / shape[0])
-    weights = np.empty(out.shape, np.float32)
-    for a in range(0, out.shape[0], GATE_ROWS):
-        box = (a, min(out.shape[0], a + GATE_ROWS), 0, out.shape[1])
-        weights[box[0]:box[1]] = gate.weights(shape, r, bounds=box)
-        blend_into(out[box[0]:box[1]], _resampled(image, box, full_shape=shape, out_shape=out.shape),
-                   weights[box[0]:box[1]])
-    record(report, weights, gate.threshold_um, dmap.weights_sha256)
+    weights = GateWeights(gate, shape, round(out.shape[0] / shape[0]))
+    changed = 0
+    for a in range(0, out.shape[0], WEIGHT_ROWS):
+        box = (a, min(out.shape[0], a + WEIGHT_ROWS), 0, out.shape[1])
+        w = weights.rows(box[0], box[1])
+        changed += int(np.count_nonzero(w > CHANGED_ABOVE))
+        blend_into(out[box[0]:box[1]], _resampled(image, box, full_shape=shape, out_shape=out.shape), w)
+    record(report, weights, gate.threshold_um, dmap.weights_sha256,
+           changed_fraction=changed / weights.size if weights.size else 0.0)
     return out
 
 

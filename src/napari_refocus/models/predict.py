@@ -39,9 +39,12 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 #: copies of its last tile): the CPU's kernels round differently for other batch sizes (up to
 #: 5e-7 apart, measured on the four generators; a tile's result does not depend on its place in
 #: the batch or on the other tiles), so a tile comes out the same whichever tiles share its
-#: batch, and a block of a big image equals the whole image in memory bit for bit. Batches of 4
-#: ran 2-3x faster than single tiles on 2 threads (comi-cyclegan, 1024^2: 3.1-4.4 s vs 8.9-10.3 s)
-DEFAULT_BATCH = 4
+#: batch, and a block of a big image equals the whole image in memory bit for bit. One tile per
+#: pass: measured on an idle 2-core CPU (issue 16, BENCHMARKS "Memory"), a 1024-px tile alone ran
+#: 1.06-1.45x as many pixels per second as a batch of four, an image of one tile (520x696) took
+#: 4.5-5.5x less time (a batch of 4 ran three copies of it), and the activations held are a
+#: quarter (refocus-unet: 196 instead of 784 MB). Raise it on a GPU, where batches fill the device.
+DEFAULT_BATCH = 1
 
 
 def intensity_stats(image, percentiles=DEFAULT_PERCENTILES) -> tuple[float, float]:
