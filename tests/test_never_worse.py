@@ -72,6 +72,21 @@ def test_in_focus_and_level_1_are_not_made_worse(method, fields):
         assert np.mean(gains) >= -0.1, (method, level, gains)
 
 
+def test_gate_weights_are_made_lazily_with_the_same_numbers():
+    """A learned run records its weights as GateWeights (no output-sized map held): reading them
+    whole, by a slice or by a strided index gives Gate.weights' numbers exactly."""
+    rng = np.random.default_rng(0)
+    conf = np.where(rng.random((5, 7)) < 0.2, G.BG_CONFIDENCE, 1.0)
+    gate = G.Gate(rng.random((5, 7)), conf, (5, 7), 84, 42, 1.0, 3.6)
+    for r in (1, 2):
+        lazy, full = G.GateWeights(gate, (252, 336), r), gate.weights((252, 336), r)
+        assert lazy.shape == full.shape == np.shape(lazy) and lazy.dtype == np.float32 and lazy.size == full.size
+        np.testing.assert_array_equal(np.asarray(lazy), full)
+        np.testing.assert_array_equal(lazy[17:300, 5:40], full[17:300, 5:40])
+        np.testing.assert_array_equal(lazy[::3, 2], full[::3, 2])
+        np.testing.assert_array_equal(np.zeros_like(lazy), np.zeros_like(full))
+
+
 def tilted(gt, *, high=8.0, seed=0):
     """``gt`` as a tilted sample: its left third in focus (level 0), then defocus rising
     linearly to ``high`` at the right edge (each pixel the blend of its two neighbouring levels)."""
@@ -94,6 +109,7 @@ def test_tilted_sample_leaves_the_in_focus_third(method, fields):
     assert w[:, :third * r].max() < 0.05 and w[:, -third * r:].mean() > 0.9  # left alone / restored
     assert _gain(res.image, inp, gt, slice(2 * third, None)) > 1.0  # the defocused third still gains
     assert 0.3 < res.changed_fraction < 0.8
+    assert res.changed_fraction == pytest.approx(float((np.asarray(w) > G.CHANGED_ABOVE).mean()), abs=1e-12)
     prov = res.provenance()
     assert prov["parameters"]["never_worse"] is True and prov["never_worse"]["ran"] is True
     assert prov["never_worse"]["threshold_um"] == pytest.approx(2 * 0.451 / 0.25, abs=1e-3)

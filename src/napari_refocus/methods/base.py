@@ -45,8 +45,10 @@ class RefocusResult:
     ``parameters`` are the method's parameters as used (its schema, defaults filled in);
     ``device`` is the device that did the work; ``weights_sha256`` the files really loaded.
     ``gate_weights``: where the method was let change the input (``never_worse``, float32
-    0..1 of the output's shape: output = input + w * (restored - input); None when it did not
-    run, or for a lazy result); ``changed_fraction``: the share of pixels with w > 0.01;
+    0..1 of the output's shape: output = input + w * (restored - input); a numpy array, or for
+    the learned methods a lazy :class:`~napari_refocus.methods.gate.GateWeights` that
+    ``np.asarray`` or slicing makes; None when it did not run, or for a lazy result);
+    ``changed_fraction``: the share of pixels with w > 0.01;
     ``gating``: the gate's rule and parameters (provenance).
     """
 

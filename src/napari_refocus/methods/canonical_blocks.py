@@ -32,13 +32,18 @@ def sample_stats(sample, *, scale: float, sample_stride: int = 1):
     """:func:`.canonical.canonical_stats` of the canonical image, from ``sample`` (the whole image,
     or every ``sample_stride``-th row and column of it, float32): exactly the in-memory run's
     statistics when ``sample_stride`` is 1 (the sample is resampled as the image would be)."""
-    from .canonical import canonical_stats
+    from .canonical import canonical_stats, exact_in_float32
 
-    a = np.asarray(sample, dtype=np.float32)
+    a = np.asarray(sample)
     factor = sample_stride / scale  # sample pixels -> canonical pixels
     if scale != 1.0 and (sample_stride == 1 or factor < 1.0):
-        a = resample(a, shape=resized_shape(a.shape, factor))
+        a = resample(a.astype(np.float32, copy=False), shape=resized_shape(a.shape, factor))
+    elif not exact_in_float32(a.dtype):
+        a = a.astype(np.float32)
+    # else: the statistics read the pixels a band or a subsample at a time as float32 or
+    # float64, the same numbers as from a float32 copy, without that copy (4 B/px)
     return canonical_stats(a)
+
 
 
 class CanonicalView:

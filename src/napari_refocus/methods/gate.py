@@ -186,11 +186,57 @@ def describe(threshold_um: float) -> dict:
             "lbdvd_deconvolves_above": DECONVOLVE_ABOVE}
 
 
-def record(report, w, threshold_um: float, delpnet_sha256: str | None = None) -> None:
-    """Put the weight map, the share of pixels changed and the gate's description in a RunReport
-    (``delpnet_sha256``: the DelpNet file a method that does not otherwise use it loaded)."""
-    w = np.asarray(w, np.float32)
-    report.extras["gate"] = {"weights": w, "changed_fraction": float((w > CHANGED_ABOVE).mean()) if w.size else 0.0,
+#: rows of an output whose gate weights are made at a time (lazy reads and the in-memory blend)
+WEIGHT_ROWS = 256
+
+
+class GateWeights:
+    """The gate's weights of an output as a lazy float32 2-D array (``shape``, ``dtype``, slicing,
+    ``np.asarray``): made from the gate's per-patch evidence when read, the same numbers as
+    :meth:`Gate.weights` strip by strip, so that a run does not hold an output-sized weight map
+    (4 bytes per output pixel: 16 per input pixel for an x2 method) besides its result."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, gate: Gate, image_shape, upscale: int = 1):
+        self.gate, self.image_shape, self.upscale = gate, tuple(int(n) for n in image_shape), int(upscale)
+        self.shape = (self.image_shape[0] * self.upscale, self.image_shape[1] * self.upscale)
+        self.size = self.shape[0] * self.shape[1]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """Rows ``a:b`` of the weights, every column."""
+        return self.gate.weights(self.image_shape, self.upscale, bounds=(a, b, 0, self.shape[1]))
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, np.float32)
+        for a in range(0, self.shape[0], WEIGHT_ROWS):
+            out[a:a + WEIGHT_ROWS] = self.rows(a, min(self.shape[0], a + WEIGHT_ROWS))
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        rows = key[0] if key else slice(None)
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            a, b, _ = rows.indices(self.shape[0])
+            part = self.rows(a, max(a, b))
+            return part[(slice(None), *key[1:])]
+        return np.asarray(self)[key]
+
+
+def record(report, w, threshold_um: float, delpnet_sha256: str | None = None, *,
+           changed_fraction: float | None = None) -> None:
+    """Put the weight map (an array or :class:`GateWeights`), the share of pixels changed (given,
+    or counted from ``w``) and the gate's description in a RunReport (``delpnet_sha256``: the
+    DelpNet file a method that does not otherwise use it loaded)."""
+    if not isinstance(w, GateWeights):
+        w = np.asarray(w, np.float32)
+    if changed_fraction is None:
+        changed_fraction = float((np.asarray(w) > CHANGED_ABOVE).mean()) if w.size else 0.0
+    report.extras["gate"] = {"weights": w, "changed_fraction": float(changed_fraction),
                              **describe(threshold_um), **({"delpnet_sha256": delpnet_sha256} if delpnet_sha256 else {})}
 
 
