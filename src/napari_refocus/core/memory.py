@@ -36,10 +36,11 @@ class Footprint:
     upscale: int = 1
 
 
-#: peak bytes above the baseline, per method, with the defaults (the learned methods: 1024-px
-#: tiles, 4 per batch): the line through the peaks measured at 1024^2 and 3072^2 by
-#: benchmarks/memory_speed.py (BENCHMARKS.md "Memory", commit 8487390) plus a quarter; the
-#: output array is counted in ``per_pixel``. lbdvd and rl re-measured after issue 16's changes
+#: peak bytes above the baseline, per method, with the defaults. The learned methods (1024-px
+#: tiles, one per pass since be1ea9a): the slope between the peaks measured at 3072^2 and 6144^2
+#: by benchmarks/memory_speed.py (BENCHMARKS.md "Memory", this session's table) plus a quarter,
+#: and as the fixed part one 1024-px tile's activations measured alone (85-330 MB) plus a quarter;
+#: the output array is counted in ``per_pixel``. lbdvd and rl re-measured after issue 16's changes
 #: (commit 94e31b1: lbdvd 10.5 B/px at 1024^2 and ~10.4 at 2048^2; rl 20.1 at 1024^2 and 12.5 at
 #: 3072^2, i.e. ~12 B/px + ~8 MB), plus a quarter; rl's fixed part also covers frames up to
 #: core.rl.WHOLE_FRAME_MAX pixels, which are transformed whole (~70 B/px, at most ~40 MB)
@@ -47,10 +48,10 @@ MIB = 2**20
 FOOTPRINTS = {
     "lbdvd": Footprint(13.0, 16 * MIB),
     "rl": Footprint(15.0, 40 * MIB),
-    "comi-cyclegan": Footprint(41.0, 132 * MIB),
-    "refocus-unet": Footprint(80.0, 350 * MIB),
-    "m-deblurgan": Footprint(126.0, 505 * MIB, upscale=2),
-    "h2t-msunet": Footprint(68.0, 300 * MIB),  # 1024²: 360 MB measured after the tiling rework
+    "comi-cyclegan": Footprint(17.5, 110 * MIB),
+    "refocus-unet": Footprint(11.5, 250 * MIB),
+    "m-deblurgan": Footprint(24.5, 415 * MIB, upscale=2),
+    "h2t-msunet": Footprint(13.5, 260 * MIB),
 }
 #: for a method not in the table: the most demanding built-in figures
 UNKNOWN = Footprint(max(f.per_pixel for f in FOOTPRINTS.values()), max(f.fixed for f in FOOTPRINTS.values()),
