@@ -19,7 +19,8 @@ taken. The output array is part of the peak (4 bytes per pixel,
 **Speed.** LB-DVD (``refocus(method="lbdvd")``, with the never-worse gate and without) on 520x696
 BBBC006 images defocused at level 5 everywhere and with a tilted defocus (0..16 um), and DelpNet
 patches/s (the run-time, fused network, batches of 256 and of the map's default batch), each in a
-subprocess with 2 threads, best of N.
+subprocess with 2 threads, best of N. ``--int8`` adds the same tree with DelpNet in int8 on the CPU
+(``NAPARI_REFOCUS_INT8=1``), compared with the float32 map when no baseline is given.
 
 ``--baseline REV`` runs every case a second time on commit REV (``git archive`` into a
 temporary folder, put first on ``PYTHONPATH``), interleaved with the current tree's cases so
@@ -126,10 +127,10 @@ def run_case(method: str, size: int) -> dict:
             "bytes_per_pixel": (top - baseline) / image.size, "seconds": seconds, "load": os.getloadavg()[0]}
 
 
-def _case(args, src=None) -> dict:
-    """Run ``memory_speed.py ARGS`` in a fresh process (on the tree ``src`` when given) and
-    return the JSON it prints last."""
-    env = dict(os.environ)
+def _case(args, src=None, extra_env=None) -> dict:
+    """Run ``memory_speed.py ARGS`` in a fresh process (on the tree ``src`` when given, with
+    ``extra_env`` added to the environment) and return the JSON it prints last."""
+    env = {**os.environ, **(extra_env or {})}
     if src is not None:
         env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True, env=env)
@@ -207,7 +208,12 @@ def speed_case(repeat: int, out_dir: str) -> dict:
             out[name, gate] = best_of(lambda: nr.refocus(img, method="lbdvd", device="cpu", never_worse=gate), repeat)
             np.save(Path(out_dir) / f"{k}_{int(gate)}.npy", res.image)
         np.save(Path(out_dir) / f"{k}_levels.npy", res.defocus_map.levels)
-    model = load_model("delpnet", "cpu")
+    try:  # the network the map uses (int8 on the CPU when NAPARI_REFOCUS_INT8 asks)
+        from napari_refocus.methods.canonical import delpnet
+
+        model = delpnet(None, torch.device("cpu"))
+    except ImportError:  # before methods.canonical
+        model = load_model("delpnet", "cpu")
     try:
         from napari_refocus.methods.defocus import BATCH
     except ImportError:  # before the map's batch had a name
@@ -217,16 +223,24 @@ def speed_case(repeat: int, out_dir: str) -> dict:
             "load": os.getloadavg()[0]}
 
 
-def speed_lines(repeat: int, base_src=None, base_rev="") -> list[str]:
+INT8_LABEL = "this commit, NAPARI_REFOCUS_INT8=1"
+
+
+def speed_lines(repeat: int, base_src=None, base_rev="", int8: bool = False) -> list[str]:
     import tempfile
 
-    trees = {"now": None} if base_src is None else {"now": None, "base": base_src}
+    trees = {"now": None}
+    if int8:  # the same tree with DelpNet in int8 on the CPU (methods.canonical.INT8_ENV)
+        trees["int8"] = None
+    if base_src is not None:
+        trees["base"] = base_src
+    envs = {"int8": {"NAPARI_REFOCUS_INT8": "1"}}
     best = {t: None for t in trees}
     dirs = {t: tempfile.mkdtemp(prefix=f"lbdvd_{t}_") for t in trees}
     loads = []
     for _ in range(repeat):  # rounds alternate between the trees, so both see the same load
         for tree, src in trees.items():
-            r = _case(["--speed-case", str(3), dirs[tree]], src)
+            r = _case(["--speed-case", str(3), dirs[tree]], src, envs.get(tree))
             loads.append(r["load"])
             if best[tree] is None:
                 best[tree] = r
@@ -236,25 +250,29 @@ def speed_lines(repeat: int, base_src=None, base_rev="") -> list[str]:
                 for b, v in r["delpnet"].items():
                     best[tree]["delpnet"][b] = max(best[tree]["delpnet"][b], v)
     names = list(speed_images())
-    lines = ["| image | tree | LB-DVD, gate off (s) | LB-DVD default, gate on (s) | max abs diff from baseline "
-             "(counts, gate on) | classes equal |", "|---|---|---|---|---|---|"]
+    labels = {"now": "this commit", "int8": INT8_LABEL, "base": f"baseline {base_rev}"}
+    ref = "base" if "base" in trees else "now"
+    head = (f"| image | tree | LB-DVD, gate off (s) | LB-DVD default, gate on (s) | max abs diff from the "
+            f"{'baseline' if ref == 'base' else 'float32 map'} (counts, gate on) | classes equal (share of patches) |")
+    lines = [head, "|---|---|---|---|---|---|"]
     for k, name in enumerate(names):
         for tree in trees:
             t = best[tree]["lbdvd"]
             diff, same = "", ""
-            if tree == "now" and "base" in trees:
-                a, b = (np.load(Path(dirs[x]) / f"{k}_1.npy") for x in ("now", "base"))
+            if tree != ref:
+                a, b = (np.load(Path(dirs[x]) / f"{k}_1.npy") for x in (tree, ref))
                 diff = f"{float(np.abs(a - b).max()):.3g} (of {float(b.max()):.0f})"
-                same = str(bool(np.array_equal(*(np.load(Path(dirs[x]) / f"{k}_levels.npy") for x in trees))))
-            label = "this commit" if tree == "now" else f"baseline {base_rev}"
+                la, lb = (np.load(Path(dirs[x]) / f"{k}_levels.npy") for x in (tree, ref))
+                same = f"{bool(np.array_equal(la, lb))} ({float(np.mean(la == lb)):.1%})"
+            label = labels[tree]
             lines.append(f"| {name} | {label} | **{t[f'{name}|False']:.3f}** | **{t[f'{name}|True']:.3f}** | "
                          f"{diff} | {same} |")
     lines.append("")
     for tree in trees:
-        label = "this commit" if tree == "now" else f"baseline {base_rev}"
         rates = ", ".join(f"batch {b}: **{v:,.0f}** patches/s" for b, v in best[tree]["delpnet"].items())
-        lines.append(f"- DelpNet (fused, 2 threads, best of {repeat} x 3), {label}: {rates} (the map's default "
-                     f"batch: {best[tree]['map_batch']}).")
+        kind = "int8" if tree == "int8" else "fused"
+        lines.append(f"- DelpNet ({kind}, 2 threads, best of {repeat} x 3), {labels[tree]}: {rates} (the map's "
+                     f"default batch: {best[tree]['map_batch']}).")
     lines += ["", f"Load average during the rounds: {min(loads):.1f}-{max(loads):.1f}."]
     return lines
 
@@ -271,6 +289,7 @@ def main(argv=None):
     ap.add_argument("--only", choices=("memory", "speed"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--int8", action="store_true", help="speed: also the same tree with NAPARI_REFOCUS_INT8=1")
     ap.add_argument("--memory-threads", type=int, default=2,
                     help="torch threads of the memory cases (1 on a machine too loaded for 2)")
     args = ap.parse_args(argv)
@@ -297,7 +316,7 @@ def main(argv=None):
                                "", f"{time.perf_counter() - t0:.0f} s in all."], write=not args.no_write)
         if args.only != "memory":
             publish("lbdvd-speed", ["## LB-DVD speed", "", head, "",
-                                    *speed_lines(args.repeat, base_src, args.baseline or ""), "",
+                                    *speed_lines(args.repeat, base_src, args.baseline or "", args.int8), "",
                                     "Target: LB-DVD <= 0.2 s for 696x520 on 2 cores, DelpNet >= 3,000 patches/s."],
                     write=not args.no_write)
 

@@ -8,6 +8,8 @@ background rule, and the network itself. See :mod:`.defocus` for what each step 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..core.optics import Optics
@@ -23,11 +25,75 @@ SPAN, OFFSET = 1000.0, 150.0
 BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
 
 
+#: the environment variable that turns on DelpNet in int8 on the CPU (``NAPARI_REFOCUS_INT8=1``;
+#: :mod:`napari_refocus.models.quantize`; float32 on other devices and where torch has no x86
+#: quantised engine). Off by default: measured (BENCHMARKS.md "LB-DVD speed") it runs ~1.8x the
+#: patches/s and reads the held-out patches as well within noise, but its classes differ from
+#: float32's on ~2 % of patches and its calibration adds ~3.5 s to a process's first map, and
+#: every published number of this project is float32's
+INT8_ENV = "NAPARI_REFOCUS_INT8"
+
+
+def int8_on_cpu() -> bool:
+    """Whether :data:`INT8_ENV` asks for DelpNet in int8 on the CPU (read at each call)."""
+    import os
+
+    return os.environ.get(INT8_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def delpnet(weights, device):
-    """DelpNet (the shipped weights for ``weights=None``, else that file) on ``device``, cached."""
+    """DelpNet (the shipped weights for ``weights=None``, else that file) on ``device``, cached;
+    on the CPU in int8 when asked (:func:`int8_on_cpu`, :func:`int8_delpnet`). Every map, whole or
+    block by block, and the class table get the network here, so they all read patches alike."""
+    import torch
+
     from ..models.loader import load_model
 
-    return load_model("delpnet" if weights is None else weights, device, like="delpnet")
+    model = load_model("delpnet" if weights is None else weights, device, like="delpnet")
+    if torch.device(device).type == "cpu" and int8_on_cpu():
+        from ..models.quantize import int8_available
+
+        if int8_available():
+            from pathlib import Path
+
+            path = Path(model.weights_file)
+            return int8_delpnet(str(path), path.stat().st_mtime_ns)
+    return model
+
+
+@functools.lru_cache(maxsize=4)
+def int8_delpnet(path: str, mtime_ns: int):
+    """The int8 DelpNet of a weights file (cached per file and modification time), calibrated on
+    :func:`calibration_patches`; it carries the file's ``meta``, ``weights_file``, ``sha256``
+    and ``precision = "int8"``."""
+    from ..models.loader import load_fresh
+    from ..models.quantize import quantize_delpnet
+
+    fresh = load_fresh(path)
+    model = quantize_delpnet(fresh, calibration_patches())
+    model.meta, model.weights_file, model.sha256 = fresh.meta, fresh.weights_file, fresh.sha256
+    model.precision = "int8"
+    return model
+
+
+@functools.lru_cache(maxsize=1)
+def calibration_patches():
+    """``(N, 84, 84)`` float32 patches as DelpNet sees them, for int8 calibration: the shipped
+    in-focus field blurred at every class of :data:`CANONICAL` (Poisson noise, fixed seed), on
+    the canonical intensity scale, cut into its non-overlapping 84x84 patches (~530)."""
+    import tifffile
+
+    from ..core.forward import simulate
+    from ..core.resources import INFOCUS_SAMPLE, data_dir
+    from ..core.tiling import PATCH
+
+    field = tifffile.imread(data_dir() / INFOCUS_SAMPLE)
+    out = []
+    for level in range(N_CLASSES - 1):
+        img, _ = canonical_image(simulate(field, level=level, seed=level, optics=CANONICAL), 1.0)
+        h, w = (n // PATCH * PATCH for n in img.shape)
+        out.append(img[:h, :w].reshape(h // PATCH, PATCH, w // PATCH, PATCH).swapaxes(1, 2).reshape(-1, PATCH, PATCH))
+    return np.concatenate(out) / np.float32(SCALE)
 
 
 def canonical_stats(image) -> tuple[float, float, float]:

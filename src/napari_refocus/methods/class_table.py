@@ -123,7 +123,8 @@ def _first_reach(curve: np.ndarray, zs: np.ndarray, value: float) -> float:
 
 #: tables already measured by :func:`response_table` with the shipped weights (SHA-256), so the
 #: default objective's everyday runs do not measure it again; tests/test_class_table.py re-measures
-#: it and must find the same values
+#: it and must find the same values. Measured with the float32 network; the opt-in int8 one
+#: (``NAPARI_REFOCUS_INT8``) uses it too (it reads held-out patches as float32 does within noise)
 KNOWN = {
     Optics(): ("f29448b24bba411b594e6795b17cfa60098ddd1de40d98d7a735fc1fe2cd1a56",
                (0.0, 1.7299654343024566, 3.595566098779404, 5.55745065207229, 7.576267752822559,

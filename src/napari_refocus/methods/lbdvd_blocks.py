@@ -144,12 +144,11 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
     image in memory (None: raw counts, the paper's input)."""
     from ..core.devices import resolve_device
     from ..core.optics import BACKGROUND
-    from ..models.loader import load_model
-    from .canonical import background_rule, to_canonical_counts
+    from .canonical import background_rule, delpnet, to_canonical_counts
     from .defocus import iter_patch_probabilities
 
     dev = resolve_device(device)
-    model = load_model("delpnet" if weights is None else weights, dev, like="delpnet")
+    model = delpnet(weights, dev)
 
     def classify(core):
         if stats is not None:
@@ -174,13 +173,13 @@ def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stri
     (:func:`.canonical_blocks.sample_stats`; None: raw counts, no background rule, as
     ``normalise=False``). ``block``: about how many native pixels each rectangle covers."""
     from ..core.devices import resolve_device
-    from ..models.loader import load_model
+    from .canonical import delpnet
     from .canonical_blocks import CanonicalView, map_patches
     from .defocus import CANONICAL, N_CLASSES, DefocusMap, certainty_of, map_frame
 
     scale, table = map_frame(optics)
     dev = resolve_device(device)
-    model = load_model("delpnet" if weights is None else weights, dev, like="delpnet")
+    model = delpnet(weights, dev)
     view = CanonicalView(source, scale=scale, stats=stats)
     grid = patch_grid(view.shape, patch=PATCH, stride=stride)
     probs = np.zeros((*grid.shape, N_CLASSES), np.float32)

@@ -179,10 +179,10 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
     state = {}
 
     def gate(source, bounds, restored):
-        from ..models.loader import load_model
+        from .canonical import delpnet
 
         if "model" not in state:  # the network once per run, on the first block
-            state["model"] = load_model("delpnet", device, like="delpnet")
+            state["model"] = delpnet(None, device)
         native = tuple(int(n) for n in source.shape[-2:])
         grid = map_grid(native, scale=scale)
         box = tuple(int(b) * r for b in bounds)
