@@ -75,6 +75,18 @@ def delpnet_args(ap, argv=None):
     return a
 
 
+def threads_args(ap, argv=None, *, threads: int = 1):
+    """Parse ``--threads`` (default ``threads``) and ``--no-write`` with the benchmark's own
+    options already on ``ap``, and apply ``--threads`` to torch; returns the parsed arguments."""
+    import torch
+
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    return a
+
+
 def threads_wheels(a) -> str:
     """The ``--threads`` / ``--wheels`` part of a recorded command line."""
     return f"{' --threads ' + str(a.threads) if a.threads else ''}{' --wheels ' + a.wheels if a.wheels else ''}"

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import SHARED_DATA, git_rev, machine, publish  # noqa: E402
+from _report import SHARED_DATA, git_rev, machine, publish, threads_args  # noqa: E402
 
 DEPTHS_UM = (0, 4, 8, 12, 16, 20, 24, 28, 32)
 
@@ -44,18 +44,13 @@ def mean_class(m) -> float:
 
 def main(argv=None):
     import tifffile
-    import torch
 
     import napari_refocus as nr
     from napari_refocus.core.metrics import metrics
     from napari_refocus.core.optics import Optics
     from napari_refocus.training.sources import load_sources, split_sources
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = threads_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), argv, threads=2)
     t0 = time.perf_counter()
     split = split_sources(load_sources(None))
     fields = [(s.name, s.image.astype(np.float32)) for s in split["test"] + split["val"]]
@@ -85,19 +80,20 @@ def main(argv=None):
         img = tifffile.imread(f).astype(np.float32)
         real.append((mean_class(nr.defocus_map(img, device="cpu")), mean_class(nr.defocus_map(bin2(img), device="cpu"))))
     names = " / ".join(n for n, _ in fields)
-    lines = ["## Defocus beyond the top class: the map at half the sampling (experiment)", "",
-             f"Command: `python benchmarks/coarse_map.py --threads {a.threads}` (git {git_rev()}; {machine()}; "
-             f"{time.perf_counter() - t0:.0f} s). Nothing in the package changes: this measures a route for issue 13's "
-             "classes to 32 um.", "",
-             f"Held-out fields ({names}), default exact PSF at each defocus, Poisson noise; mean DelpNet class of the "
-             "non-background patches, each field, of the image as it is and binned 2x2 (the float32 map, the "
-             "paper's objective):", "",
-             "| defocus (um) | native: mean class | binned 2x2: mean class |", "|---|---|---|", *rows, "",
-             f"Real BBBC006 z_00 planes (32 um from focus, {len(real)} images), mean class native / binned: "
-             + ", ".join(f"{n:.2f} / {c:.2f}" for n, c in real)
-             + f" (means {np.mean([n for n, _ in real]):.2f} / {np.mean([c for _, c in real]):.2f}).", "",
-             "PSNR gain (dB) at 24..32 um: lbdvd as it is / Richardson-Lucy with the exact PSF at the true defocus "
-             "(oracle) / at 20 um (the top class), 15 iterations:", "",
+    seconds = time.perf_counter() - t0
+    head = (f"Command: `python benchmarks/coarse_map.py --threads {a.threads}` (git {git_rev()}; {machine()}; "
+            f"{seconds:.0f} s). Nothing in the package changes: this measures a route for issue 13's classes to 32 um.")
+    fields_line = (f"Held-out fields ({names}), default exact PSF at each defocus, Poisson noise; mean DelpNet class "
+                   "of the non-background patches, each field, of the image as it is and binned 2x2 (the float32 "
+                   "map, the paper's objective):")
+    real_line = (f"Real BBBC006 z_00 planes (32 um from focus, {len(real)} images), mean class native / binned: "
+                 + ", ".join(f"{n:.2f} / {c:.2f}" for n, c in real)
+                 + f" (means {np.mean([n for n, _ in real]):.2f} / {np.mean([c for _, c in real]):.2f}).")
+    gains_line = ("PSNR gain (dB) at 24..32 um: lbdvd as it is / Richardson-Lucy with the exact PSF at the true "
+                  "defocus (oracle) / at 20 um (the top class), 15 iterations:")
+    lines = ["## Defocus beyond the top class: the map at half the sampling (experiment)", "", head, "", fields_line,
+             "", "| defocus (um) | native: mean class | binned 2x2: mean class |", "|---|---|---|", *rows, "",
+             real_line, "", gains_line, "",
              "| defocus (um) | field | lbdvd | RL at the true defocus | RL at 20 um |", "|---|---|---|---|---|",
              *[f"| {z} | {n} | {g:+.2f} | {o:+.2f} | {t:+.2f} |" for z, n, g, o, t in gains]]
     print("\n".join(lines))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, git_rev, machine, publish  # noqa: E402
+from _report import ROOT, git_rev, machine, publish, threads_args  # noqa: E402
 
 METHODS = ("lbdvd", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 LEVELS = tuple(range(11))
@@ -96,7 +96,6 @@ def tilted_items(fields, high=8.0):
 
 
 def main(argv=None):
-    import torch
 
     import napari_refocus as nr
     from napari_refocus.training.pairs import (
@@ -106,11 +105,7 @@ def main(argv=None):
         zstack_pairs,
     )
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    a = threads_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), argv)
     t0 = time.perf_counter()
     ref = today()
     items = synthetic_test_set(LEVELS)
