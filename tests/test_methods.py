@@ -118,7 +118,8 @@ def test_provenance_records_the_device_that_ran_after_an_oom_fallback(small, mon
         return real_run_chunked(fn2, n, **kw)
 
     monkeypatch.setattr(devices, "run_chunked", spy)
-    res = nr.refocus(small, method="h2t-msunet", device="cuda", tile=64, overlap=16)
+    # four tiles a pass on the accelerator (the CPU's default is one), halved on each out-of-memory error
+    res = nr.refocus(small, method="h2t-msunet", device="cuda", tile=64, overlap=16, batch_size=4)
     assert res.device == "cpu" and res.provenance()["device"] == "cpu"
     assert any("CPU" in n for n in res.provenance()["notes"])
     assert [b for b, d in batches if d == "cuda"] == [4, 2, 1]  # halved, then the CPU
