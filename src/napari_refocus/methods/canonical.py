@@ -27,7 +27,7 @@ BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
 
 #: the environment variable that turns on DelpNet in int8 on the CPU (``NAPARI_REFOCUS_INT8=1``;
 #: :mod:`napari_refocus.models.quantize`; float32 on other devices and where torch has no x86
-#: quantised engine). Off by default: measured (BENCHMARKS.md "LB-DVD speed") it runs ~1.8x the
+#: quantised engine). Off by default: measured (BENCHMARKS.md "LB-DVD speed") it runs ~1.4x the
 #: patches/s and reads the held-out patches as well within noise, but its classes differ from
 #: float32's on ~2 % of patches and its calibration adds ~3.5 s to a process's first map, and
 #: every published number of this project is float32's
