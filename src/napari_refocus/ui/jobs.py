@@ -5,8 +5,8 @@
 ``thread_worker``. Cancel calls ``worker.quit()``, which takes effect at the job's next
 ``yield``; the job also runs under a :class:`~napari_refocus.core.progress.CancelToken`, so
 it raises :class:`~napari_refocus.core.progress.Cancelled` at its next checkpoint in between
-(every RL iteration, chunk of patches or tiles, network layer). The same progress shows in the dock and in
-napari's activity panel (``napari.utils.progress``). The job reads its layer data itself:
+(every RL iteration, chunk of patches or tiles, network layer). The same progress shows in the dock and,
+at most once a second, in napari's activity panel (``napari.utils.progress``). The job reads its layer data itself:
 nothing is read on the GUI thread before it starts.
 """
 
@@ -29,6 +29,11 @@ STEPS = 1000  # progress bar resolution
 #: progress bars on the GUI thread (measured 20-170 ms a call on the shared 2-core machine,
 #: benchmarks/widget_stall.py), so unthrottled updates were the viewer's most frequent stalls
 PROGRESS_EVERY_S = 0.1
+#: napari's activity panel gets at most one update per this many seconds (and the last step):
+#: its progress bar calls ``QApplication.processEvents()`` on every value and description it is
+#: given, so each update runs whatever the event loop holds inside the slot (the 75-80 ms slots
+#: of benchmarks/widget_stall.py); the dock's own bar, which does not, keeps PROGRESS_EVERY_S
+ACTIVITY_EVERY_S = 1.0
 
 
 class JobPanel(Container):
@@ -57,7 +62,7 @@ class JobPanel(Container):
         self._bar = None
         self._detached = False
         self._token: CancelToken | None = None
-        self._shown = (0.0, None)  # (when, stage) of the last progress shown
+        self._shown = self._activity = (0.0, None)  # (when, stage) of the last progress shown: dock, activity panel
         self.progress.native.setFormat("idle")
         self.button.changed.connect(self._clicked)
 
@@ -100,7 +105,7 @@ class JobPanel(Container):
         self.button.text = "Cancel"
         self.button.tooltip = f"stop the running {self._what}"
         self.progress.value = 0
-        self._shown = (0.0, None)
+        self._shown = self._activity = (0.0, None)
         self.progress.native.setFormat(f"{label or 'starting'}…")
         show(self.status, "")
         self._bar = napari_progress(total=STEPS, desc=f"napari-refocus: {label or self._what}")
@@ -138,10 +143,15 @@ class JobPanel(Container):
         self.progress.value = value
         self.progress.native.setFormat(f"{item.stage or self._what}: {item.done}/{item.total}  (%p%)")
         bar = self._bar  # a local: showing the description may let the worker finish meanwhile
-        if bar is not None and value >= bar.n:
-            if item.stage != stage:
-                bar.set_description(f"napari-refocus: {item.stage or self._what}")
-            bar.update(value - bar.n)
+        if bar is None or value < bar.n:
+            return
+        shown, described = self._activity
+        if now - shown < ACTIVITY_EVERY_S and item.done < item.total:
+            return  # see ACTIVITY_EVERY_S
+        self._activity = (now, item.stage)
+        if item.stage != described:
+            bar.set_description(f"napari-refocus: {item.stage or self._what}")
+        bar.update(value - bar.n)
 
     def _on_returned(self, value, on_result):
         if self._detached:
