@@ -71,3 +71,27 @@ def test_int8_map_block_by_block_equals_in_memory(int8):
     assert len(np.unique(ref.levels)) > 2
     np.testing.assert_array_equal(got.levels, ref.levels)
     np.testing.assert_array_equal(got.probabilities, ref.probabilities)
+
+
+@needs_int8
+def test_cancel_stops_the_calibration_and_leaves_nothing_cached(int8):
+    """Calibration takes seconds on a process's first int8 map: a Cancel stops it at once, and
+    the next map calibrates afresh (the caches keep no half-made network)."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from napari_refocus.core.progress import Cancelled, CancelToken, cancel_scope
+    from napari_refocus.models.loader import weights_path
+
+    canonical.int8_delpnet.cache_clear()
+    canonical.calibration_patches.cache_clear()
+    path = Path(weights_path("delpnet"))
+    token = CancelToken()
+    threading.Timer(0.5, token.cancel).start()  # mid-way: blurring the field and calibrating take ~3.5 s
+    t0 = time.perf_counter()
+    with cancel_scope(token), pytest.raises(Cancelled):
+        canonical.int8_delpnet(str(path), path.stat().st_mtime_ns)
+    assert time.perf_counter() - t0 < 0.5 + 1.0
+    assert canonical.int8_delpnet.cache_info().currsize == 0
+    assert isinstance(canonical.delpnet(None, CPU), quantize.QuantizedDelpNet)

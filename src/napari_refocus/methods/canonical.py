@@ -84,12 +84,14 @@ def calibration_patches():
     import tifffile
 
     from ..core.forward import simulate
+    from ..core.progress import check_cancelled
     from ..core.resources import INFOCUS_SAMPLE, data_dir
     from ..core.tiling import PATCH
 
     field = tifffile.imread(data_dir() / INFOCUS_SAMPLE)
     out = []
     for level in range(N_CLASSES - 1):
+        check_cancelled()  # a Cancel during the first int8 map stops here, not seconds later
         img, _ = canonical_image(simulate(field, level=level, seed=level, optics=CANONICAL), 1.0)
         h, w = (n // PATCH * PATCH for n in img.shape)
         out.append(img[:h, :w].reshape(h // PATCH, PATCH, w // PATCH, PATCH).swapaxes(1, 2).reshape(-1, PATCH, PATCH))

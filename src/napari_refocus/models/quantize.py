@@ -26,6 +26,8 @@ import warnings
 import torch
 from torch import nn
 
+from ..core.progress import check_cancelled
+
 
 class QuantizedDelpNet(nn.Module):
     """DelpNet with its convolution blocks after the first in int8 (inference only, CPU)."""
@@ -78,6 +80,7 @@ def quantize_delpnet(model: nn.Module, calibration, *, batch: int = 64) -> Quant
         prepared = prepare_fx(wrapper.features, qconfig, example_inputs=(wrapper.prepare_input(x[:batch]),))
         with torch.inference_mode():
             for start in range(0, x.shape[0], batch):
+                check_cancelled()  # calibration takes seconds: Cancel must not wait for it
                 prepared(wrapper.prepare_input(x[start:start + batch]))
         wrapper.features = convert_fx(prepared)
     return wrapper.eval()
