@@ -40,10 +40,10 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 #: 5e-7 apart, measured on the four generators; a tile's result does not depend on its place in
 #: the batch or on the other tiles), so a tile comes out the same whichever tiles share its
 #: batch, and a block of a big image equals the whole image in memory bit for bit. One tile per
-#: pass: measured on an idle 2-core CPU (issue 16, BENCHMARKS "Memory"), a 1024-px tile alone ran
-#: 1.06-1.45x as many pixels per second as a batch of four, an image of one tile (520x696) took
-#: 4.5-5.5x less time (a batch of 4 ran three copies of it), and the activations held are a
-#: quarter (refocus-unet: 196 instead of 784 MB). Raise it on a GPU, where batches fill the device.
+#: pass: measured on an idle 2-core CPU (benchmarks/tile_settings.py; BENCHMARKS "Memory"), a
+#: 1024-px tile alone ran 1.0-2.1x as many pixels per second as a batch of four, images of one
+#: tile (520x696) took 4.3-5.9x less time (a batch of 4 ran three copies of each), and the
+#: activations held are a quarter (refocus-unet: 196 instead of 784 MB). Raise it on a GPU.
 DEFAULT_BATCH = 1
 
 
