@@ -95,3 +95,17 @@ def test_cancel_stops_the_calibration_and_leaves_nothing_cached(int8):
     assert time.perf_counter() - t0 < 0.5 + 1.0
     assert canonical.int8_delpnet.cache_info().currsize == 0
     assert isinstance(canonical.delpnet(None, CPU), quantize.QuantizedDelpNet)
+
+
+@needs_int8
+def test_int8_lbdvd_block_by_block_equals_in_memory(int8):
+    """lbdvd's block form classifies with the same int8 network as the run in memory."""
+    from napari_refocus.bigimage import iter_method_blocks
+
+    gt = infocus_image()
+    img = nr.simulate(gt, level_field=nr.tilted_level_field(gt.shape, low=0, high=8), seed=5)
+    eager = nr.refocus(img, method="lbdvd", device="cpu")
+    out = np.full(img.shape, np.nan, np.float32)
+    for _, (y0, y1, x0, x1), block in iter_method_blocks(img, "lbdvd", device="cpu", block=252):
+        out[y0:y1, x0:x1] = block
+    np.testing.assert_array_equal(out, eager.image)
