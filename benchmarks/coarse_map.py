@@ -32,11 +32,6 @@ from _report import SHARED_DATA, git_rev, machine, publish, threads_args  # noqa
 DEPTHS_UM = (0, 4, 8, 12, 16, 20, 24, 28, 32)
 
 
-def bin2(a: np.ndarray) -> np.ndarray:
-    h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
-    return a[:h, :w].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
-
-
 def mean_class(m) -> float:
     lv = m.levels[m.levels < 11]
     return float(lv.mean()) if lv.size else float("nan")
@@ -48,6 +43,7 @@ def main(argv=None):
     import napari_refocus as nr
     from napari_refocus.core.metrics import metrics
     from napari_refocus.core.optics import Optics
+    from napari_refocus.training.evaluation import bin_output
     from napari_refocus.training.sources import load_sources, split_sources
 
     a = threads_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), argv, threads=2)
@@ -61,7 +57,7 @@ def main(argv=None):
         for k, (name, gt) in enumerate(fields):
             inp = nr.simulate(gt.astype(np.uint16), level=z // 2, optics=deep, seed=100 * k + z)
             native.append(mean_class(nr.defocus_map(inp, device="cpu")))
-            coarse.append(mean_class(nr.defocus_map(bin2(inp.astype(np.float32)), device="cpu")))
+            coarse.append(mean_class(nr.defocus_map(bin_output(inp.astype(np.float32), 2), device="cpu")))
             if z >= 24:
                 dr = float(np.ptp(gt))
 
@@ -78,7 +74,8 @@ def main(argv=None):
     real = []
     for f in sorted(glob.glob(str(SHARED_DATA / "BBBC006_microscopeimagequality" / "**" / "00_*.tif"), recursive=True)):
         img = tifffile.imread(f).astype(np.float32)
-        real.append((mean_class(nr.defocus_map(img, device="cpu")), mean_class(nr.defocus_map(bin2(img), device="cpu"))))
+        real.append((mean_class(nr.defocus_map(img, device="cpu")),
+                     mean_class(nr.defocus_map(bin_output(img, 2), device="cpu"))))
     names = " / ".join(n for n, _ in fields)
     seconds = time.perf_counter() - t0
     head = (f"Command: `python benchmarks/coarse_map.py --threads {a.threads}` (git {git_rev()}; {machine()}; "

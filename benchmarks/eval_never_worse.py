@@ -34,13 +34,6 @@ METHODS = ("lbdvd", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet"
 LEVELS = tuple(range(11))
 
 
-def _bin(img, r):
-    if r == 1:
-        return img
-    h, w = img.shape[0] // r, img.shape[1] // r
-    return img[:h * r, :w * r].reshape(h, r, w, r).mean(axis=(1, 3))
-
-
 def today(path=ROOT / "BENCHMARKS.md") -> dict:
     """Today's per-level PSNR gains (levels 2..10) from BENCHMARKS.md: the learned generators'
     first table and lbdvd's canonical-scale row."""
@@ -62,6 +55,7 @@ def gains(items, methods, *, cols=None, progress=""):
     import napari_refocus as nr
     from napari_refocus.core.metrics import metrics
     from napari_refocus.methods import get_method
+    from napari_refocus.training.evaluation import bin_output
 
     out, changed = {}, {}
     parts = cols or {"all": slice(None)}
@@ -73,7 +67,7 @@ def gains(items, methods, *, cols=None, progress=""):
             for gated in (False, True):
                 res = nr.refocus(inp, method=m, device="cpu", never_worse=gated)
                 for name, c in parts.items():
-                    g = (metrics(_bin(res.image, r)[:, c], gt[:, c], data_range=dr)["psnr"]
+                    g = (metrics(bin_output(res.image, r)[:, c], gt[:, c], data_range=dr)["psnr"]
                          - metrics(inp.astype(np.float32)[:, c], gt[:, c], data_range=dr)["psnr"])
                     out.setdefault(name, {}).setdefault((m, gated), {}).setdefault(lv, []).append(g)
                 if gated:

@@ -27,13 +27,6 @@ SETTINGS = {"1024 px, 4 per pass": (1024, 4), "1024 px, 1 per pass": (1024, 1), 
 GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 
 
-def _bin(img, r):
-    if r == 1:
-        return img
-    h, w = img.shape[0] // r, img.shape[1] // r
-    return img[:h * r, :w * r].reshape(h, r, w, r).mean((1, 3))
-
-
 def megapixels_per_second(name, tile, batch, seconds=4.0):
     import torch
 
@@ -53,6 +46,7 @@ def megapixels_per_second(name, tile, batch, seconds=4.0):
 def main(argv=None):
     import napari_refocus as nr
     from napari_refocus.core.metrics import metrics
+    from napari_refocus.training.evaluation import bin_output
     from napari_refocus.training.pairs import synthetic_test_set
 
     a = threads_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), argv, threads=2)
@@ -73,7 +67,7 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 out = nr.refocus(inp, method=m, device="cpu", never_worse=False, tile=tile, batch_size=batch).image
                 secs[k] += time.perf_counter() - t0
-                gain[k].append(metrics(_bin(out, r), gt, data_range=dr)["psnr"] - before)
+                gain[k].append(metrics(bin_output(out, r), gt, data_range=dr)["psnr"] - before)
                 ref = out if ref is None else ref
                 diff[k].append(float(np.abs(out - ref).mean() / dr))
         for k, (tile, batch) in SETTINGS.items():

@@ -45,7 +45,6 @@ def sample_stats(sample, *, scale: float, sample_stride: int = 1):
     return canonical_stats(a)
 
 
-
 class CanonicalView:
     """The canonical image (DelpNet's sampling and, with ``stats``, intensity scale) of a native
     2-D ``source``, sliced ``view[y0:y1, x0:x1]`` in canonical pixels (float32)."""

@@ -93,7 +93,8 @@ class DelpNet(nn.Module):
         self.head_dropout = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(cin, n_classes)
 
-    def forward(self, x):
+    def prepare_input(self, x):
+        """What the first convolution sees: the patch and its standardised copy, space-to-depth."""
         if self.std_channel:
             # brightness-free copy of the patch; the raw channel keeps absolute counts (bg rule)
             mean = x.mean(dim=(-2, -1), keepdim=True)
@@ -101,7 +102,10 @@ class DelpNet(nn.Module):
             x = torch.cat([x, (x - mean) / (std + 1e-5)], dim=1)
         if self.s2d > 1:
             x = nn.functional.pixel_unshuffle(x, self.s2d)
-        x = self.features(x)
+        return x
+
+    def forward(self, x):
+        x = self.features(self.prepare_input(x))
         x = torch.amax(x, dim=(-2, -1))  # global max pooling
         return self.classifier(self.head_dropout(x)).float()
 

@@ -1,10 +1,11 @@
 """DelpNet in int8 for the CPU (issue 16: the map at >= 3,000 patches/s on 2 cores).
 
-In float32 DelpNet's convolutions take ~80 % of the map's time and already run at ~117 GFLOP/s
-on the 2-core AVX-512 CPU (55.6 MFLOP a patch at ~2,100-2,600 patches/s), so no float32
-rearrangement reaches 3,000 patches/s there. Integer convolutions (VNNI) do twice the work per
-cycle. This is static post-training quantisation with torch's FX tools (x86 backend: weights
-int8 per output channel, activations uint8 per tensor, histogram-calibrated):
+In float32 DelpNet's convolutions take ~80 % of the map's time (torch's profiler) and run at
+146 GFLOP/s on the 2-core AVX-512 CPU (55.6 MFLOP a patch at 2,625 patches/s), against a float32
+matrix-product peak of 149-163 GFLOP/s there, so no float32 rearrangement reaches 3,000
+patches/s (BENCHMARKS.md "LB-DVD speed"); in int8 the same network ran 3,684 patches/s. This is
+static post-training quantisation with torch's FX tools (x86 backend: weights int8 per output
+channel, activations uint8 per tensor, histogram-calibrated):
 
 * calibrated once per process and weights file on patches the caller gives (the map uses the
   shipped in-focus field blurred at every class, on its canonical intensity scale, fixed seed:
@@ -39,13 +40,10 @@ class QuantizedDelpNet(nn.Module):
         self.classifier = model.classifier
 
     def prepare_input(self, x):
-        if self.std_channel:  # as DelpNet.forward
-            mean = x.mean(dim=(-2, -1), keepdim=True)
-            std = x.std(dim=(-2, -1), keepdim=True)
-            x = torch.cat([x, (x - mean) / (std + 1e-5)], dim=1)
-        if self.s2d > 1:
-            x = nn.functional.pixel_unshuffle(x, self.s2d)
-        return x
+        """:meth:`DelpNet.prepare_input <napari_refocus.models.delpnet.DelpNet.prepare_input>`."""
+        from .delpnet import DelpNet
+
+        return DelpNet.prepare_input(self, x)  # reads only std_channel and s2d
 
     def forward(self, x):
         x = self.features(self.prepare_input(x))
