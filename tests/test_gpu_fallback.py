@@ -76,8 +76,11 @@ def test_other_errors_are_not_retried():
         list(run_chunked(broken, 4, batch_size=4, device=FAKE_GPU))
 
 
-def test_generator_halves_its_tile_batches_then_uses_the_cpu(monkeypatch, pair):
-    """refocus-unet through the method, its tiles on the stand-in accelerator."""
+@pytest.mark.parametrize("batch_size", [None, 4], ids=["default", "4"])
+def test_generator_halves_its_tile_batches_then_uses_the_cpu(monkeypatch, pair, batch_size):
+    """refocus-unet through the method, its tiles on the stand-in accelerator. By default a
+    pass runs one tile on the CPU and four on an accelerator (models.predict.tiles_per_pass), so
+    the default run halves too."""
     method = "refocus-unet"
     if not get_method(method).weights_present():
         pytest.skip(f"weights of {method} not installed")
@@ -86,7 +89,9 @@ def test_generator_halves_its_tile_batches_then_uses_the_cpu(monkeypatch, pair):
     torch.set_num_threads(1)
     image = pair[0]
     # never_worse=False: the tiles alone (the gate's DelpNet map has no OOM fallback yet)
-    kw = {"tile": 192, "overlap": 32, "batch_size": 4, "never_worse": False}
+    kw = {"tile": 192, "overlap": 32, "never_worse": False}
+    if batch_size is not None:
+        kw["batch_size"] = batch_size
     plain = refocus_array(image, method=method, device="cpu", **kw)
 
     real_get = learned.get_generator

@@ -47,8 +47,9 @@ class LearnedParams(Params):
     tile: int = option(DEFAULT_TILE, help="tile side, px of the grid the network runs on (<= 0: the whole image "
                        "at once)", unit="px")
     overlap: int = option(DEFAULT_OVERLAP, help="tile overlap, px", minimum=0, unit="px")
-    batch_size: int = option(DEFAULT_BATCH, help="tiles per forward pass (1 on the CPU is fastest and leanest; more "
-                             "can pay on a GPU)", minimum=1)
+    batch_size: int | None = option(DEFAULT_BATCH, help="tiles per forward pass (default: 1 on the CPU, the fastest and "
+                                    "leanest there; 4 on a GPU, halved on out-of-memory before the CPU takes "
+                                    "over)", minimum=1, kind=int)
     precision: str = option("auto", help="autocast: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
                             choices=("auto", "fp32", "fp16", "bf16"))
     tta: bool = option(False, help="average the network over 8 flips/rotations (8x slower)")

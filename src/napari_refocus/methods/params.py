@@ -20,10 +20,11 @@ from ..core.optics import Optics
 OPTICS_FIELDS = tuple(f.name for f in dataclasses.fields(Optics))
 
 
-def option(default, *, help: str, choices=None, minimum=None, maximum=None, unit: str = ""):
-    """A schema field with its help text and limits (used by the CLI and the widget too)."""
+def option(default, *, help: str, choices=None, minimum=None, maximum=None, unit: str = "", kind=None):
+    """A schema field with its help text and limits (used by the CLI and the widget too).
+    ``kind``: the value's type where the default does not say it (a default of None)."""
     meta = {"help": help, "choices": tuple(choices) if choices else None, "min": minimum,
-            "max": maximum, "unit": unit}
+            "max": maximum, "unit": unit, "type": kind}
     return field(default=default, metadata=meta)
 
 
@@ -49,14 +50,15 @@ def _check(schema: str, f, value) -> None:
     if value is None or isinstance(value, Optics):
         return
     default = f.default if f.default is not dataclasses.MISSING else None
-    if isinstance(default, bool):
+    kind = meta.get("type") or type(default)
+    if issubclass(kind, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{f.name} must be True or False, got {value!r}")
-    elif isinstance(default, int):
+    elif issubclass(kind, int):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             if not (isinstance(value, numbers.Real) and float(value).is_integer()):
                 raise ValueError(f"{f.name} must be an integer, got {value!r}")
-    elif isinstance(default, float):
+    elif issubclass(kind, float):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"{f.name} must be a number, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
@@ -109,6 +111,7 @@ def describe(schema) -> list[dict]:
     out = []
     for f in dataclasses.fields(schema):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        out.append({"name": f.name, "default": default, "type": type(default) if default is not None else str,
+        kind = f.metadata.get("type") or (type(default) if default is not None else str)
+        out.append({"name": f.name, "default": default, "type": kind,
                     **{k: f.metadata.get(k) for k in ("help", "choices", "min", "max", "unit")}})
     return out

@@ -39,12 +39,27 @@ DEFAULT_PERCENTILES = (1.0, 99.8)
 #: copies of its last tile): the CPU's kernels round differently for other batch sizes (up to
 #: 5e-7 apart, measured on the four generators; a tile's result does not depend on its place in
 #: the batch or on the other tiles), so a tile comes out the same whichever tiles share its
-#: batch, and a block of a big image equals the whole image in memory bit for bit. One tile per
-#: pass: measured on an idle 2-core CPU (benchmarks/tile_settings.py; BENCHMARKS "Memory"), a
-#: 1024-px tile alone ran 1.0-2.1x as many pixels per second as a batch of four, images of one
-#: tile (520x696) took 4.3-5.9x less time (a batch of 4 ran three copies of each), and the
-#: activations held are a quarter (refocus-unet: 196 instead of 784 MB). Raise it on a GPU.
-DEFAULT_BATCH = 1
+#: batch, and a block of a big image equals the whole image in memory bit for bit.
+#: None (the default) picks :data:`CPU_BATCH` or :data:`ACCELERATOR_BATCH` by device.
+DEFAULT_BATCH = None
+#: one tile per pass on the CPU: measured on an idle 2-core CPU (benchmarks/tile_settings.py;
+#: BENCHMARKS "Memory"), a 1024-px tile alone ran 1.0-2.1x as many pixels per second as a batch of
+#: four, images of one tile (520x696) took 4.3-5.9x less time (a batch of 4 ran three copies of
+#: each), and the activations held are a quarter (refocus-unet: 196 instead of 784 MB)
+CPU_BATCH = 1
+#: four on an accelerator, where a batch keeps the device busy, and where an out-of-memory error
+#: then halves the batch (4, 2, 1) before the CPU takes over (core.devices.run_chunked)
+ACCELERATOR_BATCH = 4
+
+
+def tiles_per_pass(batch_size: int | None, device) -> int:
+    """Tiles per forward pass on ``device``: ``batch_size``, or when it is None
+    :data:`CPU_BATCH` on the CPU and :data:`ACCELERATOR_BATCH` elsewhere."""
+    import torch
+
+    if batch_size is not None:
+        return max(1, int(batch_size))
+    return CPU_BATCH if torch.device(device).type == "cpu" else ACCELERATOR_BATCH
 
 
 def intensity_stats(image, percentiles=DEFAULT_PERCENTILES) -> tuple[float, float]:
@@ -120,7 +135,7 @@ def iter_predict_window(
     device="auto",
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = DEFAULT_BATCH,
     precision: str = "auto",
     stage: str = "restoring tiles",
     tta: bool = False,
@@ -134,7 +149,8 @@ def iter_predict_window(
     ``source`` is anything sliced in the whole image's coordinates (numpy, zarr, a block's
     window): only the tiles touching ``out_box`` are read and run, so the window equals the
     same pixels of the whole image's result (bit for bit on the same device and torch thread
-    count: every pass runs ``batch_size`` tiles, see :data:`DEFAULT_BATCH`).
+    count: every pass runs ``batch_size`` tiles, see :data:`DEFAULT_BATCH`; None: by device,
+    :func:`tiles_per_pass`).
     ``stats``: the whole image's ``(lo, scale)``; ``cache``: a :class:`~.stitch.TileCache` that
     keeps tile predictions for the next windows of the same image (the blocks of a big image;
     None: each tile is added as soon as it is run). Other arguments: :func:`iter_predict_tiled`.
@@ -156,7 +172,7 @@ def iter_predict_window(
     todo = grid.tiles(out_box)
     weights = grid.weights()
 
-    full = [max(1, int(batch_size))]
+    full = [tiles_per_pass(batch_size, dev)]
 
     def work(start, stop, d):
         m = first if d == dev else model_for(d)
@@ -173,7 +189,7 @@ def iter_predict_window(
                 pred = m(batch).float()
         return pred[:n, 0].cpu().numpy()
 
-    batch = max(1, int(batch_size))
+    batch = full[0]
     if cache is None:
         total = len(todo)
         yield Progress(0, total, stage)
@@ -205,7 +221,7 @@ def iter_predict_tiled(
     device="auto",
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = DEFAULT_BATCH,
     precision: str = "auto",
     percentiles=DEFAULT_PERCENTILES,
     stage: str = "restoring tiles",
