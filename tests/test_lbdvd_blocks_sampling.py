@@ -164,3 +164,18 @@ def test_canonical_statistics_from_the_sample_are_those_of_the_resampled_image(i
     lo, hi, sigma = canonical_image(img, 2.0)[1]
     lo2, hi2, _ = sample_stats(img[::2, ::2], scale=2.0, sample_stride=2)
     assert abs(lo2 - lo) < 0.05 * (hi - lo) and abs(hi2 - hi) < 0.05 * (hi - lo)
+
+
+def test_read_region_mirrors_a_thin_last_block_like_the_whole_image():
+    # a region that reaches farther past the bottom edge than it has rows inside the image
+    # (a thin last block's frame): mirrored from the image itself, as np.pad of the whole image
+    from napari_refocus.methods.canonical_blocks import read_region
+
+    img = np.arange(40 * 30, dtype=np.float32).reshape(40, 30)
+    whole = np.pad(img, ((12, 25), (12, 25)), mode="reflect")
+    np.testing.assert_array_equal(read_region(img, 33, 65, 20, 55), whole[33 + 12:65 + 12, 20 + 12:55 + 12])
+    np.testing.assert_array_equal(read_region(img, -12, 10, -5, 8), whole[0:22, 7:20])
+    inside = read_region(img, 3, 9, 4, 7)
+    np.testing.assert_array_equal(inside, img[3:9, 4:7])
+    # farther than the image can mirror once: the edge pixels (pad_image's "replicate" fallback)
+    np.testing.assert_array_equal(read_region(img, 0, 90, 0, 2)[-1], img[-1, 0:2])
