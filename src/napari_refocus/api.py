@@ -136,7 +136,8 @@ def _refocus_planes(image, *, axes, method, device, progress, **params):
 
 
 def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = 256,
-                progress=None, tta: bool = False, optics=None, normalise: bool = True, **optics_fields):
+                progress=None, tta: bool = False, optics=None, normalise: bool = True, beyond_top: bool = True,
+                **optics_fields):
     """Defocus class (0..10, 11 = background) and defocus (um) of every 84x84 patch of a 2-D image.
 
     Parameters
@@ -153,6 +154,9 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         fields: ``na=``, ``pixel_um=``, ``refractive_index=``, ``wavelength_nm=``,
         ``psf_model=``); default: DelpNet's training objective.
     normalise : put intensities on DelpNet's scale first (default; False = raw 16-bit counts).
+    beyond_top : where patches are at the top class, read the image again at half its sampling
+        and give those it reads farther the defocus read there (``DefocusMap.coarse``; to ~36 um
+        at the paper's objective instead of 20).
 
     Returns
     -------
@@ -165,7 +169,7 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
     from .core.validation import optics_fields as fields
     from .methods.defocus import defocus_map_array
 
-    own = ("weights", "device", "stride", "batch_size", "progress", "tta", "optics", "normalise")
+    own = ("weights", "device", "stride", "batch_size", "progress", "tta", "optics", "normalise", "beyond_top")
     check_keywords(optics_fields, own + fields(), where="defocus_map")  # names the valid ones
     check_options({"stride": stride, "batch_size": batch_size, **optics_fields}, where="defocus_map")
     if isinstance(optics, dict):
@@ -187,6 +191,7 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         params = LBDVD.parse(optics=optics) if optics is not None else None
         stats = LBDVD.image_stats(sample, params=params, sample_stride=s)["stats"] if normalise else None
         return chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
-                                   progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics)
+                                   progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics,
+                                   beyond_top=beyond_top)
     return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
-                             progress=progress, tta=tta, optics=optics, normalise=normalise)
+                             progress=progress, tta=tta, optics=optics, normalise=normalise, beyond_top=beyond_top)

@@ -65,14 +65,18 @@ def reference_field() -> np.ndarray:
     return tifffile.imread(data_dir() / INFOCUS_SAMPLE).astype(np.float32)
 
 
-def response_curve(optics: Optics, defocus_um, *, seed: int = 0) -> np.ndarray:
+def response_curve(optics: Optics, defocus_um, *, seed: int = 0, coarse: int = 1) -> np.ndarray:
     """DelpNet's mean class (non-background patches) of the reference field blurred by
-    ``optics``' PSF at each of ``defocus_um`` (um, nominal), drawn at DelpNet's sampling."""
+    ``optics``' PSF at each of ``defocus_um`` (um, nominal), drawn at DelpNet's sampling.
+
+    ``coarse`` = 2: the blurred field is then resampled to half its size, as the map's second
+    reading beyond the top class sees an image (:mod:`.deep`), and read on patches every 42 px
+    (the half-size field has a quarter of the patches)."""
     import torch
 
     from ..models.delpnet import mean_softmax
     from ..core.optics import BACKGROUND
-    from .canonical import CANONICAL, SCALE, background_rule, canonical_image, delpnet
+    from .canonical import CANONICAL, SCALE, background_rule, canonical_image, canonical_stats, delpnet
 
     scale = sampling_scale(CANONICAL, optics)
     canon = dataclasses.replace(optics, pixel_um=optics.pixel_um * scale)
@@ -82,30 +86,38 @@ def response_curve(optics: Optics, defocus_um, *, seed: int = 0) -> np.ndarray:
     # of where the map put the same field blurred at the native sampling, ~2.95, ~4.5, ~5.7 um:
     # this session's ad-hoc diagnostics, BENCHMARKS.md "Other objectives and exposures")
     photons = scale * scale
-    psfs = torch.from_numpy(psf_stack(canon, defocus_um, size=WINDOW))
+    window = coarse * (WINDOW - 1) + 1  # as wide in the half-size field's pixels
+    psfs = torch.from_numpy(psf_stack(canon, defocus_um, size=window))
     field = reference_field()
     h, w = field.shape
-    frame = (h + WINDOW, w + WINDOW)
-    spectrum = torch.fft.rfft2(torch.from_numpy(np.pad(field, ((0, WINDOW), (0, WINDOW)), mode="reflect")))
+    frame = (h + window, w + window)
+    spectrum = torch.fft.rfft2(torch.from_numpy(np.pad(field, ((0, window), (0, window)), mode="reflect")))
     gen = torch.Generator().manual_seed(seed)
     model = delpnet(None, torch.device("cpu"))
-    rows, cols = h // 84, w // 84
     out = np.zeros(len(psfs))
     for i, psf in enumerate(psfs):
         check_cancelled()  # a job's Cancel works here too (a few seconds in all)
         kernel = torch.zeros(frame)
-        kernel[:WINDOW, :WINDOW] = psf
-        kernel = torch.roll(kernel, (-(WINDOW // 2), -(WINDOW // 2)), (0, 1))  # centred at (0, 0)
+        kernel[:window, :window] = psf
+        kernel = torch.roll(kernel, (-(window // 2), -(window // 2)), (0, 1))  # centred at (0, 0)
         blurred = torch.fft.irfft2(spectrum * torch.fft.rfft2(kernel), s=frame)[:h, :w].clamp_min(0)
         counts = (torch.poisson(blurred.double() * photons, generator=gen) / photons).float().numpy()
-        img, stats = canonical_image(counts, 1.0)
-        patches = torch.from_numpy(np.ascontiguousarray(
-            img[:rows * 84, :cols * 84].reshape(rows, 84, cols, 84).transpose(0, 2, 1, 3).reshape(-1, 84, 84)))
+        # the half-size reading keeps the image's own intensity scale, as the map's does
+        img, stats = canonical_image(counts, float(coarse), stats=None if coarse == 1 else canonical_stats(counts))
+        patches = _patches(img, 84 if coarse == 1 else 42)
         with torch.inference_mode():
             classes = mean_softmax(model, patches / SCALE, torch.device("cpu"), False).numpy().argmax(-1)
         keep = (classes != BACKGROUND) & ~background_rule(patches, stats[2])
         out[i] = classes[keep].mean() if keep.any() else np.nan
     return out
+
+
+def _patches(img: np.ndarray, stride: int):
+    """The ``(n, 84, 84)`` patches of ``img`` every ``stride`` px from its corner (a torch tensor)."""
+    import torch
+
+    view = np.lib.stride_tricks.sliding_window_view(img, (84, 84))[::stride, ::stride]
+    return torch.from_numpy(np.ascontiguousarray(view.reshape(-1, 84, 84)))
 
 
 def _first_reach(curve: np.ndarray, zs: np.ndarray, value: float) -> float:
@@ -133,37 +145,55 @@ KNOWN = {
 }
 
 
-def response_table(optics: Optics) -> tuple:
+#: the half-size reading's tables (``coarse=2``, :mod:`.deep`), as :data:`KNOWN`, for the default
+#: objective (exact PSF) and DelpNet's training objective (LB-DVD eq. 2)
+KNOWN_COARSE = {
+    Optics(): ("f29448b24bba411b594e6795b17cfa60098ddd1de40d98d7a735fc1fe2cd1a56",
+               (0.0, 3.229452536525465, 6.768775518690055, 10.528805553898072, 14.42037924955382,
+                18.354333213061597, 22.241504051825714, 25.99272837325047, 29.518842784740162,
+                32.7306838936991, 35.53908830753159)),
+    Optics(psf_model="paraxial"): ("f29448b24bba411b594e6795b17cfa60098ddd1de40d98d7a735fc1fe2cd1a56",
+                                   (0.0, 3.2446187803573796, 6.880722578986705, 10.810236733994392,
+                                    14.935086583486848, 19.15719746557049, 23.37849471835173,
+                                    27.500903679936986, 31.42634968843267, 35.05675808194518,
+                                    38.29405419858096)),
+}
+
+
+def response_table(optics: Optics, *, coarse: int = 1) -> tuple:
     """The defocus (um) of ``optics``' objective that the shipped DelpNet reads as each class
     0..10 (see the module doc); non-decreasing, 0 for class 0. Cached per objective (the fields
-    that do not change the PSF's shape in lambda / NA, such as the bank's size, do not count)."""
+    that do not change the PSF's shape in lambda / NA, such as the bank's size, do not count).
+    ``coarse=2``: the classes of the image resampled to half its size (:mod:`.deep`)."""
     default = Optics()
     key = dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE})
-    if key in KNOWN:
+    known = KNOWN if coarse == 1 else KNOWN_COARSE
+    if key in known:
         import torch
 
         from .canonical import delpnet
 
-        sha, table = KNOWN[key]
+        sha, table = known[key]
         if getattr(delpnet(None, torch.device("cpu")), "sha256", "") == sha:
             return table
-    return _table(key)
+    return _table(key, int(coarse))
 
 
 @functools.lru_cache(maxsize=32)
-def _table(optics: Optics) -> tuple:
+def _table(optics: Optics, coarse: int = 1) -> tuple:
     from .canonical import CANONICAL, N_CLASSES
 
-    logger.info("measuring DelpNet's classes in um for NA %s, n %s, %s nm, %s um pixels, %s PSF (once per "
+    logger.info("measuring DelpNet's classes in um for NA %s, n %s, %s nm, %s um pixels, %s PSF%s (once per "
                 "objective)", optics.na, optics.refractive_index, optics.wavelength_nm, optics.pixel_um,
-                optics.psf_model)
-    # where the top class should be if blur grew like the depth of field (lambda n / NA^2)
-    guess = 2.0 * (N_CLASSES - 2) * optics.depth_of_field_um / CANONICAL.depth_of_field_um
-    coarse = np.linspace(0.0, 3.0 * guess, COARSE)
-    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, coarse), nan=0.0))
+                optics.psf_model, "" if coarse == 1 else f", at 1/{coarse} of the sampling")
+    # where the top class should be if blur grew like the depth of field (lambda n / NA^2); the
+    # half-size reading reaches twice as far (measured at the paper's objective: 36 um for 10)
+    guess = coarse * 2.0 * (N_CLASSES - 2) * optics.depth_of_field_um / CANONICAL.depth_of_field_um
+    first = np.linspace(0.0, 3.0 * guess, COARSE)
+    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, first, coarse=coarse), nan=0.0))
     covered = np.flatnonzero(curve >= COVER_SCORE)
-    zs = np.linspace(0.0, coarse[covered[0]] if len(covered) else coarse[-1], FINE)
-    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, zs), nan=0.0))
+    zs = np.linspace(0.0, first[covered[0]] if len(covered) else first[-1], FINE)
+    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, zs, coarse=coarse), nan=0.0))
     levels = np.arange(1, N_CLASSES - 1, dtype=np.float64)
     reached = np.array([_first_reach(curve, zs, lv) for lv in levels[:-1]] + [_first_reach(curve, zs, TOP_SCORE)])
     return tuple(float(z) for z in smooth_table(levels, reached))

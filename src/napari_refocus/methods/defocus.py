@@ -41,6 +41,7 @@ from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch
 from ..core.validation import as_image
 from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
+from .deep import TOP
 
 #: patches per DelpNet forward pass: its activations take ~0.6 MB a patch (a batch of 256: ~150
 #: MB), and 16 ran as many patches/s as 64 or 256 on a 2-core CPU (benchmarks/memory_speed.py)
@@ -60,6 +61,9 @@ class DefocusMap:
         grid corner (y0, x0) covers native pixels from (y0, x0) * scale
     defocus_um : defocus of each class 0..10 for the objective the image was taken with (um)
     optics : that objective's optics (a plain dict), for provenance
+    coarse : the second reading at half the sampling where patches are at the top class
+        (:class:`~.deep.CoarseReading`; None when no patch is, or when it was not asked for):
+        a patch it reads beyond the top class has that defocus (:meth:`defocus_map_um`)
     """
 
     levels: np.ndarray
@@ -70,15 +74,26 @@ class DefocusMap:
     scale: float = 1.0
     defocus_um: tuple = tuple(2.0 * lv for lv in range(N_CLASSES - 1))
     optics: dict = field(default_factory=lambda: CANONICAL.as_dict())
+    coarse: object = None
 
     @property
     def background(self) -> np.ndarray:
         return self.levels == BACKGROUND
 
+    def deep_um(self) -> np.ndarray | None:
+        """(rows, cols) float32: the defocus (um) the coarse reading gives the top-class patches
+        it reads beyond the top class, NaN elsewhere; None when there is none (:mod:`.deep`)."""
+        from .deep import deep_um_on_map
+
+        return deep_um_on_map(self.coarse, self.grid)
+
     def defocus_map_um(self) -> np.ndarray:
-        """(rows, cols) float32 defocus in um of every patch (NaN for background)."""
+        """(rows, cols) float32 defocus in um of every patch (NaN for background); beyond the
+        top class, the coarse reading's (:meth:`deep_um`)."""
         table = np.append(np.asarray(self.defocus_um, np.float32), np.nan)
-        return table[np.clip(self.levels, 0, BACKGROUND)]
+        um = table[np.clip(self.levels, 0, BACKGROUND)]
+        deep = self.deep_um()
+        return um if deep is None else np.where(np.isnan(deep), um, deep).astype(np.float32)
 
     def focus_score(self) -> float:
         """Whole-image defocus level: certainty-weighted mean level of the non-bg patches
@@ -101,8 +116,10 @@ class DefocusMap:
 
     def to_rows(self) -> list[dict]:
         """One dict per patch (row-major) for a CSV: row, col, y0, x0 (native pixels), level
-        (int or "bg"), defocus_um, certainty, p0..p10, pbg."""
+        (int or "bg"), defocus_um (beyond the top class: the coarse reading's), certainty,
+        p0..p10, pbg."""
         corners = self.grid.corners()
+        um = self.defocus_map_um()
         rows = []
         for i in range(self.levels.shape[0]):
             for j in range(self.levels.shape[1]):
@@ -113,7 +130,7 @@ class DefocusMap:
                     "y0": int(round(corners[i, j, 0] * self.scale)),
                     "x0": int(round(corners[i, j, 1] * self.scale)),
                     "level": "bg" if lv == BACKGROUND else lv,
-                    "defocus_um": "" if lv == BACKGROUND else round(float(self.defocus_um[lv]), 4),
+                    "defocus_um": "" if lv == BACKGROUND else round(float(um[i, j]), 4),
                     "certainty": float(self.certainty[i, j]),
                 }
                 for c in range(N_CLASSES - 1):
@@ -180,7 +197,8 @@ def _model_on(model, device):
     return on
 
 
-def _iter_probabilities(model_on, take, n: int, device, batch_size: int, tta: bool, sigma=None, report=None):
+def _iter_probabilities(model_on, take, n: int, device, batch_size: int, tta: bool, sigma=None, report=None,
+                        stage: str = "defocus map"):
     """``(probabilities (n, 12) float32, background (n,) bool or None)`` of patches taken a
     batch at a time (``take(index)``: the ``(b, 84, 84)`` patches of an index range), so only
     one batch of patches exists at once; ``sigma``: apply :func:`background_rule` per batch.
@@ -204,20 +222,20 @@ def _iter_probabilities(model_on, take, n: int, device, batch_size: int, tta: bo
         return p, (None if sigma is None else background_rule(batch, sigma))
 
     total = max(1, n)
-    yield Progress(0, total, "defocus map")
+    yield Progress(0, total, stage)
     done = 0
     for stop, (p, b) in run_chunked(work, n, batch_size=batch_size, device=device, report=report):
         probs[done:stop] = p
         if bg is not None:
             bg[done:stop] = b
         done = stop
-        yield Progress(done, total, "defocus map")
+        yield Progress(done, total, stage)
     return probs, bg
 
 
 def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE,
                      batch_size: int = BATCH, tta: bool = False, optics: Optics | None = None,
-                     normalise: bool = True, stats=None, report=None):
+                     normalise: bool = True, stats=None, report=None, beyond_top: bool = True):
     """Generator form of :func:`defocus_map`: yields Progress per batch, returns a DefocusMap.
 
     ``stats``: :func:`.canonical.canonical_stats` of the whole image, when ``image`` is a part of it.
@@ -256,14 +274,48 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     levels = p.argmax(-1).astype(np.int64)
     if normalise:
         levels[bg.reshape(grid.shape)] = BACKGROUND
+    coarse = None
+    if beyond_top and (levels == TOP).any():
+        coarse = yield from _iter_coarse(arr, scale=scale, stats=stats if normalise else None, optics=optics,
+                                         model_on=lambda d: model if d == dev else _model(weights, d), device=dev,
+                                         batch_size=batch_size, tta=tta, report=report, levels=levels, grid=grid,
+                                         table=table)
     return DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
                       weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
-                      optics=(optics or CANONICAL).as_dict())
+                      optics=(optics or CANONICAL).as_dict(), coarse=coarse)
+
+
+def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta, report, levels, grid, table):
+    """The :class:`~.deep.CoarseReading` of ``arr`` (None if its coarse image is smaller than a
+    patch): DelpNet on the canonical image at :data:`~.deep.COARSE` x the map's pixel, with the
+    map's intensity statistics ``stats`` (None: raw counts)."""
+    import torch
+
+    from .deep import COARSE, CoarseReading, coarse_grid_of, coarse_table, deep_patches
+
+    data, _ = canonical_image(arr, COARSE * scale, normalise=stats is not None, stats=stats)
+    cgrid = coarse_grid_of(data.shape)
+    if cgrid is None:
+        return None
+    ctable = coarse_table(optics)
+    padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), cgrid, 0, "reflect")
+    del data
+    view = patch_view(padded, cgrid, 0)
+    n = cgrid.shape[0] * cgrid.shape[1]
+    flat, bg = yield from _iter_probabilities(model_on, lambda index: take_patches(view, index), n, device,
+                                              batch_size, tta, None if stats is None else stats[2], report=report,
+                                              stage="defocus beyond the top class")
+    del view, padded
+    clevels = flat.reshape(*cgrid.shape, N_CLASSES).argmax(-1).astype(np.int64)
+    if bg is not None:
+        clevels[bg.reshape(cgrid.shape)] = BACKGROUND
+    deep = deep_patches(clevels, ctable, levels, table, coarse_grid=cgrid, map_grid=grid)
+    return CoarseReading(grid=cgrid, scale=COARSE * scale, levels=clevels, deep=deep, defocus_um=ctable)
 
 
 def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRIDE, batch_size: int = BATCH,
                       progress=None, tta: bool = False, optics: Optics | None = None,
-                      normalise: bool = True) -> DefocusMap:
+                      normalise: bool = True, beyond_top: bool = True) -> DefocusMap:
     """Defocus class (0..10, 11 = background) and defocus (um) of every patch of a 2-D image.
 
     Parameters
@@ -281,13 +333,16 @@ def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRID
         this objective (``DefocusMap.defocus_um``).
     normalise : map intensities to the canonical scale first (default; False reads them as
         raw 16-bit counts, as the paper did, for reproducing it).
+    beyond_top : where patches are at the top class, read the image again at half its sampling
+        and give the patches read beyond the top class that defocus (``DefocusMap.coarse``,
+        :mod:`.deep`; up to ~36 um at the paper's objective instead of 20).
 
     Returns
     -------
     DefocusMap
     """
     return drain(iter_defocus_map(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
-                                  tta=tta, optics=optics, normalise=normalise), progress)
+                                  tta=tta, optics=optics, normalise=normalise, beyond_top=beyond_top), progress)
 
 
 #: the in-memory form under its old name (``napari_refocus.defocus_map`` also takes big images)

@@ -41,6 +41,22 @@ def rl_frame(optics: Optics) -> RlFrame:
     return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
 
 
+@functools.lru_cache(maxsize=16)
+def coarse_frame(optics: Optics) -> RlFrame:
+    """Where Richardson-Lucy runs for the patches read beyond the top class (:mod:`.deep`): the
+    coarse reading's grid in native pixels (patches, context and PSF window :data:`~.deep.COARSE`
+    x :func:`rl_frame`'s), with each coarse class's defocus for this objective."""
+    from .deep import COARSE, coarse_table
+
+    base = rl_frame(optics)
+    size = max(3, int(round(base.optics.psf_size * COARSE)))
+    size += 1 - size % 2  # odd: the PSF is centred on a pixel
+    table = coarse_table(optics)
+    rl_optics = dataclasses.replace(base.optics, defocus_table_um=table, n_levels=len(table), psf_size=size)
+    scale = COARSE * base.scale
+    return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
+
+
 def native_stride(frame: RlFrame, stride: int) -> int:
     """The native grid's stride for the map's ``stride`` (map pixels)."""
     if frame.scale == 1.0:

@@ -24,6 +24,7 @@ import numpy as np
 from ..core.progress import Progress, drain
 from ..core.tiling import CONTEXT, PATCH, STRIDE, PatchGrid, patch_grid
 from .canonical_blocks import read_region  # noqa: F401 - part of this module's interface
+from .deep import TOP
 
 #: input pixels beyond its bounds that a block reads on each side
 HALO = PATCH + CONTEXT - 1
@@ -164,14 +165,17 @@ def delpnet_classifier(*, weights=None, device="auto", batch_size: int = 256, tt
 
 
 def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stride: int = STRIDE,
-                        progress=None, stats=None, tta: bool = False, batch_size: int = 256, optics=None):
+                        progress=None, stats=None, tta: bool = False, batch_size: int = 256, optics=None,
+                        beyond_top: bool = True):
     """The :class:`~.defocus.DefocusMap` of an image too big for memory, a rectangle of patches at
     a time: the same map as for the image in memory, at any sampling (the canonical image is
     resampled window by window on its global grid, :class:`.canonical_blocks.CanonicalView`).
 
     ``stats``: the canonical image's intensity statistics
     (:func:`.canonical_blocks.sample_stats`; None: raw counts, no background rule, as
-    ``normalise=False``). ``block``: about how many native pixels each rectangle covers."""
+    ``normalise=False``). ``block``: about how many native pixels each rectangle covers.
+    ``beyond_top``: the second reading at half the sampling where patches are at the top class
+    (:mod:`.deep`), also a rectangle at a time."""
     from ..core.devices import resolve_device
     from .canonical import delpnet
     from .canonical_blocks import CanonicalView, map_patches
@@ -193,9 +197,34 @@ def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stri
         levels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = lv
         if progress:
             progress(Progress(k + 1, len(starts), "blocks"))
+    coarse = None
+    if beyond_top and (levels == TOP).any():
+        coarse = _chunked_coarse(source, scale=scale, stats=stats, optics=optics, model=model, device=dev,
+                                 tta=tta, batch_size=batch_size, block=block, levels=levels, grid=grid, table=table)
     return DefocusMap(levels=levels, probabilities=probs, certainty=certainty_of(probs), grid=grid,
                       weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
-                      optics=(optics or CANONICAL).as_dict())
+                      optics=(optics or CANONICAL).as_dict(), coarse=coarse)
+
+
+def _chunked_coarse(source, *, scale, stats, optics, model, device, tta, batch_size, block, levels, grid, table):
+    """:func:`.defocus.iter_defocus_map`'s coarse reading (:mod:`.deep`) a rectangle at a time."""
+    from .canonical_blocks import CanonicalView, map_patches
+    from .deep import COARSE, CoarseReading, coarse_grid_of, coarse_table, deep_patches
+
+    view = CanonicalView(source, scale=COARSE * scale, stats=stats)
+    cgrid = coarse_grid_of(view.shape)
+    if cgrid is None:
+        return None
+    clevels = np.zeros(cgrid.shape, np.int64)
+    step = max(1, int(block / (cgrid.stride * COARSE * scale)))
+    for r in range(0, cgrid.shape[0], step):
+        for c in range(0, cgrid.shape[1], step):
+            rows, cols = (r, min(cgrid.shape[0], r + step) - 1), (c, min(cgrid.shape[1], c + step) - 1)
+            _, lv = map_patches(view, cgrid, rows, cols, model=model, device=device, tta=tta, batch_size=batch_size)
+            clevels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = lv
+    ctable = coarse_table(optics)
+    deep = deep_patches(clevels, ctable, levels, table, coarse_grid=cgrid, map_grid=grid)
+    return CoarseReading(grid=cgrid, scale=COARSE * scale, levels=clevels, deep=deep, defocus_um=ctable)
 
 
 #: lbdvd parameters the block form runs only at these values (it is built on the default grid)

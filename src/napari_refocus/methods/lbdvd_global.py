@@ -42,6 +42,7 @@ from ..core.progress import drain
 from ..core.tiling import PATCH, STRIDE, Accumulator, PatchGrid, patch_grid
 from . import gate
 from .canonical_blocks import CanonicalView, map_grid, map_patches, read_region
+from .deep import TOP
 from .frames import native_stride, rl_frame, rl_group
 from .lbdvd_blocks import HALO, block_patches, check_block_params, grid_block
 
@@ -157,8 +158,12 @@ def block_runner(params, *, device, stats=None):
     from .canonical import delpnet
     from .defocus import map_frame
 
+    from .frames import coarse_frame
+
     check_block_params(params)
     frame = rl_frame(params.optics)
+    deep = _DeepBlocks(coarse_frame(params.optics), params, map_table=map_frame(params.optics)[1],
+                       stats=stats if params.normalise else None) if params.beyond_top else None
     scale, table = map_frame(params.optics)
     beyond = gate.defocused_classes(table, params.optics)
     map_stats = stats if params.normalise else None
@@ -179,6 +184,8 @@ def block_runner(params, *, device, stats=None):
             wspan = gate.patch_span((y0, y1, x0, x1), g.map_grid.shape, scale=scale, patch=g.map_grid.patch,
                                     stride=g.map_grid.stride)
             span = tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(span, wspan))
+        if deep is not None:  # and the map patches the deep rule reads (module .deep)
+            span = tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(span, deep.map_span(source, bounds)))
         (r0, r1), (c0, c1) = span
         view = CanonicalView(source, scale=scale, stats=map_stats)
         probs, levels = map_patches(view, g.map_grid, (r0, r1), (c0, c1), model=state["model"], device=device,
@@ -187,6 +194,8 @@ def block_runner(params, *, device, stats=None):
         native = run_levels[np.ix_(krows - r0, kcols - c0)]
         restored = deconvolve_block(source, blk, g.native, native, context=frame.context,
                                     iterations=params.iterations, device=device, optics=frame.optics, group=group)
+        if deep is not None and (levels == TOP).any():
+            deep.into(restored, source, bounds, levels, (r0, c0), g.map_grid, model=state["model"], device=device)
         if not params.never_worse:
             return restored
         v, c = gate.patch_evidence(probs, levels, beyond)
@@ -196,4 +205,84 @@ def block_runner(params, *, device, stats=None):
 
     restore.halo = block_halo(patch=frame.patch, context=frame.context, scale=frame.scale,
                               stride=stride, group=group)
+    if deep is not None:
+        restore.halo = max(restore.halo, deep.halo)
     return restore
+
+
+class _DeepBlocks:
+    """The deep pass of :func:`.lbdvd.iter_deep_pass` for one block: the coarse reading of the
+    coarse native patches touching it (:mod:`.deep`), their deconvolution on the coarse grid and
+    the same blend, with the same float32 operations as in memory."""
+
+    def __init__(self, cframe, params, *, map_table, stats):
+        self.frame, self.params, self.map_table, self.stats = cframe, params, map_table, stats
+        self.stride = native_stride(cframe, STRIDE)
+        self.group = rl_group(cframe, patch=cframe.patch, stride=self.stride, padding=params.padding)
+        self.halo = block_halo(patch=cframe.patch, context=cframe.context, scale=cframe.scale, stride=self.stride,
+                               group=self.group)
+
+    def _parts(self, source, bounds):
+        """The coarse grids, the block on the coarse native grid, and the coarse reading's
+        rows/columns each of its native patches takes its class from."""
+        cg = grids(tuple(int(n) for n in source.shape[-2:]), self.frame, STRIDE)
+        blk = grid_block(cg.native, tuple(int(b) for b in bounds))
+        return cg, blk, cg.map_rows(0, *blk.rows), cg.map_rows(1, *blk.cols)
+
+    def map_span(self, source, bounds):
+        """The map patches (rows, cols inclusive) the deep rule reads for this block."""
+        from .deep import COARSE, nearest
+
+        cg, _, krows, kcols = self._parts(source, bounds)
+        mgrid = map_grid(tuple(int(n) for n in source.shape[-2:]), scale=self.frame.scale / COARSE)
+        out = []
+        for axis, k in ((0, krows), (1, kcols)):
+            near = nearest(mgrid.shape[axis], mgrid, cg.map_grid, axis, factor=COARSE, first=int(k.min()),
+                           count=int(k.max() - k.min() + 1))
+            out.append((int(near.min()), int(near.max())))
+        return tuple(out)
+
+    def into(self, restored, source, bounds, map_levels, map_offset, mgrid, *, model, device):
+        """Put the deep pass into ``restored`` (this block's float32 result, overwritten)."""
+        import torch
+
+        from .deep import deep_patches
+
+        cg, blk, krows, kcols = self._parts(source, bounds)
+        if min(cg.map_grid.image_shape) < PATCH:  # as in memory: no coarse reading of so small an image
+            return
+        (r0, r1), (c0, c1) = (int(krows.min()), int(krows.max())), (int(kcols.min()), int(kcols.max()))
+        view = CanonicalView(source, scale=self.frame.scale, stats=self.stats)
+        _, clevels = map_patches(view, cg.map_grid, (r0, r1), (c0, c1), model=model, device=device,
+                                 tta=self.params.tta)
+        table = self.frame.optics.defocus_table_um
+        is_deep = deep_patches(clevels, table, map_levels, self.map_table, coarse_grid=cg.map_grid, map_grid=mgrid,
+                               coarse_rows=(r0, r1), coarse_cols=(c0, c1), map_offset=map_offset)
+        native = np.where(is_deep, clevels, 0)[np.ix_(krows - r0, kcols - c0)]
+        if not (native > 0).any():
+            return
+        y0, y1, x0, x1 = (int(b) for b in bounds)
+        b = deconvolve_block(source, blk, cg.native, native, context=self.frame.context,
+                             iterations=self.params.iterations, device=device, optics=self.frame.optics,
+                             group=self.group)
+        s, p = cg.native.stride, cg.native.patch
+        ny, nx = blk.sub_shape
+        share = Accumulator(PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s))
+        todo = np.flatnonzero(native.ravel() > 0)
+        for start in range(0, len(todo), 64):  # as in memory: 64 patches of ones at a time
+            index = todo[start:start + 64]
+            share.add(index, torch.ones((len(index), p, p)))
+        oy, ox = y0 - blk.rows[0] * s, x0 - blk.cols[0] * s
+        d = share.result()[oy:oy + y1 - y0, ox:ox + x1 - x0].numpy()
+        combine(restored, read_region(source, y0, y1, x0, x1), b, d)
+
+
+def combine(restored, image, deep, share) -> None:
+    """``restored = deep + (1 - share) (restored - image)`` where ``share`` > 0, in place, in
+    float32 (:func:`.lbdvd.iter_deep_pass`): the same operations in memory and block by block."""
+    on = share > 0
+    a = restored[on]
+    a -= np.asarray(image, dtype=np.float32)[on]
+    a *= np.float32(1.0) - share[on]
+    a += deep[on]
+    restored[on] = a

@@ -19,6 +19,7 @@ from .layers import displayed_plane_index, read_plane
 from .optics_panel import OpticsPanel
 from .overlay import (
     BASE_OPACITY,
+    beyond_range_um,
     legend_html,
     level_counts,
     map_transform,
@@ -165,7 +166,8 @@ class DefocusMapWidget(ViewerWidget):
         units = tuple(str(u) for u in getattr(source, "units", None) or ())[-2:] or None  # the image's, not 'pixel'
         meta = {"defocus_map": dm, "source_layer": source.name, "source_plane": list(index),
                 "grid": dm.grid.as_dict(), "scale": dm.scale, "class_defocus_um": [float(z) for z in dm.defocus_um],
-                "levels": levels.tolist(), "optics": self._map_optics[0], "optics_source": self._map_optics[1]}
+                "levels": levels.tolist(), "optics": self._map_optics[0], "optics_source": self._map_optics[1],
+                "beyond_top": dm.coarse.provenance() if getattr(dm, "coarse", None) is not None else None}
         cmap = cmap if cmap is not None else overlay_colormap(dm, self.use_certainty.value)
         features = features if features is not None else overlay_features(dm)
         ly = self.map_layer
@@ -184,7 +186,7 @@ class DefocusMapWidget(ViewerWidget):
         self._map_source = source
         self._map_index = index
         plot_histogram(self.hist, dm)
-        self.legend.value = legend_html(dm.defocus_um)
+        self.legend.value = legend_html(dm.defocus_um, beyond=beyond_range_um(dm))
         self.summary.value = summary_text(dm)
         self.refocus_panel.button.enabled = True
         self.viewer.layers.selection.active = ly

@@ -64,12 +64,28 @@ def overlay_features(dm):
     })
 
 
-def legend_html(defocus_um=TRAINING_DEFOCUS_UM, per_column: int = 6) -> str:
+def beyond_range_um(dm):
+    """``(lowest, highest)`` defocus (um) of the patches the map read beyond its top class
+    (``DefocusMap.coarse``, methods.deep), or None."""
+    um = dm.deep_um() if hasattr(dm, "deep_um") else None
+    if um is None or not np.isfinite(um).any():
+        return None
+    return float(np.nanmin(um)), float(np.nanmax(um))
+
+
+def legend_html(defocus_um=TRAINING_DEFOCUS_UM, per_column: int = 6, beyond=None) -> str:
     """The level colours as a rich-text table (two columns of swatch + "k: z µm", ``z`` the
-    class's defocus ``defocus_um[k]``)."""
+    class's defocus ``defocus_um[k]``); ``beyond``: :func:`beyond_range_um` of the map, shown
+    with the top class (its patches read farther at half the sampling)."""
     colors = level_colors(N_LEVELS)
-    entries = [(hex_color(colors[k]), f"{k}: {_um(defocus_um[k])} µm" + (" (in focus)" if k == 0 else ""))
-               for k in range(N_LEVELS)]
+
+    def text(k):
+        t = f"{k}: {_um(defocus_um[k])} µm" + (" (in focus)" if k == 0 else "")
+        if k == N_LEVELS - 1 and beyond is not None:
+            t += f", some read beyond: {_um(beyond[0])}-{_um(beyond[1])} µm"
+        return t
+
+    entries = [(hex_color(colors[k]), text(k)) for k in range(N_LEVELS)]
     entries.append((None, "bg: background (not drawn)"))
     columns = [entries[i:i + per_column] for i in range(0, len(entries), per_column)]
     rows = []
@@ -98,9 +114,15 @@ def summary_text(dm) -> str:
     if not fg.any():
         return f"{levels.size} patches, all background"
     med = int(np.median(levels[fg]))
-    return (f"{levels.size} patches ({levels2d.shape[0]}x{levels2d.shape[1]}), {int((~fg).sum())} background; "
+    text = (f"{levels.size} patches ({levels2d.shape[0]}x{levels2d.shape[1]}), {int((~fg).sum())} background; "
             f"median level {med} ({_um(dm.defocus_um[med])} µm), whole image "
             f"{_um(dm.focus_defocus_um())} µm, mean certainty {cert[fg].mean():.2f}")
+    beyond = beyond_range_um(dm)
+    if beyond is not None:
+        n = int(np.isfinite(dm.deep_um()).sum())
+        text += (f"; {n} top-level patches read beyond it at half the sampling: "
+                 f"{_um(beyond[0])}-{_um(beyond[1])} µm")
+    return text
 
 
 def plot_histogram(canvas, dm) -> None:
@@ -112,7 +134,11 @@ def plot_histogram(canvas, dm) -> None:
     ax = canvas.ax
     ax.bar(np.arange(N_LEVELS + 1), level_counts(dm), color=[c[:3] for c in colors], edgecolor="#222")
     ax.set_xticks(np.arange(N_LEVELS + 1))
-    ax.set_xticklabels([_um(z) for z in dm.defocus_um[:N_LEVELS]] + ["bg"], fontsize=6)
+    ticks = [_um(z) for z in dm.defocus_um[:N_LEVELS]] + ["bg"]
+    beyond = beyond_range_um(dm)
+    if beyond is not None:  # the top bar holds the patches read farther too
+        ticks[N_LEVELS - 1] += f"\n-{_um(beyond[1])}"
+    ax.set_xticklabels(ticks, fontsize=6)
     ax.set_xlabel("defocus (µm) of each level, for the map's optics", fontsize=7)
     ax.set_ylabel("patches", fontsize=7)
     canvas.draw()
