@@ -43,10 +43,13 @@ class Footprint:
 #: the output array is counted in ``per_pixel``. lbdvd and rl re-measured after issue 16's changes
 #: (commit 94e31b1: lbdvd 10.5 B/px at 1024^2 and ~10.4 at 2048^2; rl 20.1 at 1024^2 and 12.5 at
 #: 3072^2, i.e. ~12 B/px + ~8 MB), plus a quarter; rl's fixed part also covers frames up to
-#: core.rl.WHOLE_FRAME_MAX pixels, which are transformed whole (~70 B/px, at most ~40 MB)
+#: core.rl.WHOLE_FRAME_MAX pixels, which are transformed whole (~70 B/px, at most ~40 MB).
+#: lbdvd on an image defocused beyond the top class (its second Richardson-Lucy pass,
+#: methods.deep): 14.4 B/px at 3072^2 (11.5 with ``beyond_top=False``; BENCHMARKS.md "Memory"),
+#: plus a quarter: 18
 MIB = 2**20
 FOOTPRINTS = {
-    "lbdvd": Footprint(13.0, 16 * MIB),
+    "lbdvd": Footprint(18.0, 16 * MIB),
     "rl": Footprint(15.0, 40 * MIB),
     "comi-cyclegan": Footprint(17.5, 110 * MIB),
     "refocus-unet": Footprint(11.5, 250 * MIB),
