@@ -109,3 +109,20 @@ def test_blocks_beyond_the_top_class_equal_in_memory(field):
     np.testing.assert_array_equal(lazy.coarse.levels, ref.coarse.levels)
     np.testing.assert_array_equal(lazy.coarse.deep, ref.coarse.deep)
     np.testing.assert_array_equal(lazy.defocus_map_um(), ref.defocus_map_um())
+
+
+@needs_weights
+def test_defocus_map_command_records_the_second_reading(tmp_path, capsys, field):
+    import csv
+    import json
+
+    from napari_refocus.cli import main
+
+    path = nr.write_image(tmp_path / "deep.tif", nr.simulate(field, level=14, optics=DEEP, seed=5))
+    assert main(["defocus-map", str(path), "-o", str(tmp_path / "maps"), "--device", "cpu", "-q"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    beyond = rec["beyond_top"]
+    assert beyond["deep_patches"] > 0 and beyond["deep_defocus_um"][1] > 24.0
+    assert nr.read_image(rec["levels"])[1]["metadata"]["beyond_top"] == beyond
+    um = [float(r["defocus_um"]) for r in csv.DictReader(open(rec["patches"])) if r["level"] != "bg"]
+    assert max(um) == pytest.approx(beyond["deep_defocus_um"][1], abs=1e-3)
