@@ -48,12 +48,15 @@ METHODS = ("lbdvd", "rl", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-m
 PARAMS = {"rl": {"level": 5}}
 
 
-def test_image(size: int) -> np.ndarray:
-    """A ``size`` x ``size`` uint16 image: the shipped in-focus field defocused at level 5, tiled."""
+def test_image(size: int, level: int = 5) -> np.ndarray:
+    """A ``size`` x ``size`` uint16 image: the shipped in-focus field defocused at ``level`` (2 um
+    each, the default exact PSF; 14 = 28 um, beyond DelpNet's top class), tiled."""
     import napari_refocus as nr
+    from napari_refocus.core.optics import Optics
     from napari_refocus.io.samples import infocus_image
 
-    tile = np.clip(nr.simulate(infocus_image(), level=5, seed=0), 0, 65535).astype(np.uint16)
+    optics = Optics(n_levels=17, psf_size=81) if level > 10 else None  # levels to 32 um, a window for them
+    tile = np.clip(nr.simulate(infocus_image(), level=level, seed=0, optics=optics), 0, 65535).astype(np.uint16)
     reps = (-(-size // tile.shape[0]), -(-size // tile.shape[1]))
     return np.ascontiguousarray(np.tile(tile, reps)[:size, :size])
 
@@ -86,8 +89,10 @@ def _hwm() -> int:
     return 0
 
 
-def run_case(method: str, size: int) -> dict:
-    """One memory case in this process (call it in a fresh one): see the module docstring."""
+def run_case(method: str, size: int, level: int = 5, params=None) -> dict:
+    """One memory case in this process (call it in a fresh one): see the module docstring.
+    ``level``: the test image's defocus level; ``params``: the method's keywords (default
+    :data:`PARAMS`)."""
     import resource
 
     import torch
@@ -95,9 +100,9 @@ def run_case(method: str, size: int) -> dict:
     import napari_refocus as nr
 
     torch.set_num_threads(int(os.environ.get("MEMORY_SPEED_THREADS", "2")))
-    params = PARAMS.get(method, {})
-    nr.refocus(test_image(256), method=method, device="cpu", **params)  # loads and warms the network
-    image = test_image(size)
+    params = PARAMS.get(method, {}) if params is None else params
+    nr.refocus(test_image(256, level), method=method, device="cpu", **params)  # loads and warms the network
+    image = test_image(size, level)
     baseline = _rss()
     peak = [baseline]
     stop = threading.Event()
@@ -282,6 +287,9 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", nargs=2, metavar=("METHOD", "SIZE"))
+    ap.add_argument("--case-level", type=int, default=5,
+                    help="--case: the test image's defocus level (14 = 28 um: lbdvd's pass beyond the top class)")
+    ap.add_argument("--case-params", default=None, help="--case: the method's keywords as JSON")
     ap.add_argument("--speed-case", nargs=2, metavar=("REPEAT", "OUT_DIR"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", nargs="+", type=int, default=[1024, 3072])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -295,7 +303,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ["MEMORY_SPEED_THREADS"] = str(args.memory_threads)
     if args.case:
-        print(json.dumps(run_case(args.case[0], int(args.case[1]))))
+        params = json.loads(args.case_params) if args.case_params else None
+        print(json.dumps(run_case(args.case[0], int(args.case[1]), args.case_level, params)))
         return
     if args.speed_case:
         print(json.dumps(speed_case(int(args.speed_case[0]), args.speed_case[1])))

@@ -45,11 +45,11 @@ class Footprint:
 #: 3072^2, i.e. ~12 B/px + ~8 MB), plus a quarter; rl's fixed part also covers frames up to
 #: core.rl.WHOLE_FRAME_MAX pixels, which are transformed whole (~70 B/px, at most ~40 MB).
 #: lbdvd on an image defocused beyond the top class (its second Richardson-Lucy pass,
-#: methods.deep): 14.4 B/px at 3072^2 (11.5 with ``beyond_top=False``; BENCHMARKS.md "Memory"),
-#: plus a quarter: 18
+#: methods.deep): 14.4-15.7 B/px at 3072^2 (11.5-11.8 with ``beyond_top=False``; BENCHMARKS.md
+#: "Memory"), plus a quarter: 20
 MIB = 2**20
 FOOTPRINTS = {
-    "lbdvd": Footprint(18.0, 16 * MIB),
+    "lbdvd": Footprint(20.0, 16 * MIB),
     "rl": Footprint(15.0, 40 * MIB),
     "comi-cyclegan": Footprint(17.5, 110 * MIB),
     "refocus-unet": Footprint(11.5, 250 * MIB),
