@@ -211,3 +211,25 @@ def test_widget_cancel_stops_within_a_second(make_napari_viewer, qtbot, monkeypa
 def _instant_map(image, field):
     return oracle_map(image, field)
     yield  # a generator, as iter_defocus_map is
+
+
+@pytest.fixture(scope="module")
+def deep_big():
+    """The shipped field 28 um out of focus (beyond DelpNet's top class), tiled 2x2."""
+    import napari_refocus as nr
+    from napari_refocus.core.optics import Optics
+    from napari_refocus.io.samples import infocus_image
+
+    img = nr.simulate(infocus_image(), level=14, optics=Optics(n_levels=17, psf_size=81), seed=1)
+    return np.ascontiguousarray(np.tile(img, (2, 2)))
+
+
+def test_api_cancel_beyond_the_top_class_within_a_second(deep_big):
+    """lbdvd's second Richardson-Lucy pass (methods.deep) stops within a second too."""
+    needs("lbdvd")
+    stage = "deconvolve beyond the top class"
+    latency, seen = cancel_in_thread(lambda: iter_refocus(deep_big, method="lbdvd", device="cpu"), stage)
+    last = [p for p in seen if p.stage == stage][-1]
+    assert last.done < last.total, f"the {stage!r} stage had finished: {last}"
+    print(f"API cancel latency, lbdvd ({stage}): {latency:.3f} s")
+    assert latency < BOUND_S, f"lbdvd ({stage}) stopped {latency:.2f} s after the request"

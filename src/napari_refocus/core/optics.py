@@ -150,9 +150,14 @@ def radial_profile(r_um: np.ndarray, defocus_um: float, optics: Optics, n_nodes:
         pupil = np.exp(1j * k0 * defocus_um * (np.sqrt(n**2 - (na * rho) ** 2) - n))
     # a block of radii at a time: a wide, finely sampled high-NA PSF has ~1e5 distinct radii,
     # and the whole (radii x nodes) matrix would take tens of GB
-    step = max(1, int(2**24 // max(1, n_nodes)))
-    amp = np.concatenate([(j0(a * flat[i:i + step] * rho) * pupil * rho) @ w
-                          for i in range(0, max(1, len(flat)), step)]) if len(flat) else np.zeros(0, complex)
+    from .progress import check_cancelled
+
+    step = max(1, int(2**20 // max(1, n_nodes)))  # ~0.1 s of Bessel functions a block
+    parts = []
+    for i in range(0, len(flat), step):
+        check_cancelled()  # a wide, strongly defocused PSF takes ~1 s: a Cancel between blocks
+        parts.append((j0(a * flat[i:i + step] * rho) * pupil * rho) @ w)
+    amp = np.concatenate(parts) if parts else np.zeros(0, complex)
     return (np.abs(amp) ** 2).reshape(r_um.shape)
 
 
@@ -183,9 +188,22 @@ def _psf(optics: Optics, level: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _cached_bank(optics: Optics) -> np.ndarray:
-    bank = np.stack([_psf(optics, level) for level in range(optics.n_levels)]).astype(np.float32)
+    bank = np.stack([level_psf(optics, level) for level in range(optics.n_levels)])
     bank.setflags(write=False)
     return bank
+
+
+@functools.lru_cache(maxsize=256)
+def level_psf(optics: Optics, level: int) -> np.ndarray:
+    """The bank's PSF of one level (float32, read-only, cached on its own): a deconvolution that
+    needs a few levels of a wide bank computes only those (lbdvd's pass beyond the top class:
+    levels 6-10 of 75-px PSFs, ~1 s each)."""
+    from .progress import check_cancelled
+
+    check_cancelled()  # a Cancel between two PSFs, not after the whole bank
+    psf = _psf(optics, level).astype(np.float32)
+    psf.setflags(write=False)
+    return psf
 
 
 def sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .lru import LRU
-from .optics import Optics, bank_for
+from .optics import Optics, level_psf
 
 #: Upper bound on the bytes of spectra kept between calls; a larger spectrum is not cached.
 OTF_CACHE_BYTES = 256 * 2**20
@@ -42,7 +42,7 @@ def _otf(optics: Optics, shape: tuple[int, int], device: str, level: int):
     if spectrum is None:
         import torch
 
-        psf = torch.from_numpy(np.array(bank_for(optics)[level]))
+        psf = torch.from_numpy(np.array(level_psf(optics, level)))
         k = psf.shape[-1]
         embedded = torch.zeros(shape, dtype=torch.float32)
         embedded[:k, :k] = psf

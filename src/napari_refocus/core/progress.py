@@ -123,6 +123,17 @@ def _checkpoint_hook(_module, _inputs) -> None:
     check_cancelled()
 
 
+def relabel(job, stage: str):
+    """``job`` (a generator yielding :class:`Progress`) with every Progress named ``stage``;
+    returns what ``job`` returns (a second pass of a stage says which it is)."""
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            return stop.value
+        yield Progress(p.done, p.total, stage) if isinstance(p, Progress) else p
+
+
 def drain(job, callback=None):
     """Run a progress generator to the end and return its result.
 

@@ -52,7 +52,10 @@ def coarse_frame(optics: Optics) -> RlFrame:
     size = max(3, int(round(base.optics.psf_size * COARSE)))
     size += 1 - size % 2  # odd: the PSF is centred on a pixel
     table = coarse_table(optics)
-    rl_optics = dataclasses.replace(base.optics, defocus_table_um=table, n_levels=len(table), psf_size=size)
+    # 3x3 sub-pixel samples: these PSFs are 30-60 px wide, where 5x5 changed them by an L1 distance of
+    # 0.002 (22 and 36 um at the default objective) and took 1.4 s instead of ~0.3-0.8 s a level
+    rl_optics = dataclasses.replace(base.optics, defocus_table_um=table, n_levels=len(table), psf_size=size,
+                                    oversample=min(3, base.optics.oversample))
     scale = COARSE * base.scale
     return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
 

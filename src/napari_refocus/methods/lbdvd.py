@@ -106,6 +106,7 @@ def iter_deep_pass(image, restored, reading, params, *, device, report):
     region its pass alone, outside it the usual result, a convex blend between them."""
     import torch
 
+    from ..core.progress import relabel
     from ..core.rl import iter_deconvolve
     from ..core.tiling import Accumulator, patch_grid
     from .frames import coarse_frame
@@ -113,11 +114,13 @@ def iter_deep_pass(image, restored, reading, params, *, device, report):
     frame = coarse_frame(params.optics)
     levels, patch, stride = native_levels(_Levels(np.where(reading.deep, reading.levels, 0), reading.grid),
                                           np.shape(image), frame, STRIDE)
-    deep = yield from iter_deconvolve(
+    if not (levels > 0).any():  # no native patch takes a deep coarse patch's class
+        return
+    deep = yield from relabel(iter_deconvolve(
         image, level_map=levels, iterations=params.iterations, device=device, patch=patch, stride=stride,
         context=frame.context, montage_weights=params.montage_weights, padding=params.padding,
         optics=frame.optics, report=report, group=rl_group(frame, patch=patch, stride=stride, padding=params.padding),
-    )
+    ), "deconvolve beyond the top class")
     share = Accumulator(patch_grid(np.shape(image), patch=patch, stride=stride), weights=params.montage_weights)
     todo = np.flatnonzero(np.asarray(levels).ravel() > 0)
     for start in range(0, len(todo), 64):  # bounded: 64 patches of ones at a time
