@@ -374,8 +374,7 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
         check_output(out, overwrite=overwrite, protect=[path])
     image, info, values, sources = _read_with_optics(path, optics, optics_file, lazy=True)
     t0 = time.perf_counter()
-    dmap = defocus_map(image, device=device, stride=stride, tta=tta, progress=progress,
-                       **given_optics(values, sources))
+    dmap = defocus_map(image, device=device, stride=stride, tta=tta, progress=progress, **given_optics(values, sources))
     seconds = time.perf_counter() - t0
     table = [round(float(z), 4) for z in dmap.defocus_um]
     beyond = dmap.coarse.provenance() if dmap.coarse is not None else None  # methods.deep: read past the top class

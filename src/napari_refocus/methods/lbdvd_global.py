@@ -43,7 +43,7 @@ from ..core.tiling import PATCH, STRIDE, Accumulator, PatchGrid, patch_grid
 from . import gate
 from .canonical_blocks import CanonicalView, map_grid, map_patches, read_region
 from .deep import TOP
-from .frames import native_stride, rl_frame, rl_group
+from .frames import coarse_frame, native_stride, rl_frame, rl_group
 from .lbdvd_blocks import HALO, block_patches, check_block_params, grid_block
 
 
@@ -158,15 +158,14 @@ def block_runner(params, *, device, stats=None):
     from .canonical import delpnet
     from .defocus import map_frame
 
-    from .frames import coarse_frame
-
     check_block_params(params)
     frame = rl_frame(params.optics)
-    deep = _DeepBlocks(coarse_frame(params.optics), params, map_table=map_frame(params.optics)[1],
-                       stats=stats if params.normalise else None) if params.beyond_top else None
     scale, table = map_frame(params.optics)
     beyond = gate.defocused_classes(table, params.optics)
     map_stats = stats if params.normalise else None
+    # the pass beyond the top class (methods.deep), block by block as in memory
+    deep = _DeepBlocks(coarse_frame(params.optics), params, map_table=table,
+                       stats=map_stats) if params.beyond_top else None
     stride = native_stride(frame, params.stride)
     group = rl_group(frame, patch=frame.patch, stride=stride, padding=params.padding)
     state = {}
