@@ -104,11 +104,9 @@ def iter_deep_pass(image, restored, reading, params, *, device, report):
     ``restored = B + (1 - D) (restored - input)``, where ``B`` is that pass (the input where no
     patch is deep) and ``D`` the deep patches' share of the montage weight (0..1): inside a deep
     region its pass alone, outside it the usual result, a convex blend between them."""
-    import torch
-
     from ..core.progress import relabel
     from ..core.rl import iter_deconvolve
-    from ..core.tiling import Accumulator, patch_grid
+    from ..core.tiling import patch_grid
     from .frames import coarse_frame
 
     frame = coarse_frame(params.optics)
@@ -121,12 +119,8 @@ def iter_deep_pass(image, restored, reading, params, *, device, report):
         context=frame.context, montage_weights=params.montage_weights, padding=params.padding,
         optics=frame.optics, report=report, group=rl_group(frame, patch=patch, stride=stride, padding=params.padding),
     ), "deconvolve beyond the top class")
-    share = Accumulator(patch_grid(np.shape(image), patch=patch, stride=stride), weights=params.montage_weights)
-    todo = np.flatnonzero(np.asarray(levels).ravel() > 0)
-    for start in range(0, len(todo), 64):  # bounded: 64 patches of ones at a time
-        index = todo[start:start + 64]
-        share.add(index, torch.ones((len(index), patch, patch)))
-    d = share.result().numpy()
+    d = lbdvd_global.deep_share(patch_grid(np.shape(image), patch=patch, stride=stride), levels,
+                                params.montage_weights)
     for r0 in range(0, np.shape(image)[0], BAND):
         rows = slice(r0, r0 + BAND)
         lbdvd_global.combine(restored[rows], image[rows], deep[rows], d[rows])

@@ -243,8 +243,6 @@ class _DeepBlocks:
 
     def into(self, restored, source, bounds, map_levels, map_offset, mgrid, *, model, device):
         """Put the deep pass into ``restored`` (this block's float32 result, overwritten)."""
-        import torch
-
         from .deep import deep_patches
 
         cg, blk, krows, kcols = self._parts(source, bounds)
@@ -266,14 +264,23 @@ class _DeepBlocks:
                              group=self.group)
         s, p = cg.native.stride, cg.native.patch
         ny, nx = blk.sub_shape
-        share = Accumulator(PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s))
-        todo = np.flatnonzero(native.ravel() > 0)
-        for start in range(0, len(todo), 64):  # as in memory: 64 patches of ones at a time
-            index = todo[start:start + 64]
-            share.add(index, torch.ones((len(index), p, p)))
+        share = deep_share(PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s), native)
         oy, ox = y0 - blk.rows[0] * s, x0 - blk.cols[0] * s
-        d = share.result()[oy:oy + y1 - y0, ox:ox + x1 - x0].numpy()
-        combine(restored, read_region(source, y0, y1, x0, x1), b, d)
+        combine(restored, read_region(source, y0, y1, x0, x1), b, share[oy:oy + y1 - y0, ox:ox + x1 - x0])
+
+
+def deep_share(grid: PatchGrid, levels, weights: str = "triangular") -> np.ndarray:
+    """The deep patches' (``levels`` > 0 on ``grid``) share of the montage weight at every pixel
+    of ``grid`` (float32 0..1): the ``D`` of :func:`.lbdvd.iter_deep_pass`, the same float32 sums
+    for the whole image and for a block's sub-grid."""
+    import torch
+
+    acc = Accumulator(grid, weights=weights)
+    todo = np.flatnonzero(np.asarray(levels).ravel() > 0)
+    for start in range(0, len(todo), 64):  # bounded: 64 patches of ones at a time
+        index = todo[start:start + 64]
+        acc.add(index, torch.ones((len(index), grid.patch, grid.patch)))
+    return acc.result().numpy()
 
 
 def combine(restored, image, deep, share) -> None:
