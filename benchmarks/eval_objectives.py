@@ -79,30 +79,43 @@ def evaluate(optics, gt, z_um, table, rng):
     return within, psnr(res.image, gt) - psnr(b, gt)
 
 
+def defocus_cases(table, classes=CLASSES):
+    """``[(label, defocus um)]``: each class's own defocus, then defocus between the classes (a
+    share of the covered range: the truth is then the nearest class)."""
+    cases = [(f"{c} ({table[c]:.2f})", table[c]) for c in classes]
+    return cases + [(f"between: {f:.0%} of range ({f * table[-1]:.2f})", f * table[-1]) for f in BETWEEN]
+
+
+def scan(optics, gts, rng, classes=CLASSES):
+    """``(table, [(label, within one, gain)])``: :func:`evaluate` over :func:`defocus_cases`,
+    each case averaged over the in-focus fields ``gts``."""
+    from napari_refocus.methods.lbdvd import rl_frame
+
+    table = rl_frame(optics).optics.defocus_table_um
+    rows = []
+    for label, z in defocus_cases(table, classes):
+        got = [evaluate(optics, gt, z, table, rng) for gt in gts]
+        rows.append((label, float(np.nanmean([r[0] for r in got])), float(np.mean([r[1] for r in got]))))
+    return table, rows
+
+
+def summary_line(name, table, rows, seconds):
+    return (f"- {name}: map within one class {np.nanmean([r[1] for r in rows]):.1%} (mean over defocus), LB-DVD "
+            f"gain mean {np.mean([r[2] for r in rows]):+.2f} dB, min {np.min([r[2] for r in rows]):+.2f} dB; "
+            f"class -> um {', '.join(f'{v:.2f}' for v in table)} ({seconds:.0f} s)")
+
+
 def objectives_table(args, rng):
     from napari_refocus.core.optics import Optics
-    from napari_refocus.methods.lbdvd import rl_frame
 
     lines = ["| objective | class (defocus um) | map within one class | LB-DVD PSNR gain (dB) |", "|---|---|---|---|"]
     summary = []
+    gts = [gt for _, gt in fields()[: 1 if args.quick else 2]]
     for name, kw in OBJECTIVES.items():
-        optics = Optics(**kw, psf_model="exact")
         t0 = time.perf_counter()
-        table = rl_frame(optics).optics.defocus_table_um
-        gains, withins = [], []
-        # each class's own defocus, then defocus between classes (a quarter .. three quarters of
-        # the covered range: the truth is then the nearest class)
-        cases = [(f"{c} ({table[c]:.2f})", table[c]) for c in (CLASSES[::3] if args.quick else CLASSES)]
-        cases += [(f"between: {f:.0%} of range ({f * table[-1]:.2f})", f * table[-1]) for f in BETWEEN]
-        for label, z in cases:
-            rows = [evaluate(optics, gt, z, table, rng) for _, gt in fields()[: 1 if args.quick else 2]]
-            w, g = np.nanmean([r[0] for r in rows]), np.mean([r[1] for r in rows])
-            withins.append(w)
-            gains.append(g)
-            lines.append(f"| {name} | {label} | {w:.1%} | {g:+.2f} |")
-        summary.append(f"- {name}: map within one class {np.nanmean(withins):.1%} (mean over defocus), LB-DVD gain "
-                       f"mean {np.mean(gains):+.2f} dB, min {np.min(gains):+.2f} dB; class -> um "
-                       f"{', '.join(f'{v:.2f}' for v in table)} ({time.perf_counter() - t0:.0f} s)")
+        table, rows = scan(Optics(**kw, psf_model="exact"), gts, rng, CLASSES[::3] if args.quick else CLASSES)
+        lines += [f"| {name} | {label} | {w:.1%} | {g:+.2f} |" for label, w, g in rows]
+        summary.append(summary_line(name, table, rows, time.perf_counter() - t0))
         print(summary[-1], flush=True)
     return lines, summary
 
