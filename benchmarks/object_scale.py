@@ -3,17 +3,19 @@
 "Other objectives and exposures" (eval_objectives.py) takes BBBC006 fields (U2OS cells at
 0.65 um pixels) as if sampled at each objective's pixel size, so at 60x/1.4 oil (0.108 um) its
 nuclei are 6x smaller than real ones, and the map's lambda/NA resampling shrinks them 2.5x
-below the size DelpNet was trained on. This benchmark runs the same protocol three ways:
+below the size DelpNet was trained on. This benchmark runs the same protocol four ways:
 
 * ``shipped``: that protocol, as published (the baseline of this run);
-* ``native``: the same fields with the map made at the image's own pixels (no resampling) and
-  each class's um measured there, so the objects keep the size DelpNet was trained on. Not a
-  product option: the resampling is switched off in a child process only, by replacing
-  ``core.optics.sampling_scale`` with 1;
-* ``real size``: objects sampled at their own physical scale, through the shipped route:
-  the DFNN mitochondria in focus (stack plane 51 and the single shot "ON", 0.104 um pixels)
-  and BBBC006 crops upscaled 6x (nuclei at their physical size at 0.108 um, but no detail
-  finer than the original 0.65 um pixels).
+* ``native``: the same fields with the map made at the image's own pixels
+  (``map_pixel_um`` = the pixel size), each class's um measured there, so the objects keep the
+  size DelpNet was trained on;
+* ``real size``: objects sampled at their own physical scale, through the default route: the
+  DFNN mitochondria in focus (stack plane 51 and the single shot "ON", 0.104 um pixels) and
+  BBBC006 crops upscaled 6x (nuclei at their physical size at 0.108 um, but no detail finer than
+  the original 0.65 um pixels);
+* ``physical``: whole BBBC006 fields upscaled (x3 at 0.217 um for 40x/0.95, x6 at 0.108 um for
+  60x/1.4 oil): cells at their physical size, each blurred once per defocus and read both by
+  the default route (lambda/NA) and with ``map_pixel_um=0.65`` (DelpNet's training pixel).
 
     python benchmarks/object_scale.py [--threads 2] [--no-write]
 """
@@ -21,19 +23,21 @@ below the size DelpNet was trained on. This benchmark runs the same protocol thr
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
+import dataclasses
 import time
 
 import numpy as np
 
 from _report import SHARED_DATA, git_rev, machine, publish, threads_args
-from eval_objectives import OBJECTIVES, fields, scan, summary_line
+from eval_objectives import OBJECTIVES, blur, evaluate_blurred, fields, scan, summary_line
 
 HIGH_NA = ("40x/0.95 air, 0.16 um", "60x/1.4 oil, 0.108 um")
 DFNN = SHARED_DATA / "DFNN_defocus" / "data" / "test" / "mitochondria"
 UPSCALE = 6
+#: the physical condition: objective -> (upscale of the whole fields, how many fields)
+PHYSICAL = {"40x/0.95 air, 0.16 um": (3, 2), "60x/1.4 oil, 0.108 um": (6, 1)}
+#: DelpNet's training pixel
+TRAINING_PIXEL_UM = 0.65
 
 
 def real_size_sets():
@@ -54,61 +58,79 @@ def real_size_sets():
                                                                             [c.astype(np.float32) for c in crops])}
 
 
-def run_condition(condition: str) -> list[dict]:
-    """The rows of one condition, in this process."""
-    import dataclasses
+def upscaled(gt, factor):
+    from skimage.transform import resize
 
+    return resize(gt, (gt.shape[0] * factor, gt.shape[1] * factor), order=3, preserve_range=True).astype(np.float32)
+
+
+def physical_rows(rng):
+    """Cells at their physical size read by both routes: ``[(name, table, rows)]`` per route."""
     from napari_refocus.core.optics import Optics
+    from napari_refocus.methods.lbdvd import rl_frame
 
-    if condition == "native":
-        import napari_refocus.core.optics as optics_module
-        import napari_refocus.methods.class_table as class_table
-
-        def one(reference, optics, tolerance=0.01):
-            return 1.0
-
-        optics_module.sampling_scale = class_table.sampling_scale = one
-        class_table.KNOWN.clear()  # the shipped tables are those of the resampled map
-        class_table.KNOWN_COARSE.clear()
-    rng = np.random.default_rng(0)
     out = []
-    if condition in ("shipped", "native"):
-        gts = [gt for _, gt in fields()]
-        cases = [(name, Optics(**kw, psf_model="exact"), gts) for name, kw in OBJECTIVES.items()
-                 if not name.startswith("paper")]
-    else:
-        cases = []
-        for set_name, (pixel_um, gts) in real_size_sets().items():
-            for name in HIGH_NA:
-                optics = dataclasses.replace(Optics(**OBJECTIVES[name], psf_model="exact"), pixel_um=pixel_um)
-                cases.append((f"{name.split(',')[0]} at {pixel_um:.3f} um, {set_name}", optics, gts))
-    for name, optics, gts in cases:
+    for name, (factor, n_fields) in PHYSICAL.items():
+        base = Optics(**{**OBJECTIVES[name], "pixel_um": TRAINING_PIXEL_UM / factor}, psf_model="exact")
+        routes = {"default (lambda/NA)": base,
+                  f"map_pixel_um={TRAINING_PIXEL_UM}": dataclasses.replace(base, map_pixel_um=TRAINING_PIXEL_UM)}
+        tables = {k: rl_frame(o).optics.defocus_table_um for k, o in routes.items()}
+        physical = tables[f"map_pixel_um={TRAINING_PIXEL_UM}"]
+        gts = [upscaled(gt, factor) for _, gt in fields()[:n_fields]]
+        rows = {k: [] for k in routes}
         t0 = time.perf_counter()
-        table, rows = scan(optics, gts, rng)
-        out.append(dict(name=name, table=list(table), rows=rows, seconds=time.perf_counter() - t0))
-        print(summary_line(f"{condition}: {name}", table, rows, out[-1]["seconds"]), file=sys.stderr, flush=True)
+        for c in (0, 2, 4, 6, 8, 10):  # the defocus of the physical route's classes (the wider range)
+            z = physical[c]
+            got = {k: [] for k in routes}
+            for gt in gts:
+                # 3x3 samples a pixel: these PSFs are 200-450 px wide, where 5x5 took minutes each
+                b = blur(gt, dataclasses.replace(routes[f"map_pixel_um={TRAINING_PIXEL_UM}"], oversample=3), z, rng)
+                for k, o in routes.items():
+                    got[k].append(evaluate_blurred(o, b, gt, z, tables[k]))
+            for k in routes:
+                rows[k].append((f"{c} ({z:.2f})", float(np.nanmean([r[0] for r in got[k]])),
+                                float(np.mean([r[1] for r in got[k]]))))
+        seconds = time.perf_counter() - t0
+        label = f"{name.split(',')[0]} at {base.pixel_um:.3f} um, BBBC006 field{'s' if n_fields > 1 else ''} x{factor}"
+        out += [(f"{label}, {k}", tables[k], rows[k], seconds / 2) for k in routes]
     return out
 
 
 def main(argv=None):
+    from napari_refocus.core.optics import Optics
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--condition", choices=("shipped", "native", "real size"), help=argparse.SUPPRESS)
     args = threads_args(ap, argv, threads=2)
-    if args.condition:  # a child: one condition, its rows as JSON on stdout
-        print(json.dumps(run_condition(args.condition)))
-        return
     t0 = time.perf_counter()
-    results = {}
-    for condition in ("shipped", "native", "real size"):  # each in a fresh process: no table cached across
-        done = subprocess.run([sys.executable, __file__, "--condition", condition, "--threads", str(args.threads)],
-                              check=True, stdout=subprocess.PIPE, text=True)
-        results[condition] = json.loads(done.stdout.strip().splitlines()[-1])
-    summary, lines = [], ["| condition | objective, fields | class (defocus um) | map within one class | "
-                          "LB-DVD PSNR gain (dB) |", "|---|---|---|---|---|"]
-    for condition, cases in results.items():
-        for c in cases:
-            summary.append(summary_line(f"**{condition}**: {c['name']}", c["table"], c["rows"], c["seconds"]))
-            lines += [f"| {condition} | {c['name']} | {label} | {w:.1%} | {g:+.2f} |" for label, w, g in c["rows"]]
+    rng = np.random.default_rng(0)
+    results = []  # (condition, name, table, rows, seconds)
+    gts = [gt for _, gt in fields()]
+    for condition in ("shipped", "native"):
+        for name, kw in OBJECTIVES.items():
+            if name.startswith("paper"):
+                continue
+            optics = Optics(**kw, psf_model="exact")
+            if condition == "native":
+                optics = dataclasses.replace(optics, map_pixel_um=optics.pixel_um)
+            t1 = time.perf_counter()
+            table, rows = scan(optics, gts, rng)
+            results.append((condition, name, table, rows, time.perf_counter() - t1))
+            print(summary_line(f"{condition}: {name}", *results[-1][2:]), flush=True)
+    for set_name, (pixel_um, set_gts) in real_size_sets().items():
+        for name in HIGH_NA:
+            optics = dataclasses.replace(Optics(**OBJECTIVES[name], psf_model="exact"), pixel_um=pixel_um)
+            t1 = time.perf_counter()
+            table, rows = scan(optics, set_gts, rng)
+            results.append(("real size", f"{name.split(',')[0]} at {pixel_um:.3f} um, {set_name}", table, rows,
+                            time.perf_counter() - t1))
+            print(summary_line(f"real size: {results[-1][1]}", *results[-1][2:]), flush=True)
+    for name, table, rows, seconds in physical_rows(rng):
+        results.append(("physical", name, table, rows, seconds))
+        print(summary_line(f"physical: {name}", table, rows, seconds), flush=True)
+    summary = [summary_line(f"**{c}**: {n}", t, r, s) for c, n, t, r, s in results]
+    lines = ["| condition | objective, fields | class (defocus um) | map within one class | LB-DVD PSNR gain (dB) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {c} | {n} | {label} | {w:.1%} | {g:+.2f} |" for c, n, _, r, _ in results for label, w, g in r]
     publish("object-scale", [
         "## Other objectives: the objects' size in the map's pixels",
         "",
@@ -116,11 +138,14 @@ def main(argv=None):
         f"{time.perf_counter() - t0:.0f} s. Protocol of \"Other objectives and exposures\" (exact PSF at each "
         "defocus, Poisson noise at the field's counts, LB-DVD with the optics given and `never_worse` on). "
         "Conditions: **shipped** = that section's fields (BBBC006 p19_s2, o24_s2 taken as sampled at the "
-        "objective's pixel size) and the shipped lambda/NA resampling; **native** = the same fields, the map "
-        "made at the image's own pixels with its class table measured there (the resampling switched off in "
-        "that process only: not a product option); **real size** = objects at their own physical sampling "
-        "through the shipped route: DFNN mitochondria in focus (stack plane 51, single shot ON) at 0.104 um, "
-        f"and the two BBBC006 fields' central crops upscaled x{UPSCALE} (cubic) at {0.65 / UPSCALE:.3f} um.",
+        "objective's pixel size) and the default lambda/NA resampling; **native** = the same fields with "
+        "`map_pixel_um` = their pixel size (no resampling; classes measured there); **real size** = objects at "
+        "their own physical sampling through the default route: DFNN mitochondria in focus (stack plane 51, "
+        f"single shot ON) at 0.104 um, and the two BBBC006 fields' central crops upscaled x{UPSCALE} (cubic) at "
+        f"{0.65 / UPSCALE:.3f} um; **physical** = whole BBBC006 fields upscaled (x3 for 40x/0.95, x6 and p19_s2 "
+        "alone for oil), blurred at the defocus of the `map_pixel_um=0.65` route's classes 0-10, each image read "
+        "by both routes (the truth is each route's nearest class, so a defocus beyond the default route's top "
+        "class counts as its top class).",
         "",
         *summary,
         "",

@@ -85,6 +85,26 @@ def test_refocus_widget_shows_optics_and_their_sources(viewer, tmp_path):
     assert panel.sources()["na"] == "default" and panel.sources()["pixel_um"] == "layer scale (µm assumed)"
 
 
+def test_map_pixel_is_typed_as_text_empty_for_none(viewer, tmp_path):
+    add_source(viewer, np.zeros((96, 96), np.float32), name="plain", scale=(0.65, 0.65))
+    w = dock(viewer, "defocus_map")
+    panel = w.optics_panel
+    field = panel.form.map_pixel_um
+    assert field.value == "" and "map_pixel_um" not in panel.values()  # none: matched in lambda/NA
+    field.value = "0.65"
+    assert panel.values()["map_pixel_um"] == 0.65 and panel.sources()["map_pixel_um"] == "you"
+    assert panel.optics().map_pixel_um == 0.65 and "you: map pixel 0.65 µm" in panel.summary.value
+    field.value = "0.6x"
+    with pytest.raises(ValueError, match="map_pixel_um"):
+        panel.optics()
+    field.value = ""
+    assert "map_pixel_um" not in panel.values() and panel.optics().map_pixel_um is None
+    scope = tmp_path / "cells.json"
+    scope.write_text(json.dumps({"map_pixel_um": 0.65}))
+    panel.load_file(scope)
+    assert field.value == "0.65" and panel.sources()["map_pixel_um"] == "optics file cells.json"
+
+
 def test_refocus_records_the_optics_and_their_sources(viewer, qtbot, crops, tmp_path):
     add_source(viewer, crops[0])
     w = dock(viewer, "refocus")

@@ -8,7 +8,7 @@ import contextlib
 import json
 
 PROG = "napari-refocus"
-OPTICS_FLAGS = ("wavelength_nm", "na", "refractive_index", "level_step_um", "psf_model")
+OPTICS_FLAGS = ("wavelength_nm", "na", "refractive_index", "level_step_um", "psf_model", "map_pixel_um")
 
 
 class CliError(Exception):
@@ -156,7 +156,11 @@ def _optics_options(p):
     g.add_argument("--pixel-um", dest="pixel_um", type=float, help="pixel size in the sample, um (0.65)")
     g.add_argument("--level-step-um", dest="level_step_um", type=float, help="defocus per level, um (2)")
     g.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
-                   help="paraxial: LB-DVD eq. 2 as printed, right in air (default); exact: any immersion")
+                   help="exact: any immersion (default); paraxial: LB-DVD eq. 2 as printed, right in air")
+    g.add_argument("--map-pixel-um", dest="map_pixel_um", type=float,
+                   help="pixel size, um, at which the defocus map reads the image (default: matched to DelpNet's "
+                        "training sampling in lambda/NA; 0.65: cultured cells at 40x-100x, at the physical size "
+                        "of DelpNet's training images)")
 
 
 def _many_images(p):

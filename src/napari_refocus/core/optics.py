@@ -66,6 +66,11 @@ class Optics:
     #: ``defocus_scale * z`` um away (a calibrated objective's effective defocus, ``calibrate``);
     #: 1.0 = the nominal distances
     defocus_scale: float = 1.0
+    #: the pixel size (um) at which the defocus map reads the image. None (default): matched to
+    #: DelpNet's training sampling in lambda / NA. DelpNet also reads the objects' size in its pixels:
+    #: 0.65 puts cultured cells at the physical size of its training images (BBBC006, 20x), better
+    #: for such cells imaged at 40x-100x (benchmarks/object_scale.py)
+    map_pixel_um: float | None = None
 
     def __post_init__(self):
         if self.psf_model not in PSF_MODELS:
@@ -74,6 +79,10 @@ class Optics:
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        m = self.map_pixel_um
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float, np.number))
+                              or not np.isfinite(m) or m <= 0):
+            raise ValueError(f"map_pixel_um must be a positive number or None, got {m!r}")
         if self.na >= self.refractive_index:
             raise ValueError(
                 f"na ({self.na}) must be smaller than refractive_index ({self.refractive_index})"
@@ -211,6 +220,16 @@ def sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01
     (``reference.sampling / optics.sampling``); exactly 1.0 within ``tolerance`` (1 % is less
     than a pixel across an 84-px patch), so the reference's own images are never resampled."""
     scale = reference.sampling / optics.sampling
+    return 1.0 if abs(scale - 1.0) < tolerance else float(scale)
+
+
+def map_sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01) -> float:
+    """Pixels of ``optics`` per pixel of the defocus map made for ``reference``'s sampling:
+    :func:`sampling_scale` (equal size in lambda/NA), or ``optics.map_pixel_um / optics.pixel_um``
+    when the map's pixel size is given (exactly 1.0 within ``tolerance``)."""
+    if optics.map_pixel_um is None:
+        return sampling_scale(reference, optics, tolerance=tolerance)
+    scale = optics.map_pixel_um / optics.pixel_um
     return 1.0 if abs(scale - 1.0) < tolerance else float(scale)
 
 
@@ -359,14 +378,14 @@ def match_defocus_um(reference: Optics, target: Optics, *, n_candidates: int = 4
 
 
 def matched_optics(reference: Optics, optics: Optics, *, table=None) -> tuple[float, Optics]:
-    """``(scale, matched)``: ``optics``' pixels per ``reference`` pixel at equal size in lambda/NA
-    (:func:`sampling_scale`), and ``optics`` whose level ``L`` is the defocus with the blur of
-    ``reference``'s level ``L`` (``table``, else :func:`match_defocus_um`, as
+    """``(scale, matched)``: ``optics``' pixels per ``reference`` pixel (:func:`map_sampling_scale`:
+    at equal size in lambda/NA unless ``optics.map_pixel_um`` says otherwise), and ``optics`` whose
+    level ``L`` is the defocus with the blur of ``reference``'s level ``L`` (``table``, else :func:`match_defocus_um`, as
     ``defocus_table_um``), with a PSF window as wide in lambda/NA as the reference's. How a class
     of DelpNet (trained on ``reference``) reads on another objective; used by LB-DVD (with the
     table measured with DelpNet, :mod:`napari_refocus.methods.class_table`) and by DelpNet's
     training data (encircled energy)."""
-    scale = sampling_scale(reference, optics)
+    scale = map_sampling_scale(reference, optics)
     table = tuple(table) if table is not None else match_defocus_um(reference, optics)
     size = optics.psf_size
     if scale != 1.0:

@@ -70,7 +70,7 @@ _POSITIVE = ("num", 0, None, True)
 RULES: dict[str, tuple] = {
     # optics (core.optics.Optics; na < refractive_index is checked across fields)
     "pixel_um": _POSITIVE, "wavelength_nm": _POSITIVE, "na": _POSITIVE, "refractive_index": _POSITIVE,
-    "level_step_um": _POSITIVE, "defocus_scale": _POSITIVE,
+    "level_step_um": _POSITIVE, "defocus_scale": _POSITIVE, "map_pixel_um": _POSITIVE,
     "psf_size": ("int", 3, None, False), "oversample": ("int", 1, None, False),
     "n_levels": ("int", 1, None, False),
     # restoration

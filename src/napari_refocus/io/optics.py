@@ -49,6 +49,8 @@ def check_optics_values(values: Mapping, *, where: str = "optics") -> dict:
             value = tuple(value) if ok and value is not None else value
         elif name == "psf_model":
             ok = value in PSF_MODELS
+        elif name == "map_pixel_um":  # None: the map's sampling matched in lambda/NA
+            ok = value is None or _is_number(value)
         elif isinstance(default, int):
             ok = _is_number(value) and float(value).is_integer()
             value = int(value) if ok else value

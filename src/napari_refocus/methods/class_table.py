@@ -35,7 +35,7 @@ import logging
 
 import numpy as np
 
-from ..core.optics import Optics, psf_stack, sampling_scale
+from ..core.optics import Optics, map_sampling_scale, psf_stack, sampling_scale
 from ..core.progress import check_cancelled
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def response_curve(optics: Optics, defocus_um, *, seed: int = 0, coarse: int = 1
     from ..core.optics import BACKGROUND
     from .canonical import CANONICAL, SCALE, background_rule, canonical_image, canonical_stats, delpnet
 
-    scale = sampling_scale(CANONICAL, optics)
+    scale = map_sampling_scale(CANONICAL, optics)
     canon = dataclasses.replace(optics, pixel_um=optics.pixel_um * scale)
     # shot noise as an image of this objective has it once resampled to DelpNet's sampling:
     # drawn per native pixel, then averaged over scale^2 of them (on 60x/1.4 oil, with the noise
@@ -165,8 +165,12 @@ def response_table(optics: Optics, *, coarse: int = 1) -> tuple:
     0..10 (see the module doc); non-decreasing, 0 for class 0. Cached per objective (the fields
     that do not change the PSF's shape in lambda / NA, such as the bank's size, do not count).
     ``coarse=2``: the classes of the image resampled to half its size (:mod:`.deep`)."""
+    from .canonical import CANONICAL
+
     default = Optics()
     key = dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE})
+    if map_sampling_scale(CANONICAL, key) == sampling_scale(CANONICAL, key):  # the map at its usual sampling
+        key = dataclasses.replace(key, map_pixel_um=None)
     known = KNOWN if coarse == 1 else KNOWN_COARSE
     if key in known:
         import torch

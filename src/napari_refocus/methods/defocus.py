@@ -150,9 +150,16 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
 def map_scale(optics: Optics | None) -> float:
     """Native pixels per map pixel for an image taken with ``optics`` (None: the training
     objective); :func:`map_frame`'s first value, without measuring the class table."""
-    from ..core.optics import sampling_scale
+    from ..core.optics import map_sampling_scale
 
-    return sampling_scale(CANONICAL, optics if optics is not None else CANONICAL)
+    return map_sampling_scale(CANONICAL, optics if optics is not None else CANONICAL)
+
+
+def is_training_objective(optics: Optics) -> bool:
+    """True for DelpNet's training objective read at its own sampling (a per-level table aside,
+    and ``map_pixel_um`` when it asks for that same sampling): its classes are exactly 2 L um."""
+    same = dataclasses.replace(optics, defocus_table_um=None, map_pixel_um=None) == CANONICAL
+    return same and map_scale(optics) == 1.0
 
 
 def map_frame(optics: Optics | None):
@@ -162,8 +169,8 @@ def map_frame(optics: Optics | None):
 
     if optics is None:
         optics = CANONICAL
-    same = dataclasses.replace(optics, defocus_table_um=None) == CANONICAL
-    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if same else response_table(optics)
+    table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if is_training_objective(optics) else \
+        response_table(optics)
     return map_scale(optics), table
 
 

@@ -32,9 +32,9 @@ class RlFrame:
 def rl_frame(optics: Optics) -> RlFrame:
     """The :class:`RlFrame` of ``optics`` (cached: the class table takes seconds)."""
     from ..core.optics import matched_optics
-    from .defocus import CANONICAL, map_frame
+    from .defocus import CANONICAL, is_training_objective, map_frame
 
-    if dataclasses.replace(optics, defocus_table_um=None) == CANONICAL:
+    if is_training_objective(optics):
         return RlFrame(1.0, optics, PATCH, CONTEXT)  # the paper's frame, exactly as always
     # the map's own classes in um (measured with DelpNet: methods.class_table)
     scale, rl_optics = matched_optics(CANONICAL, optics, table=map_frame(optics)[1])

@@ -27,6 +27,8 @@ PREFERENCES = ("device", "iterations")
 #: Optics fields left to the API and the CLI (PSF numerics, the level count DelpNet was trained
 #: on); fields that are not a number, a flag or a word (a defocus table) are left out too
 OPTICS_HIDDEN = ("n_levels", "psf_size", "oversample")
+#: Optics fields without a value by default (None: decided from the others), shown as text: empty = none
+OPTICS_OPTIONAL = ("map_pixel_um",)
 #: presentation of Optics fields whose dataclass field carries no help/limits of its own
 _OPTICS_HINTS = {
     "wavelength_nm": {"label": "wavelength (nm)", "help": "emission wavelength", "min": 200.0, "max": 1200.0,
@@ -41,6 +43,9 @@ _OPTICS_HINTS = {
                       "max": 100.0, "step": 0.01},
     "psf_model": {"label": "PSF model", "help": "paraxial: LB-DVD eq. 2 as printed (right in air); "
                   "exact: any immersion"},
+    "map_pixel_um": {"label": "map pixel (µm)", "help": "pixel size at which the defocus map reads the image; "
+                     "empty: matched to DelpNet's training sampling in lambda/NA; 0.65: cultured cells at "
+                     "40x-100x, at the physical size of DelpNet's training images"},
 }
 #: shorter or clearer labels than a schema field's name, for the form only
 FIELD_LABELS = {"tta": "augment (8 flips/rotations)"}
@@ -81,7 +86,8 @@ def optics_specs() -> list[dict]:
 
     out = []
     for spec in describe(optics.Optics):
-        if spec["name"] in OPTICS_HIDDEN or not isinstance(spec["default"], (bool, int, float, str)):
+        shown = isinstance(spec["default"], (bool, int, float, str)) or spec["name"] in OPTICS_OPTIONAL
+        if spec["name"] in OPTICS_HIDDEN or not shown:
             continue  # numerics, and derived values such as a per-level defocus table
         hint = dict(_OPTICS_HINTS.get(spec["name"], {}))
         if spec["name"] == "psf_model" and getattr(optics, "PSF_MODELS", None):

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from magicgui.widgets import CheckBox, Container, PushButton
 
-from .forms import optics_form, optics_specs
+from .forms import OPTICS_OPTIONAL, optics_form, optics_specs
 from .layers import layer_optics
 from .style import ERR_STYLE, info_label, show
 
 DEFAULT = "default"
 #: short names of the fields in the summary line, with their units
 _SHORT = {"na": ("NA", ""), "refractive_index": ("n", ""), "wavelength_nm": ("λ", " nm"),
-          "pixel_um": ("pixel", " µm"), "level_step_um": ("level step", " µm"), "psf_model": ("PSF", "")}
+          "pixel_um": ("pixel", " µm"), "level_step_um": ("level step", " µm"), "psf_model": ("PSF", ""),
+          "map_pixel_um": ("map pixel", " µm")}
 
 
 class OpticsPanel(Container):
@@ -100,7 +101,13 @@ class OpticsPanel(Container):
 
     def _edited(self, name, value=None, *_):
         if not self._filling:
-            self._user[name] = self.form[name].value
+            value = self.form[name].value
+            if name in OPTICS_OPTIONAL:  # text: empty = none (the next source, or the default None)
+                value = _optional_number(value)
+            if value is None:
+                self._user.pop(name, None)
+            else:
+                self._user[name] = value
             self.refresh()
 
     def _show_form(self, *_):
@@ -125,7 +132,7 @@ class OpticsPanel(Container):
 
         values, sources = merge_optics(("you", self._user), (self._file_source, self._file), *self._layer)
         for name, default in self._defaults.items():
-            if name not in values:
+            if name not in values and default is not None:
                 values[name], sources[name] = default, DEFAULT
         self._values, self._sources = values, sources
         self._filling = True
@@ -134,6 +141,8 @@ class OpticsPanel(Container):
                 if w.name in values and w.value != values[w.name]:
                     with suppress(ValueError, TypeError):  # beyond the widget's limits: the summary says
                         w.value = values[w.name]
+                elif w.name in OPTICS_OPTIONAL and w.name not in values:
+                    w.value = ""  # none given: empty, not the text "None"
         finally:
             self._filling = False
         try:
@@ -152,6 +161,18 @@ class OpticsPanel(Container):
             by_source.setdefault(self._sources[name], []).append(f"{short} {text}{unit}")
         order = sorted(by_source, key=lambda s: s == DEFAULT)  # defaults last
         return "\n".join(f"{src}: {', '.join(by_source[src])}" for src in order)
+
+
+def _optional_number(text):
+    """An optional number typed as text: None when empty, else a float (or the text itself, which
+    building the optics then rejects in one line)."""
+    text = str(text).strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _calibration_note(path) -> str:
