@@ -380,11 +380,11 @@ def match_defocus_um(reference: Optics, target: Optics, *, n_candidates: int = 4
 def matched_optics(reference: Optics, optics: Optics, *, table=None) -> tuple[float, Optics]:
     """``(scale, matched)``: ``optics``' pixels per ``reference`` pixel (:func:`map_sampling_scale`:
     at equal size in lambda/NA unless ``optics.map_pixel_um`` says otherwise), and ``optics`` whose
-    level ``L`` is the defocus with the blur of ``reference``'s level ``L`` (``table``, else :func:`match_defocus_um`, as
-    ``defocus_table_um``), with a PSF window as wide in lambda/NA as the reference's. How a class
-    of DelpNet (trained on ``reference``) reads on another objective; used by LB-DVD (with the
-    table measured with DelpNet, :mod:`napari_refocus.methods.class_table`) and by DelpNet's
-    training data (encircled energy)."""
+    level ``L`` is the defocus with the blur of ``reference``'s level ``L`` (``table``, else
+    :func:`match_defocus_um`, as ``defocus_table_um``), with a PSF window ``scale`` x the
+    reference's. How a class of DelpNet (trained on ``reference``) reads on another objective;
+    used by LB-DVD (with the table measured with DelpNet, :mod:`napari_refocus.methods.class_table`)
+    and by DelpNet's training data (encircled energy)."""
     scale = map_sampling_scale(reference, optics)
     table = tuple(table) if table is not None else match_defocus_um(reference, optics)
     size = optics.psf_size

@@ -9,7 +9,10 @@ classes are measured for it, 1.73, 3.60, ... um instead of 2, 4, ... um):
 1. **Sampling.** Blur looks alike on two objectives when lengths are measured in lambda / NA
    (:attr:`~napari_refocus.core.optics.Optics.sampling`). The image is resampled so that its
    pixel is as many lambda / NA as the training pixel (0.65 um x 0.5 / 451 nm = 0.72); the map's
-   grid is then 84x84 *canonical* pixels, ``scale`` native pixels each.
+   grid is then 84x84 *canonical* pixels, ``scale`` native pixels each. DelpNet also reads the
+   objects' size in those pixels: ``Optics.map_pixel_um`` puts the map's pixel at a given size
+   instead (0.65: cells at 40x-100x at the physical size of the training images), and the
+   classes are then measured at that sampling.
 2. **Intensity.** Intensities are mapped onto one canonical scale by their robust range
    (:func:`napari_refocus.core.intensity.to_canonical`: 1st..99.8th percentile -> 150..1150
    counts), so 8-bit, 16-bit, float counts, float 0..1 and any exposure give the same input.
