@@ -80,6 +80,8 @@ needs_weights = pytest.mark.skipif(not WEIGHTS.exists(), reason="weights/delpnet
 OBJECTIVES = {
     "20x-0.5-air-0.325um": {"pixel_um": 0.325},  # NA 0.5 in air, 451 nm: 2 native px per DelpNet px
     "60x-1.4-oil-0.108um": {"pixel_um": 0.108, "na": 1.4, "refractive_index": 1.515, "wavelength_nm": 520.0},
+    # the map's pixel given (Optics.map_pixel_um): 2 native px per map px, not 1.33 as lambda/NA says
+    "20x-0.75-air-0.325um-map-0.65um": {"pixel_um": 0.325, "na": 0.75, "map_pixel_um": 0.65},
 }
 
 

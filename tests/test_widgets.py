@@ -209,11 +209,11 @@ def test_upscaled_result_transform():
 # ------------------------------------------------------------------------------ the form
 def test_form_is_generated_from_each_schema(viewer):
     from napari_refocus.core.optics import Optics
-    from napari_refocus.ui.forms import OPTICS_HIDDEN, PREFERENCES
+    from napari_refocus.ui.forms import OPTICS_HIDDEN, OPTICS_OPTIONAL, PREFERENCES
 
     w = dock(viewer, "refocus")
-    optics_names = [f.name for f in dataclasses.fields(Optics)
-                    if f.name not in OPTICS_HIDDEN and isinstance(f.default, (int, float, str))]
+    optics_names = [f.name for f in dataclasses.fields(Optics) if f.name not in OPTICS_HIDDEN
+                    and (isinstance(f.default, (int, float, str)) or f.name in OPTICS_OPTIONAL)]
     assert [x.name for x in w.optics] == optics_names
     for m in list_methods():
         w.set_method(m.name)
