@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 import functools
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -75,14 +76,13 @@ class Optics:
     def __post_init__(self):
         if self.psf_model not in PSF_MODELS:
             raise ValueError(f"psf_model must be one of {', '.join(PSF_MODELS)}, got {self.psf_model!r}")
-        for name in ("wavelength_nm", "na", "refractive_index", "pixel_um", "level_step_um", "defocus_scale"):
+        for name in ("wavelength_nm", "na", "refractive_index", "pixel_um", "level_step_um", "defocus_scale",
+                     "map_pixel_um"):
             value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
+            if value is None and name == "map_pixel_um":  # optional: the map's sampling matched in lambda/NA
+                continue
+            if not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        m = self.map_pixel_um
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float, np.number))
-                              or not np.isfinite(m) or m <= 0):
-            raise ValueError(f"map_pixel_um must be a positive number or None, got {m!r}")
         if self.na >= self.refractive_index:
             raise ValueError(
                 f"na ({self.na}) must be smaller than refractive_index ({self.refractive_index})"
@@ -219,7 +219,10 @@ def sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01
     """Pixels of ``optics`` per pixel of ``reference`` at equal size in lambda/NA
     (``reference.sampling / optics.sampling``); exactly 1.0 within ``tolerance`` (1 % is less
     than a pixel across an 84-px patch), so the reference's own images are never resampled."""
-    scale = reference.sampling / optics.sampling
+    return _snapped(reference.sampling / optics.sampling, tolerance)
+
+
+def _snapped(scale: float, tolerance: float) -> float:
     return 1.0 if abs(scale - 1.0) < tolerance else float(scale)
 
 
@@ -229,8 +232,15 @@ def map_sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 
     when the map's pixel size is given (exactly 1.0 within ``tolerance``)."""
     if optics.map_pixel_um is None:
         return sampling_scale(reference, optics, tolerance=tolerance)
-    scale = optics.map_pixel_um / optics.pixel_um
-    return 1.0 if abs(scale - 1.0) < tolerance else float(scale)
+    return _snapped(optics.map_pixel_um / optics.pixel_um, tolerance)
+
+
+def map_key(reference: Optics, optics: Optics) -> Optics:
+    """``optics`` without a ``map_pixel_um`` that asks for the sampling lambda/NA gives anyway, so
+    that equal maps share one cache entry and the training objective keeps its exact classes."""
+    if optics.map_pixel_um is not None and map_sampling_scale(reference, optics) == sampling_scale(reference, optics):
+        return dataclasses.replace(optics, map_pixel_um=None)
+    return optics
 
 
 def resolve_optics(optics: Optics | None = None, **kwargs) -> Optics:

@@ -49,7 +49,7 @@ def check_optics_values(values: Mapping, *, where: str = "optics") -> dict:
             value = tuple(value) if ok and value is not None else value
         elif name == "psf_model":
             ok = value in PSF_MODELS
-        elif name == "map_pixel_um":  # None: the map's sampling matched in lambda/NA
+        elif default is None:  # an optional number (map_pixel_um): None leaves it to the others
             ok = value is None or _is_number(value)
         elif isinstance(default, int):
             ok = _is_number(value) and float(value).is_integer()

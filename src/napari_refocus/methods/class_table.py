@@ -35,7 +35,7 @@ import logging
 
 import numpy as np
 
-from ..core.optics import Optics, map_sampling_scale, psf_stack, sampling_scale
+from ..core.optics import Optics, map_key, map_sampling_scale, psf_stack
 from ..core.progress import check_cancelled
 
 logger = logging.getLogger(__name__)
@@ -168,9 +168,7 @@ def response_table(optics: Optics, *, coarse: int = 1) -> tuple:
     from .canonical import CANONICAL
 
     default = Optics()
-    key = dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE})
-    if map_sampling_scale(CANONICAL, key) == sampling_scale(CANONICAL, key):  # the map at its usual sampling
-        key = dataclasses.replace(key, map_pixel_um=None)
+    key = map_key(CANONICAL, dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE}))
     known = KNOWN if coarse == 1 else KNOWN_COARSE
     if key in known:
         import torch

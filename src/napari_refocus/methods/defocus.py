@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.memory import release_free_memory
-from ..core.optics import BACKGROUND, Optics
+from ..core.optics import BACKGROUND, Optics, map_key, map_sampling_scale
 from ..core.progress import Progress, drain
 from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch_view, take_patches
 from ..core.validation import as_image
@@ -153,16 +153,13 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
 def map_scale(optics: Optics | None) -> float:
     """Native pixels per map pixel for an image taken with ``optics`` (None: the training
     objective); :func:`map_frame`'s first value, without measuring the class table."""
-    from ..core.optics import map_sampling_scale
-
     return map_sampling_scale(CANONICAL, optics if optics is not None else CANONICAL)
 
 
 def is_training_objective(optics: Optics) -> bool:
     """True for DelpNet's training objective read at its own sampling (a per-level table aside,
     and ``map_pixel_um`` when it asks for that same sampling): its classes are exactly 2 L um."""
-    same = dataclasses.replace(optics, defocus_table_um=None, map_pixel_um=None) == CANONICAL
-    return same and map_scale(optics) == 1.0
+    return dataclasses.replace(map_key(CANONICAL, optics), defocus_table_um=None) == CANONICAL
 
 
 def map_frame(optics: Optics | None):
