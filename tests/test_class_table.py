@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_refocus.core.optics import Optics, match_defocus_um, psf_bank, psf_stack
+from napari_refocus.core.matching import match_defocus_um
+from napari_refocus.core.optics import Optics, psf_bank, psf_stack
 from napari_refocus.methods import class_table
 from napari_refocus.methods.class_table import SELF_TOLERANCE_UM, response_table, smooth_table
 from napari_refocus.methods.defocus import CANONICAL, map_frame

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from napari_refocus.core.intensity import noise_sigma, robust_range, to_canonical
-from napari_refocus.core.optics import Optics, match_defocus_um
+from napari_refocus.core.matching import match_defocus_um
+from napari_refocus.core.optics import Optics
 from napari_refocus.core.resample import resample, resized_shape
 
 

@@ -3,7 +3,7 @@
 DelpNet's classes are the blur of one objective (:data:`.defocus.CANONICAL`: class ``L`` is
 ``2 L`` um of defocus there). For any other objective, class ``L`` has to become the defocus of
 *that* objective at which DelpNet answers ``L``. Matching PSFs by a number computed from them
-(encircled energy in lambda / NA, :func:`~napari_refocus.core.optics.match_defocus_um`) is right
+(encircled energy in lambda / NA, :func:`~napari_refocus.core.matching.match_defocus_um`) is right
 near focus but not at high NA: there a defocused PSF keeps a compact core and spreads a faint,
 wide halo; encircled energy counts the halo, DelpNet (84-pixel patches) reads the core. Measured
 on held-out fields (BENCHMARKS.md, "Other objectives and exposures"), it read the matched
@@ -35,7 +35,8 @@ import logging
 
 import numpy as np
 
-from ..core.optics import Optics, map_key, map_sampling_scale, psf_stack
+from ..core.matching import map_key, map_sampling_scale
+from ..core.optics import Optics, psf_stack
 from ..core.progress import check_cancelled
 
 logger = logging.getLogger(__name__)

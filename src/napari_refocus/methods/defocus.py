@@ -20,7 +20,7 @@ classes are measured for it, 1.73, 3.60, ... um instead of 2, 4, ... um):
    objective at ``2 L`` um; for any other objective (or PSF model) it is the defocus at which
    DelpNet itself answers ``L`` on a reference field blurred with that objective's PSF
    (:func:`~napari_refocus.methods.class_table.response_table`, measured once per objective: a
-   match of the PSFs' encircled energy, :func:`~napari_refocus.core.optics.match_defocus_um`,
+   match of the PSFs' encircled energy, :func:`~napari_refocus.core.matching.match_defocus_um`,
    under-states high-NA defocus by up to 2x). The map reports that defocus (``defocus_um``),
    and LB-DVD deconvolves with the user's PSF there.
 4. **Background** is relative: a patch whose canonical intensities stay within 80 counts of the
@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.memory import release_free_memory
-from ..core.optics import BACKGROUND, Optics, map_key, map_sampling_scale
+from ..core.matching import map_key, map_sampling_scale
+from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
 from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch_view, take_patches
 from ..core.validation import as_image

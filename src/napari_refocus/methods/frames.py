@@ -31,7 +31,7 @@ class RlFrame:
 @functools.lru_cache(maxsize=16)
 def rl_frame(optics: Optics) -> RlFrame:
     """The :class:`RlFrame` of ``optics`` (cached: the class table takes seconds)."""
-    from ..core.optics import matched_optics
+    from ..core.matching import matched_optics
     from .defocus import CANONICAL, is_training_objective, map_frame
 
     if is_training_objective(optics):

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.optics import Optics, sampling_scale
+from ..core.matching import sampling_scale
+from ..core.optics import Optics
 from ..models.predict import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE
 from .base import Method
 from .params import Params, option

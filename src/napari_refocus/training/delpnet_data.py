@@ -19,7 +19,7 @@ Protocol (LB-DVD 2.1, plus robustness augmentation):
 
 Other objectives (issue "any objective"): with ``objectives`` the patches are drawn from several
 objectives (:data:`TRAIN_OBJECTIVES`). Each source image is blurred by that objective's exact PSF
-at the defocus whose blur matches each class (:func:`~napari_refocus.core.optics.match_defocus_um`,
+at the defocus whose blur matches each class (:func:`~napari_refocus.core.matching.match_defocus_um`,
 as the map reports it), drawn on the reference's sampling in lambda / NA (where the map sees every
 image), so DelpNet learns the classes as blur in lambda / NA rather than the ring pattern of one
 objective.
@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.optics import BACKGROUND, Optics, matched_optics
+from ..core.matching import matched_optics
+from ..core.optics import BACKGROUND, Optics
 
 PATCH = 84
 BG_MAX = 230
