@@ -82,3 +82,16 @@ def test_map_pixel_by_flag_and_optics_file_reaches_the_record(tmp_path, capsys):
     assert values["map_pixel_um"] == 0.65 and sources["map_pixel_um"] == "optics-file"
     assert main(["refocus", str(tmp_path / "none.tif"), "-o", str(tmp_path / "o"), "--map-pixel-um", "0"]) == 2
     assert "map_pixel_um" in capsys.readouterr().err
+
+
+def test_a_map_read_at_a_coarse_pixel_is_reused_by_lbdvd():
+    # 60x/1.4 oil at 0.108 um read at 0.65 um map pixels: 520 rows become 86 map rows, which are
+    # 517.6 native rows; a map handed back to lbdvd was refused as made for another image
+    oil = Optics(na=1.4, refractive_index=1.515, wavelength_nm=520.0, pixel_um=0.108, map_pixel_um=0.65)
+    image = np.random.default_rng(0).poisson(200.0, size=(520, 696)).astype(np.uint16)
+    dm = nr.defocus_map(image, optics=oil, device="cpu")
+    assert dm.grid.image_shape == (86, 116)
+    again = nr.refocus(image, method="lbdvd", optics=oil, defocus_map=dm, device="cpu")
+    assert again.image.shape == image.shape
+    with pytest.raises(ValueError, match="made for an image"):
+        nr.refocus(image[:500], method="lbdvd", optics=oil, defocus_map=dm, device="cpu")

@@ -63,7 +63,9 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     frame = rl_frame(params.optics)
     if defocus_map is None:
         defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
-    elif not np.allclose(np.multiply(defocus_map.grid.image_shape, defocus_map.scale), np.shape(image), atol=1.5):
+    # the map's image was resampled to whole pixels: a side may differ by up to half a map pixel
+    elif not np.allclose(np.multiply(defocus_map.grid.image_shape, defocus_map.scale), np.shape(image),
+                         atol=1.0 + defocus_map.scale / 2):
         raise ValueError(
             f"the defocus map was made for an image of shape {defocus_map.grid.image_shape}, "
             f"not {np.shape(image)}"
