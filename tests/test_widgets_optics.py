@@ -97,6 +97,8 @@ def test_map_pixel_is_typed_as_text_empty_for_none(viewer, tmp_path):
     field.value = "0.6x"
     with pytest.raises(ValueError, match="map_pixel_um"):
         panel.optics()
+    field.value = " Auto "  # chosen per image (methods.map_choice)
+    assert panel.optics().map_pixel_um == "auto"
     field.value = ""
     assert "map_pixel_um" not in panel.values() and panel.optics().map_pixel_um is None
     scope = tmp_path / "cells.json"

@@ -7,6 +7,7 @@ arrays in memory go to :mod:`napari_refocus.methods`, lazy ones to the block-by-
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -186,12 +187,21 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         from .methods.lbdvd import METHOD as LBDVD
         from .methods.lbdvd_blocks import chunked_defocus_map
 
+        from .methods.defocus import choose_map_pixel
+        from .methods.map_choice import is_auto, note
+
+        chose = ""
+        if is_auto(optics):  # chosen once, on the central crop, as the image in memory chooses it
+            optics, _, scores = choose_map_pixel(image, optics, weights=weights, device=device, stride=stride, tta=tta,
+                                  normalise=normalise, beyond_top=beyond_top, batch_size=batch_size)
+            chose = note(optics, scores)
         # the same whole-image intensity statistics lbdvd's blocks use
         sample, s = whole_image_sample(image, DEFAULT_BLOCK)
         params = LBDVD.parse(optics=optics) if optics is not None else None
         stats = LBDVD.image_stats(sample, params=params, sample_stride=s)["stats"] if normalise else None
-        return chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
-                                   progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics,
-                                   beyond_top=beyond_top)
+        dm = chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
+                                 progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics,
+                                 beyond_top=beyond_top)
+        return dataclasses.replace(dm, choice=chose) if chose else dm
     return defocus_map_array(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
                              progress=progress, tta=tta, optics=optics, normalise=normalise, beyond_top=beyond_top)

@@ -32,6 +32,7 @@ Two ways to run, one block function:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -198,7 +199,6 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
     defaults). Whole-image statistics (``method.image_stats``) are computed here, once.
     """
     from .core.devices import resolve_device
-
     m = get_method(method)
     if params is None or isinstance(params, dict):
         params = m.parse(**(params or {}))
@@ -208,6 +208,9 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
         raise ValueError(f"block ({block}) must be a positive multiple of {m.block_multiple} for {m.name}")
     dev = resolve_device(device)
     inputs, notes = {}, []
+    # map_pixel_um="auto": chosen once for the whole image, before anything reads its sampling
+    params, chose = resolve_params(source, m, params, device=dev)
+    notes += [chose] if chose else []
     if m.image_stats is not None:
         sample, s = whole_image_sample(source, block)
         inputs = dict(m.image_stats(sample, params=params, sample_stride=s))
@@ -218,6 +221,25 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
     else:
         restore = in_memory_block_runner(m, params, device=dev, **inputs)
     return BlockRun(source, m, params, dev, int(block), restore, inputs, notes)
+
+
+def resolve_params(source, method: Method, params, *, device):
+    """``(params, note)`` with ``params.optics.map_pixel_um="auto"`` chosen once for the whole image
+    ``source`` from its central crop, with the map keywords the method's in-memory run uses, so that
+    its blocks equal the image in memory (DelpNet's own methods read with their parameters; the
+    generators' never-worse gate with the defaults); ``params`` unchanged otherwise."""
+    from .methods.defocus import choose_map_pixel
+    from .methods.map_choice import is_auto, note
+
+    optics = getattr(params, "optics", None)
+    if not is_auto(optics):
+        return params, ""
+    kwargs = {}
+    if "delpnet" in method.weights:
+        kwargs = {k: getattr(params, k) for k in ("weights", "stride", "tta", "normalise", "beyond_top")
+                  if hasattr(params, k)}
+    chosen, _, scores = choose_map_pixel(source, optics, device=device, **kwargs)
+    return dataclasses.replace(params, optics=chosen), note(chosen, scores)
 
 
 def iter_method_blocks(source, method, *, device="auto", block: int = DEFAULT_BLOCK, **params):

@@ -157,10 +157,11 @@ def _optics_options(p):
     g.add_argument("--level-step-um", dest="level_step_um", type=float, help="defocus per level, um (2)")
     g.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
                    help="exact: any immersion (default); paraxial: LB-DVD eq. 2 as printed, right in air")
-    g.add_argument("--map-pixel-um", dest="map_pixel_um", type=float,
+    g.add_argument("--map-pixel-um", dest="map_pixel_um", type=_number_or_auto,
                    help="pixel size, um, at which the defocus map reads the image (default: matched to DelpNet's "
                         "training sampling in lambda/NA; 0.65: cultured cells at 40x-100x, at the physical size "
-                        "of DelpNet's training images)")
+                        "of DelpNet's training images; auto: each image read both ways, the reading DelpNet is "
+                        "surer of kept)")
 
 
 def _many_images(p):
@@ -170,3 +171,15 @@ def _many_images(p):
     p.add_argument("--axes", help="the files' axes, e.g. ZYX, TCZYX, YXS (RGB); default: from the OME/ImageJ "
                                   "metadata. Every 2-D (Y, X) plane is restored; RGB channel by channel")
     _add_method_options(p)
+
+
+def _number_or_auto(text: str):
+    """``--map-pixel-um``'s value: a number, or the word auto."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None

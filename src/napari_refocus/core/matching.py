@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .optics import Optics, encircled_energy
+from .optics import MAP_PIXEL_AUTO, Optics, encircled_energy
 
 
 def sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 0.01) -> float:
@@ -33,6 +33,8 @@ def map_sampling_scale(reference: Optics, optics: Optics, *, tolerance: float = 
     when the map's pixel size is given (exactly 1.0 within ``tolerance``)."""
     if optics.map_pixel_um is None:
         return sampling_scale(reference, optics, tolerance=tolerance)
+    if optics.map_pixel_um == MAP_PIXEL_AUTO:  # an internal error: the entry points resolve it first
+        raise ValueError("map_pixel_um='auto' is chosen per image (methods.map_choice) before the map's scale is known")
     return _snapped(optics.map_pixel_um / optics.pixel_um, tolerance)
 
 

@@ -39,6 +39,10 @@ PSF_MODELS = ("paraxial", "exact")
 BACKGROUND = 11
 
 
+#: ``Optics.map_pixel_um`` chosen per image from the two readings (methods.map_choice)
+MAP_PIXEL_AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class Optics:
     """Optical settings of a wide-field microscope (defaults: LB-DVD paper, BBBC006).
@@ -70,8 +74,9 @@ class Optics:
     #: the pixel size (um) at which the defocus map reads the image. None (default): matched to
     #: DelpNet's training sampling in lambda / NA. DelpNet also reads the objects' size in its pixels:
     #: 0.65 puts cultured cells at the physical size of its training images (BBBC006, 20x), better
-    #: for such cells imaged at 40x-100x (benchmarks/object_scale.py)
-    map_pixel_um: float | None = None
+    #: for such cells imaged at 40x-100x (benchmarks/object_scale.py). "auto" (:data:`MAP_PIXEL_AUTO`):
+    #: each image is read both ways and the reading DelpNet is surer of is kept (methods.map_choice)
+    map_pixel_um: float | str | None = None
 
     def __post_init__(self):
         if self.psf_model not in PSF_MODELS:
@@ -79,8 +84,8 @@ class Optics:
         for name in ("wavelength_nm", "na", "refractive_index", "pixel_um", "level_step_um", "defocus_scale",
                      "map_pixel_um"):
             value = getattr(self, name)
-            if value is None and name == "map_pixel_um":  # optional: the map's sampling matched in lambda/NA
-                continue
+            if name == "map_pixel_um" and (value is None or value == MAP_PIXEL_AUTO):  # optional, or chosen
+                continue  # per image (None: the map's sampling matched in lambda/NA)
             if not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.na >= self.refractive_index:

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .optics import BACKGROUND, N_LEVELS
+from .optics import BACKGROUND, MAP_PIXEL_AUTO, N_LEVELS
 
 
 def as_image(image, *, name: str = "image", ndim: int = 2, allow_negative: bool = False):
@@ -85,6 +85,8 @@ RULES: dict[str, tuple] = {
     "workers": ("int", 1, None, False), "threads": ("int", 1, None, False), "num_threads": ("int", 1, None, False),
     "epochs": ("int", 1, None, False), "steps": ("int", 1, None, False), "minutes": _POSITIVE, "lr": _POSITIVE,
 }
+#: words an option takes besides its numbers
+WORDS = {"map_pixel_um": (MAP_PIXEL_AUTO,)}
 #: odd-only integers (a centred window)
 ODD = ("psf_size", "oversample")
 
@@ -93,7 +95,7 @@ def check_value(name: str, value, *, where: str = ""):
     """``value`` of the option ``name`` after checking it against :data:`RULES` (None and names
     without a rule pass unchanged; integer-valued floats of an integer option become ints)."""
     rule = RULES.get(name)
-    if rule is None or value is None:
+    if rule is None or value is None or (isinstance(value, str) and value in WORDS.get(name, ())):
         return value
     kind, lo, hi, open_lo = rule
     prefix = f"{where}: " if where else ""

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.optics import PSF_MODELS, Optics
+from ..core.validation import WORDS
 
 #: every field of :class:`Optics` (the keys an optics file may hold)
 OPTICS_FIELDS = tuple(f.name for f in dataclasses.fields(Optics))
@@ -50,7 +51,7 @@ def check_optics_values(values: Mapping, *, where: str = "optics") -> dict:
         elif name == "psf_model":
             ok = value in PSF_MODELS
         elif default is None:  # an optional number (map_pixel_um): None leaves it to the others
-            ok = value is None or _is_number(value)
+            ok = value is None or _is_number(value) or value in WORDS.get(name, ())
         elif isinstance(default, int):
             ok = _is_number(value) and float(value).is_integer()
             value = int(value) if ok else value

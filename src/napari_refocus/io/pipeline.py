@@ -379,7 +379,8 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
     table = [round(float(z), 4) for z in dmap.defocus_um]
     beyond = dmap.coarse.provenance() if dmap.coarse is not None else None  # methods.deep: read past the top class
     meta = {"napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(), "scale": dmap.scale,
-            "class_defocus_um": table, "background_value": 11, "beyond_top": beyond, **optics_report(values, sources)}
+            "class_defocus_um": table, "background_value": 11, "beyond_top": beyond, **optics_report(values, sources),
+            "map_choice": dmap.choice or None}  # map_pixel_um="auto": the reading kept, and why
     if fmt == "ome-zarr":
         from .zarr_write import write_defocus_map
 
@@ -397,4 +398,5 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
     return {"input": str(path), "levels": str(levels_path), "patches": str(csv_path), "grid": list(dmap.grid.shape),
             "scale": dmap.scale, "class_defocus_um": table, "focus_level": None if level != level else level,
             "focus_defocus_um": None if focus_um != focus_um else round(focus_um, 4), "focus_certainty": certainty,
-            "beyond_top": beyond, **optics_report(values, sources), "seconds": round(seconds, 3)}
+            "beyond_top": beyond, **optics_report(values, sources), "map_choice": dmap.choice or None,
+            "seconds": round(seconds, 3)}

@@ -46,6 +46,7 @@ from ..core.validation import as_image
 from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
 from .deep import TOP
+from .map_choice import is_auto, iter_choose, note
 
 #: patches per DelpNet forward pass: its activations take ~0.6 MB a patch (a batch of 256: ~150
 #: MB), and 16 ran as many patches/s as 64 or 256 on a 2-core CPU (benchmarks/memory_speed.py)
@@ -79,6 +80,8 @@ class DefocusMap:
     defocus_um: tuple = tuple(2.0 * lv for lv in range(N_CLASSES - 1))
     optics: dict = field(default_factory=lambda: CANONICAL.as_dict())
     coarse: object = None
+    #: how the map's pixel was chosen (``map_pixel_um="auto"``: :func:`.map_choice.note`), else ""
+    choice: str = ""
 
     @property
     def background(self) -> np.ndarray:
@@ -256,6 +259,14 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     arr = as_image(image, name="image", ndim=2, allow_negative=True)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    choice = ""
+    if is_auto(optics):  # read both ways on the central crop, keep the surer reading (.map_choice)
+        optics, dm, scores = yield from iter_choose(arr, optics, iter_defocus_map, weights=weights, device=device, stride=stride,
+                                                    batch_size=batch_size, tta=tta, normalise=normalise,
+                                                    stats=stats, report=report, beyond_top=beyond_top)
+        choice = note(optics, scores)
+        if dm is not None:  # the crop was the whole image: that reading is its map
+            return dataclasses.replace(dm, choice=choice)
     scale, table = map_frame(optics)
     data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
     if min(data.shape) < PATCH:
@@ -290,7 +301,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                                          table=table)
     return DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
                       weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
-                      optics=(optics or CANONICAL).as_dict(), coarse=coarse)
+                      optics=(optics or CANONICAL).as_dict(), coarse=coarse, choice=choice)
 
 
 def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta, report, levels, grid, table):
@@ -351,6 +362,13 @@ def defocus_map_array(image, *, weights=None, device="auto", stride: int = STRID
     """
     return drain(iter_defocus_map(image, weights=weights, device=device, stride=stride, batch_size=batch_size,
                                   tta=tta, optics=optics, normalise=normalise, beyond_top=beyond_top), progress)
+
+
+def choose_map_pixel(image, optics: Optics, **map_kwargs):
+    """``(optics, map or None, {reading: score})``: ``map_pixel_um="auto"`` chosen for a 2-D ``image``
+    (numpy, dask or zarr: only its central crop is read) with :func:`iter_defocus_map`'s keywords
+    (:func:`.map_choice.iter_choose`)."""
+    return drain(iter_choose(image, optics, iter_defocus_map, **map_kwargs))
 
 
 #: the in-memory form under its old name (``napari_refocus.defocus_map`` also takes big images)

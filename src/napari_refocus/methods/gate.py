@@ -248,6 +248,8 @@ def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=No
 
     dmap = yield from iter_defocus_map(image, weights=weights, device=device, tta=tta, optics=optics, stats=stats,
                                        report=report)
+    if report is not None:
+        report.note(dmap.choice)  # map_pixel_um="auto": which reading the gate's map kept
     return dmap, gate_of_map(dmap)
 
 
@@ -256,7 +258,10 @@ def map_fits(image_shape, optics=None) -> bool:
     from ..core.resample import resized_shape
     from ..core.tiling import PATCH
     from .defocus import map_scale
+    from .map_choice import candidates, is_auto
 
+    if is_auto(optics):  # either reading will do
+        return any(map_fits(image_shape, o) for o in candidates(optics))
     scale = map_scale(optics)
     return min(resized_shape(image_shape, 1.0 / scale) if scale != 1.0 else image_shape[-2:]) >= PATCH
 

@@ -18,6 +18,7 @@ from ..core.tiling import STRIDE
 from . import gate, lbdvd_global
 from .base import Method
 from .frames import native_levels, rl_frame, rl_group
+from .map_choice import is_auto
 from .params import Params, option
 
 
@@ -60,7 +61,6 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     """DelpNet map (unless one is given), then depth-variant RL with each patch's class."""
     from ..core.rl import iter_deconvolve
 
-    frame = rl_frame(params.optics)
     if defocus_map is None:
         defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
     # the map's image was resampled to whole pixels: a side may differ by up to half a map pixel
@@ -70,6 +70,11 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
             f"the defocus map was made for an image of shape {defocus_map.grid.image_shape}, "
             f"not {np.shape(image)}"
         )
+    if is_auto(params.optics):  # the map's pixel was chosen with the map (.map_choice): RL follows it
+        optics = dataclasses.replace(params.optics, map_pixel_um=defocus_map.optics.get("map_pixel_um"))
+        params = dataclasses.replace(params, optics=optics)
+        report.note(defocus_map.choice)
+    frame = rl_frame(params.optics)
     if defocus_map.weights_sha256:
         report.weights_sha256["delpnet"] = defocus_map.weights_sha256
     report.extras["defocus_map"] = defocus_map

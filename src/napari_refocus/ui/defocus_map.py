@@ -167,7 +167,8 @@ class DefocusMapWidget(ViewerWidget):
         meta = {"defocus_map": dm, "source_layer": source.name, "source_plane": list(index),
                 "grid": dm.grid.as_dict(), "scale": dm.scale, "class_defocus_um": [float(z) for z in dm.defocus_um],
                 "levels": levels.tolist(), "optics": self._map_optics[0], "optics_source": self._map_optics[1],
-                "beyond_top": dm.coarse.provenance() if dm.coarse is not None else None}
+                "beyond_top": dm.coarse.provenance() if dm.coarse is not None else None,
+                "map_choice": dm.choice or None}
         cmap = cmap if cmap is not None else overlay_colormap(dm, self.use_certainty.value)
         features = features if features is not None else overlay_features(dm)
         ly = self.map_layer

@@ -45,7 +45,8 @@ _OPTICS_HINTS = {
                   "exact: any immersion"},
     "map_pixel_um": {"label": "map pixel (µm)", "help": "pixel size at which the defocus map reads the image; "
                      "empty: matched to DelpNet's training sampling in lambda/NA; 0.65: cultured cells at "
-                     "40x-100x, at the physical size of DelpNet's training images"},
+                     "40x-100x, at the physical size of DelpNet's training images; auto: each image read both "
+                     "ways, the reading DelpNet is surer of kept"},
 }
 #: shorter or clearer labels than a schema field's name, for the form only
 FIELD_LABELS = {"tta": "augment (8 flips/rotations)"}

@@ -169,6 +169,8 @@ def _optional_number(text):
     text = str(text).strip()
     if not text:
         return None
+    if text.lower() == "auto":  # map_pixel_um: chosen per image
+        return "auto"
     try:
         return float(text)
     except ValueError:

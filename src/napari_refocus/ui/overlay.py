@@ -122,6 +122,8 @@ def summary_text(dm) -> str:
         n = int(np.isfinite(dm.deep_um()).sum())
         text += (f"; {n} top-level patches read beyond it at half the sampling: "
                  f"{_um(beyond[0])}-{_um(beyond[1])} µm")
+    if getattr(dm, "choice", ""):  # map_pixel_um="auto"
+        text += f"; {dm.choice}"
     return text
 
 
