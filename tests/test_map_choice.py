@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
 
 import napari_refocus as nr
 from napari_refocus.core.optics import Optics, resolve_optics
-from napari_refocus.methods.defocus import map_frame, map_scale
+from napari_refocus.methods.defocus import map_scale
 from napari_refocus.methods.map_choice import candidates, is_auto
 
 OIL = dict(na=1.4, refractive_index=1.515, wavelength_nm=520.0, pixel_um=0.108, psf_model="exact")
@@ -67,25 +66,13 @@ def test_auto_reads_cells_at_their_physical_size_on_oil_in_memory_and_by_blocks(
     # DelpNet's training cells: that reading is unsure and mostly wrong; the 0.65 um reading is sure and
     # right, and auto keeps it, in memory and block by block alike
     import dask.array as da
-    from skimage.transform import resize
+    from physical_support import physical_image, within_one
 
-    from napari_refocus.io.samples import infocus_image
-
-    gt = infocus_image().astype(np.float32)[100:300, 150:400]
-    big = resize(gt, (gt.shape[0] * 6, gt.shape[1] * 6), order=3, preserve_range=True).astype(np.float32)
     base = Optics(**{**OIL, "pixel_um": 0.65 / 6})
     auto, physical = (dataclasses.replace(base, map_pixel_um=v) for v in ("auto", 0.65))
     z = 4.0
-    reach = z * math.tan(math.asin(base.na / base.refractive_index)) / base.pixel_um
-    sim = dataclasses.replace(base, level_step_um=z, n_levels=2, psf_size=2 * int(reach + 12) + 1, oversample=3)
-    clean = nr.simulate(big, level=1, noise=None, optics=sim)
-    image = np.clip(np.random.default_rng(0).poisson(clean), 0, 65535).astype(np.uint16)
-    within = {}
-    for name, optics in (("lambda/NA", base), ("physical", physical)):
-        dm = nr.defocus_map(image, optics=optics, beyond_top=False, device="cpu")
-        truth = int(np.argmin(np.abs(np.asarray(map_frame(optics)[1]) - z)))
-        fg = dm.levels != 11
-        within[name] = float((np.abs(dm.levels[fg] - truth) <= 1).mean())
+    image = physical_image(base, upscale=6, z_um=z, crop=(slice(100, 300), slice(150, 400)))
+    within = {name: within_one(image, optics, z)[0] for name, optics in (("lambda/NA", base), ("physical", physical))}
     assert within["physical"] >= 0.9 and within["lambda/NA"] <= within["physical"] - 0.2
     dm = nr.defocus_map(image, optics=auto, beyond_top=False, device="cpu")
     assert dm.optics["map_pixel_um"] == 0.65 and dm.choice.startswith("map pixel chosen automatically: 0.65 um")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
@@ -46,25 +45,14 @@ def test_cells_at_their_physical_size_are_read_right_at_the_training_pixel():
     # (0.217 um pixels), blurred at the defocus the physical map reads as class 4 (3.9 um). Matched in
     # lambda/NA the cells look 1.9x larger than DelpNet's training cells and the map reads too high
     # (measured: 62 % within one class); at 0.65 um map pixels, 100 %
-    from skimage.transform import resize
+    from physical_support import physical_image, within_one
 
-    from napari_refocus.io.samples import infocus_image
-
-    gt = infocus_image().astype(np.float32)
-    big = resize(gt, (gt.shape[0] * UP, gt.shape[1] * UP), order=3, preserve_range=True).astype(np.float32)
     physical, default = Optics(**AIR, map_pixel_um=0.65), Optics(**AIR)
     z = map_frame(physical)[1][4]
-    # the library's forward model, with a PSF window as wide as this defocus blurs (3x3 samples a pixel)
-    reach = z * math.tan(math.asin(physical.na / physical.refractive_index)) / physical.pixel_um
-    sim = dataclasses.replace(physical, level_step_um=z, n_levels=2, psf_size=2 * int(reach + 12) + 1, oversample=3)
-    clean = nr.simulate(big, level=1, noise=None, optics=sim)
-    image = np.clip(np.random.default_rng(0).poisson(clean), 0, 65535).astype(np.uint16)
+    image = physical_image(physical, upscale=UP, z_um=z)
     within = {}
     for name, optics in (("physical", physical), ("default", default)):
-        dm = nr.defocus_map(image, optics=optics, beyond_top=False)
-        truth = int(np.argmin(np.abs(np.asarray(map_frame(optics)[1]) - z)))
-        fg = dm.levels != 11
-        within[name] = float((np.abs(dm.levels[fg] - truth) <= 1).mean())
+        within[name], dm = within_one(image, optics, z)
         assert dm.scale == pytest.approx(map_scale(optics), rel=0.01)
     assert within["physical"] >= 0.9
     assert within["default"] <= within["physical"] - 0.2

@@ -4,10 +4,12 @@ DelpNet reads both the blur and the size of the objects in its pixels (benchmark
 An image can be read at two samplings, each right for one kind of image: matched to the training
 objective in lambda / NA (objects that look as DelpNet's training images did through that
 objective), or at the training images' 0.65 um pixel (cultured cells at their physical size,
-imaged at 40x-100x). Which one holds is not in the metadata. DelpNet is surer of the reading in
-which the image looks like its training data: on held-out fields the mean certainty of the
-non-background patches picked the more accurate reading (benchmarks/eval_objectives.py "Choosing
-the map pixel"). The choice is made on the image's central crop (at most :data:`CHOICE_SIDE`
+imaged at 40x-100x). Which one holds is not in the metadata. ``auto`` keeps the reading with the
+higher mean certainty of the non-background patches. Measured (benchmarks/map_choice.py,
+BENCHMARKS.md "Choosing the map pixel per image"): on cells at their physical size it kept the
+0.65 um reading and cut the median defocus error 2-3x (+0.1 dB of LB-DVD gain); on fields whose
+objects are as small in lambda/NA as DelpNet's training ones it mostly kept 0.65 um too, with a
+larger error and the same gain. So it is an opt-in, not the default. The choice is made on the image's central crop (at most :data:`CHOICE_SIDE`
 pixels a side), so that an image in memory and the same image read block by block choose alike.
 """
 
