@@ -261,9 +261,10 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     choice = ""
     if is_auto(optics):  # read both ways on the central crop, keep the surer reading (.map_choice)
-        optics, dm, scores = yield from iter_choose(arr, optics, iter_defocus_map, weights=weights, device=device, stride=stride,
-                                                    batch_size=batch_size, tta=tta, normalise=normalise,
-                                                    stats=stats, report=report, beyond_top=beyond_top)
+        optics, dm, scores = yield from iter_choose(arr, optics, iter_defocus_map, weights=weights, device=device,
+                                                    stride=stride, batch_size=batch_size, tta=tta,
+                                                    normalise=normalise, stats=stats, report=report,
+                                                    beyond_top=beyond_top)
         choice = note(optics, scores)
         if dm is not None:  # the crop was the whole image: that reading is its map
             return dataclasses.replace(dm, choice=choice)

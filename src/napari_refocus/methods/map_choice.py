@@ -9,8 +9,9 @@ higher mean certainty of the non-background patches. Measured (benchmarks/map_ch
 BENCHMARKS.md "Choosing the map pixel per image"): on cells at their physical size it kept the
 0.65 um reading and cut the median defocus error 2-3x (+0.1 dB of LB-DVD gain); on fields whose
 objects are as small in lambda/NA as DelpNet's training ones it mostly kept 0.65 um too, with a
-larger error and the same gain. So it is an opt-in, not the default. The choice is made on the image's central crop (at most :data:`CHOICE_SIDE`
-pixels a side), so that an image in memory and the same image read block by block choose alike.
+larger error and the same gain. So it is an opt-in, not the default. The choice is made on the
+image's central crop (at most :data:`CHOICE_SIDE` pixels a side), so that an image in memory and
+the same image read block by block choose alike.
 """
 
 from __future__ import annotations
