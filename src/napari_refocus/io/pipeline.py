@@ -364,10 +364,9 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
     import csv
 
     from ..api import defocus_map
-
-    path, outdir = Path(path), Path(outdir)
     from .formats import output_name
 
+    path, outdir = Path(path), Path(outdir)
     levels_path = outdir / output_name(path, "_levels", fmt)
     csv_path = outdir / f"{output_stem(path)}_patches.csv"
     for out in (levels_path, csv_path):
@@ -377,10 +376,10 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
     dmap = defocus_map(image, device=device, stride=stride, tta=tta, progress=progress, **given_optics(values, sources))
     seconds = time.perf_counter() - t0
     table = [round(float(z), 4) for z in dmap.defocus_um]
-    beyond = dmap.coarse.provenance() if dmap.coarse is not None else None  # methods.deep: read past the top class
+    shared = {"beyond_top": dmap.coarse.provenance() if dmap.coarse is not None else None,  # methods.deep
+              **optics_report(values, sources), "map_choice": dmap.choice or None}  # map_pixel_um="auto"
     meta = {"napari_refocus": "defocus-map", "source": str(path), "grid": dmap.grid.as_dict(), "scale": dmap.scale,
-            "class_defocus_um": table, "background_value": 11, "beyond_top": beyond, **optics_report(values, sources),
-            "map_choice": dmap.choice or None}  # map_pixel_um="auto": the reading kept, and why
+            "class_defocus_um": table, "background_value": 11, **shared}
     if fmt == "ome-zarr":
         from .zarr_write import write_defocus_map
 
@@ -398,5 +397,4 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
     return {"input": str(path), "levels": str(levels_path), "patches": str(csv_path), "grid": list(dmap.grid.shape),
             "scale": dmap.scale, "class_defocus_um": table, "focus_level": None if level != level else level,
             "focus_defocus_um": None if focus_um != focus_um else round(focus_um, 4), "focus_certainty": certainty,
-            "beyond_top": beyond, **optics_report(values, sources), "map_choice": dmap.choice or None,
-            "seconds": round(seconds, 3)}
+            **shared, "seconds": round(seconds, 3)}
