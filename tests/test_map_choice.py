@@ -82,3 +82,13 @@ def test_auto_reads_cells_at_their_physical_size_on_oil_in_memory_and_by_blocks(
     lazy = nr.refocus(da.from_array(image, chunks=512), method="lbdvd", optics=auto, device="cpu")
     assert np.array_equal(np.asarray(lazy.image), got.image)
     assert any("chosen automatically: 0.65 um" in n for n in lazy.notes)
+
+
+@pytest.mark.slow
+def test_auto_reads_lambda_na_alone_when_the_image_is_too_small_for_the_other_reading():
+    # 500 columns at 0.108 um are 83 px at 0.65 um: less than one DelpNet patch (84)
+    image = np.random.default_rng(1).poisson(300.0, size=(600, 500)).astype(np.uint16)
+    auto = nr.refocus(image, method="lbdvd", optics=Optics(**OIL, map_pixel_um="auto"), device="cpu")
+    plain = nr.refocus(image, method="lbdvd", optics=Optics(**OIL), device="cpu")
+    assert np.array_equal(auto.image, plain.image)
+    assert any("lambda/NA" in n and "0.65 um too small to read" in n for n in auto.notes)

@@ -60,7 +60,8 @@ def score(defocus_map) -> float:
 
 
 def iter_choose(image, optics: Optics, read, **map_kwargs):
-    """``(optics with map_pixel_um resolved, the chosen map or None, {reading: score})`` for a 2-D
+    """``(optics with map_pixel_um resolved, the chosen map or None, {reading: score, None when the
+    image is too small to read that way})`` for a 2-D
     ``image`` (a generator yielding Progress). The chosen map is returned when the crop was the whole
     image and ``map_kwargs`` hold no outside ``stats`` (it is then the image's own map); None otherwise.
     ``read``: :func:`~.defocus.iter_defocus_map` (passed in: that module calls this one), and
@@ -77,11 +78,12 @@ def iter_choose(image, optics: Optics, read, **map_kwargs):
             dm = yield from read(crop, optics=o, **kwargs)
         except ValueError as exc:  # too small at this sampling: the other reading only
             errors.append(exc)
+            scores[label(o)] = None
             continue
         scores[label(o)], maps[label(o)] = score(dm), (o, dm)
     if not maps:
         raise errors[0]
-    best = max(scores, key=scores.get)  # the first (lambda/NA) on a tie
+    best = max(maps, key=lambda k: scores[k])  # the first (lambda/NA) on a tie
     chosen, dm = maps[best]
     return chosen, (dm if whole else None), scores
 
@@ -95,7 +97,8 @@ def note(chosen: Optics, scores: dict) -> str:
     """The one line a run records about the choice."""
     if not scores:
         return ""
-    others = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != label(chosen))
+    others = ", ".join(f"{k} {'too small to read' if v is None else f'{v:.3f}'}" for k, v in scores.items()
+                       if k != label(chosen))
     return (f"map pixel chosen automatically: {label(chosen)} (DelpNet's mean certainty "
             f"{scores[label(chosen)]:.3f}; {others})")
 
