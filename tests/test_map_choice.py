@@ -76,6 +76,8 @@ def test_auto_reads_cells_at_their_physical_size_on_oil_in_memory_and_by_blocks(
     assert within["physical"] >= 0.9 and within["lambda/NA"] <= within["physical"] - 0.2
     dm = nr.defocus_map(image, optics=auto, beyond_top=False, device="cpu")
     assert dm.optics["map_pixel_um"] == 0.65 and dm.choice.startswith("map pixel chosen automatically: 0.65 um")
+    lazy_map = nr.defocus_map(da.from_array(image, chunks=512), optics=auto, beyond_top=False, device="cpu")
+    assert np.array_equal(lazy_map.levels, dm.levels) and lazy_map.choice == dm.choice
     got = nr.refocus(image, method="lbdvd", optics=auto, device="cpu")
     want = nr.refocus(image, method="lbdvd", optics=physical, device="cpu")
     assert np.array_equal(got.image, want.image) and any("chosen automatically: 0.65 um" in n for n in got.notes)

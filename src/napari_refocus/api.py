@@ -187,17 +187,17 @@ def defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE, bat
         from .methods.lbdvd import METHOD as LBDVD
         from .methods.lbdvd_blocks import chunked_defocus_map
 
-        from .methods.defocus import choose_map_pixel
-        from .methods.map_choice import is_auto, note
+        from .bigimage import resolve_params
 
         chose = ""
-        if is_auto(optics):  # chosen once, on the central crop, as the image in memory chooses it
-            optics, _, scores = choose_map_pixel(image, optics, weights=weights, device=device, stride=stride, tta=tta,
-                                  normalise=normalise, beyond_top=beyond_top, batch_size=batch_size)
-            chose = note(optics, scores)
+        params = None
+        if optics is not None:  # map_pixel_um="auto": chosen once, as lbdvd's blocks choose it
+            params = LBDVD.parse(optics=optics, stride=stride, tta=tta, normalise=normalise, beyond_top=beyond_top,
+                                 weights=None if weights is None else str(weights))
+            params, chose = resolve_params(image, LBDVD, params, device=device)
+            optics = params.optics
         # the same whole-image intensity statistics lbdvd's blocks use
         sample, s = whole_image_sample(image, DEFAULT_BLOCK)
-        params = LBDVD.parse(optics=optics) if optics is not None else None
         stats = LBDVD.image_stats(sample, params=params, sample_stride=s)["stats"] if normalise else None
         dm = chunked_defocus_map(image, block=DEFAULT_BLOCK, weights=weights, device=device, stride=stride,
                                  progress=progress, stats=stats, tta=tta, batch_size=batch_size, optics=optics,

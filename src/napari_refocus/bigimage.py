@@ -199,6 +199,7 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
     defaults). Whole-image statistics (``method.image_stats``) are computed here, once.
     """
     from .core.devices import resolve_device
+
     m = get_method(method)
     if params is None or isinstance(params, dict):
         params = m.parse(**(params or {}))

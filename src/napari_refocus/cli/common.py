@@ -174,12 +174,12 @@ def _many_images(p):
 
 
 def _number_or_auto(text: str):
-    """``--map-pixel-um``'s value: a number, or the word auto."""
+    """``--map-pixel-um``'s value: a number, or the word auto (:func:`~napari_refocus.core.validation.number_or_word`)."""
     import argparse
 
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+    from ..core.validation import number_or_word
+
+    value = number_or_word("map_pixel_um", text)
+    if isinstance(value, str) and value != "auto":
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}")
+    return value

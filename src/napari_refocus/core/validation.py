@@ -91,6 +91,19 @@ WORDS = {"map_pixel_um": (MAP_PIXEL_AUTO,)}
 ODD = ("psf_size", "oversample")
 
 
+def number_or_word(name: str, text):
+    """An option typed as text (a CLI flag, a widget's text field): one of its :data:`WORDS` (any
+    case, spaces around), else a float; text that is neither is returned as it is, for
+    :func:`check_value` or the optics to reject in one line."""
+    text = str(text).strip()
+    if text.lower() in WORDS.get(name, ()):
+        return text.lower()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def check_value(name: str, value, *, where: str = ""):
     """``value`` of the option ``name`` after checking it against :data:`RULES` (None and names
     without a rule pass unchanged; integer-valued floats of an integer option become ints)."""

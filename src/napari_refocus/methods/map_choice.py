@@ -24,10 +24,8 @@ from ..core.matching import map_key
 from ..core.optics import BACKGROUND, MAP_PIXEL_AUTO, Optics
 from .canonical import CANONICAL
 
-#: the crop the choice is made on, native pixels a side (two maps of a 2048^2 crop: ~1-3 s on 2 cores)
+#: the crop the choice is made on, native pixels a side (bounded work and memory on any image)
 CHOICE_SIDE = 2048
-#: DelpNet's training images' pixel (um): cells at their physical size
-TRAINING_PIXEL_UM = 0.65
 
 
 def is_auto(optics) -> bool:
@@ -39,7 +37,7 @@ def candidates(optics: Optics) -> list[Optics]:
     """The readings ``optics`` (with ``map_pixel_um="auto"``) chooses between: lambda/NA first (kept
     on a tie), then the training pixel; one when both give the same sampling (the training objective)."""
     out = []
-    for pixel in (None, TRAINING_PIXEL_UM):
+    for pixel in (None, CANONICAL.pixel_um):  # the training images' pixel: cells at their physical size
         o = map_key(CANONICAL, dataclasses.replace(optics, map_pixel_um=pixel))
         if o not in out:
             out.append(o)
@@ -47,10 +45,10 @@ def candidates(optics: Optics) -> list[Optics]:
 
 
 def central_crop(image, side: int = CHOICE_SIDE):
-    """The central ``side`` x ``side`` pixels of a 2-D array (numpy, dask or zarr) as float32 numpy."""
+    """The central ``side`` x ``side`` pixels of a 2-D array (numpy, dask or zarr) as numpy, in its dtype."""
     h, w = (int(n) for n in image.shape[-2:])
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return np.asarray(image[y0:y0 + min(h, side), x0:x0 + min(w, side)], dtype=np.float32)
+    return np.asarray(image[y0:y0 + min(h, side), x0:x0 + min(w, side)])
 
 
 def score(defocus_map) -> float:
@@ -60,10 +58,10 @@ def score(defocus_map) -> float:
 
 
 def iter_choose(image, optics: Optics, read, **map_kwargs):
-    """``(optics with map_pixel_um resolved, the chosen map or None, {reading: score, None when the
-    image is too small to read that way})`` for a 2-D
-    ``image`` (a generator yielding Progress). The chosen map is returned when the crop was the whole
-    image and ``map_kwargs`` hold no outside ``stats`` (it is then the image's own map); None otherwise.
+    """``(optics with map_pixel_um resolved, the chosen map or None, {reading: score, or None when the
+    image is too small to read that way})`` for a 2-D ``image`` (a generator yielding Progress). The
+    chosen map is returned when the crop was the whole image and ``map_kwargs`` hold no outside
+    ``stats`` (it is then the image's own map); None otherwise.
     ``read``: :func:`~.defocus.iter_defocus_map` (passed in: that module calls this one), and
     ``map_kwargs`` its keywords. With one candidate nothing is read."""
     options = candidates(optics)

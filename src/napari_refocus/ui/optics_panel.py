@@ -103,7 +103,7 @@ class OpticsPanel(Container):
         if not self._filling:
             value = self.form[name].value
             if name in OPTICS_OPTIONAL:  # text: empty = none (the next source, or the default None)
-                value = _optional_number(value)
+                value = _optional_number(value, name)
             if value is None:
                 self._user.pop(name, None)
             else:
@@ -163,18 +163,12 @@ class OpticsPanel(Container):
         return "\n".join(f"{src}: {', '.join(by_source[src])}" for src in order)
 
 
-def _optional_number(text):
-    """An optional number typed as text: None when empty, else a float (or the text itself, which
-    building the optics then rejects in one line)."""
-    text = str(text).strip()
-    if not text:
-        return None
-    if text.lower() == "auto":  # map_pixel_um: chosen per image
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        return text
+def _optional_number(text, name: str):
+    """An optional number typed as text: None when empty, else a float or one of the option's words
+    ("auto"), or the text itself, which building the optics then rejects in one line."""
+    from ..core.validation import number_or_word
+
+    return number_or_word(name, text) if str(text).strip() else None
 
 
 def _calibration_note(path) -> str:
