@@ -10,7 +10,10 @@ and the PSNR gain of LB-DVD (optics given) against the ground truth (data range 
 Exposure/dtype: the same field at x0.25..x16 the counts and as uint8 / float 0..1 must give the
 same map (share identical / within one class of the x1 uint16 map) and the same LB-DVD gain.
 
-    python benchmarks/eval_objectives.py [--quick] [--no-write]
+    python benchmarks/eval_objectives.py [--quick] [--no-write] [--delpnet CANDIDATE.safetensors]
+
+``--delpnet``: a candidate DelpNet weights file read in place of the shipped one by every map and
+class table of the run (before it ships; nothing is published).
 """
 
 from __future__ import annotations
@@ -221,13 +224,32 @@ def learned_table(args):
     ], write=not args.no_write)
 
 
+def use_delpnet(path):
+    """Every map and class table of this process reads DelpNet from ``path`` instead of the
+    shipped file: ``canonical.delpnet`` is where they all get the network, and the class table
+    asks it for the shipped one (``weights=None``)."""
+    from napari_refocus.methods import canonical, defocus
+
+    shipped = canonical.delpnet
+
+    def candidate(weights, device):
+        return shipped(path if weights is None else weights, device)
+
+    canonical.delpnet = defocus._model = candidate
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="one field, fewer defocus values")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--skip-learned", action="store_true",
                     help="leave the learned methods' section (192 generator runs) as it is")
+    ap.add_argument("--delpnet", help="a candidate DelpNet .safetensors in place of the shipped one (implies "
+                    "--no-write and --skip-learned)")
     args = ap.parse_args(argv)
+    if args.delpnet:
+        use_delpnet(args.delpnet)
+        args.no_write = args.skip_learned = True
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     obj_lines, summary = objectives_table(args, rng)

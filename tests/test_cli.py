@@ -53,7 +53,8 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["simulate", "{gt}", "-o", "{gt}", "--level", "3", "--overwrite"], "refusing"),
         (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
         (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "does not take --tta; its options: --level, --iterations"),
-        (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--lr, --set only apply"),
+        (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--set only apply"),
+        (["train", "h2t-msunet", "--out", "{d}/w", "--object-scales"], "--object-scales is for delpnet"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--epochs", "3"], "--epochs is for delpnet"),
     ],
 )

@@ -239,3 +239,36 @@ def test_a_safetensors_header_length_starting_with_0x80_is_not_taken_for_a_pickl
     assert path.read_bytes()[:1] == b"\x80"
     check_file(path)  # raised "is a Python pickle" before
     assert torch.equal(load_file(str(path))["x"], torch.zeros(2))
+
+
+def test_object_scales_shrink_the_sources_and_keep_the_labels():
+    """``object_scales``: every source is also drawn at a fraction of its size (anti-aliased),
+    blurred by the same levels; a source too small at a scale keeps its other scales."""
+    from napari_refocus.training.delpnet_data import PatchSynth, shrunk
+
+    rng = np.random.default_rng(0)
+    big = rng.random((200, 240)).astype(np.float32)
+    small = rng.random((120, 130)).astype(np.float32)  # 60 x 65 at half size: too small for a patch
+    plain = PatchSynth([big, small])
+    scaled = PatchSynth([big, small], object_scales=((1.0, 0.5), (0.5, 0.5)))
+    assert [tuple(s.shape[-2:]) for s in plain.stacks] == [(200, 240), (120, 130)]
+    assert [tuple(s.shape[-2:]) for s in scaled.stacks] == [(200, 240), (100, 120), (120, 130)]
+    assert np.allclose(scaled.weights.numpy(), [0.25, 0.25, 0.5])  # each source keeps its share
+    # the same blur of a shrunk source: the reference's levels on the shrunk image
+    assert torch.allclose(scaled.stacks[1], PatchSynth([shrunk(big, 0.5)]).stacks[0])
+    # anti-aliased: a half-size image is the 2x2 mean within the filter's rounding
+    assert abs(float(shrunk(big, 0.5).mean()) - float(big.mean())) < 1e-3
+    x, y = scaled.sample(48, torch.Generator().manual_seed(0))
+    assert x.shape == (48, 84, 84) and set(y.tolist()) <= set(range(12))
+
+
+def test_the_card_command_names_a_fine_tune_and_its_data():
+    """A card's command is the one that made the weights: the recipe's other settings are flags."""
+    from napari_refocus.training.cards import _recipe_flags
+    from napari_refocus.training.delpnet_data import OBJECT_SCALES
+
+    assert _recipe_flags({"lr": 3e-3, "psf_model": "paraxial"}) == ""  # the shipped recipe
+    ck = {"lr": 1e-3, "psf_model": "exact", "init": "weights/delpnet.safetensors",
+          "object_scales": [list(o) for o in OBJECT_SCALES]}
+    assert _recipe_flags(ck) == " --psf-model exact --init weights/delpnet.safetensors --lr 0.001 --object-scales"
+    assert "Python only" in _recipe_flags({"object_scales": [[1.0, 1.0], [0.3, 1.0]]})

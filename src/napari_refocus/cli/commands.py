@@ -124,17 +124,23 @@ def cmd_train(args) -> None:
     if args.model == "delpnet":
         from ..training.train_delpnet import train_delpnet
 
-        given = [_flag(n) for n in GENERATOR_ONLY if getattr(args, n) is not None]
+        given = [_flag(n) for n in GENERATOR_ONLY if getattr(args, n) is not None and n not in ("init", "lr")]
         if given:
             raise CliError(f"train delpnet: {', '.join(given)} only apply to the learned generators "
-                           "(delpnet takes --epochs)")
+                           "(delpnet takes --epochs, --init, --lr and --object-scales)")
         kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root),
-                                         ("psf_model", args.psf_model)) if v})
+                                         ("psf_model", args.psf_model), ("init", args.init), ("lr", args.lr)) if v})
+        if args.object_scales:
+            from ..training.delpnet_data import OBJECT_SCALES
+
+            kwargs["object_scales"] = OBJECT_SCALES
         result = train_delpnet(args.out, **kwargs)
     else:
         from ..methods.registry import get_method
 
         get_method(args.model)  # a clear error for an unknown name
+        if args.object_scales:
+            raise CliError(f"train {args.model}: --object-scales is for delpnet")
         if args.epochs is not None:
             raise CliError(f"train {args.model}: --epochs is for delpnet; a generator takes --minutes or --steps")
         if args.psf_model is not None:

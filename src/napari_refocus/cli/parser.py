@@ -102,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--minutes", type=float, help="generators: training time budget")
     tr.add_argument("--steps", type=int, help="generators: optimiser steps")
     tr.add_argument("--from-zstack", dest="from_zstack", help="generators: fine-tune on real pairs from this z-stack")
-    tr.add_argument("--init", help="generators: start from these weights (.safetensors)")
-    tr.add_argument("--lr", type=float, help="generators: peak learning rate (default: the method's)")
+    tr.add_argument("--init", help="start from these weights (.safetensors): a fine-tune")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the method's; delpnet 0.003)")
+    tr.add_argument("--object-scales", dest="object_scales", action="store_true",
+                    help="delpnet: also draw patches from sources shrunk to 1/1.5, 1/2 and 1/2.5 of their size "
+                    "(objects as small as a high-NA image's in the map's pixels)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")

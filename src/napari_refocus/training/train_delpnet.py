@@ -77,6 +77,8 @@ def iter_train_delpnet(
     objectives=None,
     gain_range=SHIPPED_GAIN_RANGE,
     psf_model: str = "paraxial",
+    object_scales=None,
+    init=None,
 ):
     """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict."""
     with torch_threads(num_threads):
@@ -85,12 +87,13 @@ def iter_train_delpnet(
                                   seed=seed, resume=resume, data_root=data_root, wheels_dir=wheels_dir,
                                   val_per_class=val_per_class, test_per_class=test_per_class,
                                   num_threads=num_threads, real_check=real_check, write_card=write_card,
-                                  objectives=objectives, gain_range=gain_range, psf_model=psf_model))
+                                  objectives=objectives, gain_range=gain_range, psf_model=psf_model,
+                                  object_scales=object_scales, init=init))
 
 
 def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, head_dropout, device, seed, resume,
            data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card,
-           objectives, gain_range, psf_model):
+           objectives, gain_range, psf_model, object_scales, init):
     t_start = time.time()
     mixture = [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])]  # for the record
     out = Path(out_dir)
@@ -104,13 +107,16 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
     if not split["train"] or not split["val"] or not split["test"]:
         raise RuntimeError(f"not enough source images under {default_data_root(data_root)} to train")
     yield Progress(0, 1, "blurring source images")
-    synth = PatchSynth([s.image for s in split["train"]], optics, objectives=objectives, gain_range=gain_range)
+    synth = PatchSynth([s.image for s in split["train"]], optics, objectives=objectives, gain_range=gain_range,
+                       object_scales=object_scales)
     # validated on the same mixture of objectives and exposures as it is trained on
     val_x, val_y = fixed_set([s.image for s in split["val"]], val_per_class, seed=10_000, optics=optics,
-                             objectives=objectives, gain_range=gain_range)
+                             objectives=objectives, gain_range=gain_range, object_scales=object_scales)
 
     with TorchRNG(seed, dev):
         model = prepare(DelpNet(width=width, dropout=dropout, head_dropout=head_dropout), dev)
+    if init is not None:  # a fine-tune: the network starts from these weights (same config)
+        model.load_state_dict(load_state(init)[0])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     total = epochs * steps_per_epoch
     warmup = max(1, min(300, total // 20))
@@ -183,6 +189,8 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
             "train_sources": [s.name for s in split["train"]],
             "objectives": mixture,
             "gain_range": list(gain_range),
+            "object_scales": [list(o) for o in object_scales] if object_scales else None,
+            "init": str(init) if init else None,
             "val_sources": [s.name for s in split["val"]],
             "test_sources": [s.name for s in split["test"]],
             "train_time_s": round(train_time, 1),
@@ -201,7 +209,9 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "command_kwargs": {"epochs": epochs, "seed": seed, "width": width, "steps_per_epoch": steps_per_epoch,
                            "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads,
-                           "objectives": mixture, "gain_range": list(gain_range), "psf_model": psf_model},
+                           "objectives": mixture, "gain_range": list(gain_range), "psf_model": psf_model,
+                           "object_scales": [list(o) for o in object_scales] if object_scales else None,
+                           "init": str(init) if init else None},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
