@@ -77,3 +77,31 @@ def test_reference_field_is_the_shipped_sample():
     from napari_refocus.io.samples import infocus_image
 
     np.testing.assert_array_equal(class_table.reference_field(), infocus_image().astype(np.float32))
+
+
+def test_a_custom_delpnet_gets_its_own_classes_in_the_map_and_the_deconvolution(tmp_path):
+    """``weights=`` (a user's own DelpNet): the classes in um are that network's reading, in the
+    map and in lbdvd's Richardson-Lucy, not the shipped network's. Here the shipped weights with
+    their output shifted by one class (every patch read one class higher): class L comes at
+    about the shipped network's class L - 1."""
+    import torch
+
+    import napari_refocus as nr
+    from napari_refocus.io.samples import infocus_image
+    from napari_refocus.models.loader import load_fresh, save_weights
+
+    model = load_fresh("delpnet")
+    with torch.no_grad():
+        w, b = model.classifier.weight.clone(), model.classifier.bias.clone()
+        model.classifier.weight[1:11], model.classifier.bias[1:11] = w[:10], b[:10]
+        model.classifier.bias[0] = b[0] - 100.0
+    path = str(save_weights(model, tmp_path / "shifted.safetensors", meta=model.meta, write_hash=False))
+    shipped, own = np.array(response_table(OIL)), np.array(response_table(OIL, weights=path))
+    assert np.all(own[1:] < shipped[1:])
+    assert np.all(np.abs(own[1:] - shipped[:-1]) < 0.5 * np.diff(shipped))
+    assert map_frame(OIL, weights=path)[1] == tuple(own) and rl_frame(OIL, path).optics.defocus_table_um == tuple(own)
+    image = nr.simulate(infocus_image()[:400, :400].astype(np.float32), level=1, noise=None,
+                        optics=Optics(na=1.4, refractive_index=1.515, wavelength_nm=520.0, pixel_um=0.108,
+                                      level_step_um=2.0, n_levels=2))
+    res = nr.refocus(image.astype(np.uint16), method="lbdvd", weights=path, optics=OIL, device="cpu")
+    assert tuple(res.defocus_map.defocus_um) == tuple(own)

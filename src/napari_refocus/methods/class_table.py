@@ -66,9 +66,10 @@ def reference_field() -> np.ndarray:
     return tifffile.imread(data_dir() / INFOCUS_SAMPLE).astype(np.float32)
 
 
-def response_curve(optics: Optics, defocus_um, *, seed: int = 0, coarse: int = 1) -> np.ndarray:
+def response_curve(optics: Optics, defocus_um, *, seed: int = 0, coarse: int = 1, weights=None) -> np.ndarray:
     """DelpNet's mean class (non-background patches) of the reference field blurred by
     ``optics``' PSF at each of ``defocus_um`` (um, nominal), drawn at DelpNet's sampling.
+    ``weights``: the network's .safetensors file (None: the shipped one).
 
     ``coarse`` = 2: the blurred field is then resampled to half its size, as the map's second
     reading beyond the top class sees an image (:mod:`.deep`), and read on patches every 42 px
@@ -94,7 +95,7 @@ def response_curve(optics: Optics, defocus_um, *, seed: int = 0, coarse: int = 1
     frame = (h + window, w + window)
     spectrum = torch.fft.rfft2(torch.from_numpy(np.pad(field, ((0, window), (0, window)), mode="reflect")))
     gen = torch.Generator().manual_seed(seed)
-    model = delpnet(None, torch.device("cpu"))
+    model = delpnet(weights, torch.device("cpu"))
     out = np.zeros(len(psfs))
     for i, psf in enumerate(psfs):
         check_cancelled()  # a job's Cancel works here too (a few seconds in all)
@@ -161,29 +162,30 @@ KNOWN_COARSE = {
 }
 
 
-def response_table(optics: Optics, *, coarse: int = 1) -> tuple:
-    """The defocus (um) of ``optics``' objective that the shipped DelpNet reads as each class
-    0..10 (see the module doc); non-decreasing, 0 for class 0. Cached per objective (the fields
-    that do not change the PSF's shape in lambda / NA, such as the bank's size, do not count).
-    ``coarse=2``: the classes of the image resampled to half its size (:mod:`.deep`)."""
-    from .canonical import CANONICAL
+def response_table(optics: Optics, *, coarse: int = 1, weights=None) -> tuple:
+    """The defocus (um) of ``optics``' objective that DelpNet reads as each class 0..10 (see
+    the module doc); non-decreasing, 0 for class 0. ``weights``: the network that makes the map
+    (a .safetensors file; None: the shipped one), whose own reading the classes are: a fine-tuned
+    network can put them elsewhere (BENCHMARKS.md: class 10 of a 60x/1.4 oil objective at 3.3
+    instead of 5.8 um). Cached per objective and network (the fields that do not change the
+    PSF's shape in lambda / NA, such as the bank's size, do not count). ``coarse=2``: the classes
+    of the image resampled to half its size (:mod:`.deep`)."""
+    import torch
+
+    from .canonical import CANONICAL, delpnet
 
     default = Optics()
     key = map_key(CANONICAL, dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE}))
     known = KNOWN if coarse == 1 else KNOWN_COARSE
-    if key in known:
-        import torch
-
-        from .canonical import delpnet
-
-        sha, table = known[key]
-        if getattr(delpnet(None, torch.device("cpu")), "sha256", "") == sha:
-            return table
-    return _table(key, int(coarse))
+    sha = getattr(delpnet(weights, torch.device("cpu")), "sha256", "")
+    if key in known and known[key][0] == sha:
+        return known[key][1]
+    return _table(key, int(coarse), None if weights is None else str(weights), sha)
 
 
 @functools.lru_cache(maxsize=32)
-def _table(optics: Optics, coarse: int = 1) -> tuple:
+def _table(optics: Optics, coarse: int = 1, weights: str | None = None, sha: str = "") -> tuple:
+    """:func:`response_table` measured (``sha``: the network's, so a changed file is measured again)."""
     from .canonical import CANONICAL, N_CLASSES
 
     logger.info("measuring DelpNet's classes in um for NA %s, n %s, %s nm, %s um pixels, %s PSF%s (once per "
@@ -193,10 +195,12 @@ def _table(optics: Optics, coarse: int = 1) -> tuple:
     # half-size reading reaches twice as far (measured at the paper's objective: 36 um for 10)
     guess = coarse * 2.0 * (N_CLASSES - 2) * optics.depth_of_field_um / CANONICAL.depth_of_field_um
     first = np.linspace(0.0, 3.0 * guess, COARSE)
-    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, first, coarse=coarse), nan=0.0))
+    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, first, coarse=coarse, weights=weights),
+                                             nan=0.0))
     covered = np.flatnonzero(curve >= COVER_SCORE)
     zs = np.linspace(0.0, first[covered[0]] if len(covered) else first[-1], FINE)
-    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, zs, coarse=coarse), nan=0.0))
+    curve = np.fmax.accumulate(np.nan_to_num(response_curve(optics, zs, coarse=coarse, weights=weights),
+                                             nan=0.0))
     levels = np.arange(1, N_CLASSES - 1, dtype=np.float64)
     reached = np.array([_first_reach(curve, zs, lv) for lv in levels[:-1]] + [_first_reach(curve, zs, TOP_SCORE)])
     return tuple(float(z) for z in smooth_table(levels, reached))

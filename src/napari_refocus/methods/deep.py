@@ -103,13 +103,14 @@ def deep_um_on_map(reading: CoarseReading | None, map_grid: PatchGrid) -> np.nda
     return um[np.ix_(rows, cols)]
 
 
-def coarse_table(optics) -> tuple:
+def coarse_table(optics, *, weights=None) -> tuple:
     """Each coarse class's defocus (um) for ``optics`` (None: DelpNet's training objective),
-    measured with DelpNet (:func:`.class_table.response_table`, ``coarse=COARSE``)."""
+    measured with DelpNet (``weights``; None: the shipped one) (:func:`.class_table.response_table`,
+    ``coarse=COARSE``)."""
     from .canonical import CANONICAL
     from .class_table import response_table
 
-    return response_table(optics if optics is not None else CANONICAL, coarse=COARSE)
+    return response_table(optics if optics is not None else CANONICAL, coarse=COARSE, weights=weights)
 
 
 def coarse_grid_of(canonical_shape) -> PatchGrid | None:

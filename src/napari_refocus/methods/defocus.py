@@ -166,15 +166,16 @@ def is_training_objective(optics: Optics) -> bool:
     return dataclasses.replace(map_key(CANONICAL, optics), defocus_table_um=None) == CANONICAL
 
 
-def map_frame(optics: Optics | None):
+def map_frame(optics: Optics | None, *, weights=None):
     """``(scale, defocus_um)`` of the map for an image taken with ``optics`` (None: the
-    training objective): native pixels per canonical pixel, and each class's defocus (um)."""
+    training objective): native pixels per canonical pixel, and each class's defocus (um) as
+    DelpNet (``weights``: its .safetensors file; None: the shipped one) reads it."""
     from .class_table import response_table
 
     if optics is None:
         optics = CANONICAL
     table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if is_training_objective(optics) else \
-        response_table(optics)
+        response_table(optics, weights=weights)
     return map_scale(optics), table
 
 
@@ -268,7 +269,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
         choice = note(optics, scores)
         if dm is not None:  # the crop was the whole image: that reading is its map
             return dataclasses.replace(dm, choice=choice)
-    scale, table = map_frame(optics)
+    scale, table = map_frame(optics, weights=weights)
     data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
     if min(data.shape) < PATCH:
         need = int(math.ceil(PATCH * scale))
@@ -299,13 +300,14 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
         coarse = yield from _iter_coarse(arr, scale=scale, stats=stats if normalise else None, optics=optics,
                                          model_on=lambda d: model if d == dev else _model(weights, d), device=dev,
                                          batch_size=batch_size, tta=tta, report=report, levels=levels, grid=grid,
-                                         table=table)
+                                         table=table, weights=weights)
     return DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
                       weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
                       optics=(optics or CANONICAL).as_dict(), coarse=coarse, choice=choice)
 
 
-def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta, report, levels, grid, table):
+def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta, report, levels, grid, table,
+                 weights=None):
     """The :class:`~.deep.CoarseReading` of ``arr`` (None if its coarse image is smaller than a
     patch): DelpNet on the canonical image at :data:`~.deep.COARSE` x the map's pixel, with the
     map's intensity statistics ``stats`` (None: raw counts)."""
@@ -317,7 +319,7 @@ def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta
     cgrid = coarse_grid_of(data.shape)
     if cgrid is None:
         return None
-    ctable = coarse_table(optics)
+    ctable = coarse_table(optics, weights=weights)
     padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), cgrid, 0, "reflect")
     del data
     view = patch_view(padded, cgrid, 0)

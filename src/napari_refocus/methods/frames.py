@@ -29,29 +29,30 @@ class RlFrame:
 
 
 @functools.lru_cache(maxsize=16)
-def rl_frame(optics: Optics) -> RlFrame:
-    """The :class:`RlFrame` of ``optics`` (cached: the class table takes seconds)."""
+def rl_frame(optics: Optics, weights: str | None = None) -> RlFrame:
+    """The :class:`RlFrame` of ``optics`` for the map of DelpNet ``weights`` (a .safetensors
+    file; None: the shipped one) (cached: the class table takes seconds)."""
     from ..core.matching import matched_optics
     from .defocus import CANONICAL, is_training_objective, map_frame
 
     if is_training_objective(optics):
         return RlFrame(1.0, optics, PATCH, CONTEXT)  # the paper's frame, exactly as always
     # the map's own classes in um (measured with DelpNet: methods.class_table)
-    scale, rl_optics = matched_optics(CANONICAL, optics, table=map_frame(optics)[1])
+    scale, rl_optics = matched_optics(CANONICAL, optics, table=map_frame(optics, weights=weights)[1])
     return RlFrame(scale, rl_optics, int(round(PATCH * scale)), int(round(CONTEXT * scale)))
 
 
 @functools.lru_cache(maxsize=16)
-def coarse_frame(optics: Optics) -> RlFrame:
+def coarse_frame(optics: Optics, weights: str | None = None) -> RlFrame:
     """Where Richardson-Lucy runs for the patches read beyond the top class (:mod:`.deep`): the
     coarse reading's grid in native pixels (patches, context and PSF window :data:`~.deep.COARSE`
     x :func:`rl_frame`'s), with each coarse class's defocus for this objective."""
     from .deep import COARSE, coarse_table
 
-    base = rl_frame(optics)
+    base = rl_frame(optics, weights)
     size = max(3, int(round(base.optics.psf_size * COARSE)))
     size += 1 - size % 2  # odd: the PSF is centred on a pixel
-    table = coarse_table(optics)
+    table = coarse_table(optics, weights=weights)
     # 3x3 sub-pixel samples: these PSFs are 30-60 px wide, where 5x5 changed them by an L1 distance of
     # 0.002 (22 and 36 um at the default objective) and took 1.4 s instead of ~0.3-0.8 s a level
     rl_optics = dataclasses.replace(base.optics, defocus_table_um=table, n_levels=len(table), psf_size=size,

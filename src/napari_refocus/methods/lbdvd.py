@@ -74,7 +74,7 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
         optics = dataclasses.replace(params.optics, map_pixel_um=defocus_map.optics.get("map_pixel_um"))
         params = dataclasses.replace(params, optics=optics)
         report.note(defocus_map.choice)
-    frame = rl_frame(params.optics)
+    frame = rl_frame(params.optics, params.weights)  # the classes of the map's own network
     if defocus_map.weights_sha256:
         report.weights_sha256["delpnet"] = defocus_map.weights_sha256
     report.extras["defocus_map"] = defocus_map
@@ -116,7 +116,7 @@ def iter_deep_pass(image, restored, reading, params, *, device, report):
     from ..core.tiling import patch_grid
     from .frames import coarse_frame
 
-    frame = coarse_frame(params.optics)
+    frame = coarse_frame(params.optics, params.weights)
     levels, patch, stride = native_levels(_Levels(np.where(reading.deep, reading.levels, 0), reading.grid),
                                           np.shape(image), frame, STRIDE)
     if not (levels > 0).any():  # no native patch takes a deep coarse patch's class

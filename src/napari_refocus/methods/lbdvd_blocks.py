@@ -181,7 +181,7 @@ def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stri
     from .canonical_blocks import CanonicalView, map_patches
     from .defocus import CANONICAL, N_CLASSES, DefocusMap, certainty_of, map_frame
 
-    scale, table = map_frame(optics)
+    scale, table = map_frame(optics, weights=weights)
     dev = resolve_device(device)
     model = delpnet(weights, dev)
     view = CanonicalView(source, scale=scale, stats=stats)
@@ -200,13 +200,15 @@ def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stri
     coarse = None
     if beyond_top and (levels == TOP).any():
         coarse = _chunked_coarse(source, scale=scale, stats=stats, optics=optics, model=model, device=dev,
-                                 tta=tta, batch_size=batch_size, block=block, levels=levels, grid=grid, table=table)
+                                 tta=tta, batch_size=batch_size, block=block, levels=levels, grid=grid, table=table,
+                                 weights=weights)
     return DefocusMap(levels=levels, probabilities=probs, certainty=certainty_of(probs), grid=grid,
                       weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
                       optics=(optics or CANONICAL).as_dict(), coarse=coarse)
 
 
-def _chunked_coarse(source, *, scale, stats, optics, model, device, tta, batch_size, block, levels, grid, table):
+def _chunked_coarse(source, *, scale, stats, optics, model, device, tta, batch_size, block, levels, grid, table,
+                    weights=None):
     """:func:`.defocus.iter_defocus_map`'s coarse reading (:mod:`.deep`) a rectangle at a time."""
     from .canonical_blocks import CanonicalView, map_patches
     from .deep import COARSE, CoarseReading, coarse_grid_of, coarse_table, deep_patches
@@ -222,7 +224,7 @@ def _chunked_coarse(source, *, scale, stats, optics, model, device, tta, batch_s
             rows, cols = (r, min(cgrid.shape[0], r + step) - 1), (c, min(cgrid.shape[1], c + step) - 1)
             _, lv = map_patches(view, cgrid, rows, cols, model=model, device=device, tta=tta, batch_size=batch_size)
             clevels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = lv
-    ctable = coarse_table(optics)
+    ctable = coarse_table(optics, weights=weights)
     deep = deep_patches(clevels, ctable, levels, table, coarse_grid=cgrid, map_grid=grid)
     return CoarseReading(grid=cgrid, scale=COARSE * scale, levels=clevels, deep=deep, defocus_um=ctable)
 

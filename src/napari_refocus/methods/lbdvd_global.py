@@ -159,12 +159,12 @@ def block_runner(params, *, device, stats=None):
     from .defocus import map_frame
 
     check_block_params(params)
-    frame = rl_frame(params.optics)
-    scale, table = map_frame(params.optics)
+    frame = rl_frame(params.optics, params.weights)
+    scale, table = map_frame(params.optics, weights=params.weights)
     beyond = gate.defocused_classes(table, params.optics)
     map_stats = stats if params.normalise else None
     # the pass beyond the top class (methods.deep), block by block as in memory
-    deep = _DeepBlocks(coarse_frame(params.optics), params, map_table=table,
+    deep = _DeepBlocks(coarse_frame(params.optics, params.weights), params, map_table=table,
                        stats=map_stats) if params.beyond_top else None
     stride = native_stride(frame, params.stride)
     group = rl_group(frame, patch=frame.patch, stride=stride, padding=params.padding)
