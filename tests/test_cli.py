@@ -55,6 +55,7 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "does not take --tta; its options: --level, --iterations"),
         (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--set only apply"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--object-scales"], "--object-scales is for delpnet"),
+        (["train", "delpnet", "--out", "{d}/w", "--init", "{gt}"], "not a safetensors file"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--epochs", "3"], "--epochs is for delpnet"),
     ],
 )

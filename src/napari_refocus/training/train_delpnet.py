@@ -28,7 +28,7 @@ from ..core.optics import Optics
 from ..core.progress import Progress, run_with_bar
 from ..core.torchstate import torch_threads
 from ..models.delpnet import DelpNet, SHIPPED_WIDTH, autocast, prepare, to_input
-from ..models.loader import load_state, save_weights
+from ..models.loader import load_fresh, load_state, save_weights
 from .cards import write_delpnet_card
 from .checkpoints import load_checkpoint, save_checkpoint
 from .configs import CLASS_NAMES, DELPNET, NORMALISATION
@@ -102,6 +102,8 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
     dev = resolve_device(device)
     optics = Optics(psf_model=psf_model)
 
+    # a fine-tune's start, read first: a damaged file, or another method's, is a one-line error naming it
+    start = None if init is None else load_fresh(init)
     sources = load_sources(data_root, wheels_dir=wheels_dir)
     split = split_sources(sources)
     if not split["train"] or not split["val"] or not split["test"]:
@@ -116,7 +118,10 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
     with TorchRNG(seed, dev):
         model = prepare(DelpNet(width=width, dropout=dropout, head_dropout=head_dropout), dev)
     if init is not None:  # a fine-tune: the network starts from these weights (same config)
-        model.load_state_dict(load_state(init)[0])
+        if getattr(start, "config", None) != model.config:
+            raise ValueError(f"{init}: a DelpNet with {getattr(start, 'config', None)}, not {model.config} "
+                             "(the fine-tune's width and dropout must be the file's)")
+        model.load_state_dict(start.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     total = epochs * steps_per_epoch
     warmup = max(1, min(300, total // 20))
