@@ -260,8 +260,9 @@ def main(argv=None):
         f"`python benchmarks/eval_objectives.py{' --quick' if args.quick else ''}` on {machine()}, "
         f"commit {git_rev()}, {time.perf_counter() - t0:.0f} s. Held-out fields {', '.join(FIELDS)} blurred "
         "with each objective's exact scalar PSF, Poisson noise at the field's counts; LB-DVD given the optics. "
-        "The shipped DelpNet is used for every objective (its card says which objectives it was trained on; "
-        "none of these three). LB-DVD runs as a user gets it (`never_worse` on).",
+        "Each map reads with the network of its image's sampling (`methods.canonical.map_weights`: the shipped "
+        "`delpnet` at the paper's objective, `delpnet-objectives` at the three others; neither was trained on "
+        "these three). LB-DVD runs as a user gets it (`never_worse` on).",
         "",
         *summary,
         "",

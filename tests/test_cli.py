@@ -54,7 +54,7 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
         (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "does not take --tta; its options: --level, --iterations"),
         (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--set only apply"),
-        (["train", "h2t-msunet", "--out", "{d}/w", "--object-scales"], "--object-scales is for delpnet"),
+        (["train", "h2t-msunet", "--out", "{d}/w", "--objectives"], "--object-scales and --objectives are for delpnet"),
         (["train", "delpnet", "--out", "{d}/w", "--init", "{gt}"], "not a safetensors file"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--epochs", "3"], "--epochs is for delpnet"),
     ],

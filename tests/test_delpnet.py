@@ -272,3 +272,7 @@ def test_the_card_command_names_a_fine_tune_and_its_data():
           "object_scales": [list(o) for o in OBJECT_SCALES]}
     assert _recipe_flags(ck) == " --psf-model exact --init weights/delpnet.safetensors --lr 0.001 --object-scales"
     assert "Python only" in _recipe_flags({"object_scales": [[1.0, 1.0], [0.3, 1.0]]})
+    # the objectives mixture with each class where the start network reads it (--objectives)
+    mix = [{"share": 0.5}, {"na": 1.3, "defocus_table_um": [0.0, 0.3], "share": 0.5}]
+    assert _recipe_flags({"objectives": mix}) == " --objectives"
+    assert _recipe_flags({"objectives": [{"share": 0.5}, {"na": 1.3, "share": 0.5}]}) == ""  # encircled energy

@@ -117,6 +117,23 @@ def cmd_triage(args) -> None:
 GENERATOR_ONLY = ("minutes", "steps", "from_zstack", "init", "lr", "optics", "set")
 
 
+def _measured_objectives(init) -> tuple:
+    """``training.delpnet_data.TRAIN_OBJECTIVES`` with the exact PSF, each objective's classes at
+    the defocus where DelpNet (``init``; None: the shipped weights) reads them
+    (``methods.class_table``): the labels of every objective's patches are the network's own."""
+    from ..core.optics import Optics
+    from ..methods.class_table import response_table
+    from ..training.delpnet_data import TRAIN_OBJECTIVES
+
+    out = []
+    for overrides, share in TRAIN_OBJECTIVES:
+        if overrides:
+            overrides = dict(overrides, psf_model="exact")
+            overrides["defocus_table_um"] = list(response_table(Optics(**overrides), weights=init))
+        out.append((overrides, share))
+    return tuple(out)
+
+
 def cmd_train(args) -> None:
     kwargs = {"device": args.device, "seed": args.seed, "resume": not args.no_resume}
     if args.num_threads is not None:
@@ -134,13 +151,15 @@ def cmd_train(args) -> None:
             from ..training.delpnet_data import OBJECT_SCALES
 
             kwargs["object_scales"] = OBJECT_SCALES
+        if args.objectives:
+            kwargs["objectives"] = _measured_objectives(args.init)
         result = train_delpnet(args.out, **kwargs)
     else:
         from ..methods.registry import get_method
 
         get_method(args.model)  # a clear error for an unknown name
-        if args.object_scales:
-            raise CliError(f"train {args.model}: --object-scales is for delpnet")
+        if args.object_scales or args.objectives:
+            raise CliError(f"train {args.model}: --object-scales and --objectives are for delpnet")
         if args.epochs is not None:
             raise CliError(f"train {args.model}: --epochs is for delpnet; a generator takes --minutes or --steps")
         if args.psf_model is not None:

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--object-scales", dest="object_scales", action="store_true",
                     help="delpnet: also draw patches from sources shrunk to 1/1.5, 1/2 and 1/2.5 of their size "
                     "(objects as small as a high-NA image's in the map's pixels)")
+    tr.add_argument("--objectives", action="store_true",
+                    help="delpnet: also draw patches blurred by five other objectives (exact PSF), each class at "
+                    "the defocus where the --init network reads it (the weights delpnet-objectives)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")

@@ -25,6 +25,34 @@ SPAN, OFFSET = 1000.0, 150.0
 BG_ABOVE, BG_RANGE, BG_SIGMAS = 230.0 - OFFSET, 30.0, 6.0
 
 
+#: the DelpNet for images at another sampling than :data:`CANONICAL`'s (other objectives and
+#: pixel sizes): the shipped weights fine-tuned on patches of five other objectives' exact PSFs,
+#: each class at the defocus the shipped network reads as that class, and on objects shrunk up to
+#: 2.5x (``weights/delpnet-objectives.md``). At DelpNet's own sampling the shipped ``delpnet``
+#: reads (the paper's objective: it is the better network there, BENCHMARKS.md)
+OBJECTIVES_WEIGHTS = "delpnet-objectives"
+#: a sampling within 1 % of the canonical one is DelpNet's own
+OWN_SAMPLING = 0.01
+
+
+def map_weights(weights, optics):
+    """The DelpNet weights a map of an image taken with ``optics`` reads with: ``weights`` when
+    given (a user's file), else None (the shipped ``delpnet``) at DelpNet's own sampling and
+    :data:`OBJECTIVES_WEIGHTS` at any other, when that file is shipped. Every map, class table
+    and Richardson-Lucy frame asks here, so a map's classes are always its own network's."""
+    if weights is not None or optics is None:
+        return weights
+    from ..core.matching import map_sampling_scale
+    from ..core.optics import MAP_PIXEL_AUTO
+    from ..core.resources import weights_dir
+
+    if optics.map_pixel_um == MAP_PIXEL_AUTO:  # resolved per reading (.map_choice), each asks again
+        return None
+    if abs(map_sampling_scale(CANONICAL, optics) - 1.0) <= OWN_SAMPLING:
+        return None
+    return OBJECTIVES_WEIGHTS if (weights_dir() / f"{OBJECTIVES_WEIGHTS}.safetensors").exists() else None
+
+
 #: the environment variable that turns on DelpNet in int8 on the CPU (``NAPARI_REFOCUS_INT8=1``;
 #: :mod:`napari_refocus.models.quantize`; float32 on other devices and where torch has no x86
 #: quantised engine). Off by default: measured (BENCHMARKS.md "LB-DVD speed") it runs ~1.4x the

@@ -172,8 +172,9 @@ def response_table(optics: Optics, *, coarse: int = 1, weights=None) -> tuple:
     of the image resampled to half its size (:mod:`.deep`)."""
     import torch
 
-    from .canonical import CANONICAL, delpnet
+    from .canonical import CANONICAL, delpnet, map_weights
 
+    weights = map_weights(weights, optics)
     default = Optics()
     key = map_key(CANONICAL, dataclasses.replace(optics, **{name: getattr(default, name) for name in SHAPE_FREE}))
     known = KNOWN if coarse == 1 else KNOWN_COARSE

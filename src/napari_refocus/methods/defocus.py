@@ -45,6 +45,7 @@ from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch
 from ..core.validation import as_image
 from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
+from .canonical import map_weights
 from .deep import TOP
 from .map_choice import is_auto, iter_choose, note
 
@@ -269,6 +270,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
         choice = note(optics, scores)
         if dm is not None:  # the crop was the whole image: that reading is its map
             return dataclasses.replace(dm, choice=choice)
+    weights = map_weights(weights, optics)  # the network of this sampling (canonical.map_weights)
     scale, table = map_frame(optics, weights=weights)
     data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
     if min(data.shape) < PATCH:

@@ -182,7 +182,7 @@ METHOD = Method(
                 "patch with the Born-Wolf PSF of its level (He et al. 2020).",
     schema=LbdvdParams,
     run=run,
-    weights=("delpnet",),
+    weights=("delpnet", "delpnet-objectives"),  # the second: maps of other samplings (canonical.map_weights)
     inputs=("defocus_map", "stats"),
     image_stats=image_stats,
     block_runner=lbdvd_global.block_runner,

@@ -177,10 +177,11 @@ def chunked_defocus_map(source, *, block: int, weights=None, device="auto", stri
     ``beyond_top``: the second reading at half the sampling where patches are at the top class
     (:mod:`.deep`), also a rectangle at a time."""
     from ..core.devices import resolve_device
-    from .canonical import delpnet
+    from .canonical import delpnet, map_weights
     from .canonical_blocks import CanonicalView, map_patches
     from .defocus import CANONICAL, N_CLASSES, DefocusMap, certainty_of, map_frame
 
+    weights = map_weights(weights, optics)
     scale, table = map_frame(optics, weights=weights)
     dev = resolve_device(device)
     model = delpnet(weights, dev)

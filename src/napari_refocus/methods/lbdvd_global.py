@@ -155,7 +155,7 @@ def block_runner(params, *, device, stats=None):
     statistics (lbdvd's ``image_stats``). ``restore.halo``: how far beyond its bounds a block
     reads ``source`` (any 2-D array-like in the whole image's coordinates).
     """
-    from .canonical import delpnet
+    from .canonical import delpnet, map_weights
     from .defocus import map_frame
 
     check_block_params(params)
@@ -174,7 +174,7 @@ def block_runner(params, *, device, stats=None):
         y0, y1, x0, x1 = (int(b) for b in bounds)
         if "model" not in state:  # the network once per run, on the first block
             # the map's own network (int8 on the CPU when asked), so a block's classes are memory's
-            state["model"] = delpnet(params.weights, device)
+            state["model"] = delpnet(map_weights(params.weights, params.optics), device)
         g = grids(tuple(int(n) for n in source.shape[-2:]), frame, params.stride)
         blk = grid_block(g.native, (y0, y1, x0, x1))
         krows, kcols = g.map_rows(0, *blk.rows), g.map_rows(1, *blk.cols)

@@ -179,10 +179,10 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
     state = {}
 
     def gate(source, bounds, restored):
-        from .canonical import delpnet
+        from .canonical import delpnet, map_weights
 
         if "model" not in state:  # the network once per run, on the first block
-            state["model"] = delpnet(None, device)
+            state["model"] = delpnet(map_weights(None, optics), device)
         native = tuple(int(n) for n in source.shape[-2:])
         grid = map_grid(native, scale=scale)
         box = tuple(int(b) * r for b in bounds)

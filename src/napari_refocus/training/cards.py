@@ -45,6 +45,8 @@ def _recipe_flags(ck: dict) -> str:
         flags += f" --init {ck['init']}"
     if ck.get("lr") not in (None, 3e-3):
         flags += f" --lr {ck['lr']:g}"
+    if ck.get("objectives") and any(o.get("defocus_table_um") for o in ck["objectives"]):
+        flags += " --objectives"
     if ck.get("object_scales"):
         same = [list(o) for o in OBJECT_SCALES] == [list(o) for o in ck["object_scales"]]
         flags += " --object-scales" if same else f"  # and object_scales={ck['object_scales']} (Python only)"
@@ -96,18 +98,24 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
         "background candidates. See `training/delpnet_data.py`. Patches are generated on the fly.",
     ]
     if len(objectives) > 1:
+        measured = any(o.get("defocus_table_um") for o in objectives)
         data += [
             "",
             "Objectives: the patches come from several objectives. A source image is blurred by the",
-            "objective's exact scalar PSF at the defocus whose blur matches class L of the reference",
-            "(encircled energy in lambda/NA, `match_defocus_um`), drawn on the reference's sampling",
-            "(0.72 lambda/NA per pixel), where the map sees every image. Share of the patches per objective",
-            "(the pixel size is the objective's native one, given for the record):",
+            "objective's exact scalar PSF at class L's defocus, drawn on the reference's sampling",
+            "(0.72 lambda/NA per pixel), where the map sees every image. Class L's defocus: "
+            + ("where the start network reads class L on that objective (`methods/class_table.py`, the "
+               "'class 1..10 um' column), so that every objective's patch of class L is what the network calls L."
+               if measured else "the blur matching class L of the reference (encircled energy in lambda/NA, "
+               "`match_defocus_um`)."),
+            "Share of the patches per objective (the pixel size is the objective's native one, given for the record):",
             "",
-            *md_table(["NA", "n", "wavelength nm", "pixel um", "share"],
+            *md_table(["NA", "n", "wavelength nm", "pixel um", "share"] + (["class 1..10 um"] if measured else []),
                       [[o.get("na", meta["optics"]["na"]), o.get("refractive_index", meta["optics"]["refractive_index"]),
                         o.get("wavelength_nm", meta["optics"]["wavelength_nm"]), o.get("pixel_um", meta["optics"]["pixel_um"]),
-                        f"{o['share']:.2f}"] for o in objectives]),
+                        f"{o['share']:.2f}"] + ([", ".join(f"{z:.2f}" for z in o["defocus_table_um"][1:])
+                                                 if o.get("defocus_table_um") else "2 L (paraxial)"] if measured else [])
+                       for o in objectives]),
             "",
             "The objectives the benchmark evaluates (20x/0.75 air, 40x/0.95 air, 60x/1.4 oil) are not among them.",
         ]

@@ -112,7 +112,10 @@ def blur_levels_for(img: np.ndarray, reference: Optics, objective: Optics | None
     PSF at each class's matched defocus (None: by the reference's own levels)."""
     if objective is None:
         return blur_levels(img, reference)
-    scale, matched = matched_optics(reference, objective)
+    # the classes as given (``defocus_table_um``: e.g. where the map's DelpNet reads each class
+    # on this objective, so that every objective's patch of class L is what the network calls L),
+    # else matched by encircled energy
+    scale, matched = matched_optics(reference, objective, table=objective.defocus_table_um)
     # the objective's PSF drawn on the reference's pixel grid (its pixel, in this objective's
     # um, is as many lambda/NA as the reference's): the source keeps its size and its own
     # residual blur, as in the reference's patches, so only the PSF differs between objectives
