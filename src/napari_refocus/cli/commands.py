@@ -144,7 +144,7 @@ def cmd_train(args) -> None:
         given = [_flag(n) for n in GENERATOR_ONLY if getattr(args, n) is not None and n not in ("init", "lr")]
         if given:
             raise CliError(f"train delpnet: {', '.join(given)} only apply to the learned generators "
-                           "(delpnet takes --epochs, --init, --lr and --object-scales)")
+                           "(delpnet takes --epochs, --init, --lr, --object-scales and --objectives)")
         kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root),
                                          ("psf_model", args.psf_model), ("init", args.init), ("lr", args.lr)) if v})
         if args.object_scales:

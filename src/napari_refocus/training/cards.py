@@ -53,6 +53,12 @@ def _recipe_flags(ck: dict) -> str:
     return flags
 
 
+def _classes_um(objective: dict) -> str:
+    """An objective's classes 1..10 in um for the card (the reference's: 2 L)."""
+    table = objective.get("defocus_table_um")
+    return ", ".join(f"{z:.2f}" for z in table[1:]) if table else "2 L (paraxial)"
+
+
 def _n_parameters(cls, **kwargs) -> int:
     """Parameter count of ``cls(**kwargs)``, built on the meta device (no memory, no random draws)."""
     import torch
@@ -113,8 +119,7 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
             *md_table(["NA", "n", "wavelength nm", "pixel um", "share"] + (["class 1..10 um"] if measured else []),
                       [[o.get("na", meta["optics"]["na"]), o.get("refractive_index", meta["optics"]["refractive_index"]),
                         o.get("wavelength_nm", meta["optics"]["wavelength_nm"]), o.get("pixel_um", meta["optics"]["pixel_um"]),
-                        f"{o['share']:.2f}"] + ([", ".join(f"{z:.2f}" for z in o["defocus_table_um"][1:])
-                                                 if o.get("defocus_table_um") else "2 L (paraxial)"] if measured else [])
+                        f"{o['share']:.2f}"] + ([_classes_um(o)] if measured else [])
                        for o in objectives]),
             "",
             "The objectives the benchmark evaluates (20x/0.75 air, 40x/0.95 air, 60x/1.4 oil) are not among them.",

@@ -41,12 +41,13 @@ PATCH = 84
 BG_MAX = 230
 BG_RANGE = 30
 
-#: an experimental mixture of objectives (``train_delpnet(objectives=TRAIN_OBJECTIVES)``; not the
-#: shipped weights' recipe, which is the reference alone): the reference (the paper's 20x/0.5
+#: a mixture of objectives (``train_delpnet(objectives=TRAIN_OBJECTIVES)``; ``delpnet``'s recipe is the
+#: reference alone; ``delpnet-objectives`` uses this mixture with each class where ``delpnet`` reads
+#: it, ``--objectives``): the reference (the paper's 20x/0.5
 #: air) and five others chosen NOT to be the objectives the benchmark evaluates (20x/0.75 air,
 #: 40x/0.95 air, 60x/1.4 oil), from 10x/0.3 to 100x/1.45, with each one's share of the patches.
-#: Two CPU runs with it were not shipped: BENCHMARKS.md "DelpNet on the exact PSF and other
-#: objectives: retraining attempts"
+#: Runs from scratch or with encircled-energy classes were not shipped: BENCHMARKS.md "DelpNet on
+#: the exact PSF and other objectives: retraining attempts" and "Tried, not shipped (stop 27)"
 TRAIN_OBJECTIVES = (
     ({}, 0.5),
     ({"na": 0.3, "wavelength_nm": 520.0, "pixel_um": 0.65}, 0.1),
@@ -55,7 +56,8 @@ TRAIN_OBJECTIVES = (
     ({"na": 1.2, "refractive_index": 1.333, "wavelength_nm": 600.0, "pixel_um": 0.108}, 0.1),
     ({"na": 1.45, "refractive_index": 1.515, "wavelength_nm": 520.0, "pixel_um": 0.065}, 0.1),
 )
-#: an experimental object-scale mixture (``train_delpnet(object_scales=OBJECT_SCALES)``): each
+#: the object-scale mixture (``train_delpnet(object_scales=OBJECT_SCALES)``, ``--object-scales``;
+#: part of the recipe of ``weights/delpnet-objectives``): each
 #: source also shrunk to 1/1.5, 1/2 and 1/2.5 of its size before the reference's blur, with each
 #: scale's share of the patches. The blur stays the reference's, in the same pixels, so the labels
 #: are unchanged; only the objects get smaller, as a high-NA image's cells are in the map's
