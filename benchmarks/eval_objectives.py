@@ -226,14 +226,15 @@ def learned_table(args):
 
 def use_delpnet(path):
     """Every map and class table of this process reads DelpNet from ``path`` instead of the
-    shipped file: ``canonical.delpnet`` is where they all get the network, and the class table
-    asks it for the shipped one (``weights=None``)."""
+    shipped files: ``canonical.delpnet`` is where they all get the network, asking for a shipped
+    one by None or by its name (``canonical.map_weights``: ``delpnet-objectives`` at another
+    sampling than DelpNet's own)."""
     from napari_refocus.methods import canonical, defocus
 
     shipped = canonical.delpnet
 
     def candidate(weights, device):
-        return shipped(path if weights is None else weights, device)
+        return shipped(path if weights in (None, "delpnet", canonical.OBJECTIVES_WEIGHTS) else weights, device)
 
     canonical.delpnet = defocus._model = candidate
 
