@@ -245,16 +245,21 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--skip-learned", action="store_true",
                     help="leave the learned methods' section (192 generator runs) as it is")
+    ap.add_argument("--only", choices=("objectives", "exposure"), help="one table only (implies --no-write "
+                    "and --skip-learned)")
     ap.add_argument("--delpnet", help="a candidate DelpNet .safetensors in place of the shipped one (implies "
                     "--no-write and --skip-learned)")
     args = ap.parse_args(argv)
     if args.delpnet:
         use_delpnet(args.delpnet)
         args.no_write = args.skip_learned = True
+    if args.only:
+        args.no_write = args.skip_learned = True
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    obj_lines, summary = objectives_table(args, rng)
-    exp_lines = exposure_table(args, rng)
+    obj_lines, summary = objectives_table(args, rng) if args.only != "exposure" else ([], [])
+    # the exposure table's own noise draws, whether or not the objectives ran before it
+    exp_lines = exposure_table(args, np.random.default_rng(1)) if args.only != "objectives" else []
     publish("objectives", [
         "## Other objectives and exposures",
         "",

@@ -276,3 +276,56 @@ def test_the_card_command_names_a_fine_tune_and_its_data():
     mix = [{"share": 0.5}, {"na": 1.3, "defocus_table_um": [0.0, 0.3], "share": 0.5}]
     assert _recipe_flags({"objectives": mix}) == " --objectives"
     assert _recipe_flags({"objectives": [{"share": 0.5}, {"na": 1.3, "share": 0.5}]}) == ""  # encircled energy
+    assert _recipe_flags({"init": "w.safetensors", "lr": 1e-3, "consistency": 1.0}) == (
+        " --init w.safetensors --lr 0.001 --consistency 1")
+
+
+def test_views_photograph_the_same_crop_with_other_cameras():
+    """``sample(views=2)``: each crop twice, by independent cameras (brightness, offset, noise) and
+    its own flip; ``views=1`` draws exactly the patches it drew before views existed."""
+    from napari_refocus.training.delpnet_data import PatchSynth
+
+    rng = np.random.default_rng(0)
+    # a smooth field: two cameras' pictures of one crop differ by an affine map plus noise
+    img = np.kron(rng.random((20, 24)), np.ones((10, 10))).astype(np.float32)
+    synth = PatchSynth([img])
+    x1, y1 = synth.sample(32, torch.Generator().manual_seed(1))
+    assert x1.shape == (32, 84, 84) and y1.shape == (32,)
+    x, y = synth.sample(32, torch.Generator().manual_seed(1), views=2, classes=torch.zeros(32, dtype=torch.int64))
+    assert x.shape == (2, 32, 84, 84) and y.shape == (2, 32)
+    assert (y == 0).all()  # level 0 crops with structure stay level 0 in both views
+    # the two views of a crop are the same picture up to the camera: after undoing each view's
+    # dihedral turn, the best of the 8 is strongly correlated with the other view
+    def best_corr(a, b):
+        cands = [torch.rot90(b, k, (-2, -1)).flip(-1) if f else torch.rot90(b, k, (-2, -1))
+                 for k in range(4) for f in (False, True)]
+        return max(float(torch.corrcoef(torch.stack([a.ravel(), c.ravel()]))[0, 1]) for c in cands)
+
+    corr = [best_corr(x[0, i], x[1, i]) for i in range(32)]
+    assert np.median(corr) > 0.9
+    # other cameras: the views' intensities differ (brightness and offset drawn per view)
+    assert float((x[0].mean((-2, -1)) - x[1].mean((-2, -1))).abs().median()) > 1e-4
+
+
+def test_consistency_loss_is_zero_for_equal_views_and_pulls_views_together():
+    """``train_step(consistency=w)``: identical views add nothing; different views' answers move
+    towards each other (the KL term's gradient), and a mismatch of labels is not penalised."""
+    from napari_refocus.models.delpnet import DelpNet, prepare
+    from napari_refocus.training.train_delpnet import train_step
+
+    torch.manual_seed(0)
+    model = prepare(DelpNet(width=4, dropout=0.0, head_dropout=0.0), "cpu").eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # no step: only the loss is compared
+    x = torch.rand(4, 84, 84) * 0.05
+    y = torch.tensor([3, 5, 3, 5])
+    same = torch.cat([x, x])
+    plain, _ = train_step(model, opt, same, torch.cat([y, y]), "cpu")
+    with_kl, _ = train_step(model, opt, same, torch.cat([y, y]), "cpu", consistency=5.0)
+    assert with_kl.item() == pytest.approx(plain.item(), abs=1e-6)
+    other = torch.cat([x, torch.rand(4, 84, 84) * 0.05])
+    plain, _ = train_step(model, opt, other, torch.cat([y, y]), "cpu")
+    with_kl, _ = train_step(model, opt, other, torch.cat([y, y]), "cpu", consistency=5.0)
+    assert with_kl.item() > plain.item()
+    mismatched, _ = train_step(model, opt, other, torch.cat([y, y + 1]), "cpu", consistency=5.0)
+    plain_mis, _ = train_step(model, opt, other, torch.cat([y, y + 1]), "cpu")
+    assert mismatched.item() == pytest.approx(plain_mis.item(), abs=1e-6)

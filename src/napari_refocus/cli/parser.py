@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--objectives", action="store_true",
                     help="delpnet: also draw patches blurred by five other objectives (exact PSF), each class at "
                     "the defocus where the --init network reads it (the weights delpnet-objectives)")
+    tr.add_argument("--consistency", type=float, metavar="WEIGHT",
+                    help="delpnet: each crop seen by two cameras (other exposure and noise); their answers' "
+                    "symmetric KL divergence is added to the loss with this weight (0: off)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="generators: override a training setting, e.g. --set adv_weight=0.005 (JSON values)")
     tr.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")

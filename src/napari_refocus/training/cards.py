@@ -50,6 +50,8 @@ def _recipe_flags(ck: dict) -> str:
     if ck.get("object_scales"):
         same = [list(o) for o in OBJECT_SCALES] == [list(o) for o in ck["object_scales"]]
         flags += " --object-scales" if same else f"  # and object_scales={ck['object_scales']} (Python only)"
+    if ck.get("consistency"):
+        flags += f" --consistency {ck['consistency']:g}"
     return flags
 
 

@@ -181,7 +181,10 @@ class PatchSynth:
         w = np.asarray(w, float)
         self.weights = torch.tensor(w / w.sum(), dtype=torch.float64)
 
-    def _draw(self, classes: torch.Tensor, gen: torch.Generator):
+    def _draw(self, classes: torch.Tensor, gen: torch.Generator, views: int = 1):
+        """``(counts (views, m, 84, 84), labels (views, m), target classes (m,))`` of the kept
+        patches: each crop is taken once and photographed ``views`` times, each time by a camera
+        of its own (brightness, offset, shot and read noise), and kept when every view is."""
         n = classes.numel()
         is_bg = classes == BACKGROUND
         levels = torch.where(is_bg, torch.randint(0, self.n_levels, (n,), generator=gen), classes)
@@ -196,13 +199,21 @@ class PatchSynth:
             x = int(rx[i] * (w - PATCH + 1))
             crops[i] = st[int(levels[i]), y : y + PATCH, x : x + PATCH]
         crops.clamp_(min=0)
+        shots = [self._camera(crops, is_bg, gen) for _ in range(views)]
+        keep = torch.stack([k for _, _, k in shots]).all(0)
+        counts = torch.stack([c[keep] for c, _, _ in shots])
+        labels = torch.stack([torch.where(bg[keep], torch.full_like(levels[keep], BACKGROUND), levels[keep])
+                              for _, bg, _ in shots])
+        return counts, labels, classes[keep]
+
+    def _camera(self, crops: torch.Tensor, is_bg: torch.Tensor, gen: torch.Generator):
+        """``(counts, bg rule, keep)`` of ``crops`` photographed once (see the module's 2.-4.)."""
+        n = crops.shape[0]
         if self.paper:
             counts = torch.poisson(crops, generator=gen).round_().clamp_(0, 65535)
             bg = bg_rule(counts)
             structure = (crops.amax(dim=(-2, -1)) - crops.amin(dim=(-2, -1))) >= BG_RANGE
-            labels = torch.where(bg, torch.full_like(levels, BACKGROUND), levels)
-            keep = bg | structure
-            return counts[keep], labels[keep], classes[keep]
+            return counts, bg, bg | structure
         amp = torch.where(is_bg, _uniform(n, 0.0, 15.0, gen), _loguniform(n, 300.0, 6000.0, gen))
         offset = torch.where(is_bg, _uniform(n, 60.0, 215.0, gen), _uniform(n, 80.0, 600.0, gen))
         gain = torch.where(is_bg, _loguniform(n, 1.0, 10.0, gen), _loguniform(n, *self.gain_range, gen))
@@ -215,15 +226,16 @@ class PatchSynth:
         counts = counts.round_().clamp_(0, 65535)
         bg = bg_rule(counts)
         structure = (clean.amax(dim=(-2, -1)) - clean.amin(dim=(-2, -1))) >= BG_RANGE
-        labels = torch.where(bg, torch.full_like(levels, BACKGROUND), levels)
-        keep = bg | structure
-        return counts[keep], labels[keep], classes[keep]
+        return counts, bg, bg | structure
 
-    def sample(self, n: int, gen: torch.Generator, classes=None):
+    def sample(self, n: int, gen: torch.Generator, classes=None, views: int = 1):
         """``n`` patches (counts / 65535 as float32 (n, 84, 84)) and int64 labels (n,).
 
         ``classes``: the class to aim at per patch (default: uniform over the 12 classes);
         the final label follows the bg rule, so it can differ for a few patches.
+        ``views`` > 1: each crop photographed that many times by independent cameras, each view
+        flipped and turned on its own; ``(views, n, 84, 84)`` and labels ``(views, n)`` (the
+        pairs of a consistency loss: what DelpNet answers should not depend on the camera).
         """
         want = (
             torch.randint(0, self.n_levels + 1, (n,), generator=gen)
@@ -235,7 +247,7 @@ class PatchSynth:
         for _ in range(50):
             if todo.numel() == 0:
                 break
-            c, lab, drawn_for = self._draw(todo, gen)
+            c, lab, drawn_for = self._draw(todo, gen, views)
             xs.append(c)
             ys.append(lab)
             # re-draw the dropped ones for the same target classes
@@ -243,20 +255,24 @@ class PatchSynth:
             asked = torch.bincount(todo, minlength=self.n_levels + 1)
             missing = (asked - kept).clamp(min=0)
             todo = torch.repeat_interleave(torch.arange(self.n_levels + 1), missing)
-        x = torch.cat(xs)[:n]
-        y = torch.cat(ys)[:n]
-        if self.paper:
-            return x / 65535.0, y
-        # random flips / rot90 (8 dihedral transforms)
-        k = torch.randint(0, 4, (x.shape[0],), generator=gen)
-        flip = torch.rand(x.shape[0], generator=gen) < 0.5
-        for kk in range(4):
-            for ff in (False, True):
-                sel = (k == kk) & (flip == ff)
-                if sel.any():
-                    t = torch.rot90(x[sel], kk, dims=(-2, -1))
-                    x[sel] = t.flip(-1) if ff else t
-        return x / 65535.0, y
+        x = torch.cat(xs, dim=1)[:, :n]
+        y = torch.cat(ys, dim=1)[:, :n]
+        if not self.paper:
+            for v in range(views):
+                _dihedral(x[v], gen)
+        return (x[0] / 65535.0, y[0]) if views == 1 else (x / 65535.0, y)
+
+
+def _dihedral(x: torch.Tensor, gen: torch.Generator) -> None:
+    """Random flips / rot90 of patches ``x`` (n, 84, 84), in place (8 dihedral transforms)."""
+    k = torch.randint(0, 4, (x.shape[0],), generator=gen)
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    for kk in range(4):
+        for ff in (False, True):
+            sel = (k == kk) & (flip == ff)
+            if sel.any():
+                t = torch.rot90(x[sel], kk, dims=(-2, -1))
+                x[sel] = t.flip(-1) if ff else t
 
 
 def fixed_set(images, n_per_class: int, seed: int, optics: Optics | None = None,

@@ -42,12 +42,24 @@ NAME = DELPNET
 
 
 # ---------------------------------------------------------------------------------- training
-def train_step(model, opt, x, y, device):
+def train_step(model, opt, x, y, device, consistency: float = 0.0):
     """One Adam step on patches ``x`` (N, 84, 84, counts / 65535) with labels ``y``;
-    returns ``(loss, logits)``."""
+    returns ``(loss, logits)``.
+
+    ``consistency`` > 0: ``x`` holds two views of the same N/2 crops (``x[:N/2]`` and
+    ``x[N/2:]``, other cameras) and the symmetric KL divergence between the two views' answers,
+    where their labels agree, is added with this weight: the class should follow the blur, not
+    the shot noise (issue "any objective": the same field at another exposure gives the same map)."""
     with autocast(device):
         logits = model(to_input(x, device))
-    loss = F.cross_entropy(logits.float(), y)
+    logits = logits.float()
+    loss = F.cross_entropy(logits, y)
+    if consistency:
+        half = logits.shape[0] // 2
+        la, lb = F.log_softmax(logits[:half], 1), F.log_softmax(logits[half:], 1)
+        same = (y[:half] == y[half:]).float()
+        sym_kl = 0.5 * ((la.exp() * (la - lb)).sum(1) + (lb.exp() * (lb - la)).sum(1))
+        loss = loss + consistency * (sym_kl * same).sum() / same.sum().clamp(min=1.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -79,8 +91,11 @@ def iter_train_delpnet(
     psf_model: str = "paraxial",
     object_scales=None,
     init=None,
+    consistency: float = 0.0,
 ):
     """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict."""
+    if not consistency >= 0:  # NaN too
+        raise ValueError(f"consistency must be >= 0 (the weight of the two views' KL term), not {consistency}")
     with torch_threads(num_threads):
         return (yield from _train(out_dir, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                                   lr=lr, width=width, dropout=dropout, head_dropout=head_dropout, device=device,
@@ -88,12 +103,12 @@ def iter_train_delpnet(
                                   val_per_class=val_per_class, test_per_class=test_per_class,
                                   num_threads=num_threads, real_check=real_check, write_card=write_card,
                                   objectives=objectives, gain_range=gain_range, psf_model=psf_model,
-                                  object_scales=object_scales, init=init))
+                                  object_scales=object_scales, init=init, consistency=consistency))
 
 
 def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, head_dropout, device, seed, resume,
            data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card,
-           objectives, gain_range, psf_model, object_scales, init):
+           objectives, gain_range, psf_model, object_scales, init, consistency):
     t_start = time.time()
     mixture = [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])]  # for the record
     out = Path(out_dir)
@@ -146,9 +161,13 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
             gstep = epoch * steps_per_epoch + step
             step_lr = opt.param_groups[0]["lr"]
             with rng:
-                x, y = synth.sample(batch_size, gen)
+                if consistency:  # the same number of patches a step: half as many crops, two views each
+                    x, y = synth.sample(batch_size // 2, gen, views=2)
+                    x, y = x.reshape(-1, *x.shape[2:]), y.reshape(-1)
+                else:
+                    x, y = synth.sample(batch_size, gen)
                 y = y.to(dev)
-                loss, logits = train_step(model, opt, x, y, dev)
+                loss, logits = train_step(model, opt, x, y, dev, consistency)
             sched.step()
             losses.append(loss.item())
             correct += int((logits.detach().argmax(1) == y).sum())
@@ -196,6 +215,7 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
             "gain_range": list(gain_range),
             "object_scales": [list(o) for o in object_scales] if object_scales else None,
             "init": str(init) if init else None,
+            "consistency": consistency,
             "val_sources": [s.name for s in split["val"]],
             "test_sources": [s.name for s in split["test"]],
             "train_time_s": round(train_time, 1),
@@ -216,7 +236,7 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
                            "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads,
                            "objectives": mixture, "gain_range": list(gain_range), "psf_model": psf_model,
                            "object_scales": [list(o) for o in object_scales] if object_scales else None,
-                           "init": str(init) if init else None},
+                           "init": str(init) if init else None, "consistency": consistency},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
