@@ -140,6 +140,30 @@ def test_banded_noise_and_in_place_canonical_scale_are_the_same_numbers():
         np.testing.assert_array_equal(image, before)  # the caller's array is not written to
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(520, 696), (84, 84), (100, 91), (300, 160)])
+def test_canonical_padded_is_the_canonical_image_padded(dtype, shape):
+    """The map's padded canonical image, written straight into its buffer (one float32 image
+    instead of two), has the numbers of the canonical image padded by ``pad_image``."""
+    import torch
+
+    from napari_refocus.core.tiling import pad_image, patch_grid
+    from napari_refocus.methods.canonical import canonical_image, canonical_padded
+
+    rng = np.random.default_rng(sum(shape))
+    top = 250 if dtype == np.uint8 else 4000
+    image = (rng.random(shape) * top).astype(dtype)
+    before = image.copy()
+    for stats in (None, (10.0, 3000.0, 2.0)):
+        padded, grid, got = canonical_padded(image, 1.0, stride=42, stats=stats)
+        canon, want = canonical_image(image, 1.0, stats=stats)
+        assert got == want and grid == patch_grid(canon.shape, stride=42)
+        ref = pad_image(torch.from_numpy(canon), grid, 0, "reflect")
+        assert padded.shape == ref.shape and torch.equal(padded, ref)
+    np.testing.assert_array_equal(image, before)  # the caller's array is not written to
+    assert canonical_padded(image[:80], 1.0, stride=42)[:2] == (None, None)  # smaller than a patch
+
+
 def test_batch_worker_switches_to_blocks_when_memory_is_short(monkeypatch, tmp_path):
     # batch's per-image work takes the CLI's decision (it ran every TIFF in memory before)
     import tifffile

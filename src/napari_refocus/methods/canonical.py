@@ -179,6 +179,48 @@ def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, st
     return np.clip(img, 0.0, None, out=img), stats
 
 
+def canonical_padded(arr, scale: float, *, stride: int, normalise: bool = True, stats=None):
+    """``(padded, grid, stats)``: :func:`canonical_image` on the patch grid of ``stride``,
+    reflect-padded to the grid's extent (``core.tiling.pad_image``'s ``"reflect"``) as a torch
+    tensor; ``padded`` and ``grid`` are None when the image is smaller than a patch.
+
+    At the map's own sampling the canonical values are written straight into the padded buffer
+    (the same float32 operations, so the same numbers): one float32 image (~4 B/px) instead of
+    the canonical image and its padded copy side by side (~8 B/px), which was the peak of a
+    generator's never-worse gate on a big image, on top of its output."""
+    import torch
+
+    from ..core.tiling import PATCH, pad_image, patch_grid
+
+    a = np.asarray(arr)
+    direct = normalise and scale == 1.0 and a.ndim == 2 and (bool(stats) or exact_in_float32(a.dtype))
+    if direct:
+        stats = stats or canonical_stats(a)
+        h, w = a.shape
+        grid = patch_grid((h, w), patch=PATCH, stride=stride) if min(h, w) >= PATCH else None
+        if grid is None:
+            return None, None, stats
+        eh, ew = grid.extent
+        if eh - h < h and ew - w < w:  # else pad_image replicates instead of mirroring
+            out = np.empty((eh, ew), np.float32)
+            img = out[:h, :w]
+            img[...] = a  # cast while copying: no float32 copy beside the buffer
+            lo, hi = stats[0], stats[1]
+            img -= np.float32(lo)
+            img *= np.float32(SPAN / (hi - lo) if hi > lo else 0.0)
+            img += np.float32(OFFSET)
+            np.clip(img, 0.0, None, out=img)
+            # "reflect" (the edge not repeated), columns first, then whole rows: the corners too
+            out[:h, w:] = img[:, w - 2 - np.arange(ew - w)]
+            out[h:, :] = out[h - 2 - np.arange(eh - h), :]
+            return torch.from_numpy(out), grid, stats
+    data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
+    if min(data.shape) < PATCH:
+        return None, None, stats
+    grid = patch_grid(data.shape, patch=PATCH, stride=stride)
+    return pad_image(torch.from_numpy(np.ascontiguousarray(data)), grid, 0, "reflect"), grid, stats
+
+
 def background_rule(patches, sigma: float):
     """Patches (canonical counts, a torch tensor) that are background (see the module doc)."""
     flat = patches.reshape(patches.shape[0], -1)

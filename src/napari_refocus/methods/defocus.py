@@ -41,9 +41,9 @@ from ..core.memory import release_free_memory
 from ..core.matching import map_key, map_sampling_scale
 from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
-from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_grid, patch_view, take_patches
+from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_view, take_patches
 from ..core.validation import as_image
-from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image
+from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image, canonical_padded
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
 from .canonical import map_weights
 from .deep import TOP
@@ -272,20 +272,18 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
             return dataclasses.replace(dm, choice=choice)
     weights = map_weights(weights, optics)  # the network of this sampling (canonical.map_weights)
     scale, table = map_frame(optics, weights=weights)
-    data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
-    if min(data.shape) < PATCH:
+    # the canonical image, padded to the patch grid: the patches are read through a strided
+    # view of it, a batch at a time
+    padded, grid, stats = canonical_padded(arr, scale, stride=stride, normalise=normalise, stats=stats)
+    if grid is None:
         need = int(math.ceil(PATCH * scale))
         raise ValueError(f"image is {arr.shape[0]}x{arr.shape[1]} pixels; DelpNet needs at least "
                          f"{need}x{need} at this pixel size")
-    grid = patch_grid(data.shape, patch=PATCH, stride=stride)
+    release_free_memory()  # glibc may keep a freed unpadded canonical image in the heap (~4 B/px) otherwise
     dev = resolve_device(device)
     model = _model(weights, dev)
     if report is not None:
         report.note(getattr(model, "device_note", None))  # loaded onto the CPU: out of memory on dev
-    # the patches are read through a strided view of the padded image, a batch at a time
-    padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), grid, 0, "reflect")
-    del data
-    release_free_memory()  # glibc may keep the freed canonical image in the heap (~4 B/px) otherwise
     view = patch_view(padded, grid, 0)
     n = grid.shape[0] * grid.shape[1]
     flat, bg = yield from _iter_probabilities(lambda d: model if d == dev else _model(weights, d),

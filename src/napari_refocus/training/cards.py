@@ -47,12 +47,16 @@ def _recipe_flags(ck: dict) -> str:
         flags += f" --lr {ck['lr']:g}"
     if ck.get("objectives") and any(o.get("defocus_table_um") for o in ck["objectives"]):
         flags += " --objectives"
+    note = ""  # a setting no flag gives, after the flags (a shell comment)
     if ck.get("object_scales"):
         same = [list(o) for o in OBJECT_SCALES] == [list(o) for o in ck["object_scales"]]
-        flags += " --object-scales" if same else f"  # and object_scales={ck['object_scales']} (Python only)"
+        if same:
+            flags += " --object-scales"
+        else:
+            note = f"  # and object_scales={ck['object_scales']} (Python only)"
     if ck.get("consistency"):
         flags += f" --consistency {ck['consistency']:g}"
-    return flags
+    return flags + note
 
 
 def _classes_um(objective: dict) -> str:
