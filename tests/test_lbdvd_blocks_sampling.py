@@ -36,6 +36,23 @@ def test_any_window_equals_the_whole_resampled_image_bit_for_bit(factor, infocus
         np.testing.assert_array_equal(win, whole[box[0]:box[1], box[2]:box[3]])
 
 
+@pytest.mark.parametrize("factor", (0.5, 0.4517, 1.7))
+@pytest.mark.parametrize("dtype", (np.uint16, np.float32, np.float64))
+def test_resample_band_by_band_is_the_whole_at_once(factor, dtype, monkeypatch, infocus_crop):
+    """``resample`` works a band of output rows at a time from the input as it is (no float32 copy
+    of the whole): the numbers of one window covering everything, from the float32 image."""
+    from napari_refocus.core import resample as rs
+
+    img = np.asarray(infocus_crop)[:, :247].astype(dtype)
+    out_shape = resized_shape(img.shape, factor)
+    at_once = resample_window(img.astype(np.float32), full_shape=img.shape, out_shape=out_shape,
+                              out_box=(0, out_shape[0], 0, out_shape[1]))
+    monkeypatch.setattr(rs, "BAND_ROWS", 7)  # many bands, the last one short
+    banded = resample(img, shape=out_shape)
+    assert banded.dtype == np.float32
+    np.testing.assert_array_equal(banded, at_once)
+
+
 def test_the_window_is_what_a_box_reads():
     img = np.random.default_rng(0).random((300, 280)).astype(np.float32)
     out_shape = resized_shape(img.shape, 0.4517)

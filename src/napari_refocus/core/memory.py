@@ -46,14 +46,16 @@ class Footprint:
 #: core.rl.WHOLE_FRAME_MAX pixels, which are transformed whole (~70 B/px, at most ~40 MB).
 #: lbdvd on an image defocused beyond the top class (its second Richardson-Lucy pass,
 #: methods.deep): 14.4-15.7 B/px at 3072^2 (11.5-11.8 with ``beyond_top=False``; BENCHMARKS.md
-#: "Memory"), plus a quarter: 20
+#: "Memory"), plus a quarter: 20. m-deblurgan with its 512-px default tiles (stop 28): 27.8 B/px at
+#: 3072^2 and 22.0 at 6144^2 (250 and 790 MB), a slope of 19.1 B/px plus a quarter, and 70-83 MB
+#: left over at 1024^2-3072^2 (a 512-px tile's activations) plus a quarter
 MIB = 2**20
 FOOTPRINTS = {
     "lbdvd": Footprint(20.0, 16 * MIB),
     "rl": Footprint(15.0, 40 * MIB),
     "comi-cyclegan": Footprint(17.5, 110 * MIB),
     "refocus-unet": Footprint(11.5, 250 * MIB),
-    "m-deblurgan": Footprint(24.5, 415 * MIB, upscale=2),
+    "m-deblurgan": Footprint(24.0, 105 * MIB, upscale=2),
     "h2t-msunet": Footprint(13.5, 260 * MIB),
 }
 #: for a method not in the table: the most demanding built-in figures

@@ -110,15 +110,27 @@ def resample_window(region, *, full_shape, out_shape, out_box, region_origin=(0,
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+#: output rows per band of :func:`resample`: each band reads only its own input rows, so the input
+#: is never converted to float32 as a whole (a uint16 image of 37.7 Mpx: a 150 MB copy less)
+BAND_ROWS = 256
+
+
 def resample(image, *, shape) -> np.ndarray:
     """A 2-D image resampled to ``shape`` (float32), anti-aliased when shrinking.
 
     Triangle-filter interpolation on pixel centres (see the module doc): bilinear when
     enlarging, a low-pass as wide as the output pixel when shrinking. Returns the image itself
-    (as float32) when the shape does not change.
+    (as float32) when the shape does not change. Made :data:`BAND_ROWS` output rows at a time,
+    each band from its own input rows (:func:`resample_window`: the same numbers as at once).
     """
-    a = np.asarray(image, dtype=np.float32)
+    a = np.asarray(image)
     shape = tuple(int(s) for s in shape)
     if a.shape == shape:
-        return a
-    return resample_window(a, full_shape=a.shape, out_shape=shape, out_box=(0, shape[0], 0, shape[1]))
+        return np.asarray(a, dtype=np.float32)
+    out = np.empty(shape, np.float32)
+    for oy0 in range(0, shape[0], BAND_ROWS):
+        box = (oy0, min(shape[0], oy0 + BAND_ROWS), 0, shape[1])
+        y0, y1, _, _ = input_window(full_shape=a.shape, out_shape=shape, out_box=box)
+        out[box[0]:box[1]] = resample_window(a[y0:y1], full_shape=a.shape, out_shape=shape, out_box=box,
+                                             region_origin=(y0, 0))
+    return out

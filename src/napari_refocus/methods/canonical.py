@@ -163,9 +163,10 @@ def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, st
         # before the float32 copy, not beside it: the statistics read the pixels a band at a
         # time, the same numbers as from the copy (a peak of ~6 B/px instead of ~10)
         stats = canonical_stats(np.asarray(arr))
-    img = np.asarray(arr, dtype=np.float32)
-    if scale != 1.0:
-        img = resample(img, shape=resized_shape(img.shape, 1.0 / scale))
+    if scale != 1.0:  # band by band from the input: no float32 copy of the whole image beside the result
+        img = resample(arr, shape=resized_shape(np.shape(arr), 1.0 / scale))
+    else:
+        img = np.asarray(arr, dtype=np.float32)
     if not normalise:
         return img, None
     stats = stats or canonical_stats(img)
