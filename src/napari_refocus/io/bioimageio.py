@@ -84,13 +84,16 @@ def plugin_outputs(name: str, image) -> dict:
 
 def plugin_params(name: str) -> dict:
     """The method parameters the package reproduces: the defaults, but the network alone, without a
-    per-patch gate by DelpNet's map (``never_worse``, where the method has it)."""
+    per-patch gate by DelpNet's map (``never_worse``, where the method has it), on the whole image
+    as one tile up to 928 px a side (``tile=1024``: m-deblurgan's default is 512-px tiles)."""
     import dataclasses
 
     from ..methods.registry import get_method
+    from ..models.predict import DEFAULT_TILE
 
     fields = {f.name for f in dataclasses.fields(get_method(name).schema)}
-    return {"never_worse": False} if "never_worse" in fields else {}
+    return {**({"never_worse": False} if "never_worse" in fields else {}),
+            **({"tile": DEFAULT_TILE} if "tile" in fields else {})}
 
 
 def _network(name: str):

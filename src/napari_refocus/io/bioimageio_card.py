@@ -76,8 +76,9 @@ def _what(name: str, shape) -> str:
   normalisation cannot be written as pre/post-processing): per image, `(x - p1) / (p99.8 - p1)` with its
   1st/99.8th percentiles, a 48-px mirrored margin and mirror padding to the network's multiple, the
   network, the crop, and `y * (p99.8 - p1) + p1` back to the input's units. This is exactly what
-  `napari_refocus.refocus(image, method="{name}")` does for an image that fits in one of its 1024-px tiles
-  (up to 928 px a side). Larger images: napari-refocus cuts 1024-px tiles that overlap by 96 px, blends
+  `napari_refocus.refocus(image, method="{name}", tile=1024)` does for an image that fits in one 1024-px tile
+  (up to 928 px a side; 1024 px is the plugin's default tile for the x1 generators, 512 for m-deblurgan's
+  x2). Larger images: napari-refocus cuts tiles that overlap by 96 px, blends
   them with triangular weights and normalises them all with the whole image's percentiles; a tool that
   tiles this package itself normalises each tile by its own percentiles, which can differ.
 - **Not in the package**: TTA, the resampling to the training sampling for other objectives, and a
