@@ -19,6 +19,20 @@ def test_to_canonical_ignores_affine_changes_of_intensity(infocus_crop):
     assert ref.min() >= 0 and np.percentile(ref, 99.8) == pytest.approx(1150, abs=1)
 
 
+def test_to_canonical_into_a_buffer_gives_the_same_numbers(infocus_crop):
+    """``out=``: written into a view of a bigger buffer, or over a float32 image itself."""
+    for a in (np.asarray(infocus_crop).astype(np.uint16), np.asarray(infocus_crop, np.float32) / 7):
+        want = to_canonical(a, span=1000, offset=150)
+        buf = np.full((a.shape[0] + 5, a.shape[1] + 3), -1.0, np.float32)
+        got = to_canonical(a, span=1000, offset=150, out=buf[:a.shape[0], :a.shape[1]])
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(buf[:a.shape[0], :a.shape[1]], want)
+        assert (buf[a.shape[0]:] == -1).all() and (buf[:, a.shape[1]:] == -1).all()
+        if a.dtype == np.float32:
+            own = a.copy()
+            np.testing.assert_array_equal(to_canonical(own, span=1000, offset=150, out=own), want)
+
+
 def test_noise_sigma_measures_noise_not_structure(infocus_crop):
     rng = np.random.default_rng(0)
     smooth = np.asarray(infocus_crop, np.float32)

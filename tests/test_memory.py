@@ -162,6 +162,10 @@ def test_canonical_padded_is_the_canonical_image_padded(dtype, shape):
         assert padded.shape == ref.shape and torch.equal(padded, ref)
     np.testing.assert_array_equal(image, before)  # the caller's array is not written to
     assert canonical_padded(image[:80], 1.0, stride=42)[:2] == (None, None)  # smaller than a patch
+    from napari_refocus.core.tiling import reflect_fill
+
+    with pytest.raises(ValueError, match="reflect padding"):  # pad_image replicates there instead
+        reflect_fill(np.zeros((10, 30), np.float32), 4, 30)
 
 
 def test_batch_worker_switches_to_blocks_when_memory_is_short(monkeypatch, tmp_path):

@@ -52,14 +52,23 @@ def noise_sigma(image, *, band: int = 512) -> float:
     return float(1.4826 * np.median(out, overwrite_input=True) / 6.0)
 
 
-def to_canonical(image, *, span: float, offset: float, stats=None) -> np.ndarray:
+def to_canonical(image, *, span: float, offset: float, stats=None, out=None) -> np.ndarray:
     """``(image - lo) / (hi - lo) * span + offset`` as float32, clipped at 0.
 
     ``stats=(lo, hi)`` (default: :func:`robust_range` of ``image``). A flat image (hi == lo)
     maps to ``offset``. Any affine change of the input's intensities (exposure, bit depth,
     float scaling) gives the same output, up to the input's own rounding.
+    ``out``: a float32 array of ``image``'s shape (``image`` itself, or a view into a bigger
+    buffer) the result is written into, with no other image-sized temporary; the same numbers.
     """
     lo, hi = stats if stats is not None else robust_range(image)
     scale = span / (hi - lo) if hi > lo else 0.0
-    out = (np.asarray(image, dtype=np.float32) - np.float32(lo)) * np.float32(scale) + np.float32(offset)
+    if out is None:
+        out = np.asarray(image, dtype=np.float32) - np.float32(lo)
+    else:
+        if out is not image:
+            out[...] = image  # cast while copying
+        out -= np.float32(lo)
+    out *= np.float32(scale)
+    out += np.float32(offset)
     return np.clip(out, 0.0, None, out=out)

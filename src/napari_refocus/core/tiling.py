@@ -108,6 +108,20 @@ def pad_image(image_t, grid: PatchGrid, context: int, mode: str = "zeros"):
     return out.reshape(*image_t.shape[:-2], *out.shape[-2:])
 
 
+def reflect_fill(out, h: int, w: int):
+    """``out[:h, :w]`` (a 2-D array) mirrored into the rest of ``out``, in place: what
+    :func:`pad_image` ``"reflect"`` gives for padding at the bottom and right (the edge not
+    repeated; the padding must be smaller than the image, else it replicates). For a buffer
+    whose interior was written first, so the image and its padded copy never coexist."""
+    eh, ew = out.shape[-2:]
+    if eh - h >= h or ew - w >= w:
+        raise ValueError(f"reflect padding of {eh - h}x{ew - w} px needs an image larger than {h}x{w}")
+    # columns first, then whole rows: the corners are mirrored in both directions
+    out[:h, w:] = out[:h, w - 2 - np.arange(ew - w)]
+    out[h:, :] = out[h - 2 - np.arange(eh - h), :]
+    return out
+
+
 def extract_patches(image_t, grid: PatchGrid, *, context: int = CONTEXT, mode: str = "zeros"):
     """All patches of a 2-D tensor with ``context`` real-neighbour pixels on each side.
 

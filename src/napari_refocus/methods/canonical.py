@@ -157,6 +157,7 @@ def to_canonical_counts(x, stats):
 
 def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, stats=None):
     """``(image on the canonical grid and intensity scale, stats)`` (stats None: raw counts)."""
+    from ..core.intensity import to_canonical
     from ..core.resample import resample, resized_shape
 
     if normalise and not stats and scale == 1.0 and exact_in_float32(np.asarray(arr).dtype):
@@ -172,12 +173,8 @@ def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, st
     stats = stats or canonical_stats(img)
     if np.may_share_memory(img, arr):
         img = img.copy()  # the caller's float32 array is never written to
-    # core.intensity.to_canonical's formula, in place on this function's own copy
-    lo, hi = stats[0], stats[1]
-    img -= np.float32(lo)
-    img *= np.float32(SPAN / (hi - lo) if hi > lo else 0.0)
-    img += np.float32(OFFSET)
-    return np.clip(img, 0.0, None, out=img), stats
+    # in place on this function's own copy
+    return to_canonical(img, span=SPAN, offset=OFFSET, stats=(stats[0], stats[1]), out=img), stats
 
 
 def canonical_padded(arr, scale: float, *, stride: int, normalise: bool = True, stats=None):
@@ -191,7 +188,8 @@ def canonical_padded(arr, scale: float, *, stride: int, normalise: bool = True, 
     generator's never-worse gate on a big image, on top of its output."""
     import torch
 
-    from ..core.tiling import PATCH, pad_image, patch_grid
+    from ..core.intensity import to_canonical
+    from ..core.tiling import PATCH, pad_image, patch_grid, reflect_fill
 
     a = np.asarray(arr)
     direct = normalise and scale == 1.0 and a.ndim == 2 and (bool(stats) or exact_in_float32(a.dtype))
@@ -204,17 +202,8 @@ def canonical_padded(arr, scale: float, *, stride: int, normalise: bool = True, 
         eh, ew = grid.extent
         if eh - h < h and ew - w < w:  # else pad_image replicates instead of mirroring
             out = np.empty((eh, ew), np.float32)
-            img = out[:h, :w]
-            img[...] = a  # cast while copying: no float32 copy beside the buffer
-            lo, hi = stats[0], stats[1]
-            img -= np.float32(lo)
-            img *= np.float32(SPAN / (hi - lo) if hi > lo else 0.0)
-            img += np.float32(OFFSET)
-            np.clip(img, 0.0, None, out=img)
-            # "reflect" (the edge not repeated), columns first, then whole rows: the corners too
-            out[:h, w:] = img[:, w - 2 - np.arange(ew - w)]
-            out[h:, :] = out[h - 2 - np.arange(eh - h), :]
-            return torch.from_numpy(out), grid, stats
+            to_canonical(a, span=SPAN, offset=OFFSET, stats=(stats[0], stats[1]), out=out[:h, :w])
+            return torch.from_numpy(reflect_fill(out, h, w)), grid, stats
     data, stats = canonical_image(arr, scale, normalise=normalise, stats=stats)
     if min(data.shape) < PATCH:
         return None, None, stats
