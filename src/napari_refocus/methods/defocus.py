@@ -41,9 +41,10 @@ from ..core.memory import release_free_memory
 from ..core.matching import map_key, map_sampling_scale
 from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
-from ..core.tiling import PATCH, STRIDE, PatchGrid, pad_image, patch_view, take_patches
+from ..core.tiling import PATCH, STRIDE, PatchGrid, patch_view, take_patches
 from ..core.validation import as_image
-from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_image, canonical_padded
+from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_padded
+from .canonical import canonical_image  # noqa: F401 - re-exported (canonical_blocks and tests import it here)
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
 from .canonical import map_weights
 from .deep import TOP
@@ -254,8 +255,6 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     ``stats``: :func:`.canonical.canonical_stats` of the whole image, when ``image`` is a part of it.
     ``report``: a :class:`~napari_refocus.core.devices.DeviceReport` told when an accelerator's
     out-of-memory error halved the batches or moved the network to the CPU."""
-    import torch
-
     from ..core.devices import resolve_device
 
     arr = as_image(image, name="image", ndim=2, allow_negative=True)
@@ -311,17 +310,13 @@ def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta
     """The :class:`~.deep.CoarseReading` of ``arr`` (None if its coarse image is smaller than a
     patch): DelpNet on the canonical image at :data:`~.deep.COARSE` x the map's pixel, with the
     map's intensity statistics ``stats`` (None: raw counts)."""
-    import torch
+    from .deep import COARSE, CoarseReading, coarse_table, deep_patches
 
-    from .deep import COARSE, CoarseReading, coarse_grid_of, coarse_table, deep_patches
-
-    data, _ = canonical_image(arr, COARSE * scale, normalise=stats is not None, stats=stats)
-    cgrid = coarse_grid_of(data.shape)
+    # the coarse grid (.deep.coarse_grid_of) is the patch grid of the coarse canonical image
+    padded, cgrid, _ = canonical_padded(arr, COARSE * scale, stride=STRIDE, normalise=stats is not None, stats=stats)
     if cgrid is None:
         return None
     ctable = coarse_table(optics, weights=weights)
-    padded = pad_image(torch.from_numpy(np.ascontiguousarray(data)), cgrid, 0, "reflect")
-    del data
     view = patch_view(padded, cgrid, 0)
     n = cgrid.shape[0] * cgrid.shape[1]
     flat, bg = yield from _iter_probabilities(model_on, lambda index: take_patches(view, index), n, device,
