@@ -232,16 +232,19 @@ def test_block_halo_follows_the_tiling():
 
 
 def test_the_default_tile_is_1024_px_of_output(monkeypatch):
-    """tile=None: 1024 px of output, so m-deblurgan (x2) runs 512-px tiles and the x1 generators
-    1024; a tile given by the user is used as it is, in memory and block by block."""
+    """m-deblurgan (x2) runs 512-px tiles by default, the x1 generators 1024 (each method's
+    schema, so the parameters recorded are the ones used); a tile given by the user is used as
+    it is, in memory and block by block."""
     import napari_refocus as nr
+    from napari_refocus.cli.common import method_options
     from napari_refocus.methods import get_method
-    from napari_refocus.methods.learned_blocks import halo, tile_of
+    from napari_refocus.methods.learned_blocks import halo
     from napari_refocus.models import predict
 
-    assert tile_of(None, 1) == 1024 and tile_of(None, 2) == 512 and tile_of(256, 2) == 256 and tile_of(0, 2) == 0
+    assert get_method("m-deblurgan").defaults["tile"] == 512 and get_method("h2t-msunet").defaults["tile"] == 1024
     assert get_method("m-deblurgan").halo == halo(tile=512, overlap=96, multiple=64, scale=1.0)
     assert get_method("h2t-msunet").halo == halo(tile=1024, overlap=96, multiple=64, scale=1.0)
+    assert method_options()["tile"]["default"] is None  # the CLI does not state one default for both
     seen = []
     real = predict.plan_grid
 
@@ -251,7 +254,8 @@ def test_the_default_tile_is_1024_px_of_output(monkeypatch):
 
     monkeypatch.setattr(predict, "plan_grid", spy)  # learned_blocks imports it at each call
     img = (np.random.default_rng(0).random((160, 176)) * 1000).astype(np.uint16)
-    nr.refocus(img, method="m-deblurgan", device="cpu", never_worse=False)
+    res = nr.refocus(img, method="m-deblurgan", device="cpu", never_worse=False)
+    assert res.parameters["tile"] == 512
     nr.refocus(img, method="m-deblurgan", device="cpu", never_worse=False, tile=256)
     nr.refocus(img, method="comi-cyclegan", device="cpu", never_worse=False)
     assert seen == [512, 256, 1024]

@@ -96,6 +96,8 @@ def method_options() -> dict[str, dict]:
                 entry = out.setdefault(d["name"], {**d, "methods": [], "helps": {}})
                 entry["methods"].append(m.name)
                 entry["helps"].setdefault(d["help"], []).append(m.name)
+                if entry["default"] != d["default"]:  # the methods differ (m-deblurgan's tile): each help says
+                    entry["default"] = None
     return out
 
 

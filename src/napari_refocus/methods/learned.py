@@ -45,9 +45,8 @@ SAMPLING_TOLERANCE = 0.01
 class LearnedParams(Params):
     """Parameters of the learned methods."""
 
-    tile: int | None = option(None, help=f"tile side, px of the grid the network runs on (default: {DEFAULT_TILE} px "
-                              f"of output: {DEFAULT_TILE} for the x1 generators, {DEFAULT_TILE // 2} for m-deblurgan's "
-                              "x2; <= 0: the whole image at once)", unit="px", kind=int)
+    tile: int = option(DEFAULT_TILE, help=f"tile side, px of the grid the network runs on (default {DEFAULT_TILE}; "
+                       "<= 0: the whole image at once)", unit="px")
     overlap: int = option(DEFAULT_OVERLAP, help="tile overlap, px", minimum=0, unit="px")
     batch_size: int | None = option(DEFAULT_BATCH, help="tiles per forward pass (default: 1 on the CPU, the fastest and "
                                     "leanest there; 4 on a GPU, halved on out-of-memory before the CPU takes "
@@ -63,6 +62,17 @@ class LearnedParams(Params):
                                    unit="optics")
     never_worse: bool = option(True, help="gate the change per patch by DelpNet's probability that the patch is "
                                "defocused beyond the depth of field: regions in focus come back unchanged")
+
+
+@dataclass(frozen=True)
+class LearnedX2Params(LearnedParams):
+    """Parameters of a generator whose output is twice its input (m-deblurgan): its tiles are
+    1024 px of *output*, so one tile's activations are about those of an x1 generator's tile
+    (its whole-image peak meets 24 B/px from 6144^2 on; BENCHMARKS.md "Memory")."""
+
+    tile: int = option(DEFAULT_TILE // 2, help=f"tile side, px of the grid the network runs on (default "
+                       f"{DEFAULT_TILE // 2}: {DEFAULT_TILE} px of its x2 output; <= 0: the whole image at once)",
+                       unit="px")
 
 
 def pixel_size_only(optics: Optics) -> bool:
@@ -125,7 +135,7 @@ def get_generator(name_or_path, device="cpu", *, like: str | None = None):
     return load_model(name_or_path, device, like=like)
 
 
-def _make_run(name: str, upscale: int = 1):
+def _make_run(name: str):
     def run(image, params: LearnedParams, *, device, report, stats=None, map_stats=None):
         out = yield from _restore(image, params, device=device, report=report, stats=stats)
         if not params.never_worse:
@@ -141,7 +151,7 @@ def _make_run(name: str, upscale: int = 1):
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
         from ..models.predict import intensity_stats
-        from .learned_blocks import iter_restore_window, tile_of
+        from .learned_blocks import iter_restore_window
 
         source = params.weights or name
         model = get_generator(source, device, like=name)
@@ -158,7 +168,7 @@ def _make_run(name: str, upscale: int = 1):
         # the whole image as one window: the same code, and so the same numbers, as a block
         out = yield from iter_restore_window(
             lambda d: model if d == device else get_generator(source, d, like=name), np.asarray(image),
-            scale=scale, stats=stats, device=device, tile=tile_of(params.tile, upscale), overlap=params.overlap,
+            scale=scale, stats=stats, device=device, tile=params.tile, overlap=params.overlap,
             batch_size=params.batch_size, precision=params.precision, tta=params.tta, report=report,
             stage=f"{name}: tiles" if scale == 1.0 else f"{name}: tiles at the training sampling")
         if scale != 1.0:  # RunReport's notes channel (run.py puts report.fallbacks into RefocusResult.notes)
@@ -209,12 +219,13 @@ def image_stats(image, *, params: LearnedParams | None = None, sample_stride: in
 
 
 def _method(name: str, title: str, description: str, upscale: int = 1) -> Method:
-    from .learned_blocks import block_runner_of, halo, tile_of
+    from .learned_blocks import block_runner_of, halo
 
+    schema = LearnedX2Params if upscale == 2 else LearnedParams
     # the halo of the default tiling at the image's own sampling; a block runner states its own
     # (``restore.halo``: it depends on the tile size and the sampling)
-    default_halo = halo(tile=tile_of(None, upscale), overlap=DEFAULT_OVERLAP, multiple=64, scale=1.0)
-    return Method(name=name, title=title, description=description, schema=LearnedParams, run=_make_run(name, upscale),
+    default_halo = halo(tile=schema().tile, overlap=DEFAULT_OVERLAP, multiple=64, scale=1.0)
+    return Method(name=name, title=title, description=description, schema=schema, run=_make_run(name),
                   weights=(name,), upscale=upscale, halo=default_halo, inputs=("stats", "map_stats"),
                   image_stats=image_stats,
                   block_runner=block_runner_of(name, upscale, training_scale=training_scale, gate_optics=gate_optics,

@@ -108,16 +108,6 @@ def iter_restore_window(model, source, *, scale: float, stats, out_box=None, sta
     return residual
 
 
-def tile_of(tile: int | None, upscale: int) -> int:
-    """The tile side a generator runs with: ``tile`` when given, else
-    :data:`~napari_refocus.models.predict.DEFAULT_TILE` pixels of *output*: 1024 input pixels for
-    the x1 generators, 512 for m-deblurgan's x2 (one tile's activations are then about a
-    quarter: its whole-image peak meets 24 B/px from 6144^2 on; BENCHMARKS.md "Memory")."""
-    from ..models.predict import DEFAULT_TILE
-
-    return DEFAULT_TILE // max(1, int(upscale)) if tile is None else int(tile)
-
-
 def halo(*, tile: int, overlap: int, multiple: int, scale: float) -> int:
     """Input pixels beyond a block's bounds that :func:`iter_restore_window` reads (each side)."""
     from ..models.stitch import round_up
@@ -143,8 +133,7 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
         source_name = params.weights or name
         model = get_generator(source_name, device, like=name)
         scale = training_scale(params.optics)
-        tile = tile_of(params.tile, upscale)
-        tiling = {"device": device, "tile": tile, "overlap": params.overlap, "batch_size": params.batch_size,
+        tiling = {"device": device, "tile": params.tile, "overlap": params.overlap, "batch_size": params.batch_size,
                   "precision": params.precision, "tta": params.tta}
         gate = _block_gate(params, device=device, map_stats=map_stats, upscale=upscale, optics=gate_optics(params.optics))
         cache = TileCache()  # a tile touching several blocks runs once
@@ -162,7 +151,7 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
                 cache=cache if stats is not None else None, **tiling))
             return out if gate is None else gate(source, bounds, out)
 
-        restore.halo = halo(tile=tile, overlap=params.overlap, multiple=int(getattr(model, "multiple", 1) or 1),
+        restore.halo = halo(tile=params.tile, overlap=params.overlap, multiple=int(getattr(model, "multiple", 1) or 1),
                             scale=scale)
         if gate is not None:
             restore.halo = max(restore.halo, gate.halo)
