@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import SHARED_DATA, git_rev, machine, write_section  # noqa: E402
 
 import napari_refocus as nr  # noqa: E402
-from napari_refocus.core.rl import fft_size  # noqa: E402
+from napari_refocus.core.otf import fft_size  # noqa: E402
 from napari_refocus.core.tiling import extract_patches, montage  # noqa: E402
 
 ITER = 15

@@ -7,7 +7,7 @@ import numpy as np
 from .validation import as_image, check_level
 from .devices import resolve_device
 from .optics import Optics, resolve_optics
-from .otf import fft_size, otf_bank
+from .otf import frame_size, otf_bank
 
 
 def _blur_all(data_t, levels, optics: Optics, device):
@@ -16,11 +16,15 @@ def _blur_all(data_t, levels, optics: Optics, device):
     import torch.nn.functional as F
 
     h, w = data_t.shape
-    radius = optics.psf_size // 2
-    margin = min(optics.psf_size, h - 1, w - 1)
-    padded = F.pad(data_t[None, None], (margin,) * 4, mode="reflect")[0, 0] if margin else data_t
+    margin = optics.psf_size
+    if margin < min(h, w):
+        padded = F.pad(data_t[None, None], (margin,) * 4, mode="reflect")[0, 0]
+    else:
+        # an image narrower than its PSF: numpy mirrors it again and again (torch's reflect
+        # cannot pad past the image's own size), so a thin strip keeps its light
+        padded = torch.from_numpy(np.pad(data_t.cpu().numpy(), margin, mode="reflect")).to(data_t.device)
     ph, pw = padded.shape
-    shape = (fft_size(ph + radius), fft_size(pw + radius))
+    shape = (frame_size(ph, optics.psf_size), frame_size(pw, optics.psf_size))
     spec = torch.fft.rfft2(F.pad(padded, (0, shape[1] - pw, 0, shape[0] - ph)))
     out = {}
     for lv in levels:

@@ -33,6 +33,13 @@ def fft_size(n: int) -> int:
     return best
 
 
+def frame_size(n: int, psf_size: int) -> int:
+    """FFT frame side for ``n`` data pixels zero-padded by the PSF radius (so that circular
+    convolution equals linear convolution on the data), and at least the PSF's own side: an
+    image narrower than its PSF (a 10-px crop, a 1-px line) still gets a frame the PSF fits in."""
+    return fft_size(max(int(n) + psf_size // 2, psf_size))
+
+
 _CACHE = LRU(max_bytes=OTF_CACHE_BYTES)
 
 

@@ -24,7 +24,7 @@ from .validation import as_image, check_level, check_level_map
 from .devices import is_oom, resolve_device
 from .memory import release_free_memory
 from .optics import BACKGROUND, Optics, resolve_optics
-from .otf import fft_size, otf_bank
+from .otf import frame_size, otf_bank
 from .rl_batch import (  # noqa: F401 - the batched iteration, public here as always
     CPU_BATCH,
     EPS,
@@ -166,7 +166,7 @@ def _whole_image(arr, boundary, optics, level, dev, iterations, initial):
     import torch
 
     h, w = arr.shape
-    shape = (fft_size(h + optics.psf_size // 2), fft_size(w + optics.psf_size // 2))
+    shape = (frame_size(h, optics.psf_size), frame_size(w, optics.psf_size))
     if shape[0] * shape[1] > WHOLE_FRAME_MAX:
         return (yield from iter_richardson_lucy_image(arr, optics=optics, level=level, iterations=iterations,
                                                       device=dev, boundary=boundary, initial=initial))

@@ -11,7 +11,7 @@ import numpy as np
 
 from .devices import resolve_device, run_chunked
 from .optics import BACKGROUND, Optics
-from .otf import fft_size, otf_bank
+from .otf import frame_size, otf_bank
 from .progress import Progress, check_cancelled, drain
 from .torchstate import flush_denormal
 
@@ -140,7 +140,7 @@ def iter_deconvolve_frames(take, levels, put, *, size, context, iterations, devi
     # One PSF radius of zeros past the data: enough for circular = linear convolution. With
     # the normalised boundary the estimate's extensions past opposite edges then share one
     # band; measured: no PSNR difference to a frame of data + 2 radii, which is 37 % slower.
-    shape = (fft_size(size + optics.psf_size // 2),) * 2
+    shape = (frame_size(size, optics.psf_size),) * 2
 
     def work(start, stop, dev_):
         idx = todo[start:stop]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .devices import resolve_device
 from .optics import BACKGROUND
-from .otf import fft_size
+from .otf import frame_size
 from .rl_batch import CPU_BATCH, MIN_BATCH, iter_deconvolve_frames
 from .tiling import PatchGrid
 
@@ -26,7 +26,7 @@ GROUP_FRAME_MAX = 256
 
 def group_frame(group: int, *, patch: int, stride: int, context: int, psf_size: int) -> int:
     """The FFT frame side of ``group`` x ``group`` neighbouring patches deconvolved together."""
-    return fft_size((group - 1) * stride + patch + 2 * context + psf_size // 2)
+    return frame_size((group - 1) * stride + patch + 2 * context, psf_size)
 
 
 def group_size(*, patch: int, stride: int, context: int, psf_size: int) -> int:

@@ -93,7 +93,7 @@ def normalise_source(img: np.ndarray) -> np.ndarray:
 
 def blur_levels(img: np.ndarray, optics: Optics) -> torch.Tensor:
     """(n_levels, H, W) float32: the image blurred by every level's PSF (FFT, reflect pad)."""
-    from ..core.rl import fft_size, otf_bank
+    from ..core.otf import fft_size, otf_bank
 
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
     h, w = t.shape
