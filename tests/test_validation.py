@@ -119,6 +119,8 @@ def test_api_unknown_keyword_is_a_value_error_naming_the_valid_ones(image):
     ({"method": "rl", "level": 3, "optics": {"na": 0.9, "refractive_index": 0.8}}, "na .* must be smaller"),
     ({"method": "lbdvd", "stride": 0}, "stride must be >= 1"),
     ({"method": "refocus-unet", "overlap": -8}, "overlap must be >= 0"),
+    # a 20 um pixel at NA 0.5 would have the map enlarge the image 31x a side (137 s here before)
+    ({"method": "lbdvd", "pixel_um": 20.0}, r"pixel 20 um is 30.8x coarser than the defocus map reads \(0.65 um"),
 ])
 def test_api_bad_values_are_value_errors(image, kwargs, message):
     with pytest.raises(ValueError, match=message):

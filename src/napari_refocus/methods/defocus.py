@@ -156,10 +156,24 @@ def certainty_of(probabilities: np.ndarray) -> np.ndarray:
     return certainty(probabilities)
 
 
+#: the fewest native pixels per map pixel: the map enlarges an image at most 4x a side
+MIN_MAP_SCALE = 0.25
+
+
 def map_scale(optics: Optics | None) -> float:
     """Native pixels per map pixel for an image taken with ``optics`` (None: the training
-    objective); :func:`map_frame`'s first value, without measuring the class table."""
-    return map_sampling_scale(CANONICAL, optics if optics is not None else CANONICAL)
+    objective); :func:`map_frame`'s first value, without measuring the class table. A
+    ValueError when the map would enlarge the image more than ``1 / MIN_MAP_SCALE`` times."""
+    optics = optics if optics is not None else CANONICAL
+    scale = map_sampling_scale(CANONICAL, optics)
+    if scale < MIN_MAP_SCALE:
+        # a pixel this coarse for the objective (a wrong pixel size or NA, most often) would have
+        # the map read an image enlarged 1/scale times a side: minutes of work on content finer
+        # than any pixel the camera recorded
+        raise ValueError(f"pixel {optics.pixel_um:g} um is {1 / scale:.1f}x coarser than the defocus map reads "
+                         f"({optics.pixel_um * scale:.3g} um at NA {optics.na:g}, {optics.wavelength_nm:g} nm; "
+                         f"at most {1 / MIN_MAP_SCALE:g}x); check the pixel size and the NA")
+    return scale
 
 
 def is_training_objective(optics: Optics) -> bool:
@@ -176,9 +190,10 @@ def map_frame(optics: Optics | None, *, weights=None):
 
     if optics is None:
         optics = CANONICAL
+    scale = map_scale(optics)  # first: an impossible sampling is an error before the table's work
     table = tuple(2.0 * lv for lv in range(N_CLASSES - 1)) if is_training_objective(optics) else \
         response_table(optics, weights=weights)
-    return map_scale(optics), table
+    return scale, table
 
 
 def iter_patch_probabilities(model, patches, device, batch_size: int = BATCH, tta: bool = False, *,
