@@ -83,3 +83,19 @@ def test_exact_model_fixes_the_immersion_width_and_widens_defocus_blur():
 def test_psf_model_is_validated():
     with pytest.raises(ValueError, match="psf_model"):
         Optics(psf_model="vectorial")
+
+
+def test_gauss_legendre_hands_over_to_scipy_above_2000_nodes():
+    """Up to 2000 nodes the bank keeps numpy's rule (its numbers since the start); above,
+    scipy's asymptotic rule gives the same quadrature in milliseconds instead of numpy's dense
+    n x n eigenproblem (minutes at 20000 nodes: a coarse-pixel class table once hung there)."""
+    from napari_refocus.core.optics import _gauss_legendre
+
+    x, w = _gauss_legendre(2000)
+    xn, wn = np.polynomial.legendre.leggauss(2000)
+    assert np.array_equal(x, xn) and np.array_equal(w, wn)
+    x, w = _gauss_legendre(5001)
+    assert abs(w.sum() - 2.0) < 1e-12
+    f = np.cos(40.0 * x) * x**2  # a smooth, oscillating integrand, exactly integrable
+    exact = 2 * (np.sin(40) / 40 + 2 * np.cos(40) / 40**2 - 2 * np.sin(40) / 40**3)
+    assert abs((w * f).sum() - exact) < 1e-12
