@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     rf = command("refocus", cmd_refocus, "restore images (stacks plane by plane, RGB per channel) with a method",
                  images, device, float32, overwrite, quiet, optics, fmt)
     rf.add_argument("--chunked", action="store_true",
-                    help="read lazily and write a tiled TIFF block by block (automatic above 64 Mpx per plane)")
+                    help="read lazily and write a tiled TIFF block by block (automatic when a run in memory "
+                         "would not fit the memory available)")
 
     b = command("batch", cmd_batch, "refocus many images on a dask cluster (restartable)",
                 images, device, quiet, optics, fmt)
