@@ -44,6 +44,17 @@ def test_missing_file():
         nr.read_image("/nonexistent/x.tif")
 
 
+def test_a_file_that_is_no_image_says_so(tmp_path):
+    """A text file handed over by mistake: the error says what the file is not, not only the
+    words of whichever imageio plugin tried last."""
+    from napari_refocus.io.read import read_image
+
+    path = tmp_path / "notes.txt"
+    path.write_text("hi")
+    with pytest.raises(ValueError, match=r"cannot read .*notes.txt: not an image file that TIFF, OME-Zarr or"):
+        read_image(path)
+
+
 def test_reads_real_lzw_bbbc006():
     from napari_refocus.io.samples import real_defocused_image
 

@@ -136,7 +136,10 @@ def read_image(path, *, axes: str | None = None) -> tuple[np.ndarray, dict]:
         try:
             arr = np.asarray(iio.imread(path))
         except Exception as exc:  # noqa: BLE001 - imageio raises many types
-            raise ImageReadError(path, _one_line(exc)) from None
+            # imageio's own words come from whichever plugin tried last (for a text file:
+            # "unpack_from requires a buffer ..."): say first what the file is not
+            raise ImageReadError(path, f"not an image file that TIFF, OME-Zarr or imageio's readers know "
+                                       f"({_one_line(exc)})") from None
         info = {"path": str(path), "pixel_um": None, "axes": _guess_axes(arr.shape), "optics": {},
                 "optics_source": {}}
     return arr, _with_axes(info, arr.shape, axes)
