@@ -127,6 +127,16 @@ def test_api_bad_values_are_value_errors(image, kwargs, message):
         nr.refocus(image, **kwargs)
 
 
+def test_negative_intensities_are_refused_saying_what_to_do(image):
+    """A background-subtracted float image: every method refuses it in one line (the methods
+    model photon counts), naming the minimum and the two usual fixes."""
+    shifted = image.astype(np.float32) - float(image.mean())
+    for method, extra in (("lbdvd", {}), ("rl", {"level": 3}), ("refocus-unet", {})):
+        with pytest.raises(ValueError, match=r"negative values \(min -.*\); intensities must be >= 0: add back the "
+                                             r"background offset or clip"):
+            nr.refocus(shifted, method=method, **extra)
+
+
 # ------------------------------------------------------------------------- weights files
 class _Trap:
     """Unpickling this touches a file: the proof that a pickle was (or was not) loaded."""

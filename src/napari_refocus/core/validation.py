@@ -29,7 +29,10 @@ def as_image(image, *, name: str = "image", ndim: int = 2, allow_negative: bool 
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if not allow_negative and arr.min() < 0:
-        raise ValueError(f"{name} has negative values (min {arr.min()}); intensities must be >= 0")
+        # the methods model photon counts; a background-subtracted image is the usual cause,
+        # and which fix is right (an offset back, or clipping noise below 0) is the user's call
+        raise ValueError(f"{name} has negative values (min {arr.min()}); intensities must be >= 0: add back the "
+                         f"background offset or clip the negative values first")
     return arr
 
 
