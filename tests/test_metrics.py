@@ -47,3 +47,9 @@ def test_bad():
         nr.metrics(np.zeros((3, 3)), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="data_range"):
         nr.metrics(np.zeros((8, 8)), np.zeros((8, 8)))
+
+
+def test_pcc_of_identical_images_is_exactly_one():
+    """Rounding once put it at 1.0000000000000002 on a 5x5 crop."""
+    a = np.random.default_rng(0).poisson(300, (200, 300)).astype(np.uint16)[:5, :5]
+    assert nr.metrics(a, a)["pcc"] == 1.0
