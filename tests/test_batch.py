@@ -37,6 +37,15 @@ def test_expand_inputs(folder):
     assert len(expand_inputs([str(folder / "img_[0-2].tif"), folder / "img_1.tif"])) == 3
     with pytest.raises(ValueError, match="no such file"):
         expand_inputs([folder / "nope.tif"])
+    # a plate folder with one subfolder per well: a folder is read one level deep, and the
+    # error names the glob that reaches the whole tree
+    plate = folder.parent / "plate"
+    (plate / "A01").mkdir(parents=True)
+    (folder / "img_0.tif").rename(plate / "A01" / "img_0.tif")
+    with pytest.raises(ValueError, match=r"no input images found; a folder's subfolders are not searched: .*"
+                                         r"plate/\*\*/\*\.tif"):
+        expand_inputs([plate])
+    assert expand_inputs([str(plate / "**" / "*.tif")]) == [plate / "A01" / "img_0.tif"]
 
 
 def test_batch_local_cluster(folder, tmp_path):

@@ -39,7 +39,8 @@ REPORT_FIELDS = [
 
 
 def expand_inputs(inputs) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> a sorted list of files."""
+    """Files, folders (the images directly inside them, sorted) and glob patterns (``**``
+    reaches into subfolders) -> a sorted list of files."""
     files: list[Path] = []
     for item in inputs:
         item = str(item)
@@ -61,7 +62,10 @@ def expand_inputs(inputs) -> list[Path]:
             seen.add(key)
             out.append(f)
     if not out:
-        raise ValueError("no input images found")
+        nested = [str(item) for item in inputs if Path(item).is_dir() and Path(item).suffix.lower() != ".zarr"]
+        hint = (f"; a folder's subfolders are not searched: for a whole tree give a glob such as "
+                f"'{Path(nested[0]) / '**' / '*.tif'}'") if nested else ""
+        raise ValueError(f"no input images found{hint}")
     return out
 
 
