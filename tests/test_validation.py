@@ -137,6 +137,12 @@ def test_negative_intensities_are_refused_saying_what_to_do(image):
             nr.refocus(shifted, method=method, **extra)
 
 
+def test_a_map_that_is_not_a_defocus_map_is_a_value_error(image):
+    """The level array alone (what a user might keep of an earlier map) was an AttributeError."""
+    with pytest.raises(ValueError, match="defocus_map must be a DefocusMap from napari_refocus.defocus_map"):
+        nr.refocus(image, method="lbdvd", defocus_map=np.zeros((3, 3), np.int64))
+
+
 # ------------------------------------------------------------------------- weights files
 class _Trap:
     """Unpickling this touches a file: the proof that a pickle was (or was not) loaded."""

@@ -61,8 +61,13 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     """DelpNet map (unless one is given), then depth-variant RL with each patch's class."""
     from ..core.rl import iter_deconvolve
 
+    from .defocus import DefocusMap
+
     if defocus_map is None:
         defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
+    elif not isinstance(defocus_map, DefocusMap):  # e.g. the level array alone: it lacks the grid and optics
+        raise ValueError(f"defocus_map must be a DefocusMap from napari_refocus.defocus_map(), "
+                         f"got {type(defocus_map).__name__}")
     # the map's image was resampled to whole pixels: a side may differ by up to half a map pixel
     elif not np.allclose(np.multiply(defocus_map.grid.image_shape, defocus_map.scale), np.shape(image),
                          atol=1.0 + defocus_map.scale / 2):
