@@ -236,21 +236,10 @@ def restore_all(img, optics, z_um, methods):
 def score(outs, img, ref):
     """{name: {psnr, ssim, pcc} gains over the input}, every image registered and
     intensity-matched to ``ref`` on the region all of them cover."""
-    from napari_refocus.core.align import (
-        estimate_shift,
-        match_intensity,
-        register_translation,
-        valid_box,
-    )
-    from napari_refocus.core.metrics import metrics
+    from napari_refocus.core.align import registered_metrics
 
-    ref = np.asarray(ref, dtype=np.float64)
-    imgs = {"input": np.asarray(img, dtype=np.float64), **outs}
-    shifts = {k: estimate_shift(v, ref) for k, v in imgs.items()}
-    box = valid_box(list(shifts.values()), ref.shape, margin_px=2)
-    r = ref[box]
-    m = {k: metrics(match_intensity(register_translation(v, ref, shift_px=shifts[k])[box], r), r,
-                    data_range=float(np.ptp(r))) for k, v in imgs.items()}
+    reg = registered_metrics({"input": img, **outs}, ref)
+    m, shifts = reg["metrics"], reg["shift_px"]
     return {k: {q: m[k][q] - m["input"][q] for q in ("psnr", "ssim", "pcc")} for k in outs}, m["input"], shifts["input"]
 
 

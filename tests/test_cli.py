@@ -39,6 +39,12 @@ def test_simulate_deconvolve_evaluate(files, capsys):
     report = json.loads(out)
     assert rc == 0 and report["gain"]["psnr"] > 0.5
     assert report["pred"] == nr.compare(nr.read_image(gt)[0], nr.read_image(d / "dec.tif")[0])["pred"]
+    # a real pair: registered and intensity-matched, the JSON says how
+    rc, out, _ = run(capsys, "evaluate", "--gt", gt, "--pred", d / "dec.tif", "--input", d / "blur.tif", "--register")
+    report = json.loads(out)
+    assert rc == 0 and set(report["registration"]) == {"shift_px", "intensity", "box"}
+    assert report["pred"] == pytest.approx(nr.compare(nr.read_image(gt)[0], nr.read_image(d / "dec.tif")[0],
+                                                      nr.read_image(d / "blur.tif")[0], register=True)["pred"])
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,8 @@ def cmd_evaluate(args) -> None:
     from ..io import read_image
 
     inp = read_image(args.input)[0] if args.input else None
-    _emit(compare(read_image(args.gt)[0], read_image(args.pred)[0], inp, data_range=args.data_range))
+    _emit(compare(read_image(args.gt)[0], read_image(args.pred)[0], inp, data_range=args.data_range,
+                  register=args.register))
 
 
 def cmd_methods(args) -> None:

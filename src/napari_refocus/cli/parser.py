@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", required=True)
     e.add_argument("--input", help="the degraded input, to report its metrics and the gains")
     e.add_argument("--data-range", type=float, default=None, help="default: gt.max() - gt.min()")
+    e.add_argument("--register", action="store_true",
+                   help="a real pair: shift each image onto the ground truth and fit its intensities (a*x+b) "
+                        "on the region all cover before the metrics; the JSON adds the shifts and fits")
 
     command("methods", cmd_methods, "list restoration methods, their weights, options and device", device)
 

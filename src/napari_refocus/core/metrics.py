@@ -35,15 +35,33 @@ def metrics(pred, gt, data_range=None) -> dict:
     return {"psnr": psnr, "ssim": ssim, "pcc": pcc, "data_range": data_range}
 
 
-def compare(gt, pred, input=None, data_range=None) -> dict:
+def compare(gt, pred, input=None, data_range=None, *, register: bool = False) -> dict:
     """Metrics of ``pred`` (and of ``input``, with the gains pred - input) against ``gt``.
 
     Both use the same data range (the ground truth's unless given).
+
+    ``register=True`` is for a real pair (a ground truth shot separately, never pixel-aligned
+    nor equally bright): ``pred`` and ``input`` are each shifted onto ``gt`` and fitted to its
+    intensities (``a * x + b``) on the region all of them cover
+    (:func:`napari_refocus.core.align.registered_metrics`), and the report adds
+    ``"registration"``: each image's shift (px), fit and that region. Without it a PSNR
+    against a real in-focus shot mostly measures the brightness difference.
     """
-    out = {"pred": metrics(pred, gt, data_range)}
-    dr = out["pred"]["data_range"]
+    if register:
+        from .align import registered_metrics
+
+        images = {"pred": pred} if input is None else {"pred": pred, "input": input}
+        reg = registered_metrics(images, gt, data_range=data_range)
+        out = dict(reg.pop("metrics"))
+        dr = out["pred"]["data_range"]
+    else:
+        out = {"pred": metrics(pred, gt, data_range)}
+        dr = out["pred"]["data_range"]
+        if input is not None:
+            out["input"] = metrics(input, gt, dr)
     if input is not None:
-        out["input"] = metrics(input, gt, dr)
         out["gain"] = {k: out["pred"][k] - out["input"][k] for k in ("psnr", "ssim", "pcc")}
     out["data_range"] = dr
+    if register:
+        out["registration"] = reg
     return out

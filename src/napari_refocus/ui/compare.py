@@ -86,6 +86,10 @@ class CompareWidget(ViewerWidget):
             self.layer_chooser("gt", "ground truth", prefer=_is_gt),
         ])
         align_labels(self.choosers)
+        self.register = CheckBox(name="register", value=False,
+                                 text="real pair: register and match intensities")
+        self.register.tooltip = ("a ground truth shot separately: shift each image onto it (sub-pixel) and fit its "
+                                 "intensities (a*x+b) on the region all cover, before the metrics")
         self.panel = JobPanel("Compute metrics", self.run, what="metrics")
         self.table = Table(name="table", value={"data": [["–"] * len(COLUMNS) for _ in range(len(METRICS) + 1)],
                                                 "index": [t for _, t in METRICS] + ["data range"],
@@ -101,7 +105,7 @@ class CompareWidget(ViewerWidget):
         self.line_button = PushButton(name="line", text="Draw profile line")
         self.line_button.tooltip = "adds a Shapes layer in line mode; draw a line on the image"
         self.plot = PlotCanvas(190)
-        self.extend([self.choosers, self.panel, Label(name="title", value="<b>vs ground truth</b> "
+        self.extend([self.choosers, self.register, self.panel, Label(name="title", value="<b>vs ground truth</b> "
                                                                           "(gain = restored - input)"),
                      self.table, self.note, self.save_button, self.side_by_side, self.line_button, self.plot])
         self.save_button.changed.connect(self._save_clicked)
@@ -128,6 +132,7 @@ class CompareWidget(ViewerWidget):
         planes = [None if ly is None else (ly.data, displayed_plane_index(self.viewer, ly), bool(ly.rgb))
                   for ly in (inp, res, gt)]
         names = {"input": inp.name if inp is not None else None, "restored": res.name, "gt": gt.name}
+        register = bool(self.register.value)
 
         def job():
             from ..core.metrics import compare
@@ -135,7 +140,7 @@ class CompareWidget(ViewerWidget):
             yield Progress(0, 1, "metrics")
             inp_plane, res_plane, gt_plane = (None if p is None else read_plane(*p) for p in planes)
             pred, factor = match_to_gt(np.asarray(res_plane), gt_plane.shape)
-            report = compare(gt_plane, pred, inp_plane)
+            report = compare(gt_plane, pred, inp_plane, register=register)
             yield Progress(1, 1, "metrics")
             return report, factor
 
@@ -157,6 +162,12 @@ class CompareWidget(ViewerWidget):
             self._set_cell(len(METRICS), c, text)
         note = f"data range {dr} (ground-truth max - min), same for both rows."
         style = ""
+        reg = report.get("registration")
+        if reg is not None:
+            y0, y1, x0, x1 = reg["box"]
+            moved = ", ".join(f"{k} {dy:+.2f}, {dx:+.2f} px" for k, (dy, dx) in reg["shift_px"].items())
+            note = (f"registered (shift onto the ground truth: {moved}) and intensity-matched, on rows {y0}-{y1} and "
+                    f"columns {x0}-{x1}; data range {dr} (the ground truth's there), same for both rows.")
         if downsampled > 1:
             note += (f" The restored layer is {downsampled}x finer than the ground truth: it was "
                      f"downsampled by a {downsampled}x{downsampled} block mean for these metrics.")
@@ -193,6 +204,14 @@ class CompareWidget(ViewerWidget):
                             rep.get("gain", {}).get(key, "")])
             w.writerow(["data_range", rep["data_range"], rep["data_range"], ""])
             w.writerow(["restored_downsampled_by", self.downsampled, "", ""])
+            reg = rep.get("registration")
+            w.writerow(["registered_and_intensity_matched", reg is not None, "", ""])
+            if reg is not None:  # what was done to each image before its row's numbers
+                roles = {"input": "input", "pred": "restored"}
+                for key, (dy, dx) in reg["shift_px"].items():
+                    a, b = reg["intensity"][key]
+                    w.writerow([f"{roles[key]}_shift_px_dy_dx_and_fit_a_b", f"{dy} {dx}", f"{a} {b}", ""])
+                w.writerow(["region_y0_y1_x0_x1", " ".join(map(str, reg["box"])), "", ""])
             for role in ("input", "restored", "gt"):
                 w.writerow([f"layer_{role}", self._names.get(role) or "", "", ""])
         return str(path)
