@@ -196,6 +196,40 @@ def test_dask_layer_gives_lazy_result_for_rl(viewer, qtbot, crops):
     np.testing.assert_allclose(np.asarray(out.data), eager, rtol=1e-5, atol=1e-3)
 
 
+def test_multiscale_layer_is_restored_at_full_resolution(viewer, qtbot, errors, crops):
+    """A pyramid (an OME-Zarr or slide opened by a reader plugin) is restored, mapped and
+    compared at its full-resolution level, which its scale and translate refer to: each
+    widget once failed with "list indices must be integers or slices, not tuple"."""
+    from napari_refocus import metrics, refocus
+
+    src, gt = crops[0], crops[1]
+    layer = add_source(viewer, [src, src[::2, ::2], src[::4, ::4]], multiscale=True, name="pyramid")
+    add_source(viewer, gt, name="ground truth")
+    w = dock(viewer, "refocus")
+    w.image.value = layer
+    assert w.layer_info.value.startswith(f"{src.shape} {src.dtype}, 2-D, the full resolution of 3 levels")
+    w.set_method("rl")
+    w.set_values(iterations=3)
+    w.run(layer)
+    wait_idle(qtbot, w)
+    out = viewer.layers["pyramid [rl]"]
+    params = out.metadata["parameters"]
+    eager = refocus(src, method="rl", device="cpu", level=params["level"], iterations=3,
+                    optics=params["optics"]).image
+    np.testing.assert_allclose(np.asarray(out.data), eager, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(out.scale, SCALE)
+    np.testing.assert_allclose(out.translate, TRANSLATE)
+    m = dock(viewer, "defocus_map")
+    m.run(layer)
+    wait_idle(qtbot, m)
+    c = dock(viewer, "compare")
+    c.choosers["input"].value = layer
+    c.run()
+    wait_idle(qtbot, c)
+    assert not errors and "pyramid defocus map" in viewer.layers
+    assert c.report["input"]["psnr"] == pytest.approx(metrics(src, gt)["psnr"])
+
+
 def test_upscaled_result_transform():
     from napari_refocus.ui.layers import result_transform
 

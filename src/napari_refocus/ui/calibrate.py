@@ -18,13 +18,13 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton
 from .base import ViewerWidget
 from .forms import align_labels
 from .jobs import JobPanel
-from .layers import layer_pixel_um
+from .layers import layer_data, layer_pixel_um
 from .plots import PlotCanvas
 from .style import ERR_STYLE, info_label, section, show
 
 
 def _is_stack(layer) -> bool:
-    return not getattr(layer, "rgb", False) and sum(n > 1 for n in layer.data.shape) == 3
+    return not getattr(layer, "rgb", False) and sum(n > 1 for n in layer_data(layer).shape) == 3
 
 
 class CalibrateWidget(ViewerWidget):
@@ -90,7 +90,7 @@ class CalibrateWidget(ViewerWidget):
 
             show_warning("napari-refocus: choose a z-stack layer (z, y, x)")
             return None
-        data, name, kw = layer.data, layer.name, self.settings()
+        data, name, kw = layer_data(layer), layer.name, self.settings()
         source = getattr(getattr(layer, "source", None), "path", None)
 
         def job():

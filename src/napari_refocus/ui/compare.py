@@ -11,7 +11,7 @@ from ..core.progress import Progress
 from .base import ViewerWidget
 from .forms import align_labels
 from .jobs import JobPanel
-from .layers import displayed_plane_index, is_result, read_plane
+from .layers import displayed_plane_index, is_result, layer_data, read_plane
 from .plots import PlotCanvas
 from .profiles import layer_profile, plot_profiles, sample_points
 from .style import WARN_STYLE, info_label, section, show
@@ -129,7 +129,7 @@ class CompareWidget(ViewerWidget):
             show_warning("napari-refocus: choose a restored and a ground-truth layer")
             return None
         # which plane each layer shows, and its data object: read in the worker
-        planes = [None if ly is None else (ly.data, displayed_plane_index(self.viewer, ly), bool(ly.rgb))
+        planes = [None if ly is None else (layer_data(ly), displayed_plane_index(self.viewer, ly), bool(ly.rgb))
                   for ly in (inp, res, gt)]
         names = {"input": inp.name if inp is not None else None, "restored": res.name, "gt": gt.name}
         register = bool(self.register.value)

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, Label
 from .base import ViewerWidget
 from .forms import Preferences, align_labels, form_values, method_kwargs, schema_form
 from .jobs import JobPanel
-from .layers import displayed_plane_index, read_plane
+from .layers import displayed_plane_index, layer_data, read_plane
 from .optics_panel import OpticsPanel
 from .overlay import (
     BASE_OPACITY,
@@ -127,7 +127,7 @@ class DefocusMapWidget(ViewerWidget):
             show_warning("napari-refocus: choose an image layer first")
             return None
         index = displayed_plane_index(self.viewer, layer)
-        data, rgb = layer.data, bool(layer.rgb)
+        data, rgb = layer_data(layer), bool(layer.rgb)
         params = form_values(self.map_form)
         device = self.prefs.device.value
         try:

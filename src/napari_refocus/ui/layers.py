@@ -31,7 +31,7 @@ def layer_axes(layer) -> str:
     (``axis_labels=("t", "z", "y", "x")`` -> ``"TZYX"``), else ``"YX"`` after the leading
     axes: ``"ZYX"`` for a 3-D layer, unnamed (``Q``) axes before ``Z`` for more.
     """
-    ndim = layer.data.ndim
+    ndim = layer_data(layer).ndim
     if layer.rgb:
         return "Q" * (ndim - 3) + "YXS"
     labels = [str(a).upper() for a in (getattr(layer, "axis_labels", None) or ())]
@@ -47,7 +47,7 @@ def plane_count(layer) -> int:
     """How many 2-D planes a layer's data is restored as (RGB: one per colour channel)."""
     from ..core.planes import plane_indices
 
-    return len(plane_indices(tuple(layer.data.shape), axes=layer_axes(layer)))
+    return len(plane_indices(tuple(layer_data(layer).shape), axes=layer_axes(layer)))
 
 
 def layer_pixel_um(layer) -> tuple[float | None, str]:
@@ -91,13 +91,21 @@ def layer_optics(layer) -> list[tuple[str, dict]]:
             ("layer scale (µm assumed)", {"pixel_um": pixel} if how == "assumed" else {})]
 
 
+def layer_data(layer):
+    """The array a widget works on: a multiscale (pyramid) layer's full-resolution level, the
+    one its scale, translate and data coordinates refer to; else ``layer.data``. Not read here:
+    level 0 of a pyramid is usually a lazy dask or zarr array."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def displayed_plane_index(viewer, layer) -> tuple:
-    """Index into ``layer.data`` of the 2-D plane shown now (``()`` for a 2-D layer)."""
-    lead = layer.data.ndim - (3 if layer.rgb else 2)
+    """Index into :func:`layer_data` of the 2-D plane shown now (``()`` for a 2-D layer)."""
+    data = layer_data(layer)
+    lead = data.ndim - (3 if layer.rgb else 2)
     if lead <= 0:
         return ()
     pos = np.asarray(layer.world_to_data(viewer.dims.point))
-    return tuple(int(np.clip(np.round(pos[ax]), 0, layer.data.shape[ax] - 1)) for ax in range(lead))
+    return tuple(int(np.clip(np.round(pos[ax]), 0, data.shape[ax] - 1)) for ax in range(lead))
 
 
 def read_plane(data, index: tuple = (), rgb: bool = False, window=None) -> np.ndarray:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .layers import displayed_plane_index, read_plane
+from .layers import displayed_plane_index, layer_data, read_plane
 
 COLORS = {"input": "#ff7f0e", "restored": "#2ca02c", "ground truth": "#dddddd"}
 
@@ -29,13 +29,14 @@ def layer_profile(viewer, layer, pts_world: np.ndarray) -> np.ndarray:
     from scipy.ndimage import map_coordinates
 
     coords = (pts_world - np.asarray(layer.translate[-2:])) / np.asarray(layer.scale[-2:])
-    h, w = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
+    data = layer_data(layer)
+    h, w = data.shape[-3:-1] if layer.rgb else data.shape[-2:]
     y0 = int(np.clip(np.floor(coords[:, 0].min()) - 1, 0, h - 1))
     y1 = int(np.clip(np.ceil(coords[:, 0].max()) + 2, y0 + 1, h))
     x0 = int(np.clip(np.floor(coords[:, 1].min()) - 1, 0, w - 1))
     x1 = int(np.clip(np.ceil(coords[:, 1].max()) + 2, x0 + 1, w))
     index = displayed_plane_index(viewer, layer)
-    window = read_plane(layer.data, index, layer.rgb, window=(y0, y1, x0, x1)).astype(np.float64)
+    window = read_plane(data, index, layer.rgb, window=(y0, y1, x0, x1)).astype(np.float64)
     return map_coordinates(window, (coords - (y0, x0)).T, order=1, mode="nearest")
 
 

@@ -31,6 +31,7 @@ from .layers import (
     display_limits,
     is_result,
     layer_axes,
+    layer_data,
     plane_count,
     read_plane,
 )
@@ -174,10 +175,11 @@ class RefocusWidget(ViewerWidget):
         if layer is None:
             show(self.layer_info, "add an image layer (File > Open Sample > napari-refocus)", WARN_STYLE)
         else:
-            ndim = layer.data.ndim
+            data = layer_data(layer)
             kind = "RGB, channel by channel" if layer.rgb else (
-                f"{ndim}-D, {plane_count(layer)} planes" if ndim > 2 else "2-D")
-            show(self.layer_info, f"{tuple(layer.data.shape)} {layer.data.dtype}, {kind}")
+                f"{data.ndim}-D, {plane_count(layer)} planes" if data.ndim > 2 else "2-D")
+            pyramid = f", the full resolution of {len(layer.data)} levels" if layer.multiscale else ""
+            show(self.layer_info, f"{tuple(data.shape)} {data.dtype}, {kind}{pyramid}")
         self.optics_panel.set_layer(layer)
         self._update_enabled()
 
@@ -262,7 +264,7 @@ def start_refocus(viewer, panel: JobPanel, layer, *, method: str, device: str, p
     layer's data is read in the worker. ``owner.last_layer`` (if given) is the new layer;
     ``show_changed`` adds the never-worse gate's weights over it (``owner.changed_layer``).
     """
-    data, rgb = layer.data, bool(layer.rgb)
+    data, rgb = layer_data(layer), bool(layer.rgb)
     axes = "YX" if plane is not None else layer_axes(layer)
     t0 = time.perf_counter()
 
