@@ -149,3 +149,30 @@ def test_a_pyramid_opens_as_one_multiscale_layer_placed_by_level_0(make_napari_v
     np.testing.assert_allclose(layer.translate, (1.0, 0.5, -0.25))
     assert tuple(layer.axis_labels) == ("z", "y", "x")
     np.testing.assert_array_equal(np.asarray(layer.data[0][1, :5, :5]), stack[1, :5, :5])
+
+
+def test_a_pyramid_opened_by_this_reader_is_refocused_plane_by_plane(make_napari_viewer, qtbot, tmp_path):
+    """What the reader opens, the Refocus widget restores: the store's full-resolution level,
+    plane by plane, aligned with it (the widgets once failed on any multiscale layer)."""
+    from napari_refocus import refocus
+    from napari_refocus.ui import RefocusWidget
+
+    stack = np.stack([_image((1100, 1030), seed=k) for k in range(2)])
+    store = write_ome_zarr(tmp_path / "big.ome.zarr", stack, axes="ZYX")
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin="napari-refocus")
+    assert layer.multiscale
+    w = RefocusWidget(viewer)
+    viewer.window.add_dock_widget(w, name="refocus")
+    w.image.value = layer
+    w.set_method("rl")
+    w.set_values(iterations=2)
+    w.run(layer)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    out = viewer.layers[f"{layer.name} [rl]"]
+    assert tuple(out.data.shape) == stack.shape
+    np.testing.assert_allclose(out.scale, layer.scale)
+    plane = np.asarray(out.data[1, :300, :300])
+    eager = refocus(stack[1], method="rl", device="cpu", iterations=2, level=out.metadata["parameters"]["level"],
+                    optics=out.metadata["parameters"]["optics"]).image
+    np.testing.assert_allclose(plane, eager[:300, :300], rtol=1e-4, atol=0.5)
