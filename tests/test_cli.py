@@ -216,3 +216,37 @@ def test_debug_shows_the_traceback(files, capsys):
     with pytest.raises(ValueError, match="unknown device"):
         main([*argv, "--debug"])
     capsys.readouterr()
+
+
+def test_triage_takes_its_axes_from_the_file(tmp_path, infocus_crop, capsys):
+    """An ImageJ hyperstack (Z, C, Y, X) is triaged per channel with no axis flags; an RGB image
+    is refused as one (it was read as a 'stack' of its rows)."""
+    import tifffile
+
+    planes = [nr.simulate(infocus_crop, level=lv, seed=lv) for lv in (4, 0, 6)]
+    stack = np.stack([np.stack([p, p // 2]) for p in planes]).astype(np.uint16)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "zc.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    rc, out, _ = run(capsys, "triage", tmp_path / "zc.tif", "--no-delpnet")
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and [r["channel"] for r in recs] == [0, 1] and all(r["planes"] == 3 for r in recs)
+    assert [r["best_plane_by_sharpness"] for r in recs] == [1, 1]
+    rgb = np.stack([infocus_crop // 16] * 3, -1).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    rc, _, err = run(capsys, "triage", tmp_path / "rgb.tif", "--no-delpnet")
+    assert rc == 2 and "rgb.tif is an RGB image (axes YXS), not a z-stack" in err
+
+
+def test_defocus_map_of_an_rgb_file_and_of_a_stack(tmp_path, infocus_crop, capsys):
+    """An RGB file is mapped on its mean colour, as the Defocus map widget reads it; a stack is
+    a one-line error naming the commands made for stacks (both said only 'must be 2-D')."""
+    import tifffile
+
+    grey = (infocus_crop // 16).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([grey] * 3, -1), photometric="rgb")
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    rc, out, _ = run(capsys, "defocus-map", tmp_path / "rgb.tif", tmp_path / "grey.tif", "-o", tmp_path / "m", "-q")
+    rgb, plain = (json.loads(line) for line in out.splitlines())
+    assert rc == 0 and rgb["focus_level"] == pytest.approx(plain["focus_level"], abs=1e-6)
+    tifffile.imwrite(tmp_path / "z.tif", np.stack([infocus_crop] * 2), imagej=True, metadata={"axes": "ZYX"})
+    rc, _, err = run(capsys, "defocus-map", tmp_path / "z.tif", "-o", tmp_path / "m", "-q")
+    assert rc == 2 and "has axes ZYX" in err and "'napari-refocus triage' ranks a z-stack's planes" in err

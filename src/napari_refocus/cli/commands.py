@@ -109,10 +109,27 @@ def cmd_triage(args) -> None:
     from ..io import read_image
     from ..methods.triage import best_focus_plane
 
-    stack, _ = read_image(args.input)
-    for rec in best_focus_plane(stack, z_axis=args.z_axis, channel_axis=args.channel_axis, device=args.device,
+    stack, info = read_image(args.input)
+    z_axis, channel_axis = _stack_axes(args, info.get("axes") or "")
+    for rec in best_focus_plane(stack, z_axis=z_axis, channel_axis=channel_axis, device=args.device,
                                 use_delpnet=not args.no_delpnet):
         _emit({"input": args.input, **rec})
+
+
+def _stack_axes(args, axes: str) -> tuple:
+    """triage's (z axis, channel axis): the options when given, else the file's axes letters
+    (an RGB image or a file with no Z is a one-line error instead of a nonsense 'stack')."""
+    if "S" in axes:
+        raise ValueError(f"{args.input} is an RGB image (axes {axes}), not a z-stack")
+    z_axis = args.z_axis
+    if z_axis is None:
+        if "Z" not in axes and len(axes) > 3:
+            raise ValueError(f"{args.input} has axes {axes} and no Z axis; give --z-axis")
+        z_axis = axes.index("Z") if "Z" in axes else 0
+    channel = args.channel_axis
+    if channel is None and "C" in axes:
+        channel = axes.index("C")
+    return z_axis, channel
 
 
 GENERATOR_ONLY = ("minutes", "steps", "from_zstack", "init", "lr", "optics", "set")

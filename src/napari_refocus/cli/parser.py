@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tg = command("triage", cmd_triage, "best-focus plane of a z-stack, per channel", device)
     tg.add_argument("input")
-    tg.add_argument("--z-axis", type=int, default=0)
-    tg.add_argument("--channel-axis", type=int, default=None)
+    tg.add_argument("--z-axis", type=int, default=None, help="default: the Z of the file's axes (OME/ImageJ), else 0")
+    tg.add_argument("--channel-axis", type=int, default=None, help="default: the C of the file's axes, if any")
     tg.add_argument("--no-delpnet", action="store_true", help="only the model-free sharpness measure")
 
     tr = command("train", cmd_train, "train a model (delpnet or a generator) and write its weights", device)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..core.planes import normalise_axes
 from .bioio_reader import is_bioio_path, open_bioio, read_bioio
 from .read import open_image, read_image, read_info
@@ -70,3 +72,15 @@ def output_name(path, suffix: str = "_refocused", fmt: str = "tiff") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return f"{output_stem(path)}{suffix}{SUFFIX[fmt]}"
+
+
+def one_plane(path, image, axes: str):
+    """The 2-D image a defocus map is read from: an RGB image's mean colour (as the Defocus map
+    widget reads it); a stack is a one-line error pointing to the commands made for stacks."""
+    if len(axes) == 3 and axes.endswith("S"):
+        return np.asarray(image)[..., :3].astype(np.float32).mean(axis=-1)
+    if np.ndim(image) != 2:
+        raise ValueError(f"defocus-map reads one 2-D image; {path} has axes {axes or '?'} and shape "
+                         f"{tuple(np.shape(image))}: 'napari-refocus triage' ranks a z-stack's planes, "
+                         f"'refocus' restores every plane")
+    return image

@@ -30,7 +30,7 @@ from ..core.forward import cast_like
 from ..core.planes import iter_map_planes, normalise_axes
 from ..core.progress import drain
 from .optics import OPTICS_FIELDS, cli_optics, given_optics, optics_report
-from .formats import info_any as read_info, open_any as open_image, output_stem, read_any as read_image
+from .formats import info_any as read_info, one_plane, open_any as open_image, output_stem, read_any as read_image
 from .write import atomic_output, check_output, refocus_to_tiff, write_image
 from .zarr import is_zarr_path
 
@@ -372,7 +372,7 @@ def defocus_map_file(path, outdir, *, device="auto", stride: int = 42, tta: bool
     for out in (levels_path, csv_path):
         check_output(out, overwrite=overwrite, protect=[path])
     image, info, values, sources = _read_with_optics(path, optics, optics_file, lazy=True)
-    t0 = time.perf_counter()
+    image, t0 = one_plane(path, image, info.get("axes") or ""), time.perf_counter()  # RGB: its mean colour
     dmap = defocus_map(image, device=device, stride=stride, tta=tta, progress=progress, **given_optics(values, sources))
     seconds = time.perf_counter() - t0
     table = [round(float(z), 4) for z in dmap.defocus_um]
