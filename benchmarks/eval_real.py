@@ -236,7 +236,7 @@ def restore_all(img, optics, z_um, methods):
 def score(outs, img, ref):
     """{name: {psnr, ssim, pcc} gains over the input}, every image registered and
     intensity-matched to ``ref`` on the region all of them cover."""
-    from napari_refocus.core.align import registered_metrics
+    from napari_refocus.core.metrics import registered_metrics
 
     reg = registered_metrics({"input": img, **outs}, ref)
     m, shifts = reg["metrics"], reg["shift_px"]

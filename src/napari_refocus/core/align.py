@@ -137,31 +137,3 @@ def valid_box(shifts, shape, *, margin_px: int = 0) -> tuple[slice, slice]:
         raise ValueError(f"shifts {s.tolist()} leave no common region in a {shape} image")
     return slice(top, h - bottom), slice(left, w - right)
 
-
-def registered_metrics(images: dict, reference, *, margin_px: int = 2, data_range=None) -> dict:
-    """PSNR / SSIM / PCC of each of ``images`` (``{name: 2-D array}``) against ``reference``
-    after registering and intensity-matching it: the protocol for a real pair.
-
-    Each image is shifted onto ``reference`` (:func:`estimate_shift`, :func:`register_translation`),
-    all are cropped to the region every shifted image still covers (:func:`valid_box`, less
-    ``margin_px``), and each is replaced by its least-squares ``a * x + b`` fit to the reference
-    there (:func:`match_intensity`). ``data_range`` defaults to the reference's on that region,
-    the same for every image. Returns ``{"metrics": {name: {psnr, ssim, pcc, data_range}},
-    "shift_px": {name: [dy, dx]}, "intensity": {name: [a, b]}, "box": [y0, y1, x0, x1]}``.
-    """
-    from .metrics import metrics
-
-    ref = as_image(reference, name="reference image", allow_negative=True).astype(np.float64)
-    shifts = {k: estimate_shift(v, ref) for k, v in images.items()}
-    rows, cols = valid_box(list(shifts.values()), ref.shape, margin_px=margin_px)
-    r = ref[rows, cols]
-    dr = float(np.ptp(r)) if data_range is None else float(data_range)
-    out = {"metrics": {}, "shift_px": {}, "intensity": {},
-           "box": [rows.start, rows.stop, cols.start, cols.stop]}
-    for name, v in images.items():
-        moved = register_translation(v, ref, shift_px=shifts[name])[rows, cols]
-        a, b = fit_intensity(moved, r)
-        out["metrics"][name] = metrics(a * moved + b, r, data_range=dr)
-        out["shift_px"][name] = [round(float(s), 3) for s in shifts[name]]
-        out["intensity"][name] = [float(a), float(b)]
-    return out

@@ -43,13 +43,11 @@ def compare(gt, pred, input=None, data_range=None, *, register: bool = False) ->
     ``register=True`` is for a real pair (a ground truth shot separately, never pixel-aligned
     nor equally bright): ``pred`` and ``input`` are each shifted onto ``gt`` and fitted to its
     intensities (``a * x + b``) on the region all of them cover
-    (:func:`napari_refocus.core.align.registered_metrics`), and the report adds
+    (:func:`registered_metrics`), and the report adds
     ``"registration"``: each image's shift (px), fit and that region. Without it a PSNR
     against a real in-focus shot mostly measures the brightness difference.
     """
     if register:
-        from .align import registered_metrics
-
         images = {"pred": pred} if input is None else {"pred": pred, "input": input}
         reg = registered_metrics(images, gt, data_range=data_range)
         out = dict(reg.pop("metrics"))
@@ -64,4 +62,33 @@ def compare(gt, pred, input=None, data_range=None, *, register: bool = False) ->
     out["data_range"] = dr
     if register:
         out["registration"] = reg
+    return out
+
+
+def registered_metrics(images: dict, reference, *, margin_px: int = 2, data_range=None) -> dict:
+    """PSNR / SSIM / PCC of each of ``images`` (``{name: 2-D array}``) against ``reference``
+    after registering and intensity-matching it: the protocol for a real pair.
+
+    Each image is shifted onto ``reference`` (:func:`~.align.estimate_shift`, :func:`~.align.register_translation`),
+    all are cropped to the region every shifted image still covers (:func:`~.align.valid_box`, less
+    ``margin_px``), and each is replaced by its least-squares ``a * x + b`` fit to the reference
+    there (:func:`~.align.match_intensity`). ``data_range`` defaults to the reference's on that region,
+    the same for every image. Returns ``{"metrics": {name: {psnr, ssim, pcc, data_range}},
+    "shift_px": {name: [dy, dx]}, "intensity": {name: [a, b]}, "box": [y0, y1, x0, x1]}``.
+    """
+    from .align import estimate_shift, fit_intensity, register_translation, valid_box
+
+    ref = as_image(reference, name="reference image", allow_negative=True).astype(np.float64)
+    shifts = {k: estimate_shift(v, ref) for k, v in images.items()}
+    rows, cols = valid_box(list(shifts.values()), ref.shape, margin_px=margin_px)
+    r = ref[rows, cols]
+    dr = float(np.ptp(r)) if data_range is None else float(data_range)
+    out = {"metrics": {}, "shift_px": {}, "intensity": {},
+           "box": [rows.start, rows.stop, cols.start, cols.stop]}
+    for name, v in images.items():
+        moved = register_translation(v, ref, shift_px=shifts[name])[rows, cols]
+        a, b = fit_intensity(moved, r)
+        out["metrics"][name] = metrics(a * moved + b, r, data_range=dr)
+        out["shift_px"][name] = [round(float(s), 3) for s in shifts[name]]
+        out["intensity"][name] = [float(a), float(b)]
     return out
