@@ -88,3 +88,17 @@ def test_writer_refuses_layer_source_path(make_napari_viewer, tmp_path):
         write_tiff(str(src), data, state)
     np.testing.assert_array_equal(tifffile.imread(src), 5)
 
+
+
+def test_writer_saves_a_pyramid_layer_at_full_resolution(make_napari_viewer, tmp_path):
+    """napari hands the writer a multiscale layer's list of levels: its full resolution is saved
+    with the pixel size its scale gives (np.asarray of the levels failed)."""
+    pytest.importorskip("napari")
+    full = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image([full, full[::2, ::2]], multiscale=True, scale=(0.325, 0.325), name="pyr")
+    data, state, _ = layer.as_layer_data_tuple()
+    [out] = write_tiff(str(tmp_path / "pyr.tif"), data, state)
+    arr, info = read_image(out)
+    np.testing.assert_array_equal(arr, full)
+    assert info["pixel_um"] == pytest.approx(0.325, rel=1e-4)

@@ -83,6 +83,8 @@ def write_tiff(path: str, data, meta: dict) -> list[str]:
     from ..io import write_image
 
     meta = dict(meta or {})
+    if meta.get("multiscale"):  # a pyramid: its full-resolution level, the one its scale describes
+        data = data[0]
     description = _jsonable(dict(meta.get("metadata") or {}))
     description.setdefault("layer_name", meta.get("name"))
     out = write_image(Path(path), data, pixel_um=_pixel_um(meta), metadata=description,
