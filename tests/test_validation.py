@@ -247,3 +247,12 @@ def test_lbdvd_and_the_map_refuse_another_networks_weights():
         nr.refocus(img, method="lbdvd", weights=other)
     with pytest.raises(ValueError, match="needs a DelpNet"):
         nr.defocus_map(img, weights=other)
+
+
+def test_an_image_below_one_patch_is_refused_in_memory_and_lazily(image):
+    """lbdvd on a 20x20 crop: the image in memory was refused, the same crop as a dask array came
+    back unchanged without a word; both now give the one error."""
+    da = pytest.importorskip("dask.array")
+    for img in (image[:20, :20], da.from_array(image[:20, :20]), da.from_array(image[:83, :200])):
+        with pytest.raises(ValueError, match=r"image is \d+x\d+ pixels; DelpNet needs at least 84x84"):
+            np.asarray(nr.refocus(img, method="lbdvd").image)

@@ -176,6 +176,21 @@ def map_scale(optics: Optics | None) -> float:
     return scale
 
 
+def too_small(shape, scale: float) -> ValueError:
+    """The one-line error for an image of ``shape`` (native pixels) that holds no DelpNet patch
+    at ``scale`` native pixels per map pixel."""
+    need = int(math.ceil(PATCH * scale))
+    return ValueError(f"image is {shape[-2]}x{shape[-1]} pixels; DelpNet needs at least {need}x{need} at this "
+                      f"pixel size")
+
+
+def check_map_size(shape, scale: float) -> None:
+    """:func:`too_small`'s error when an image of ``shape`` is smaller than one patch a side:
+    the block form of a big (lazy) image refuses what the image in memory refuses."""
+    if min(int(n) for n in shape[-2:]) < int(math.ceil(PATCH * scale)):
+        raise too_small(shape, scale)
+
+
 def is_training_objective(optics: Optics) -> bool:
     """True for DelpNet's training objective read at its own sampling (a per-level table aside,
     and ``map_pixel_um`` when it asks for that same sampling): its classes are exactly 2 L um."""
@@ -290,9 +305,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     # view of it, a batch at a time
     padded, grid, stats = canonical_padded(arr, scale, stride=stride, normalise=normalise, stats=stats)
     if grid is None:
-        need = int(math.ceil(PATCH * scale))
-        raise ValueError(f"image is {arr.shape[0]}x{arr.shape[1]} pixels; DelpNet needs at least "
-                         f"{need}x{need} at this pixel size")
+        raise too_small(arr.shape, scale)
     release_free_memory()  # glibc may keep a freed unpadded canonical image in the heap (~4 B/px) otherwise
     dev = resolve_device(device)
     model = _model(weights, dev)

@@ -156,7 +156,7 @@ def block_runner(params, *, device, stats=None):
     reads ``source`` (any 2-D array-like in the whole image's coordinates).
     """
     from .canonical import delpnet, map_weights
-    from .defocus import map_frame
+    from .defocus import check_map_size, map_frame
 
     check_block_params(params)
     frame = rl_frame(params.optics, params.weights)
@@ -173,6 +173,7 @@ def block_runner(params, *, device, stats=None):
     def restore(source, bounds):
         y0, y1, x0, x1 = (int(b) for b in bounds)
         if "model" not in state:  # the network once per run, on the first block
+            check_map_size(source.shape, scale)  # as the image in memory: no map of an image below one patch
             # the map's own network (int8 on the CPU when asked), so a block's classes are memory's
             state["model"] = delpnet(map_weights(params.weights, params.optics), device)
         g = grids(tuple(int(n) for n in source.shape[-2:]), frame, params.stride)
