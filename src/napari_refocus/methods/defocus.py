@@ -177,8 +177,7 @@ def map_scale(optics: Optics | None) -> float:
 
 
 def too_small(shape, scale: float) -> ValueError:
-    """The one-line error for an image of ``shape`` (native pixels) that holds no DelpNet patch
-    at ``scale`` native pixels per map pixel."""
+    """The error for an image of ``shape`` holding no patch at ``scale`` native px per map px."""
     need = int(math.ceil(PATCH * scale))
     return ValueError(f"image is {shape[-2]}x{shape[-1]} pixels; DelpNet needs at least {need}x{need} at this "
                       f"pixel size")
