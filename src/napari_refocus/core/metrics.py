@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .progress import Progress, check_cancelled, drain
 from .validation import as_image
 
 
@@ -47,16 +48,27 @@ def compare(gt, pred, input=None, data_range=None, *, register: bool = False) ->
     ``"registration"``: each image's shift (px), fit and that region. Without it a PSNR
     against a real in-focus shot mostly measures the brightness difference.
     """
+    return drain(iter_compare(gt, pred, input, data_range, register=register))
+
+
+def iter_compare(gt, pred, input=None, data_range=None, *, register: bool = False):
+    """Generator form of :func:`compare`: yields Progress after each image's shift and each
+    image's metrics (each a cancellation checkpoint: on a 4096^2 pair, registered, the whole
+    takes ~18 s here, one step ~3-6 s); returns the report."""
     if register:
         images = {"pred": pred} if input is None else {"pred": pred, "input": input}
-        reg = registered_metrics(images, gt, data_range=data_range)
+        reg = yield from iter_registered_metrics(images, gt, data_range=data_range)
         out = dict(reg.pop("metrics"))
         dr = out["pred"]["data_range"]
     else:
         out = {"pred": metrics(pred, gt, data_range)}
         dr = out["pred"]["data_range"]
+        total = 1 if input is None else 2
+        yield Progress(1, total, "metrics")
         if input is not None:
+            check_cancelled()
             out["input"] = metrics(input, gt, dr)
+            yield Progress(2, total, "metrics")
     if input is not None:
         out["gain"] = {k: out["pred"][k] - out["input"][k] for k in ("psnr", "ssim", "pcc")}
     out["data_range"] = dr
@@ -66,6 +78,11 @@ def compare(gt, pred, input=None, data_range=None, *, register: bool = False) ->
 
 
 def registered_metrics(images: dict, reference, *, margin_px: int = 2, data_range=None) -> dict:
+    """See :func:`iter_registered_metrics` (its result, without the progress)."""
+    return drain(iter_registered_metrics(images, reference, margin_px=margin_px, data_range=data_range))
+
+
+def iter_registered_metrics(images: dict, reference, *, margin_px: int = 2, data_range=None):
     """PSNR / SSIM / PCC of each of ``images`` (``{name: 2-D array}``) against ``reference``
     after registering and intensity-matching it: the protocol for a real pair.
 
@@ -75,20 +92,27 @@ def registered_metrics(images: dict, reference, *, margin_px: int = 2, data_rang
     there (:func:`~.align.match_intensity`). ``data_range`` defaults to the reference's on that region,
     the same for every image. Returns ``{"metrics": {name: {psnr, ssim, pcc, data_range}},
     "shift_px": {name: [dy, dx]}, "intensity": {name: [a, b]}, "box": [y0, y1, x0, x1]}``.
+    A generator: Progress after each image's shift and each image's metrics.
     """
     from .align import estimate_shift, fit_intensity, register_translation, valid_box
 
     ref = as_image(reference, name="reference image", allow_negative=True).astype(np.float64)
-    shifts = {k: estimate_shift(v, ref) for k, v in images.items()}
+    total, shifts = 2 * len(images), {}
+    for k, v in images.items():
+        check_cancelled()
+        shifts[k] = estimate_shift(v, ref)
+        yield Progress(len(shifts), total, "registration")
     rows, cols = valid_box(list(shifts.values()), ref.shape, margin_px=margin_px)
     r = ref[rows, cols]
     dr = float(np.ptp(r)) if data_range is None else float(data_range)
     out = {"metrics": {}, "shift_px": {}, "intensity": {},
            "box": [rows.start, rows.stop, cols.start, cols.stop]}
     for name, v in images.items():
+        check_cancelled()
         moved = register_translation(v, ref, shift_px=shifts[name])[rows, cols]
         a, b = fit_intensity(moved, r)
         out["metrics"][name] = metrics(a * moved + b, r, data_range=dr)
         out["shift_px"][name] = [round(float(s), 3) for s in shifts[name]]
         out["intensity"][name] = [float(a), float(b)]
+        yield Progress(len(images) + len(out["metrics"]), total, "metrics")
     return out

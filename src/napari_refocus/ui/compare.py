@@ -135,13 +135,13 @@ class CompareWidget(ViewerWidget):
         register = bool(self.register.value)
 
         def job():
-            from ..core.metrics import compare
+            from ..core.metrics import iter_compare
 
             yield Progress(0, 1, "metrics")
             inp_plane, res_plane, gt_plane = (None if p is None else read_plane(*p) for p in planes)
             pred, factor = match_to_gt(np.asarray(res_plane), gt_plane.shape)
-            report = compare(gt_plane, pred, inp_plane, register=register)
-            yield Progress(1, 1, "metrics")
+            # a step per image (and per shift): Cancel waits for one step, not the whole table
+            report = yield from iter_compare(gt_plane, pred, inp_plane, register=register)
             return report, factor
 
         def done(value):
