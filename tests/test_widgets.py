@@ -240,6 +240,25 @@ def test_upscaled_result_transform():
     assert result_transform((0.65, 0.65), (10, 20), 1) == ((0.65, 0.65), (10.0, 20.0))
 
 
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_result_of_a_rotated_sheared_layer_lies_over_it(viewer, upscale):
+    """A source placed with rotate, shear and an affine: its result (same size, or x2) covers the
+    same world area pixel edge for pixel edge (the result layer had its scale and translate only)."""
+    from types import SimpleNamespace
+
+    from napari_refocus.ui.layers import add_result_layer
+
+    src = viewer.add_image(np.zeros((20, 30), np.float32), scale=(0.5, 0.4), translate=(3.0, -2.0), rotate=25,
+                           shear=[0.15], affine=np.array([[1.1, 0.0, 5.0], [0.2, 0.9, 1.0], [0, 0, 1]]),
+                           name="placed")
+    result = SimpleNamespace(method="x", upscale=upscale, provenance=lambda: {})
+    out = add_result_layer(viewer, src, np.zeros((20 * upscale, 30 * upscale), np.float32), result)
+    for corner in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        edge_in = [c * n - 0.5 for c, n in zip(corner, (20, 30))]
+        edge_out = [c * n * upscale - 0.5 for c, n in zip(corner, (20, 30))]
+        np.testing.assert_allclose(out.data_to_world(edge_out), src.data_to_world(edge_in), atol=1e-9)
+
+
 # ------------------------------------------------------------------------------ the form
 def test_form_is_generated_from_each_schema(viewer):
     from napari_refocus.core.optics import Optics
