@@ -222,3 +222,24 @@ def test_compare_registers_a_real_pair_when_asked(viewer, qtbot, crops, tmp_path
     assert re.match(r"registered \(shift onto the ground truth: pred \+1\.\d\d, -2\.\d\d px, input", w.note.value)
     text = open(w.export_csv(tmp_path / "m.csv")).read()
     assert "registered_and_intensity_matched,True" in text and "region_y0_y1_x0_x1" in text
+
+
+def test_defocus_map_of_a_rotated_layer_lies_over_it(viewer, qtbot, crops, fake_delpnet):
+    """The map of a layer placed with rotate and shear is rotated and sheared with it: each
+    cell's centre lands on the world point of the same source pixel as for an unrotated layer
+    (the overlay had the source's scale and translate only)."""
+    plain = add_source(viewer, crops[0], name="plain")
+    turned = add_source(viewer, crops[0], name="turned", rotate=30, shear=[0.1])
+    w = dock(viewer, "defocus_map")
+    maps = {}
+    for layer in (plain, turned):
+        w.run(layer)
+        wait_idle(qtbot, w)
+        assert w.panel.last_error is None, w.panel.last_error
+        maps[layer.name] = viewer.layers[f"{layer.name} defocus map"]
+    m_plain, m_turned = maps["plain"], maps["turned"]
+    np.testing.assert_allclose(m_turned.rotate, turned.rotate)
+    for cell in ((0.0, 0.0), (2.0, 3.0)):
+        # the source pixel under this cell, read off the unrotated pair
+        pixel = plain.world_to_data(m_plain.data_to_world(cell))
+        np.testing.assert_allclose(m_turned.data_to_world(cell), turned.data_to_world(pixel), atol=1e-9)

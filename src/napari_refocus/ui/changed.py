@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layers import placed_like
+
 #: the overlay's look: magenta where the result differs from the input, transparent elsewhere
 OVERLAY = {"colormap": "magenta", "blending": "additive", "opacity": 0.5, "contrast_limits": (0.0, 1.0)}
 
@@ -31,6 +33,6 @@ def add_changed_layer(viewer, result_layer, result):
     if w is None or np.shape(w) != tuple(result_layer.data.shape[-2:]) or result_layer.data.ndim != 2:
         return None
     return viewer.add_image(np.asarray(w, np.float32), name=f"{result_layer.name} changed",
-                            scale=tuple(result_layer.scale), translate=tuple(result_layer.translate),
+                            **placed_like(result_layer, result_layer.scale, result_layer.translate),
                             metadata={"changed_of": result_layer.name, "changed_fraction": result.changed_fraction},
                             **OVERLAY)

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, Label
 from .base import ViewerWidget
 from .forms import Preferences, align_labels, form_values, method_kwargs, schema_form
 from .jobs import JobPanel
-from .layers import displayed_plane_index, layer_data, read_plane
+from .layers import displayed_plane_index, layer_data, placed_like, read_plane
 from .optics_panel import OpticsPanel
 from .overlay import (
     BASE_OPACITY,
@@ -163,6 +163,8 @@ class DefocusMapWidget(ViewerWidget):
         rows, cols = levels.shape
         ids = (np.arange(rows * cols, dtype=np.int32) + 1).reshape(rows, cols)
         scale, translate = map_transform(dm, source.scale, source.translate)
+        # over a 2-D source placed with rotate, shear or affine, the map is placed the same way
+        place = placed_like(source, scale, translate) if source.ndim == 2 else {"scale": scale, "translate": translate}
         units = tuple(str(u) for u in getattr(source, "units", None) or ())[-2:] or None  # the image's, not 'pixel'
         meta = {"defocus_map": dm, "source_layer": source.name, "source_plane": list(index),
                 "grid": dm.grid.as_dict(), "scale": dm.scale, "class_defocus_um": [float(z) for z in dm.defocus_um],
@@ -174,13 +176,15 @@ class DefocusMapWidget(ViewerWidget):
         ly = self.map_layer
         if ly is not None and ly in self.viewer.layers and ly.metadata.get("source_layer") == source.name:
             ly.data = ids
-            ly.scale, ly.translate, ly.units = scale, translate, units
+            for key, value in place.items():
+                setattr(ly, key, value)
+            ly.units = units
             ly.metadata = meta
             ly.features = features
             ly.colormap = cmap
         else:
-            ly = self.viewer.add_labels(ids, name=f"{source.name} defocus map", scale=scale, translate=translate,
-                                        units=units, metadata=meta, features=features, colormap=cmap, opacity=BASE_OPACITY,
+            ly = self.viewer.add_labels(ids, name=f"{source.name} defocus map", **place, units=units, metadata=meta,
+                                        features=features, colormap=cmap, opacity=BASE_OPACITY,
                                         blending="translucent")
             ly.editable = False
         self.map_layer = ly

@@ -154,19 +154,19 @@ def display_limits(stack) -> tuple[float, float] | None:
     return lo, (hi if hi > lo else lo + 1)
 
 
-def _placed_like(source, scale, translate, *, upscale: int) -> dict:
-    """The source's rotate, shear and affine for a result layer of the source's ndim. napari maps
-    data to world as ``affine(R @ Sh @ diag(scale) @ d + translate)``; :func:`result_transform`'s
-    translate shift for an upscaled result is in scaled data units, so it is turned by ``R @ Sh``
-    here (without it an x2 result of a rotated layer lay off by a fraction of a pixel)."""
+def placed_like(source, scale, translate) -> dict:
+    """``scale``, ``translate`` and the source's rotate, shear and affine for a layer of the
+    source's ndim drawn over it (a result, an upscaled result, a defocus map). napari maps data
+    to world as ``affine(R @ Sh @ diag(scale) @ d + translate)``; ``translate`` here is given as
+    if the source were neither rotated nor sheared, so its offset from the source's translate is
+    turned by ``R @ Sh`` (without it an x2 result or a map of a rotated layer lay off its source)."""
     from napari.utils.transforms import Affine
 
     linear = Affine(rotate=source.rotate, shear=source.shear, ndim=source.ndim).linear_matrix
-    shift = np.asarray(translate, dtype=float) - np.asarray(source.translate, dtype=float)
-    out = {"rotate": source.rotate, "shear": source.shear, "affine": source.affine.affine_matrix}
-    if upscale and upscale != 1:
-        out["translate"] = tuple(np.asarray(source.translate, dtype=float) + linear @ shift)
-    return out
+    origin = np.asarray(source.translate, dtype=float)
+    shift = np.asarray(translate, dtype=float) - origin
+    return {"scale": tuple(scale), "translate": tuple(origin + linear @ shift), "rotate": source.rotate,
+            "shear": source.shear, "affine": source.affine.affine_matrix}
 
 
 def add_result_layer(viewer, source, stack, result, extra: dict | None = None, *, limits=None):
@@ -190,7 +190,7 @@ def add_result_layer(viewer, source, stack, result, extra: dict | None = None, *
     kwargs = dict(name=f"{source.name} [{result.method}]", scale=scale, translate=translate,
                   metadata=meta, rgb=rgb)
     if nd == source.ndim:  # a rotated, sheared or affine-placed source: the result lies where it lies
-        kwargs.update(_placed_like(source, scale, translate, upscale=result.upscale))
+        kwargs.update(placed_like(source, scale, translate))
     if rgb or is_lazy(stack):  # a lazy result's range would compute all of it
         kwargs["contrast_limits"] = tuple(float(c) for c in source.contrast_limits)
     else:
