@@ -155,17 +155,26 @@ def to_canonical_counts(x, stats):
     return torch.from_numpy(to_canonical(x.numpy(), span=SPAN, offset=OFFSET, stats=(lo, hi)))
 
 
+def canonical_shape(native_shape, scale: float) -> tuple[int, int]:
+    """The canonical image's ``(h, w)`` for a native image of ``native_shape`` (``scale``
+    native pixels per canonical pixel), as :func:`canonical_image` makes it."""
+    from ..core.resample import resized_shape
+
+    native = tuple(int(n) for n in native_shape[-2:])
+    return native if scale == 1.0 else resized_shape(native, 1.0 / scale)
+
+
 def canonical_image(arr: np.ndarray, scale: float, *, normalise: bool = True, stats=None):
     """``(image on the canonical grid and intensity scale, stats)`` (stats None: raw counts)."""
     from ..core.intensity import to_canonical
-    from ..core.resample import resample, resized_shape
+    from ..core.resample import resample
 
     if normalise and not stats and scale == 1.0 and exact_in_float32(np.asarray(arr).dtype):
         # before the float32 copy, not beside it: the statistics read the pixels a band at a
         # time, the same numbers as from the copy (a peak of ~6 B/px instead of ~10)
         stats = canonical_stats(np.asarray(arr))
     if scale != 1.0:  # band by band from the input: no float32 copy of the whole image beside the result
-        img = resample(arr, shape=resized_shape(np.shape(arr), 1.0 / scale))
+        img = resample(arr, shape=canonical_shape(np.shape(arr), scale))
     else:
         img = np.asarray(arr, dtype=np.float32)
     if not normalise:

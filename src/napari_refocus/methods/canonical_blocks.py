@@ -19,13 +19,7 @@ import numpy as np
 from ..core.optics import BACKGROUND
 from ..core.resample import input_window, resample, resample_window, resized_shape
 from ..core.tiling import PATCH, STRIDE, PatchGrid, patch_grid
-
-
-def canonical_shape(native_shape, scale: float) -> tuple[int, int]:
-    """The canonical image's ``(h, w)`` for a native image of ``native_shape`` (``scale``
-    native pixels per canonical pixel), as :func:`.defocus.canonical_image` makes it."""
-    native = tuple(int(n) for n in native_shape[-2:])
-    return native if scale == 1.0 else resized_shape(native, 1.0 / scale)
+from .canonical import canonical_shape
 
 
 def sample_stats(sample, *, scale: float, sample_stride: int = 1):

@@ -43,7 +43,7 @@ from ..core.optics import BACKGROUND, Optics
 from ..core.progress import Progress, drain
 from ..core.tiling import PATCH, STRIDE, PatchGrid, patch_view, take_patches
 from ..core.validation import as_image
-from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_padded
+from .canonical import CANONICAL, N_CLASSES, SCALE, background_rule, canonical_padded, canonical_shape
 from .canonical import canonical_image  # noqa: F401 - re-exported (canonical_blocks and tests import it here)
 from .canonical import delpnet as _model  # a module name of its own: tests replace it
 from .canonical import map_weights
@@ -176,18 +176,14 @@ def map_scale(optics: Optics | None) -> float:
     return scale
 
 
-def too_small(shape, scale: float) -> ValueError:
-    """The error for an image of ``shape`` holding no patch at ``scale`` native px per map px."""
-    need = int(math.ceil(PATCH * scale))
-    return ValueError(f"image is {shape[-2]}x{shape[-1]} pixels; DelpNet needs at least {need}x{need} at this "
-                      f"pixel size")
-
-
 def check_map_size(shape, scale: float) -> None:
-    """:func:`too_small`'s error when an image of ``shape`` is smaller than one patch a side:
-    the block form of a big (lazy) image refuses what the image in memory refuses."""
-    if min(int(n) for n in shape[-2:]) < int(math.ceil(PATCH * scale)):
-        raise too_small(shape, scale)
+    """A one-line ValueError when an image of ``shape`` holds no DelpNet patch once resampled to
+    the map's sampling (``scale`` native px per map px; the canonical shape both the image in
+    memory and a big image's block form read), so the two refuse the same images."""
+    if min(canonical_shape(shape, scale)) < PATCH:
+        need = int(math.ceil(PATCH * scale))
+        raise ValueError(f"image is {shape[-2]}x{shape[-1]} pixels; DelpNet needs at least {need}x{need} at this "
+                         f"pixel size")
 
 
 def is_training_objective(optics: Optics) -> bool:
@@ -300,11 +296,10 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
             return dataclasses.replace(dm, choice=choice)
     weights = map_weights(weights, optics)  # the network of this sampling (canonical.map_weights)
     scale, table = map_frame(optics, weights=weights)
+    check_map_size(arr.shape, scale)
     # the canonical image, padded to the patch grid: the patches are read through a strided
     # view of it, a batch at a time
     padded, grid, stats = canonical_padded(arr, scale, stride=stride, normalise=normalise, stats=stats)
-    if grid is None:
-        raise too_small(arr.shape, scale)
     release_free_memory()  # glibc may keep a freed unpadded canonical image in the heap (~4 B/px) otherwise
     dev = resolve_device(device)
     model = _model(weights, dev)
