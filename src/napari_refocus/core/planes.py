@@ -48,6 +48,12 @@ def normalise_axes(axes, ndim: int) -> str:
     return ax
 
 
+def rgb_mean(plane) -> np.ndarray:
+    """One grey (Y, X) float32 plane of an RGB(A) image (Y, X, S): the mean of its colour
+    samples (alpha left out). What a defocus map of a colour image is read from."""
+    return np.asarray(plane)[..., :3].astype(np.float32).mean(axis=-1)
+
+
 def default_axes(ndim: int, *, rgb: bool = False) -> str:
     """Axes of an array nothing is known about: the last two (three if ``rgb``) are Y, X (, S);
     leading dimensions are unnamed (``Q``), each iterated over."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.planes import normalise_axes
+from ..core.planes import normalise_axes, rgb_mean
 from .bioio_reader import is_bioio_path, open_bioio, read_bioio
 from .read import open_image, read_image, read_info
 from .zarr import is_zarr_path, open_ome_zarr, read_ome_zarr, read_ome_zarr_info, zarr_stem
@@ -78,7 +78,7 @@ def one_plane(path, image, axes: str):
     """The 2-D image a defocus map is read from: an RGB image's mean colour (as the Defocus map
     widget reads it); a stack is a one-line error pointing to the commands made for stacks."""
     if len(axes) == 3 and axes.endswith("S"):
-        return np.asarray(image)[..., :3].astype(np.float32).mean(axis=-1)
+        return rgb_mean(image)
     if np.ndim(image) != 2:
         raise ValueError(f"defocus-map reads one 2-D image; {path} has axes {axes or '?'} and shape "
                          f"{tuple(np.shape(image))}: 'napari-refocus triage' ranks a z-stack's planes, "

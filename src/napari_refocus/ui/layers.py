@@ -12,6 +12,8 @@ import string
 
 import numpy as np
 
+from ..core.planes import rgb_mean
+
 
 def is_image(layer) -> bool:
     from napari.layers import Image
@@ -117,7 +119,7 @@ def read_plane(data, index: tuple = (), rgb: bool = False, window=None) -> np.nd
     yx = (slice(window[0], window[1]), slice(window[2], window[3])) if window else ()
     plane = np.asarray(data[(*index, *yx)])
     if rgb:
-        plane = plane[..., :3].astype(np.float32).mean(axis=-1)
+        plane = rgb_mean(plane)
     return plane
 
 
