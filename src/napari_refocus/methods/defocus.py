@@ -26,7 +26,8 @@ classes are measured for it, 1.73, 3.60, ... um instead of 2, 4, ... um):
 4. **Background** is relative: a patch whose canonical intensities stay within 80 counts of the
    image's background and span less than 30 counts or 6 noise sigmas (the paper's absolute
    rule, max < 230 and range < 30 counts, written on the canonical scale) is background
-   whatever DelpNet says; DelpNet's own "bg" answers stand too.
+   whatever DelpNet says; DelpNet's own "bg" answers stand too. An empty canvas (exact zeros:
+   :mod:`napari_refocus.core.padding`) is read filled by reflection, and its patches are background.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .canonical import delpnet as _model  # a module name of its own: tests repl
 from .canonical import map_weights
 from .deep import TOP
 from .map_choice import is_auto, iter_choose, note
+from .padding import filled, on_canvas
 
 #: patches per DelpNet forward pass: its activations take ~0.6 MB a patch (a batch of 256: ~150
 #: MB), and 16 ran as many patches/s as 64 or 256 on a 2-core CPU (benchmarks/memory_speed.py)
@@ -102,7 +104,7 @@ class DefocusMap:
         table = np.append(np.asarray(self.defocus_um, np.float32), np.nan)
         um = table[np.clip(self.levels, 0, BACKGROUND)]
         deep = self.deep_um()
-        return um if deep is None else np.where(np.isnan(deep), um, deep).astype(np.float32)
+        return um if deep is None else np.where(np.isnan(deep) | self.background, um, deep).astype(np.float32)
 
     def focus_score(self) -> float:
         """Whole-image defocus level: certainty-weighted mean level of the non-bg patches
@@ -283,6 +285,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     from ..core.devices import resolve_device
 
     arr = as_image(image, name="image", ndim=2, allow_negative=True)
+    arr, canvas = filled(arr) if stats is None else (arr, None)  # stats given: a block of a big image, as it is
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     choice = ""
@@ -293,7 +296,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                                                     beyond_top=beyond_top)
         choice = note(optics, scores)
         if dm is not None:  # the crop was the whole image: that reading is its map
-            return dataclasses.replace(dm, choice=choice)
+            return on_canvas(dataclasses.replace(dm, choice=choice), canvas)
     weights = map_weights(weights, optics)  # the network of this sampling (canonical.map_weights)
     scale, table = map_frame(optics, weights=weights)
     check_map_size(arr.shape, scale)
@@ -322,9 +325,9 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                                          model_on=lambda d: model if d == dev else _model(weights, d), device=dev,
                                          batch_size=batch_size, tta=tta, report=report, levels=levels, grid=grid,
                                          table=table, weights=weights)
-    return DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
-                      weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
-                      optics=(optics or CANONICAL).as_dict(), coarse=coarse, choice=choice)
+    return on_canvas(DefocusMap(levels=levels, probabilities=p, certainty=certainty_of(p), grid=grid,
+                                weights_sha256=getattr(model, "sha256", ""), scale=scale, defocus_um=table,
+                                optics=(optics or CANONICAL).as_dict(), coarse=coarse, choice=choice), canvas)
 
 
 def _iter_coarse(arr, *, scale, stats, optics, model_on, device, batch_size, tta, report, levels, grid, table,

@@ -30,6 +30,7 @@ beyond the depth of field.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -198,6 +199,9 @@ class GateWeights:
 
     dtype = np.dtype(np.float32)
     ndim = 2
+    #: (y, x) bool mask at the input's size where the output was given back unchanged (an empty
+    #: canvas, :mod:`napari_refocus.core.padding`): the weights read 0 there
+    outside = None
 
     def __init__(self, gate: Gate, image_shape, upscale: int = 1):
         self.gate, self.image_shape, self.upscale = gate, tuple(int(n) for n in image_shape), int(upscale)
@@ -209,7 +213,11 @@ class GateWeights:
 
     def rows(self, a: int, b: int) -> np.ndarray:
         """Rows ``a:b`` of the weights, every column."""
-        return self.gate.weights(self.image_shape, self.upscale, bounds=(a, b, 0, self.shape[1]))
+        w = self.gate.weights(self.image_shape, self.upscale, bounds=(a, b, 0, self.shape[1]))
+        if self.outside is not None:
+            u = self.upscale
+            w[np.repeat(self.outside[np.arange(a, b) // u], u, axis=1)] = 0.0
+        return w
 
     def __array__(self, dtype=None, copy=None):
         out = np.empty(self.shape, np.float32)
@@ -225,6 +233,21 @@ class GateWeights:
             part = self.rows(a, max(a, b))
             return part[(slice(None), *key[1:])]
         return np.asarray(self)[key]
+
+
+def unchanged_on(weights, mask: np.ndarray, upscale: int = 1):
+    """``(weights, changed_fraction)`` of a never-worse gate with the canvas given back
+    unchanged: the weights are 0 on it (a copy; lazy weights stay lazy)."""
+    if isinstance(weights, GateWeights):
+        w = copy.copy(weights)
+        w.outside = mask
+        changed = sum(int((w.rows(a, min(w.shape[0], a + WEIGHT_ROWS)) > CHANGED_ABOVE).sum())
+                      for a in range(0, w.shape[0], WEIGHT_ROWS))
+        return w, changed / w.size if w.size else 0.0
+    w = np.array(weights, np.float32)
+    big = mask if upscale == 1 else np.repeat(np.repeat(mask, upscale, axis=0), upscale, axis=1)
+    w[big] = 0.0
+    return w, float((w > CHANGED_ABOVE).mean()) if w.size else 0.0
 
 
 def record(report, w, threshold_um: float, delpnet_sha256: str | None = None, *,

@@ -7,9 +7,12 @@ import time
 import numpy as np
 
 from ..core.devices import resolve_device
+from ..core.padding import padding_note, restore_padding
 from ..core.progress import drain
 from ..core.validation import as_image
 from .base import RefocusResult, RunReport
+from .gate import unchanged_on
+from .padding import filled, on_canvas
 from .registry import get_method
 
 
@@ -46,14 +49,24 @@ def iter_refocus(image, *, method="lbdvd", device="auto", **kwargs):
     dev = resolve_device(device)
     report = RunReport(dev)
     t0 = time.perf_counter()
-    restored = yield from m.run(arr, params, device=dev, report=report, **inputs)
+    # an empty canvas (exact zeros around or inside the data) is filled for the method and
+    # given back as it was: the method never sees the step from the cells to the zeros
+    source, (arr, canvas) = arr, filled(arr)
+    restored = np.asarray((yield from m.run(arr, params, device=dev, report=report, **inputs)), dtype=np.float32)
     gate = dict(report.extras.get("gate") or {})
     weights, changed = gate.pop("weights", None), gate.pop("changed_fraction", None)
+    dmap = report.extras.get("defocus_map")
+    if canvas is not None:
+        restore_padding(restored, source, canvas, upscale=m.upscale)
+        report.note(padding_note(canvas))
+        dmap = on_canvas(dmap, canvas) if dmap is not None else None
+        if weights is not None:
+            weights, changed = unchanged_on(weights, canvas, m.upscale)
     return RefocusResult(
-        image=np.asarray(restored, dtype=np.float32),
+        image=restored,
         method=m.name,
         parameters=params.as_dict(),
-        defocus_map=report.extras.get("defocus_map"),
+        defocus_map=dmap,
         upscale=m.upscale,
         seconds=time.perf_counter() - t0,
         weights_sha256=dict(report.weights_sha256),
