@@ -42,6 +42,7 @@ import numpy as np
 
 from .core.progress import Progress, cancel_scope, check_cancelled, current_token, drain
 from .methods.base import Method, RunReport
+from .methods.padding import canvas_restore, sample_filled
 from .methods.registry import get_method
 
 #: 48 strides of 42 px and 126 TIFF tiles of 16 px
@@ -212,8 +213,10 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
     # map_pixel_um="auto": chosen once for the whole image, before anything reads its sampling
     params, chose = resolve_params(source, m, params, device=dev)
     notes += [chose] if chose else []
+    canvas = False
     if m.image_stats is not None:
         sample, s = whole_image_sample(source, block)
+        sample, canvas = sample_filled(sample, s)  # an empty canvas is not data (core.padding)
         inputs = dict(m.image_stats(sample, params=params, sample_stride=s))
         where = "the whole image" if s == 1 else f"every {s}-th row and column of the image"
         notes.append(f"{', '.join(inputs)} computed once, from {where}, for all blocks")
@@ -221,6 +224,9 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
         restore = m.block_runner(params, device=dev, **inputs)
     else:
         restore = in_memory_block_runner(m, params, device=dev, **inputs)
+    if canvas:
+        restore = canvas_restore(restore, halo=int(getattr(restore, "halo", m.halo)), upscale=m.upscale)
+        notes.append("empty canvas (exact zeros) found: each block reads it filled by reflection and gives it back")
     return BlockRun(source, m, params, dev, int(block), restore, inputs, notes)
 
 

@@ -45,11 +45,13 @@ def _edge_strips(zero: np.ndarray) -> np.ndarray:
     return out
 
 
-def padding_mask(image, *, min_side_px: int = PAD_SIDE_PX) -> np.ndarray | None:
+def padding_mask(image, *, min_side_px: int = PAD_SIDE_PX, edge_strips: bool = True) -> np.ndarray | None:
     """Boolean mask (y, x) of the empty canvas in a 2-D image, or None when it has none.
 
     ``min_side_px``: the side of the smallest square of exact zeros that counts (odd).
-    An image that is all zeros has no data to fill from: None.
+    ``edge_strips``: also whole rows and columns of zeros at the edge (False for a window of a
+    bigger image, whose rows are not the image's). An image that is all zeros has no data to
+    fill from: None.
     """
     from scipy import ndimage as ndi
 
@@ -60,7 +62,8 @@ def padding_mask(image, *, min_side_px: int = PAD_SIDE_PX) -> np.ndarray | None:
     side = int(min_side_px) | 1  # an odd square: the erosion and the dilation are centred alike
     core = ndi.minimum_filter(zero.view(np.uint8), size=side, mode="constant", cval=1)
     mask = ndi.maximum_filter(core, size=side, mode="constant", cval=0).view(bool)  # the opening: within zero
-    mask |= _edge_strips(zero)
+    if edge_strips:
+        mask |= _edge_strips(zero)
     return mask if mask.any() else None
 
 

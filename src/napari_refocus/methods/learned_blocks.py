@@ -24,22 +24,8 @@ import math
 import numpy as np
 
 from ..core.progress import drain
+from ..core.tiling import Region
 from ..models.stitch import TileCache
-
-
-class Region:
-    """``data`` placed at ``origin`` in an image of ``shape``, sliced in the image's coordinates
-    (reading outside ``data`` is an error)."""
-
-    def __init__(self, data, origin, shape):
-        self.data, self.origin, self.shape = data, tuple(int(o) for o in origin), tuple(int(n) for n in shape)
-
-    def __getitem__(self, key):
-        (oy, ox), (ny, nx) = self.origin, self.data.shape
-        (y0, y1, _), (x0, x1, _) = (k.indices(n) for k, n in zip(key, self.shape))
-        if y0 < oy or x0 < ox or y1 > oy + ny or x1 > ox + nx:
-            raise IndexError(f"read [{y0}:{y1}, {x0}:{x1}] outside the region at {self.origin} of {self.data.shape}")
-        return self.data[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
 def _union(a, b):

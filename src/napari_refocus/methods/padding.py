@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 
 from ..core.optics import BACKGROUND
-from ..core.padding import fill_padding, padding_mask, with_rim
+from ..core.padding import PAD_SIDE_PX, fill_padding, padding_mask, restore_padding, with_rim
+from ..core.tiling import Region
 
 
 def filled(image):
@@ -42,3 +43,42 @@ def mark_map(dmap, mask: np.ndarray):
 def on_canvas(dmap, mask):
     """:func:`mark_map` when there is a canvas (``mask`` not None), else the map as it is."""
     return dmap if mask is None else mark_map(dmap, mask)
+
+
+def sample_filled(sample: np.ndarray, stride: int):
+    """``(sample, found)``: a big image's strided sample (``image[::stride, ::stride]``) with its
+    canvas filled, for the whole-image statistics the blocks share, and whether it had one."""
+    mask = padding_mask(sample, min_side_px=max(3, PAD_SIDE_PX // int(stride)))
+    return (sample, False) if mask is None else (fill_padding(sample, with_rim(mask, sample)), True)
+
+
+#: extra context a block with a canvas is read with (see :func:`canvas_restore`)
+FILL_MARGIN_PX = 128
+
+
+def canvas_restore(restore, *, halo: int, upscale: int):
+    """A block function ``restore(source, bounds)`` for an image with an empty canvas: each block
+    is read with its halo plus :data:`FILL_MARGIN_PX`, the canvas (exact-zero squares,
+    :func:`padding_mask` without the edge-strip rule, which needs whole rows) and its rim are
+    filled in that window, the block is restored from it, and its canvas comes back as it was.
+    A canvas pixel's fill is its mirror through the nearest data pixel, twice its distance to the
+    data away: the margin makes the fill within the halo the whole image's wherever the canvas is
+    within half the margin of data. The image in memory is filled from the whole image, so the
+    two forms agree near the data, not bit for bit."""
+    reach = int(halo) + FILL_MARGIN_PX
+
+    def wrapped(source, bounds):
+        y0, y1, x0, x1 = bounds
+        h, w = source.shape[-2:]
+        ya, yb, xa, xb = max(0, y0 - reach), min(h, y1 + reach), max(0, x0 - reach), min(w, x1 + reach)
+        region = np.asarray(source[ya:yb, xa:xb])
+        mask = padding_mask(region, edge_strips=False)
+        if mask is None:
+            return restore(Region(region, (ya, xa), (h, w)), bounds)
+        mask = with_rim(mask, region)
+        out = np.asarray(restore(Region(fill_padding(region, mask), (ya, xa), (h, w)), bounds), np.float32)
+        core = (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
+        return restore_padding(out, region[core], mask[core], upscale=upscale)
+
+    wrapped.halo = reach
+    return wrapped
