@@ -284,13 +284,26 @@ def rms_radius_px(psf: np.ndarray) -> float:
     return float(np.sqrt((psf * r2).sum() / psf.sum()))
 
 
+@functools.lru_cache(maxsize=64)
+def _leggauss(n: int):
+    """numpy's Gauss-Legendre nodes and weights (read-only; cached: a bank's levels often share n)."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    x.setflags(write=False)
+    w.setflags(write=False)
+    return x, w
+
+
 def _gauss_legendre(n: int):
     """Gauss-Legendre nodes and weights on [-1, 1]. numpy's (the bank's numbers since the start)
     up to 2000 nodes; above, scipy's asymptotic ones (the same to 1e-10): numpy solves a dense
     n x n eigenproblem, minutes and gigabytes at the 20000 nodes of a PSF tens of pixels wide
     at a coarse pixel size."""
     if n <= 2000:
-        return np.polynomial.legendre.leggauss(n)
+        from .progress import call_cancellable
+
+        # the dense solve takes ~0.4 s at 2000 nodes here, several seconds on a loaded CPU,
+        # with no checkpoint inside: waited for in a way that Cancel can interrupt
+        return _leggauss(n) if n < 256 else call_cancellable(_leggauss, n)
     from scipy.special import roots_legendre
 
     return roots_legendre(n)

@@ -86,6 +86,31 @@ def check_cancelled() -> None:
         raise Cancelled("cancelled")
 
 
+def call_cancellable(fn, *args, poll_s: float = 0.05):
+    """``fn(*args)`` run in a helper thread while this one waits for it, checking for Cancel every
+    ``poll_s``: for one long call that has no checkpoints of its own (a dense LAPACK solve, which
+    releases the GIL). On Cancel, :class:`Cancelled` is raised at once; the helper thread finishes
+    its call in the background and its result is dropped."""
+    token = getattr(_local, "token", None)
+    if token is None:  # nothing can cancel this call: no thread needed
+        return fn(*args)
+    done, box = threading.Event(), {}
+
+    def work():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+        done.set()
+
+    threading.Thread(target=work, daemon=True, name="napari-refocus-call").start()
+    while not done.wait(poll_s):
+        check_cancelled()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def with_cancel(job, token: CancelToken):
     """Wrap a progress generator so that it runs under ``token``: the job raises
     :class:`Cancelled` at its next checkpoint once ``token.cancel()`` is called (from any
