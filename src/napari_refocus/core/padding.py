@@ -83,38 +83,48 @@ def with_rim(mask: np.ndarray, image, *, rim_px: int = RIM_PX) -> np.ndarray:
     return mask | (near & (arr < low))
 
 
+#: rows of the image filled or given back at a time (the index arrays of a band, not of the image)
+BAND_ROWS = 256
+
+
 def fill_padding(image, mask: np.ndarray) -> np.ndarray:
     """float32 copy of ``image`` with its canvas (``mask``) filled by reflecting the data across
     the canvas's edge: each canvas pixel takes the value mirrored through its nearest data pixel,
     or that nearest pixel's value where the mirror point is canvas or outside the image.
 
-    Along a straight edge this is numpy's ``reflect`` padding, bit for bit."""
+    Along a straight edge this is numpy's ``reflect`` padding, bit for bit. Memory: the copy,
+    the nearest-pixel indices (int32, 8 bytes a pixel, freed on return) and a band's indices."""
     from scipy import ndimage as ndi
 
     arr = np.asarray(image)
+    h, w = arr.shape
     out = arr.astype(np.float32, copy=True)
     iy, ix = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
-    py, px = np.nonzero(mask)
-    qy, qx = iy[py, px], ix[py, px]
-    del iy, ix
-    ry, rx = 2 * qy - py, 2 * qx - px
-    ok = (ry >= 0) & (ry < arr.shape[0]) & (rx >= 0) & (rx < arr.shape[1])
-    ok[ok] = ~mask[ry[ok], rx[ok]]
-    values = arr[qy, qx].astype(np.float32)
-    values[ok] = arr[ry[ok], rx[ok]]
-    out[py, px] = values
+    for r0 in range(0, h, BAND_ROWS):
+        py, px = np.nonzero(mask[r0:r0 + BAND_ROWS])
+        py += r0
+        qy, qx = iy[py, px], ix[py, px]
+        ry, rx = 2 * qy - py, 2 * qx - px
+        ok = (ry >= 0) & (ry < h) & (rx >= 0) & (rx < w)
+        ok[ok] = ~mask[ry[ok], rx[ok]]
+        values = arr[qy, qx].astype(np.float32)
+        values[ok] = arr[ry[ok], rx[ok]]
+        out[py, px] = values
     return out
 
 
 def restore_padding(restored: np.ndarray, image, mask: np.ndarray, *, upscale: int = 1) -> np.ndarray:
     """Give a method's output the input's values where ``mask`` (the region it saw filled) is set
-    (in place; for an x2 method, ``upscale`` x the mask's size, each input pixel repeated) and
-    return it."""
-    ys, xs = np.nonzero(mask)
-    values = np.asarray(image)[ys, xs].astype(restored.dtype)
-    for dy in range(upscale):
-        for dx in range(upscale):
-            restored[ys * upscale + dy, xs * upscale + dx] = values
+    (in place, a band of rows at a time; for an x2 method, ``upscale`` x the mask's size, each
+    input pixel repeated) and return it."""
+    arr = np.asarray(image)
+    for r0 in range(0, mask.shape[0], BAND_ROWS):
+        ys, xs = np.nonzero(mask[r0:r0 + BAND_ROWS])
+        ys += r0
+        values = arr[ys, xs].astype(restored.dtype)
+        for dy in range(upscale):
+            for dx in range(upscale):
+                restored[ys * upscale + dy, xs * upscale + dx] = values
     return restored
 
 
