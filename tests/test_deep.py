@@ -97,7 +97,7 @@ def test_blocks_beyond_the_top_class_equal_in_memory(field):
     for _, (y0, y1, x0, x1), block in iter_method_blocks(img, "lbdvd", device="cpu", block=126):
         out[y0:y1, x0:x1] = block
     np.testing.assert_array_equal(out, eager.image)
-    # lazily through dask, each block reading only its halo (bigimage._Window raises beyond it)
+    # lazily through dask, each block reading only its halo (core.tiling.Region raises beyond it)
     from napari_refocus.bigimage import lazy_method
 
     run = lazy_method(da.from_array(img, chunks=(224, 224)), "lbdvd", device="cpu", block=224)

@@ -140,7 +140,7 @@ def test_lbdvd_lazy_dask_blocks_read_only_their_halo(in_memory, tilted):
     from napari_refocus.bigimage import lazy_method
 
     optics, eager = in_memory
-    # the dask overlap is restore.halo; a block reading beyond it raises IndexError (bigimage._Window)
+    # the dask overlap is restore.halo; a block reading beyond it raises IndexError (core.tiling.Region)
     # beyond_top=False: this field has no patch read beyond the top class, and that pass's wider
     # halo (434-538 px here) would not fit these blocks (tests/test_deep.py runs it lazily)
     lazy = lazy_method(da.from_array(tilted, chunks=(294, 294)), "lbdvd", device="cpu", block=294,

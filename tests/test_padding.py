@@ -146,7 +146,7 @@ def test_block_by_block_a_canvas_is_handled_as_in_memory(infocus, blurred, metho
 
 def test_a_lazy_canvas_reads_only_its_widened_halo(blurred):
     """On a dask array the blocks of an image with a canvas read their halo plus the fill margin
-    (bigimage's _Window raises on any read beyond the overlap it was given)."""
+    (core.tiling.Region raises on any read beyond the overlap it was given)."""
     if not get_method("lbdvd").weights_present():
         pytest.skip("DelpNet weights not installed")
     da = pytest.importorskip("dask.array")

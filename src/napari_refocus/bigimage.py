@@ -41,6 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .core.progress import Progress, cancel_scope, check_cancelled, current_token, drain
+from .core.tiling import Region
 from .methods.base import Method, RunReport
 from .methods.padding import canvas_restore, sample_filled
 from .methods.registry import get_method
@@ -143,7 +144,7 @@ class BlockRun:
         src = src.rechunk((b, b))
         axes = src.chunks
         # dask shares context between neighbouring chunks only: each must hold >= halo pixels,
-        # so a short last chunk is padded (the padding is never read: _Window clips to the image)
+        # so a short last chunk is padded (the padding is never read: Region clips to the image)
         depth, padded = {}, []
         for axis, chunks in enumerate(axes):
             depth[axis] = halo if len(chunks) > 1 else 0
@@ -165,28 +166,12 @@ class BlockRun:
             origin = (bounds[0] - depth[0] if i else 0, bounds[2] - depth[1] if j else 0)
             with cancel_scope(token):
                 check_cancelled()
-                return restore(_Window(chunk, origin, (h, w)), bounds)
+                return restore(Region(chunk, origin, (h, w)), bounds)
 
         # a fresh name: dask need not hash the closure (and the parameters in it) to name the graph
         return da.map_overlap(compute, src, depth=depth, boundary="none", trim=False, allow_rechunk=False,
                               chunks=tuple(tuple(n * r for n in c) for c in axes), dtype=np.float32,
                               meta=np.empty((0, 0), np.float32), name=f"{self.method.name}-{uuid.uuid4().hex}")
-
-
-class _Window:
-    """A block plus its halo (one chunk of the overlapped dask array), sliced in the whole
-    image's coordinates; reading outside it, or outside the image, is an error."""
-
-    def __init__(self, data, origin, image_shape):
-        self.data, self.origin, self.shape = data, origin, tuple(image_shape)
-        self.dtype = data.dtype
-
-    def __getitem__(self, key):
-        (oy, ox), (ny, nx) = self.origin, self.data.shape
-        (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(key, self.shape))
-        if sy != 1 or sx != 1 or y0 < oy or x0 < ox or y1 > oy + ny or x1 > ox + nx:
-            raise IndexError(f"a block read [{y0}:{y1}, {x0}:{x1}] outside its halo")
-        return self.data[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
 def _is_dask(image) -> bool:

@@ -253,15 +253,17 @@ def _axis_sum(profile, n: int, stride: int, extent: int):
 
 
 class Region:
-    """``data`` placed at ``origin`` in an image of ``shape``, sliced in the image's coordinates
-    (reading outside ``data`` is an error)."""
+    """``data`` placed at ``origin`` in an image of ``shape``, sliced in the image's coordinates:
+    a block read with its halo (one chunk of an overlapped dask array), a window read once for
+    several reads. Reading outside ``data``, or with a step, is an error."""
 
     def __init__(self, data, origin, shape):
         self.data, self.origin, self.shape = data, tuple(int(o) for o in origin), tuple(int(n) for n in shape)
+        self.dtype = data.dtype
 
     def __getitem__(self, key):
         (oy, ox), (ny, nx) = self.origin, self.data.shape
-        (y0, y1, _), (x0, x1, _) = (k.indices(n) for k, n in zip(key, self.shape))
-        if y0 < oy or x0 < ox or y1 > oy + ny or x1 > ox + nx:
+        (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(key, self.shape))
+        if sy != 1 or sx != 1 or y0 < oy or x0 < ox or y1 > oy + ny or x1 > ox + nx:
             raise IndexError(f"read [{y0}:{y1}, {x0}:{x1}] outside the region at {self.origin} of {self.data.shape}")
         return self.data[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
