@@ -4,7 +4,7 @@ from pathlib import Path
 # One numerical path for MKL (torch's CPU FFT and matrix products) on every x86 CPU, set before
 # MKL's first call. MKL takes AVX-512 code on Intel Xeons and its compatible code on AMD EPYC;
 # they round differently (measured, torch 2.13.0: lbdvd's output <= 6e-6 of the value apart, the
-# class tables' measurement up to 0.28 um apart), and on the AVX-512 path a frame's FFT depends
+# class tables' measurement up to 0.16 um apart), and on the AVX-512 path a frame's FFT depends
 # on how many frames are transformed with it. The tests that compare bits (block by block
 # against in memory, the cached class tables against their measurement) then compare like with
 # like on either CPU. The package itself leaves MKL as it is (the AVX-512 path is ~10 % faster).
