@@ -213,6 +213,30 @@ def test_gate_weights_are_smooth_and_follow_the_evidence():
         tuple(2.0 * k for k in range(11)), nr.Optics())), [[0, 5, 11]])
 
 
+def test_gate_weights_are_the_confidence_weighted_bilinear_blend_of_patch_centres():
+    """The separable form gives, at every pixel, sum(b * c * v) / sum(b * c) over the four patch
+    centres around it (b: the bilinear weights), for a part of the image, x2 outputs and a map
+    on another sampling alike."""
+    rng = np.random.default_rng(3)
+    v = rng.random((5, 7)).astype(np.float32)
+    c = np.where(rng.random((5, 7)) < 0.3, G.BG_CONFIDENCE, 1.0).astype(np.float32)
+    for bounds, upscale, scale in (((0, 252, 0, 336), 1, 1.0), ((17, 140, 40, 300), 2, 1.0),
+                                   ((3, 90, 5, 200), 1, 1.3)):
+        kw = dict(upscale=upscale, scale=scale, patch=84, stride=42)
+        w = G.pixel_weights(v, c, grid_shape=(5, 7), bounds=bounds, **kw)
+        iy, ty = G._axis(bounds[1] - bounds[0], bounds[0], 5, **kw)
+        ix, tx = G._axis(bounds[3] - bounds[2], bounds[2], 7, **kw)
+        num = den = 0.0
+        for dy, wy in ((0, 1.0 - ty), (1, ty)):
+            for dx, wx in ((0, 1.0 - tx), (1, tx)):
+                rows, cols = np.minimum(iy + dy, 4), np.minimum(ix + dx, 6)
+                b = wy[:, None].astype(np.float64) * wx[None, :]
+                num = num + b * (c * v)[np.ix_(rows, cols)]
+                den = den + b * c[np.ix_(rows, cols)]
+        assert w.dtype == np.float32 and w.shape == (bounds[1] - bounds[0], bounds[3] - bounds[2])
+        np.testing.assert_allclose(w, np.clip(num / den, 0, 1), atol=1e-6)
+
+
 def test_never_worse_is_a_schema_option_everywhere():
     for method in METHODS:
         spec = {s["name"]: s for s in get_method(method).describe()}

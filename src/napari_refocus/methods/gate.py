@@ -120,16 +120,20 @@ def pixel_weights(v, confidence, *, grid_shape, bounds, upscale: int = 1, scale:
     ix, tx = _axis(x1 - x0, x0, grid_shape[1], **kw)
     iy, ix = iy - offset[0], ix - offset[1]
     ny, nx = np.shape(v)
-    num = np.zeros((y1 - y0, x1 - x0), np.float32)
-    den = np.zeros_like(num)
-    cv = np.asarray(confidence, np.float32) * np.asarray(v, np.float32)
-    for dy, wy in ((0, 1.0 - ty), (1, ty)):
-        for dx, wx in ((0, 1.0 - tx), (1, tx)):
-            rows, cols = np.minimum(iy + dy, ny - 1), np.minimum(ix + dx, nx - 1)
-            b = wy[:, None] * wx[None, :]
-            num += b * cv[np.ix_(rows, cols)]
-            den += b * np.asarray(confidence, np.float32)[np.ix_(rows, cols)]
-    return np.clip(num / np.maximum(den, 1e-12), 0.0, 1.0).astype(np.float32)
+    conf = np.asarray(confidence, np.float32)
+    cv = conf * np.asarray(v, np.float32)
+    iy1, ix1 = np.minimum(iy + 1, ny - 1), np.minimum(ix + 1, nx - 1)
+    uy, vy = (1.0 - ty)[:, None], ty[:, None]
+
+    def bilinear(a):  # separable: along the columns on the patch rows, then along the rows
+        across = a[:, ix] * (1.0 - tx) + a[:, ix1] * tx
+        out = across[iy1] * vy
+        out += across[iy] * uy
+        return out
+
+    num, den = bilinear(cv), bilinear(conf)
+    num /= np.maximum(den, 1e-12, out=den)
+    return np.clip(num, 0.0, 1.0, out=num)
 
 
 def base_like(image, shape) -> np.ndarray:
