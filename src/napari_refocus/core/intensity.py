@@ -20,8 +20,40 @@ def robust_range(image, percentiles=PERCENTILES, *, max_samples: int = 4_000_000
     a = np.asarray(image)
     step = max(1, int(np.ceil(np.sqrt(a.size / max_samples))))
     sample = a[::step, ::step] if a.ndim == 2 else a.ravel()[::step * step]
-    lo, hi = np.percentile(sample.astype(np.float64, copy=False), percentiles)
+    if _countable(sample):  # a camera's 8- or 16-bit counts: from their histogram, the same numbers
+        lo, hi = _percentiles_of_counts(np.bincount(sample.ravel()), percentiles)
+    else:
+        lo, hi = np.percentile(sample.astype(np.float64, copy=False), percentiles)
     return float(lo), float(hi)
+
+
+def _countable(a) -> bool:
+    """Unsigned integers of at most 16 bits: a histogram holds them whole, and is ~3x faster to
+    make than the partial sort of a percentile (a 696x520 field: 0.6 vs 2.2 ms)."""
+    return a.dtype.kind in "ub" and a.dtype.itemsize <= 2 and a.size > 0
+
+
+def _order_statistics(counts, ranks) -> np.ndarray:
+    """The values of ranks ``ranks`` (0-based) of the sorted sample whose histogram is ``counts``."""
+    return np.searchsorted(np.cumsum(counts), np.asarray(ranks), side="right").astype(np.float64)
+
+
+def _percentiles_of_counts(counts, percentiles) -> np.ndarray:
+    """``np.percentile`` (linear interpolation, float64) of the sample whose histogram is
+    ``counts``, with numpy's own index and interpolation arithmetic, so the same numbers
+    (tests/test_intensity_sampling.py compares them)."""
+    n = int(np.sum(counts))
+    q = np.true_divide(np.asarray(percentiles, dtype=np.float64), 100)
+    virtual = (n - 1) * q  # numpy's virtual index of its 'linear' method
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    prev_i = np.clip(prev, 0, n - 1).astype(np.int64)
+    next_i = np.clip(prev + 1, 0, n - 1).astype(np.int64)
+    above = virtual >= n - 1
+    prev_i[above] = next_i[above] = n - 1
+    a, b = _order_statistics(counts, prev_i), _order_statistics(counts, next_i)
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def noise_sigma(image, *, band: int = 512) -> float:
@@ -31,7 +63,8 @@ def noise_sigma(image, *, band: int = 512) -> float:
     left is mostly noise (its gain on white noise is 6); the scaled median of absolute values
     ignores the few pixels on sharp edges. A 2-D image is filtered ``band`` rows at a time into
     one float32 buffer whose median is taken in place (4 bytes per pixel, not the five or six
-    whole-image temporaries of the formula at once).
+    whole-image temporaries of the formula at once); 8- and 16-bit counts into a histogram (the
+    same number).
     """
     a = np.asarray(image)
     if a.ndim != 2 or min(a.shape) < 3:
@@ -41,6 +74,20 @@ def noise_sigma(image, *, band: int = 512) -> float:
              + a[:-2, :-2] + a[:-2, 2:] + a[2:, :-2] + a[2:, 2:])
         return float(1.4826 * np.median(np.abs(d)) / 6.0)
     h, w = a.shape
+    if _countable(a):
+        # exact integers: the kernel is the outer product of [1, -2, 1] with itself, so two
+        # passes in int32 give the float32 formula's values exactly (|d| <= 16 x 65535 < 2^24);
+        # their median comes from a histogram summed band by band (1.3 vs 3.7 ms on a 696x520 field)
+        counts = np.zeros(1, np.int64)
+        for r0 in range(1, h - 1, band):
+            s = np.asarray(a[r0 - 1:min(h, r0 + band + 1)]).astype(np.int32)
+            r = s[:, :-2] - 2 * s[:, 1:-1] + s[:, 2:]
+            part = np.bincount(np.abs(r[:-2] - 2 * r[1:-1] + r[2:]).ravel())
+            counts = np.pad(counts, (0, max(0, part.size - counts.size)))
+            counts[:part.size] += part
+        n = (h - 2) * (w - 2)
+        lo, hi = _order_statistics(counts, [(n - 1) // 2, n // 2])
+        return float(1.4826 * ((np.float32(lo) + np.float32(hi)) / np.float32(2)) / 6.0)
     out = np.empty((h - 2, w - 2), np.float32)
     for r0 in range(1, h - 1, band):
         r1 = min(h - 1, r0 + band)
