@@ -33,7 +33,7 @@ from .rl_batch import (  # noqa: F401 - the batched iteration, public here as al
     iter_richardson_lucy_batch,
     richardson_lucy_batch,
 )
-from .rl_groups import group_grid, grouped_region_into
+from .rl_groups import cpu_group_batch, group_grid, grouped_region_into
 from .rl_image import iter_richardson_lucy_image
 from .tiling import CONTEXT, PATCH, STRIDE, Accumulator, pad_image, patch_grid, patch_view, take_patches
 
@@ -117,14 +117,17 @@ def iter_deconvolve(
         raise ValueError("group > 1 takes padding='reflect' (zero padding marks unknown pixels patch by patch)")
     padded = pad_image(data, group_grid(grid, group) if group > 1 else grid, context, padding)
     del data
-    release_free_memory()  # the float32 copy of the image, which glibc may otherwise keep
+    pixels = grid.image_shape[0] * grid.image_shape[1]
+    release_free_memory(pixels=pixels)  # the float32 copy of the image, which glibc may otherwise keep
     acc = Accumulator(grid, weights=montage_weights)
     if group > 1:
+        if batch_size is None and dev.type == "cpu":
+            batch_size = cpu_group_batch(pixels)
         yield from grouped_region_into(acc, padded, grid, levels, group=group, context=context,
                                        iterations=iterations, device=dev, initial=initial, boundary=boundary,
                                        batch_size=batch_size, optics=optics, report=report)
         del padded
-        release_free_memory()  # the chunks' frames and the padded image, before the result is copied out
+        release_free_memory(pixels=pixels)  # the chunks' frames and the padded image, before the result is copied
         return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
     view = patch_view(padded, grid, context)
     inside = None
@@ -146,7 +149,7 @@ def iter_deconvolve(
         report=report,
     )
     del view, inside, padded
-    release_free_memory()  # the chunks' frames and the padded image, before the result is copied out
+    release_free_memory(pixels=pixels)  # the chunks' frames and the padded image, before the result is copied
     return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
 
 

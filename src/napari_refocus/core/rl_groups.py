@@ -15,13 +15,27 @@ from __future__ import annotations
 import numpy as np
 
 from .devices import resolve_device
+from .memory import SMALL_IMAGE_PIXELS
 from .optics import BACKGROUND
 from .otf import frame_size
-from .rl_batch import CPU_BATCH, MIN_BATCH, iter_deconvolve_frames
+from .rl_batch import iter_deconvolve_frames
 from .tiling import PatchGrid
 
 #: the largest FFT frame (pixels a side) :func:`group_size` lets a group of patches share
 GROUP_FRAME_MAX = 256
+#: group frames deconvolved at once on a CPU: 256-px frames hold 4x a 128-px frame's memory
+#: (~2 MB of buffers each), so 2 in flight, not 8
+GROUP_CPU_BATCH = 2
+#: the same for an image below :data:`~napari_refocus.core.memory.SMALL_IMAGE_PIXELS`, where a few
+#: MB more do not matter: four frames ran lbdvd 8 % faster than two on a 2-core Xeon (0.211 vs
+#: 0.229 s on a tilted 696x520 field; six: the same, eight: 0.218): a batch of two spends much
+#: of each FFT call on per-call work. At 1024^2 four raised lbdvd's peak by ~5-9 B/px.
+SMALL_GROUP_CPU_BATCH = 4
+
+
+def cpu_group_batch(pixels: int) -> int:
+    """Group frames deconvolved at once on a CPU for an image of ``pixels`` pixels."""
+    return SMALL_GROUP_CPU_BATCH if pixels < SMALL_IMAGE_PIXELS else GROUP_CPU_BATCH
 
 
 def group_frame(group: int, *, patch: int, stride: int, context: int, psf_size: int) -> int:
@@ -121,14 +135,13 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
         for k, union in zip(np.asarray(index).tolist(), unions):
             patches = jobs[k][2]
             ys, xs = origin(patches)
-            for n, y, x in zip(patches.tolist(), (ys + top - numbers[k] // gcols * group * s).tolist(),
-                               (xs + left - numbers[k] % gcols * group * s).tolist()):
-                acc.add([n], union[None, y:y + p, x:x + p])
+            ys, xs = ys + top - numbers[k] // gcols * group * s, xs + left - numbers[k] % gcols * group * s
+            # added in the job's patch order, as one patch at a time would be
+            acc.add(patches, torch.stack([union[y:y + p, x:x + p] for y, x in zip(ys.tolist(), xs.tolist())]))
 
     dev = resolve_device(device)
     if batch_size is None:
-        # 256-px frames hold 4x a 128-px frame's memory: 2 in flight, not 8
-        batch_size = max(MIN_BATCH, CPU_BATCH // 4) if dev.type == "cpu" else 256
+        batch_size = GROUP_CPU_BATCH if dev.type == "cpu" else 256
     yield from iter_deconvolve_frames(take, np.array([L for _, L, _ in jobs], dtype=np.int64), put, size=size,
                                       context=context, iterations=iterations, device=dev, initial=initial,
                                       boundary=boundary, batch_size=batch_size, optics=optics, report=report)

@@ -303,7 +303,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
     # the canonical image, padded to the patch grid: the patches are read through a strided
     # view of it, a batch at a time
     padded, grid, stats = canonical_padded(arr, scale, stride=stride, normalise=normalise, stats=stats)
-    release_free_memory()  # glibc may keep a freed unpadded canonical image in the heap (~4 B/px) otherwise
+    release_free_memory(pixels=arr.size)  # glibc may keep a freed unpadded canonical image (~4 B/px) otherwise
     dev = resolve_device(device)
     model = _model(weights, dev)
     if report is not None:
@@ -314,7 +314,7 @@ def iter_defocus_map(image, *, weights=None, device="auto", stride: int = STRIDE
                                               lambda index: take_patches(view, index), n, dev, batch_size, tta,
                                               stats[2] if normalise else None, report=report)
     del view, padded
-    release_free_memory()  # the batches' activations, so that the next stage's peak is not on top of them
+    release_free_memory(pixels=arr.size)  # the batches' activations: the next stage's peak is not on top of them
     p = flat.reshape(*grid.shape, N_CLASSES)
     levels = p.argmax(-1).astype(np.int64)
     if normalise:
