@@ -36,6 +36,35 @@ def test_architecture_output_shape(name):
     assert m.upscale == r and m.n_parameters > 0 and 64 % m.multiple == 0
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_inference_without_concatenations_is_the_same_network(name):
+    """At inference the decoders convolve each concatenated part with its slice of the weights
+    (models.layers.conv_cat) instead of concatenating; with gradients on (training) they
+    concatenate. Both are the same function, channels-last or not, with BatchNorm too."""
+    torch.manual_seed(0)
+    m = TINY[name]().eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.enable_grad():
+        want = m(x).detach()
+    with torch.inference_mode():
+        np.testing.assert_allclose(m(x).numpy(), want.numpy(), atol=1e-5)
+        cl = m.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        np.testing.assert_allclose(cl.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_conv_cat_takes_generators_and_checks_channels():
+    from napari_refocus.models.layers import DoubleConv, conv_cat
+
+    torch.manual_seed(1)
+    block = DoubleConv(7, 5, norm="batch").eval()
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 4, 16, 16)
+    with torch.inference_mode():
+        want = block(torch.cat([a, b], 1))
+        np.testing.assert_allclose(conv_cat(block, (t for t in (a, b))).numpy(), want.numpy(), atol=1e-5)
+        with pytest.raises(ValueError, match="6 channels"):
+            conv_cat(block, (a, b[:, :3]))
+
+
 def test_paper_configurations_reachable():
     # the paper sizes are reachable by arguments (built, not run)
     assert ResnetGenerator(width=64, n_blocks=9, norm="instance").n_parameters > 10e6

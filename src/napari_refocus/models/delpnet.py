@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .layers import n_parameters  # noqa: F401  (re-exported for the training code and tests)
+from .layers import to_device as prepare, use_channels_last  # noqa: F401  (DelpNet's names for them)
 
 PAPER_WIDTH = 64
 SHIPPED_WIDTH = 16
@@ -134,19 +135,6 @@ def autocast(device):
     if dev.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
-
-
-def use_channels_last(device) -> bool:
-    """channels_last helps on CUDA and for CPU inference (measured 1.3-1.5x here)."""
-    return torch.device(device).type in ("cuda", "cpu")
-
-
-def prepare(model: nn.Module, device) -> nn.Module:
-    """Move to ``device`` (channels_last memory format where it helps)."""
-    dev = torch.device(device)
-    if use_channels_last(dev):
-        return model.to(device=dev, memory_format=torch.channels_last)
-    return model.to(device=dev)
 
 
 #: on the CPU every forward pass holds exactly this many patches (the last chunk of a batch is

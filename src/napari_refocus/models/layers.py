@@ -53,6 +53,22 @@ def act(kind: str = "relu") -> nn.Module:
     raise ValueError(f"unknown activation {kind!r}")
 
 
+def use_channels_last(device) -> bool:
+    """Whether networks run channels-last on ``device`` (CUDA and CPU). On this project's 2-core
+    CPU it made DelpNet 1.3-1.5x faster, and the generators 1.3-1.9x faster with up to half the
+    activation memory (a 1024-px tile: refocus-unet 183 -> 114 MB, comi-cyclegan 105 -> 49):
+    oneDNN then convolves in place of reordering every plain (NCHW) tensor to its own layout."""
+    return torch.device(device).type in ("cuda", "cpu")
+
+
+def to_device(model: nn.Module, device) -> nn.Module:
+    """``model`` moved to ``device``, channels-last where :func:`use_channels_last`."""
+    dev = torch.device(device)
+    if use_channels_last(dev):
+        return model.to(device=dev, memory_format=torch.channels_last)
+    return model.to(device=dev)
+
+
 class Generator(nn.Module):
     """Base of the restoration networks: ``multiple`` and ``upscale`` are set by each model."""
 
@@ -119,6 +135,39 @@ def upsample_to(x, ref_or_size, mode="bilinear"):
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def conv_cat(block: nn.Sequential, parts):
+    """``block(torch.cat(parts, 1))``; at inference without the concatenated tensor.
+
+    ``block``: a Sequential whose first layer is a Conv2d (or a ConvBlock that starts with one);
+    ``parts``: tensors (or a generator of them, made one at a time). With gradients off, the
+    first convolution runs on each part with its slice of the input channels and the outputs
+    are summed (a convolution is linear in its input channels): a U-Net decoder then never
+    holds the concatenation (skip + upsampled features, the largest tensor of a tile: ~50 MB of
+    a 1024-px tile's), nor more than one upsampled part at a time. The same function, up to
+    float32 rounding (tests/test_generators.py); with gradients on (training) the concatenation,
+    as before."""
+    layers = list(block.children())
+    if isinstance(layers[0], nn.Sequential):  # a ConvBlock: its convolution, then its norm and activation
+        layers = [*layers[0].children(), *layers[1:]]
+    head, rest = layers[0], layers[1:]
+    if torch.is_grad_enabled() or not isinstance(head, nn.Conv2d) or head.groups != 1 \
+            or head.padding_mode != "zeros":
+        return block(torch.cat(list(parts), 1))
+    y, start = None, 0
+    for part in parts:
+        w = head.weight[:, start:start + part.shape[1]]
+        start += part.shape[1]
+        out = F.conv2d(part, w, head.bias if y is None else None, head.stride, head.padding, head.dilation)
+        del part
+        y = out if y is None else y.add_(out)
+        del out
+    if start != head.in_channels:
+        raise ValueError(f"conv_cat: the parts have {start} channels, the convolution takes {head.in_channels}")
+    for layer in rest:
+        y = layer(y)
+    return y
 
 
 class PatchGAN(nn.Module):

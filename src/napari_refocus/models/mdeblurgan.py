@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Generator, ConvBlock, ResBlock, depth_to_space, space_to_depth, upsample_to
+from .layers import Generator, ConvBlock, ResBlock, conv_cat, depth_to_space, space_to_depth, upsample_to
 
 
 class MDeblurGenerator(Generator):
@@ -82,12 +82,12 @@ class MDeblurGenerator(Generator):
             h = dec(upsample_to(red(h), sk_map) + self.skip[sk](sk_map))
             maps.append(h)
         full = maps[-1]
-        deblur = x + self.fuse(torch.cat([upsample_to(m, full) for m in maps], 1))
+        deblur = x + conv_cat(self.fuse, (upsample_to(m, full) for m in maps))  # one upsampled map at a time
         ed = x + self.ed_out(full)
         cands = torch.stack([x, ed, deblur], 1)  # (N, 3, C, H, W)
         wts = torch.softmax(self.oa(torch.cat([x, ed, deblur], 1)), dim=1)  # (N, 3, H, W)
         approx = (cands * wts[:, :, None]).sum(1)
-        y = self.sr(torch.cat([approx, full], 1))
+        y = conv_cat(self.sr, (approx, full))
         if self.upscale > 1:
             y = y + F.interpolate(approx, scale_factor=self.upscale, mode="bilinear", align_corners=False)
         else:

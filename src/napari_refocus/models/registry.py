@@ -3,7 +3,7 @@
 Every network that :func:`napari_refocus.models.loader.load_model` can load is registered here,
 once, with the function that readies a freshly loaded module for inference on a device (DelpNet:
 BatchNorm folded into its convolutions and conv + ReLU fused, :func:`.fusion.fuse_delpnet`, then
-channels-last, :func:`napari_refocus.models.delpnet.prepare`; the generators: ``module.to(device)``).
+channels-last, :func:`napari_refocus.models.layers.to_device`; the generators: channels-last too).
 Registering a name twice raises.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .delpnet import DelpNet, prepare as _prepare_delpnet
+from .delpnet import DelpNet
 from .h2t_msunet import HeadToTailUNet
 from .mdeblurgan import MDeblurGenerator
 from .resnet_generator import ResnetGenerator
+from .layers import to_device
 from .unet import ResNetUNet
 
 
@@ -27,7 +28,7 @@ def _prepare_delpnet_inference(module, device):
     """DelpNet for inference: layers fused (:func:`.fusion.fuse_delpnet`), moved, channels-last."""
     from .fusion import fuse_delpnet
 
-    return _prepare_delpnet(fuse_delpnet(module, device), device)
+    return to_device(fuse_delpnet(module, device), device)
 
 
 @dataclass(frozen=True)
@@ -70,5 +71,5 @@ def build_model(meta: dict):
 
 register(DelpNet, prepare=_prepare_delpnet_inference)
 for _cls in (ResnetGenerator, ResNetUNet, MDeblurGenerator, HeadToTailUNet):
-    register(_cls)
+    register(_cls, prepare=to_device)
 del _cls

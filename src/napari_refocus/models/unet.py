@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Generator, BasicBlock, ConvBlock, DoubleConv, depth_to_space, space_to_depth, upsample_to
+from .layers import Generator, BasicBlock, ConvBlock, DoubleConv, conv_cat, depth_to_space, space_to_depth, upsample_to
 
 
 class ResNetUNet(Generator):
@@ -65,9 +65,11 @@ class ResNetUNet(Generator):
             feats.append(h)
         h = feats[-1]
         for conv, skip in zip(self.dec, feats[-2::-1]):
-            h = conv(torch.cat([upsample_to(h, skip), skip], 1))
-        h = self.dec_half(torch.cat([upsample_to(h, s), s], 1))
-        h = self.dec_full(torch.cat([upsample_to(h, f0), f0], 1))
+            h = conv_cat(conv, (upsample_to(h, skip), skip))
+        del feats
+        h = conv_cat(self.dec_half, (upsample_to(h, s), s))
+        del s
+        h = conv_cat(self.dec_full, (upsample_to(h, f0), f0))
         y = self.out(h)
         return depth_to_space(x + y if self.residual else y, self.s2d)
 
@@ -106,5 +108,5 @@ class PlainUNet(Generator):
         skips.pop()
         for u in self.up:
             skip = skips.pop()
-            h = u(torch.cat([upsample_to(h, skip), skip], 1))
+            h = conv_cat(u, (upsample_to(h, skip), skip))
         return self.out(h), h
