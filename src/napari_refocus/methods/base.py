@@ -121,6 +121,9 @@ class Method:
     ``stats``), so that no block uses statistics of its own. ``sample``: the whole image, or every
     ``sample_stride``-th row and column of a big one (float32); ``params``: the parsed parameters
     (lbdvd resamples the sample to DelpNet's sampling for its optics).
+    ``canvas_per_block``: a method without ``image_stats`` (which reads a whole-image sample to
+    look for an empty canvas in) has each block look for one in its own window, read
+    :data:`~.padding.FILL_MARGIN_PX` px beyond its halo (rl).
     """
 
     name: str
@@ -135,6 +138,7 @@ class Method:
     block_runner: Callable | None = None
     block_multiple: int = 1
     image_stats: Callable | None = None
+    canvas_per_block: bool = False
     #: which schema fields the user sets in a form (others: advanced, API and CLI only)
     form_fields: tuple = ()
 

@@ -39,4 +39,5 @@ METHOD = Method(
     schema=RlParams,
     run=run,
     form_fields=("level", "iterations"),
+    canvas_per_block=True,  # it reads no whole-image sample to find a canvas in (bigimage.prepare)
 )
