@@ -18,6 +18,7 @@ import string
 import numpy as np
 
 from .progress import Progress
+from .resample import repeat_pixels
 
 #: how a plane's position along an axis is named in progress messages (others: the letter)
 AXIS_LABELS = {"S": "channel", "C": "channel", "Z": "z", "T": "t"}
@@ -107,10 +108,6 @@ def _rescaled(gen, k: int, n: int, prefix: str):
             yield Progress(int(round(1000 * (k + item.fraction))), 1000 * n, stage)
 
 
-def _upscaled(plane: np.ndarray, up: int) -> np.ndarray:
-    return np.repeat(np.repeat(plane, up, axis=0), up, axis=1) if up > 1 else plane
-
-
 def _as_yx(plane: np.ndarray, ax: str) -> np.ndarray:
     """A plane read with :func:`plane_indices` as (Y, X) (it comes out (X, Y) when X precedes Y)."""
     return plane.T if ax.index("X") < ax.index("Y") else plane
@@ -171,5 +168,5 @@ def iter_map_planes(data, job, *, axes: str, upscale: int = 1):
         for idx in plane_indices(shape, axes=ax):
             if idx[s] == 0:  # one alpha plane per colour pixel plane
                 a = (*idx[:s], ALPHA, *idx[s + 1:])
-                out[a] = _as_yx(_upscaled(_as_yx(np.asarray(data[a], dtype=np.float32), ax), up), ax)
+                out[a] = _as_yx(repeat_pixels(_as_yx(np.asarray(data[a], dtype=np.float32), ax), up), ax)
     return out, first

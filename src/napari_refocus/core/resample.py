@@ -20,6 +20,17 @@ import math
 import numpy as np
 
 
+def repeat_pixels(a, factor: int, *, rows=None) -> np.ndarray:
+    """``a`` (2-D, or more with Y, X first) with each pixel repeated ``factor`` x ``factor``: an
+    input-sized mask, alpha or plane on an x2 method's output grid (``a`` itself when ``factor``
+    is 1). ``rows=(r0, r1)``: only those output rows (not the whole repeated image)."""
+    a = np.asarray(a)
+    factor = int(factor)
+    if rows is not None:
+        return np.repeat(a[np.arange(rows[0], rows[1]) // factor], factor, axis=1)
+    return a if factor == 1 else np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
+
+
 def resized_shape(shape, factor: float) -> tuple[int, int]:
     """``(h, w)`` of a 2-D image of ``shape`` resampled by ``factor`` (>= 1 px each)."""
     return tuple(max(1, int(round(n * factor))) for n in shape[-2:])

@@ -7,8 +7,7 @@ and ``demo --headless``.
   :class:`Restored` (pixels, provenance, record).
 * :func:`refocus_file` - one file in, one TIFF out: in memory, or block by block into a tiled
   BigTIFF (:func:`~napari_refocus.io.write.refocus_to_tiff`) when an in-memory run would not fit
-  (:func:`napari_refocus.core.memory.needs_blocks`) or when asked; returns the record the CLI prints and batch
-  writes to its report.
+  (:func:`napari_refocus.core.memory.needs_blocks`) or when asked; returns the record for the CLI and batch.
 
 Optics (:mod:`napari_refocus.io.optics`): the values given (keywords, ``optics=``), an optics
 file (``optics_file=``), the file's metadata (pixel size; OME objective NA, immersion index,
@@ -29,6 +28,7 @@ import numpy as np
 from ..core.forward import cast_like
 from ..core.planes import iter_map_planes, normalise_axes
 from ..core.progress import drain
+from ..core.resample import repeat_pixels
 from .optics import OPTICS_FIELDS, cli_optics, given_optics, optics_report
 from .formats import info_any as read_info, one_plane, open_any as open_image, output_stem, read_any as read_image
 from .write import atomic_output, check_output, refocus_to_tiff, write_image
@@ -147,7 +147,7 @@ def iter_restore(image, *, axes: str = "YX", method="lbdvd", device="auto", para
                 copied.append(len(dmaps) - 1)
                 clock["map"] += time.perf_counter() - t0
                 img = np.asarray(plane, np.float32)
-                return np.repeat(np.repeat(img, m.upscale, 0), m.upscale, 1), None
+                return repeat_pixels(img, m.upscale), None
             if takes_map:
                 extra["defocus_map"] = below_threshold_untouched(dmap, int(patch_min_level)) \
                     if patch_min_level else dmap

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.planes import default_axes, normalise_axes
+from ..core.resample import repeat_pixels
 
 
 @contextlib.contextmanager
@@ -202,7 +203,7 @@ def refocus_to_tiff(source, path, *, method: str = "lbdvd", axes: str | None = N
                     view[..., c if c is not None else slice(None)] = cast_like(restored, dtype)
                 if n_s == 4:
                     alpha = np.asarray(plane(page, ALPHA)[y0:y1, x0:x1])
-                    alpha = np.repeat(np.repeat(alpha, r, 0), r, 1) if r > 1 else alpha
+                    alpha = repeat_pixels(alpha, r)
                     tile[: alpha.shape[0], : alpha.shape[1], ALPHA] = cast_like(alpha, dtype)
                 if progress:
                     progress(Progress(k * prog.total + prog.done, len(pages) * prog.total, prog.stage))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.resample import repeat_pixels
 from ..core.validation import check_value
 from .write import check_output
 from .zarr import ATTRS_KEY, AXIS_TYPES, NGFF_ORDER, NGFF_VERSION, partial_path
@@ -287,7 +288,7 @@ class _BlockJob:
                     unit += 1
                     continue
                 y0, y1, x0, x1 = b
-                out = np.repeat(np.repeat(view[y0:y1, x0:x1], self.r, 0), self.r, 1) if copy else run.restore(view, b)
+                out = repeat_pixels(view[y0:y1, x0:x1], self.r) if copy else run.restore(view, b)
                 level0[self._target(idx, b)] = cast_like(out, self.dtype)
                 unit += 1
                 _save_state(store / PROGRESS_NAME, {"key": self.key, "done": unit})

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.optics import BACKGROUND
+from ..core.resample import repeat_pixels
 
 #: a class is "defocused" when its defocus is at least this many depths of field (lambda n / NA^2)
 DOF_FACTOR = 2.0
@@ -220,7 +221,7 @@ class GateWeights:
         w = self.gate.weights(self.image_shape, self.upscale, bounds=(a, b, 0, self.shape[1]))
         if self.outside is not None:
             u = self.upscale
-            w[np.repeat(self.outside[np.arange(a, b) // u], u, axis=1)] = 0.0
+            w[repeat_pixels(self.outside, u, rows=(a, b))] = 0.0
         return w
 
     def __array__(self, dtype=None, copy=None):
@@ -249,8 +250,7 @@ def unchanged_on(weights, mask: np.ndarray, upscale: int = 1):
                       for a in range(0, w.shape[0], WEIGHT_ROWS))
         return w, changed / w.size if w.size else 0.0
     w = np.array(weights, np.float32)
-    big = mask if upscale == 1 else np.repeat(np.repeat(mask, upscale, axis=0), upscale, axis=1)
-    w[big] = 0.0
+    w[repeat_pixels(mask, upscale)] = 0.0
     return w, float((w > CHANGED_ABOVE).mean()) if w.size else 0.0
 
 

@@ -28,16 +28,18 @@ def mark_map(dmap, mask: np.ndarray):
     """A copy of a DefocusMap whose patches that are mostly canvas are background (the heat map,
     the CSV and the focus score then skip them, as they skip empty background)."""
     grid, s = dmap.grid, float(dmap.scale)
-    levels = dmap.levels.copy()
     size = max(1, int(round(grid.patch * s)))
     corners = np.rint(grid.corners() * s).astype(np.int64)
-    for i in range(levels.shape[0]):
-        for j in range(levels.shape[1]):
-            y, x = corners[i, j]
-            part = mask[max(0, y):y + size, max(0, x):x + size]
-            if part.size == 0 or part.mean() > 0.5:
-                levels[i, j] = BACKGROUND
-    return dataclasses.replace(dmap, levels=levels)
+    h, w = mask.shape
+    # each patch's canvas pixels from the mask's summed-area table (its window clipped to the image)
+    table = np.zeros((h + 1, w + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    y0, x0 = np.clip(corners[..., 0], 0, h), np.clip(corners[..., 1], 0, w)
+    y1, x1 = np.clip(corners[..., 0] + size, 0, h), np.clip(corners[..., 1] + size, 0, w)
+    canvas = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    area = (y1 - y0) * (x1 - x0)
+    levels = np.where((area == 0) | (2 * canvas > area), BACKGROUND, dmap.levels)
+    return dataclasses.replace(dmap, levels=levels.astype(dmap.levels.dtype))
 
 
 def on_canvas(dmap, mask):
