@@ -140,7 +140,7 @@ def upsample_to(x, ref_or_size, mode="bilinear"):
 def conv_cat(block: nn.Sequential, parts):
     """``block(torch.cat(parts, 1))``; at inference without the concatenated tensor.
 
-    ``block``: a Sequential whose first layer is a Conv2d (or a ConvBlock that starts with one);
+    ``block``: a Conv2d, or a Sequential whose first layer is one (or a ConvBlock that starts with one);
     ``parts``: tensors (or a generator of them, made one at a time). With gradients off, the
     first convolution runs on each part with its slice of the input channels and the outputs
     are summed (a convolution is linear in its input channels): a U-Net decoder then never
@@ -148,7 +148,7 @@ def conv_cat(block: nn.Sequential, parts):
     a 1024-px tile's), nor more than one upsampled part at a time. The same function, up to
     float32 rounding (tests/test_generators.py); with gradients on (training) the concatenation,
     as before."""
-    layers = list(block.children())
+    layers = [block] if isinstance(block, nn.Conv2d) else list(block.children())
     if isinstance(layers[0], nn.Sequential):  # a ConvBlock: its convolution, then its norm and activation
         layers = [*layers[0].children(), *layers[1:]]
     head, rest = layers[0], layers[1:]

@@ -100,7 +100,14 @@ class PlainUNet(Generator):
         h = self.first(x)
         if self.fuse is not None and fused is not None:
             fused = upsample_to(fused, h)
-            h = h + self.fuse(fused) if self.fusion == "sum" else self.fuse(torch.cat([h, fused], 1))
+            if self.fusion == "sum":
+                f = self.fuse(fused)
+                del fused
+                # at inference in place: one full-resolution feature map fewer at this step
+                h = h + f if torch.is_grad_enabled() else h.add_(f)
+                del f
+            else:
+                h = conv_cat(self.fuse, (h, fused))
         skips = [h]
         for d in self.down:
             h = d(nn.functional.max_pool2d(h, 2))
@@ -109,4 +116,5 @@ class PlainUNet(Generator):
         for u in self.up:
             skip = skips.pop()
             h = conv_cat(u, (upsample_to(h, skip), skip))
+            del skip
         return self.out(h), h
