@@ -52,7 +52,7 @@ def test_inference_without_concatenations_is_the_same_network(name):
         np.testing.assert_allclose(cl.numpy(), want.numpy(), atol=1e-5)
 
 
-def test_conv_cat_takes_generators_and_checks_channels():
+def test_conv_cat_takes_parts_made_on_demand_and_checks_channels():
     from napari_refocus.models.layers import DoubleConv, conv_cat
 
     torch.manual_seed(1)
@@ -61,6 +61,10 @@ def test_conv_cat_takes_generators_and_checks_channels():
     with torch.inference_mode():
         want = block(torch.cat([a, b], 1))
         np.testing.assert_allclose(conv_cat(block, (t for t in (a, b))).numpy(), want.numpy(), atol=1e-5)
+        made = []
+        got = conv_cat(block, (lambda: made.append("a") or a, lambda: made.append("b") or b))
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+        assert made == ["a", "b"]  # each part made when its turn comes
         with pytest.raises(ValueError, match="6 channels"):
             conv_cat(block, (a, b[:, :3]))
 

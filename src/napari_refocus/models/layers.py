@@ -141,28 +141,32 @@ def conv_cat(block: nn.Sequential, parts):
     """``block(torch.cat(parts, 1))``; at inference without the concatenated tensor.
 
     ``block``: a Conv2d, or a Sequential whose first layer is one (or a ConvBlock that starts with one);
-    ``parts``: tensors (or a generator of them, made one at a time). With gradients off, the
-    first convolution runs on each part with its slice of the input channels and the outputs
-    are summed (a convolution is linear in its input channels): a U-Net decoder then never
-    holds the concatenation (skip + upsampled features, the largest tensor of a tile: ~50 MB of
-    a 1024-px tile's), nor more than one upsampled part at a time. The same function, up to
-    float32 rounding (tests/test_generators.py); with gradients on (training) the concatenation,
-    as before."""
+    ``parts``: tensors, or callables that make them (each called when its turn comes). With
+    gradients off, the first convolution runs on each part with its slice of the input channels
+    and the outputs are summed (a convolution is linear in its input channels): a U-Net decoder
+    then never holds the concatenation (skip + upsampled features, the largest tensor of a tile:
+    ~50 MB of a 1024-px tile's), and a part made here (a callable; the caller holding no other
+    reference to it) is freed before the next is made and before the block's other layers run.
+    The same function, up to float32 rounding (tests/test_generators.py); with gradients on
+    (training) the concatenation, as before."""
     layers = [block] if isinstance(block, nn.Conv2d) else list(block.children())
     if isinstance(layers[0], nn.Sequential):  # a ConvBlock: its convolution, then its norm and activation
         layers = [*layers[0].children(), *layers[1:]]
     head, rest = layers[0], layers[1:]
     if torch.is_grad_enabled() or not isinstance(head, nn.Conv2d) or head.groups != 1 \
             or head.padding_mode != "zeros":
-        return block(torch.cat(list(parts), 1))
+        return block(torch.cat([p() if callable(p) else p for p in parts], 1))
     y, start = None, 0
-    for part in parts:
+    for make in parts:
+        part = make() if callable(make) else make
+        del make
         w = head.weight[:, start:start + part.shape[1]]
         start += part.shape[1]
         out = F.conv2d(part, w, head.bias if y is None else None, head.stride, head.padding, head.dilation)
         del part
         y = out if y is None else y.add_(out)
         del out
+    del parts
     if start != head.in_channels:
         raise ValueError(f"conv_cat: the parts have {start} channels, the convolution takes {head.in_channels}")
     for layer in rest:

@@ -56,20 +56,21 @@ class ResNetUNet(Generator):
 
     def forward(self, x):
         x = space_to_depth(x, self.s2d)
-        f0 = self.full(x)
-        s = self.stem(x)
-        h = self.pool(s)
+        s = [self.stem(x)]
+        h = self.pool(s[0])
         feats = []
         for st in self.stages:
             h = st(h)
             feats.append(h)
-        h = feats[-1]
-        for conv, skip in zip(self.dec, feats[-2::-1]):
-            h = conv_cat(conv, (upsample_to(h, skip), skip))
-        del feats
-        h = conv_cat(self.dec_half, (upsample_to(h, s), s))
-        del s
-        h = conv_cat(self.dec_full, (upsample_to(h, f0), f0))
+        del h
+        h = feats.pop()
+        # each decoder's inputs are made (the upsampled features) or let go (the skips) inside
+        # conv_cat, so that neither is held while its block's second convolution runs; the
+        # full-resolution skip is made only where it is used (the same numbers as before)
+        while feats:
+            h = conv_cat(self.dec[len(self.dec) - len(feats)], (lambda: upsample_to(h, feats[-1]), feats.pop))
+        h = conv_cat(self.dec_half, (lambda: upsample_to(h, s[0]), s.pop))
+        h = conv_cat(self.dec_full, (lambda: upsample_to(h, x), lambda: self.full(x)))
         y = self.out(h)
         return depth_to_space(x + y if self.residual else y, self.s2d)
 
@@ -113,8 +114,6 @@ class PlainUNet(Generator):
             h = d(nn.functional.max_pool2d(h, 2))
             skips.append(h)
         skips.pop()
-        for u in self.up:
-            skip = skips.pop()
-            h = conv_cat(u, (upsample_to(h, skip), skip))
-            del skip
+        for u in self.up:  # the skip popped and the upsampled features made inside conv_cat
+            h = conv_cat(u, (lambda: upsample_to(h, skips[-1]), skips.pop))
         return self.out(h), h
