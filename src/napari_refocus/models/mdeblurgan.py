@@ -79,14 +79,20 @@ class MDeblurGenerator(Generator):
         maps = []
         for red, dec, sk in zip(self.reduce, self.dec, reversed(range(self.n_pool))):
             sk_map = skips[sk]
+            skips[sk] = None  # used once: not held through the rest of the network
             h = dec(upsample_to(red(h), sk_map) + self.skip[sk](sk_map))
+            del sk_map
             maps.append(h)
+        del h
         full = maps[-1]
         deblur = x + conv_cat(self.fuse, (upsample_to(m, full) for m in maps))  # one upsampled map at a time
+        del maps
         ed = x + self.ed_out(full)
         cands = torch.stack([x, ed, deblur], 1)  # (N, 3, C, H, W)
         wts = torch.softmax(self.oa(torch.cat([x, ed, deblur], 1)), dim=1)  # (N, 3, H, W)
         approx = (cands * wts[:, :, None]).sum(1)
+        if not return_all:  # the super-resolution stage holds the tile's largest tensors: these go first
+            del cands, wts, ed, deblur
         y = conv_cat(self.sr, (approx, full))
         if self.upscale > 1:
             y = y + F.interpolate(approx, scale_factor=self.upscale, mode="bilinear", align_corners=False)
