@@ -158,9 +158,10 @@ def test_rl_block_by_block_fills_the_canvas_its_blocks_find(infocus, blurred):
     assert (out[canvas == 0] == 0).all()
     field = (slice(130, -130), slice(174, -174))
     # the dark rim next to the canvas is judged by each window's own percentile, not the whole
-    # image's, so a few pixels near the canvas differ (3 % here, up to 38 counts 3 px inside)
+    # image's, so a few pixels near the canvas differ (0.4 % here: up to 272 counts on the rim, 38 counts
+    # 3 px inside; 22 % before the change)
     close = np.abs(out[field] - mem[field]) <= 1e-3 * float(mem.max())
-    assert close.mean() > 0.95, close.mean()
+    assert close.mean() > 0.99, close.mean()
     assert abs(_psnr(infocus, out[field]) - _psnr(infocus, mem[field])) < 0.02
     assert any("empty canvas" in n for n in prepare(canvas, "rl", params, device="cpu", block=512).notes)
 

@@ -23,8 +23,8 @@ from .tiling import PatchGrid
 
 #: the largest FFT frame (pixels a side) :func:`group_size` lets a group of patches share
 GROUP_FRAME_MAX = 256
-#: group frames deconvolved at once on a CPU: 256-px frames hold 4x a 128-px frame's memory
-#: (~2 MB of buffers each), so 2 in flight, not 8
+#: group frames deconvolved at once on a CPU: 256-px frames hold 4x a 128-px frame's memory,
+#: so 2 in flight, not 8
 GROUP_CPU_BATCH = 2
 #: the same for an image below :data:`~napari_refocus.core.memory.SMALL_IMAGE_PIXELS`, where a few
 #: MB more do not matter: four frames ran lbdvd 8 % faster than two on a 2-core Xeon (0.211 vs
