@@ -69,6 +69,66 @@ def test_conv_cat_takes_parts_made_on_demand_and_checks_channels():
             conv_cat(block, (a, b[:, :3]))
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_full_resolution_stages_in_bands_are_the_whole_network(name, monkeypatch):
+    """At inference the networks run their full-resolution ends band by band
+    (models.layers.row_bands, BAND_ROWS rows each, a margin of context): bands of 8 rows on a
+    tile of 15 bands (odd last band, coarser maps, the up-sampled skips, pooling, x2 output) give
+    the whole network's values: the margins cover every stage's receptive radius."""
+    from napari_refocus.models import layers
+
+    torch.manual_seed(3)
+    m = TINY[name]().eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 1, 240, 72) * 3
+    with torch.enable_grad():  # with gradients: the whole network, concatenations and all
+        want = m(x).detach()
+    calls = []
+    real = layers.row_bands
+
+    def counting(*args, **kwargs):
+        calls.append(args[1][0].shape[-2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "BAND_ROWS", 8)
+    for module in ("unet", "mdeblurgan"):
+        monkeypatch.setattr(f"napari_refocus.models.{module}.row_bands", counting)
+    monkeypatch.setattr(layers, "row_bands", counting)
+    with torch.inference_mode():
+        got = m(x)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6)
+    if name != "comi":  # comi-cyclegan's ends stay whole (banding cost 13 % of its time, saved little)
+        assert max(calls) > 8 + 2 * 8  # some stage did run in several bands
+
+
+def test_row_bands_maps_coarser_parts_and_falls_back_to_whole():
+    from napari_refocus.models.layers import row_bands
+
+    a = torch.arange(2 * 40 * 5, dtype=torch.float32).reshape(1, 2, 40, 5)
+    b = torch.rand(1, 3, 20, 5)
+    seen = []
+
+    def stage(a, b):
+        seen.append((a.shape[-2], b.shape[-2]))
+        return torch.cat([a, torch.nn.functional.interpolate(b, size=a.shape[-2:])], 1) * 2
+
+    with torch.inference_mode():
+        whole = stage(a, b)
+        seen.clear()
+        np.testing.assert_array_equal(row_bands(stage, (a, b), margin=2, rows=8).numpy(), whole.numpy())
+        assert seen[0] == (10, 5) and all(r == 2 * s for r, s in seen)  # coarser rows follow the grid
+        total = torch.ones_like(whole)
+        assert row_bands(stage, (a, b), margin=2, rows=8, add_to=total) is total
+        np.testing.assert_array_equal(total.numpy(), whole.numpy() + 1)
+        pooled = row_bands(lambda a: torch.nn.functional.max_pool2d(a, 2), (a,), margin=2, rows=8, downscale=2)
+        np.testing.assert_array_equal(pooled.numpy(), torch.nn.functional.max_pool2d(a, 2).numpy())
+        seen.clear()
+        row_bands(stage, (a, b), margin=3, rows=8)  # an odd margin cannot map onto b's rows: whole
+        assert seen == [(40, 20)]
+    seen.clear()
+    row_bands(stage, (a, b), margin=2, rows=8)  # with gradients (training): whole
+    assert seen == [(40, 20)]
+
+
 def test_paper_configurations_reachable():
     # the paper sizes are reachable by arguments (built, not run)
     assert ResnetGenerator(width=64, n_blocks=9, norm="instance").n_parameters > 10e6

@@ -57,8 +57,15 @@ _IMPORT = re.compile(r"^(from __future__ import .*|import \S.*|from \S+ import .
 
 
 def _body(module) -> str:
-    lines = inspect.getsource(module).splitlines()
-    return "\n".join(line for line in lines if not _IMPORT.match(line)) + "\n"
+    kept, open_import = [], False
+    for line in inspect.getsource(module).splitlines():
+        if open_import:  # the continuation of a parenthesised import
+            open_import = ")" not in line
+        elif _IMPORT.match(line):
+            open_import = "(" in line and ")" not in line
+        else:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 def architecture_source(architecture: str) -> str:

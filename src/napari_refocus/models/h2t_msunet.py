@@ -43,8 +43,9 @@ class HeadToTailUNet(Generator):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
         pyramid = pyramid[::-1]  # coarsest first
         outs, feats = [], None
-        for net, xi in zip(self.nets, pyramid):
+        for k, (net, xi) in enumerate(zip(self.nets, pyramid)):
             xs = space_to_depth(xi, self.s2d)
-            y, feats = net(xs, feats)
+            # the finest sub-network's features feed nothing: it runs banded (PlainUNet._banded)
+            y, feats = net(xs, feats, features=k < K - 1)
             outs.append(depth_to_space(xs + y, self.s2d))
         return (outs[-1], outs) if return_all else outs[-1]

@@ -12,6 +12,8 @@ tiled inference seam-free.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,11 +139,44 @@ def upsample_to(x, ref_or_size, mode="bilinear"):
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
+class Upsampled:
+    """A part of :func:`conv_cat`: ``upsample_to(x, ref)``, which at inference is convolved band by
+    band as it is made (:func:`row_bands`), so the whole up-sampled map (a U-Net decoder's
+    largest input: 4x its source) is never held. Called, it makes the whole map (training)."""
+
+    def __init__(self, x, ref):
+        self.x, self.ref = x, ref
+        self.channels = x.shape[1]
+
+    def __call__(self):
+        return upsample_to(self.x, self.ref)
+
+    def convolve(self, weight, bias, conv: nn.Conv2d, add_to=None):
+        """``conv2d(upsample_to(x, ref), weight, bias)`` with ``conv``'s geometry (added into
+        ``add_to`` if given), in bands of rows (margin: the kernel's radius and a row of the
+        up-sampling's edge)."""
+        def stage(ref, x):
+            return F.conv2d(upsample_to(x, ref), weight, bias, conv.stride, conv.padding, conv.dilation)
+
+        parts, self.x, self.ref = (self.ref, self.x), None, None  # not held past their use
+        return _banded_conv(stage, parts, conv, edge=1, add_to=add_to)
+
+
+def _banded_conv(stage, parts, conv: nn.Conv2d, *, edge: int = 0, add_to=None):
+    """A convolution ``stage`` (of ``conv``'s geometry) in bands of rows (:func:`row_bands`), whole
+    where strided; ``edge``: rows of context the stage needs besides the kernel's."""
+    if conv.stride != (1, 1):
+        return stage(*parts) if add_to is None else add_to.add_(stage(*parts))
+    margin = conv.dilation[0] * (conv.kernel_size[0] // 2) + edge
+    return row_bands(stage, parts, margin=margin + margin % 2, add_to=add_to)
+
+
 def conv_cat(block: nn.Sequential, parts):
     """``block(torch.cat(parts, 1))``; at inference without the concatenated tensor.
 
     ``block``: a Conv2d, or a Sequential whose first layer is one (or a ConvBlock that starts with one);
-    ``parts``: tensors, or callables that make them (each called when its turn comes). With
+    ``parts``: tensors, callables that make them (each called when its turn comes), or
+    :class:`Upsampled` maps (convolved band by band as they are made). With
     gradients off, the first convolution runs on each part with its slice of the input channels
     and the outputs are summed (a convolution is linear in its input channels): a U-Net decoder
     then never holds the concatenation (skip + upsampled features, the largest tensor of a tile:
@@ -157,21 +192,82 @@ def conv_cat(block: nn.Sequential, parts):
             or head.padding_mode != "zeros":
         return block(torch.cat([p() if callable(p) else p for p in parts], 1))
     y, start = None, 0
-    for make in parts:
-        part = make() if callable(make) else make
+    for make in parts:  # the first part makes y; each next one is convolved band by band into it
+        if isinstance(make, Upsampled):
+            w = head.weight[:, start:start + make.channels]
+            start += make.channels
+            y = make.convolve(w, head.bias if y is None else None, head, add_to=y)
+        else:
+            part = make() if callable(make) else make
+            w = head.weight[:, start:start + part.shape[1]]
+            start += part.shape[1]
+            if y is None:
+                y = F.conv2d(part, w, head.bias, head.stride, head.padding, head.dilation)
+            else:
+                y = _banded_conv(lambda p, w=w: F.conv2d(p, w, None, head.stride, head.padding, head.dilation),
+                                 (part,), head, add_to=y)
+            del part
         del make
-        w = head.weight[:, start:start + part.shape[1]]
-        start += part.shape[1]
-        out = F.conv2d(part, w, head.bias if y is None else None, head.stride, head.padding, head.dilation)
-        del part
-        y = out if y is None else y.add_(out)
-        del out
     del parts
     if start != head.in_channels:
         raise ValueError(f"conv_cat: the parts have {start} channels, the convolution takes {head.in_channels}")
     for layer in rest:
         y = layer(y)
     return y
+
+
+#: rows (of the network's own grid) per band of :func:`row_bands`: a 24-channel band of a 1024-px
+#: tile's 512-px grid is 3 MB of float32 where the whole stage held 24 MB per feature map
+BAND_ROWS = 64
+
+
+def row_bands(stage, parts, *, margin: int, rows: int | None = None, upscale: int = 1, downscale: int = 1,
+              add_to=None):
+    """``stage(*parts)``; at inference computed in horizontal bands of ``rows`` rows.
+
+    For the full-resolution end of a network: a *local* stage (convolutions, bilinear
+    up-sampling by 2) whose feature maps are the largest tensors of a tile. ``parts[0]`` sets the
+    grid (height ``H``); every other part is ``H / 2**k`` rows high. Each band reads its rows of
+    every part plus ``margin`` rows of context on each side (an even number, at least the stage's
+    receptive radius in ``parts[0]``'s rows, counting one row for a bilinear up-sampling's edge),
+    runs the stage and keeps its own rows, so no whole-tile feature map is held; the output is
+    ``upscale`` x (or 1 / ``downscale`` x: a stage that ends in pooling) the band's rows.
+    ``rows``: None is :data:`BAND_ROWS`. ``add_to``: a tensor of the output's shape that the
+    stage's output is added into, band by band (returned), instead of a new one.
+
+    The bands meet the padding only at the tile's own border, so the result is the whole stage's
+    up to float32 rounding (on this project's CPU bit for bit; tests/test_generators.py). With
+    gradients on (training), one band, or parts whose rows do not map onto the first's, the
+    stage runs whole."""
+    height = parts[0].shape[-2]
+    rows = BAND_ROWS if rows is None else int(rows)
+    steps = [height // p.shape[-2] for p in parts]
+    step = math.lcm(max(steps), downscale)
+    if torch.is_grad_enabled() or height <= rows + 2 * margin or margin % step or rows % step \
+            or height % downscale or any(p.shape[-2] * s != height for p, s in zip(parts, steps)):
+        # training, one band, or rows that do not map onto a coarser part's rows: whole
+        return stage(*parts) if add_to is None else add_to.add_(stage(*parts))
+
+    def out_rows(n):
+        return n * upscale // downscale
+
+    out = add_to
+    for a in range(0, height, rows):
+        b = min(height, a + rows)
+        lo, hi = max(0, a - margin), min(height, b + margin)
+        y = stage(*(p[..., lo // s:hi // s, :] for p, s in zip(parts, steps)))
+        y = y[..., out_rows(a - lo):out_rows(b - lo), :]
+        if out is None:
+            fmt = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) or \
+                parts[0].is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            out = torch.empty((*y.shape[:-2], out_rows(height), y.shape[-1]), dtype=y.dtype, device=y.device,
+                              memory_format=fmt)
+        if add_to is None:
+            out[..., out_rows(a):out_rows(b), :] = y
+        else:
+            out[..., out_rows(a):out_rows(b), :] += y
+        del y
+    return out
 
 
 class PatchGAN(nn.Module):

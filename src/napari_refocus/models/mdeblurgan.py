@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Generator, ConvBlock, ResBlock, conv_cat, depth_to_space, space_to_depth, upsample_to
+from .layers import (Generator, ConvBlock, ResBlock, conv_cat, depth_to_space, row_bands, space_to_depth,
+                     upsample_to)
 
 
 class MDeblurGenerator(Generator):
@@ -85,7 +86,10 @@ class MDeblurGenerator(Generator):
             maps.append(h)
         del h
         full = maps[-1]
-        deblur = x + conv_cat(self.fuse, (upsample_to(m, full) for m in maps))  # one upsampled map at a time
+        # the multi-scale fusion in bands of rows too: the deepest map up-sampled to full size
+        # was the largest tensor left (64 channels); radius: two 3x3 convolutions, and two rows
+        # of a x4 up-sampling's edge (the margin a multiple of 4: the deepest map's rows)
+        deblur = row_bands(self._fuse, (x, *maps[::-1]), margin=8)
         del maps
         ed = x + self.ed_out(full)
         cands = torch.stack([x, ed, deblur], 1)  # (N, 3, C, H, W)
@@ -93,13 +97,22 @@ class MDeblurGenerator(Generator):
         approx = (cands * wts[:, :, None]).sum(1)
         if not return_all:  # the super-resolution stage holds the tile's largest tensors: these go first
             del cands, wts, ed, deblur
-        y = conv_cat(self.sr, (approx, full))
-        if self.upscale > 1:
-            y = y + F.interpolate(approx, scale_factor=self.upscale, mode="bilinear", align_corners=False)
-        else:
-            y = y + approx
-        y = depth_to_space(y, s)
+        # in bands of rows: the super-resolution stage's maps, at the output's size, are the
+        # tile's largest tensors (see row_bands); radius: three 3x3 convolutions, one at x2 (one
+        # input row), and a row of the bilinear up-sampling's edge
+        y = depth_to_space(row_bands(self._sr, (approx, full), margin=6, upscale=self.upscale), s)
         if return_all:
             return y, {"approx": depth_to_space(approx, s), "deblur": depth_to_space(deblur, s),
                        "ed": depth_to_space(ed, s)}
         return y
+
+    def _fuse(self, x, *maps):
+        """``x + fuse(cat(maps up-sampled to full size))``, ``maps`` finest first (one at a time)."""
+        return x + conv_cat(self.fuse, (upsample_to(m, x) for m in maps[::-1]))
+
+    def _sr(self, approx, full):
+        """The super-resolution stage: ``sr(cat(approx, full))`` plus the up-sampled approximation."""
+        y = conv_cat(self.sr, (approx, full))
+        if self.upscale > 1:
+            return y + F.interpolate(approx, scale_factor=self.upscale, mode="bilinear", align_corners=False)
+        return y + approx

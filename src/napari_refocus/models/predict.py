@@ -182,6 +182,7 @@ def iter_predict_window(
             full[0] = n
         tiles += tiles[-1:] * (full[0] - n)  # see DEFAULT_BATCH
         batch = torch.from_numpy(np.stack(tiles))[:, None].to(d)
+        del tiles  # the stacked copy is the batch: the tiles themselves are not held through the network
         with torch.inference_mode(), autocast_context(d, precision):
             if tta:
                 pred = dihedral_mean(lambda v: m(v).float(), batch, equivariant=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Generator, BasicBlock, ConvBlock, DoubleConv, conv_cat, depth_to_space, space_to_depth, upsample_to
+from .layers import (Generator, BasicBlock, ConvBlock, DoubleConv, Upsampled, conv_cat, depth_to_space, row_bands,
+                     space_to_depth, upsample_to)
 
 
 class ResNetUNet(Generator):
@@ -64,15 +65,21 @@ class ResNetUNet(Generator):
             feats.append(h)
         del h
         h = feats.pop()
-        # each decoder's inputs are made (the upsampled features) or let go (the skips) inside
-        # conv_cat, so that neither is held while its block's second convolution runs; the
-        # full-resolution skip is made only where it is used (the same numbers as before)
+        # each decoder's inputs are made (the upsampled features, band by band) or let go (the
+        # skips) inside conv_cat, so that neither is held while its block's second convolution
+        # runs; the full-resolution skip is made only where it is used (the same numbers as before)
         while feats:
-            h = conv_cat(self.dec[len(self.dec) - len(feats)], (lambda: upsample_to(h, feats[-1]), feats.pop))
-        h = conv_cat(self.dec_half, (lambda: upsample_to(h, s[0]), s.pop))
-        h = conv_cat(self.dec_full, (lambda: upsample_to(h, x), lambda: self.full(x)))
-        y = self.out(h)
+            h = conv_cat(self.dec[len(self.dec) - len(feats)], (Upsampled(h, feats[-1]), feats.pop))
+        h = conv_cat(self.dec_half, (Upsampled(h, s[0]), s.pop))
+        # the full-resolution end (the full skip, dec_full, out) in bands of rows: a whole tile's
+        # 24-channel maps there were the largest tensors of the network (see row_bands);
+        # radius: the skip's and dec_full's three 3x3 convolutions, +1 row of up-sampling
+        y = row_bands(self._top, (x, h), margin=4)
         return depth_to_space(x + y if self.residual else y, self.s2d)
+
+    def _top(self, x, h):
+        """out(dec_full(cat(upsampled h, full(x)))): the network's full-resolution end."""
+        return self.out(conv_cat(self.dec_full, (lambda: upsample_to(h, x), lambda: self.full(x))))
 
 
 class PlainUNet(Generator):
@@ -97,7 +104,23 @@ class PlainUNet(Generator):
         self.out = nn.Conv2d(ws[0], out_channels, 1)
         self.out_channels_features = ws[0]
 
-    def forward(self, x, fused=None):
+    def forward(self, x, fused=None, features=True):
+        """``(output, features)``: the output (``out_channels``) and the top decoder's features
+        (what a finer sub-network fuses in; None with ``features=False``)."""
+        if not features and self.depth > 0 and not torch.is_grad_enabled():
+            return self._banded(x, fused), None
+        h = self._head(x, fused)
+        skips = [h]
+        for d in self.down:
+            h = d(nn.functional.max_pool2d(h, 2))
+            skips.append(h)
+        skips.pop()
+        for u in self.up:  # the skip popped and the upsampled features made inside conv_cat
+            h = conv_cat(u, (Upsampled(h, skips[-1]), skips.pop))
+        return self.out(h), h
+
+    def _head(self, x, fused=None):
+        """The first block, with the coarser sub-network's features fused in."""
         h = self.first(x)
         if self.fuse is not None and fused is not None:
             fused = upsample_to(fused, h)
@@ -109,11 +132,26 @@ class PlainUNet(Generator):
                 del f
             else:
                 h = conv_cat(self.fuse, (h, fused))
-        skips = [h]
+        return h
+
+    def _banded(self, x, fused):
+        """The output alone, its full-resolution ends in bands of rows (:func:`row_bands`): the
+        first block runs twice, once for the pooled input of the encoder and once for the last
+        decoder's skip, so that no full-resolution feature map of the whole tile is held (the
+        skip, 16 MB of a 1024-px tile at width 16, was held through the whole U-Net). Radius:
+        the first block's two 3x3 convolutions and a row of the fused features' up-sampling
+        (2 rows), then the last decoder's two (4)."""
+        parts = (x,) if fused is None else (x, fused)
+        h = row_bands(lambda *p: nn.functional.max_pool2d(self._head(*p), 2), parts, margin=4, downscale=2)
+        skips = [None]  # the first block's: made again in the bands of the last decoder
         for d in self.down:
-            h = d(nn.functional.max_pool2d(h, 2))
+            h = d(h if len(skips) == 1 else nn.functional.max_pool2d(h, 2))
             skips.append(h)
         skips.pop()
-        for u in self.up:  # the skip popped and the upsampled features made inside conv_cat
-            h = conv_cat(u, (lambda: upsample_to(h, skips[-1]), skips.pop))
-        return self.out(h), h
+        for u in self.up[:-1]:
+            h = conv_cat(u, (Upsampled(h, skips[-1]), skips.pop))
+
+        def tail(x, h, *fused):
+            return self.out(conv_cat(self.up[-1], (lambda: upsample_to(h, x), lambda: self._head(x, *fused))))
+
+        return row_bands(tail, (x, h, *parts[1:]), margin=4)
