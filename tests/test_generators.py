@@ -69,7 +69,13 @@ def test_conv_cat_takes_parts_made_on_demand_and_checks_channels():
             conv_cat(block, (a, b[:, :3]))
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+INSTANCE_NORM = {  # normalised over the whole tile: never run in bands (models.layers.band_safe)
+    "comi-instance": lambda: ResnetGenerator(width=4, n_blocks=1, norm="instance", residual=True, s2d=2),
+    "h2t-instance": lambda: HeadToTailUNet(width=4, depth=2, n_scales=2, norm="instance", s2d=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY) + sorted(INSTANCE_NORM))
 def test_full_resolution_stages_in_bands_are_the_whole_network(name, monkeypatch):
     """At inference the networks run their full-resolution ends band by band
     (models.layers.row_bands, BAND_ROWS rows each, a margin of context): bands of 8 rows on a
@@ -78,7 +84,7 @@ def test_full_resolution_stages_in_bands_are_the_whole_network(name, monkeypatch
     from napari_refocus.models import layers
 
     torch.manual_seed(3)
-    m = TINY[name]().eval().to(memory_format=torch.channels_last)
+    m = {**TINY, **INSTANCE_NORM}[name]().eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 1, 240, 72) * 3
     with torch.enable_grad():  # with gradients: the whole network, concatenations and all
         want = m(x).detach()
@@ -90,13 +96,14 @@ def test_full_resolution_stages_in_bands_are_the_whole_network(name, monkeypatch
         return real(*args, **kwargs)
 
     monkeypatch.setattr(layers, "BAND_ROWS", 8)
-    for module in ("unet", "mdeblurgan"):
+    for module in ("unet", "mdeblurgan", "resnet_generator"):
         monkeypatch.setattr(f"napari_refocus.models.{module}.row_bands", counting)
     monkeypatch.setattr(layers, "row_bands", counting)
     with torch.inference_mode():
         got = m(x)
-    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6)
-    if name != "comi":  # comi-cyclegan's ends stay whole (banding cost 13 % of its time, saved little)
+    # (InstanceNorm divides by a tile's spread: float32 rounding of the split convolutions, ~3e-6, grows)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-6 if name in TINY else 2e-5)
+    if name in TINY:
         assert max(calls) > 8 + 2 * 8  # some stage did run in several bands
 
 

@@ -216,6 +216,19 @@ def conv_cat(block: nn.Sequential, parts):
     return y
 
 
+def band_safe(*modules: nn.Module) -> bool:
+    """Whether ``modules`` compute each pixel from its neighbourhood alone, so that
+    :func:`row_bands` may run them band by band: no normalisation over the image (InstanceNorm,
+    GroupNorm, LayerNorm; the paper's CycleGAN uses InstanceNorm) and no BatchNorm in training mode."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, (nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)):
+                return False
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+                return False
+    return True
+
+
 #: rows (of the network's own grid) per band of :func:`row_bands`: a 24-channel band of a 1024-px
 #: tile's 512-px grid is 3 MB of float32 where the whole stage held 24 MB per feature map
 BAND_ROWS = 64

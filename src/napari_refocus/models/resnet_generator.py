@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import Generator, ConvBlock, ResBlock, depth_to_space, norm_layer, space_to_depth
+from .layers import (Generator, ConvBlock, ResBlock, band_safe, depth_to_space, norm_layer, row_bands,
+                     space_to_depth)
 
 
 class ResnetGenerator(Generator):
@@ -45,5 +46,10 @@ class ResnetGenerator(Generator):
 
     def forward(self, x):
         x = space_to_depth(x, self.s2d)
-        y = self.tail(self.body(self.head(x)))
+        h = self.tail[:3](self.body(self.head(x)))
+        # the last up-sampling and convolution in bands of rows (see row_bands): their maps at
+        # full resolution were the tile's largest; radius: the 7x7 convolution (3 rows) and the
+        # transposed convolution's row at the coarser grid (2), rounded up to the coarser step
+        tail = self.tail[3:]
+        y = row_bands(lambda x, h: tail(h), (x, h), margin=6) if band_safe(tail) else tail(h)
         return depth_to_space(x + y if self.residual else y, self.s2d)

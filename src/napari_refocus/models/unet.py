@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import (Generator, BasicBlock, ConvBlock, DoubleConv, Upsampled, conv_cat, depth_to_space, row_bands,
-                     space_to_depth, upsample_to)
+from .layers import (Generator, BasicBlock, ConvBlock, DoubleConv, Upsampled, band_safe, conv_cat, depth_to_space,
+                     row_bands, space_to_depth, upsample_to)
 
 
 class ResNetUNet(Generator):
@@ -74,7 +74,7 @@ class ResNetUNet(Generator):
         # the full-resolution end (the full skip, dec_full, out) in bands of rows: a whole tile's
         # 24-channel maps there were the largest tensors of the network (see row_bands);
         # radius: the skip's and dec_full's three 3x3 convolutions, +1 row of up-sampling
-        y = row_bands(self._top, (x, h), margin=4)
+        y = row_bands(self._top, (x, h), margin=4)  # (dec_full, full: no normalisation layers)
         return depth_to_space(x + y if self.residual else y, self.s2d)
 
     def _top(self, x, h):
@@ -107,7 +107,7 @@ class PlainUNet(Generator):
     def forward(self, x, fused=None, features=True):
         """``(output, features)``: the output (``out_channels``) and the top decoder's features
         (what a finer sub-network fuses in; None with ``features=False``)."""
-        if not features and self.depth > 0 and not torch.is_grad_enabled():
+        if not features and self.depth > 0 and not torch.is_grad_enabled() and band_safe(self):
             return self._banded(x, fused), None
         h = self._head(x, fused)
         skips = [h]
