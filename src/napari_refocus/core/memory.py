@@ -38,25 +38,26 @@ class Footprint:
 
 #: peak bytes above the baseline, per method, with the defaults. The learned methods (1024-px
 #: tiles, one per pass since be1ea9a): the slope between the peaks measured at 3072^2 and 6144^2
-#: by benchmarks/memory_speed.py (BENCHMARKS.md "Memory", this session's table) plus a quarter,
-#: and as the fixed part one 1024-px tile's activations measured alone (85-330 MB) plus a quarter;
-#: the output array is counted in ``per_pixel``. lbdvd and rl re-measured after issue 16's changes
+#: by benchmarks/memory_speed.py (BENCHMARKS.md "Memory") plus a quarter; the output array is
+#: counted in ``per_pixel``. Their fixed part (stop 32, after the full-resolution stages run in
+#: bands of rows): the larger of one tile's live tensors (24-38 MB; m-deblurgan's 512-px tile 20)
+#: and what the peaks measured at 1024^2 and 3072^2 leave above ``per_pixel`` (up to 27 MB),
+#: plus a quarter. lbdvd and rl re-measured after issue 16's changes
 #: (commit 94e31b1: lbdvd 10.5 B/px at 1024^2 and ~10.4 at 2048^2; rl 20.1 at 1024^2 and 12.5 at
 #: 3072^2, i.e. ~12 B/px + ~8 MB), plus a quarter; rl's fixed part also covers frames up to
 #: core.rl.WHOLE_FRAME_MAX pixels, which are transformed whole (~70 B/px, at most ~40 MB).
 #: lbdvd on an image defocused beyond the top class (its second Richardson-Lucy pass,
 #: methods.deep): 14.4-15.7 B/px at 3072^2 (11.5-11.8 with ``beyond_top=False``; BENCHMARKS.md
 #: "Memory"), plus a quarter: 20. m-deblurgan with its 512-px default tiles (stop 28): 27.8 B/px at
-#: 3072^2 and 22.0 at 6144^2 (250 and 790 MB), a slope of 19.1 B/px plus a quarter, and 70-83 MB
-#: left over at 1024^2-3072^2 (a 512-px tile's activations) plus a quarter
+#: 3072^2 and 22.0 at 6144^2 (250 and 790 MB), a slope of 19.1 B/px plus a quarter
 MIB = 2**20
 FOOTPRINTS = {
     "lbdvd": Footprint(20.0, 16 * MIB),
     "rl": Footprint(15.0, 40 * MIB),
-    "comi-cyclegan": Footprint(17.5, 110 * MIB),
-    "refocus-unet": Footprint(11.5, 250 * MIB),
-    "m-deblurgan": Footprint(24.0, 105 * MIB, upscale=2),
-    "h2t-msunet": Footprint(13.5, 260 * MIB),
+    "comi-cyclegan": Footprint(17.5, 35 * MIB),
+    "refocus-unet": Footprint(11.5, 35 * MIB),
+    "m-deblurgan": Footprint(24.0, 35 * MIB, upscale=2),
+    "h2t-msunet": Footprint(13.5, 48 * MIB),
 }
 #: for a method not in the table: the most demanding built-in figures
 UNKNOWN = Footprint(max(f.per_pixel for f in FOOTPRINTS.values()), max(f.fixed for f in FOOTPRINTS.values()),
