@@ -85,7 +85,7 @@ def test_full_resolution_stages_in_bands_are_the_whole_network(name, monkeypatch
 
     torch.manual_seed(3)
     m = {**TINY, **INSTANCE_NORM}[name]().eval().to(memory_format=torch.channels_last)
-    x = torch.rand(1, 1, 240, 72) * 3
+    x = torch.rand(2, 1, 240, 72) * 3  # a batch of two tiles (the GPU runs four)
     with torch.enable_grad():  # with gradients: the whole network, concatenations and all
         want = m(x).detach()
     calls = []
