@@ -157,6 +157,38 @@ def test_tiled_equals_untiled(name):
     assert rel < 0.01, rel
 
 
+def test_freed_heap_handed_back_every_few_tiles_of_a_big_image(monkeypatch):
+    """Above core.memory.SMALL_IMAGE_PIXELS the tiled inference hands freed heap back to the
+    system every TRIM_EVERY_TILES tiles (glibc's heap otherwise grew over the tiles), with the same
+    result; below it, never."""
+    from napari_refocus.core import memory
+    from napari_refocus.models import predict
+
+    calls, real = [], memory.release_free_memory
+
+    def counting(*, pixels=None):
+        calls.append(pixels)
+        return real(pixels=pixels)
+
+    monkeypatch.setattr(memory, "release_free_memory", counting)
+    m = ResnetGenerator(width=2, n_blocks=1, norm="none", residual=True, s2d=1).eval()
+    big = np.zeros((736, 736), np.float32)
+    big[::7] = 100.0
+    n_tiles = len(predict.plan_grid(m, big.shape, tile=128, overlap=0).tiles((0, 736, 0, 736)))
+    out = predict_tiled(m, big, tile=128, overlap=0, batch_size=3)
+    assert big.size >= memory.SMALL_IMAGE_PIXELS and n_tiles == 36
+    # batches of 3: a trim after the batch that reaches each multiple of 8 tiles (8, 16, 24, 32)
+    assert calls == [big.size] * (n_tiles // predict.TRIM_EVERY_TILES)
+    monkeypatch.setattr(predict, "TRIM_EVERY_TILES", 10**9)
+    np.testing.assert_array_equal(predict_tiled(m, big, tile=128, overlap=0, batch_size=3), out)
+    monkeypatch.setattr(predict, "TRIM_EVERY_TILES", 8)
+    calls.clear()
+    small = big[:256, :256]
+    n_small = len(predict.plan_grid(m, small.shape, tile=32, overlap=0).tiles((0, 256, 0, 256)))
+    predict_tiled(m, small, tile=32, overlap=0)  # a small image: asked, and nothing done
+    assert n_small >= 8 and calls == [small.size] * (n_small // 8) and not real(pixels=small.size)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (37, 101), (129, 64)])
 def test_any_size_and_intensity_round_trip(shape):
     m = TINY["unet"]().eval()

@@ -242,7 +242,8 @@ def row_bands(stage, parts, *, margin: int, rows: int | None = None, upscale: in
     up-sampling by 2) whose feature maps are the largest tensors of a tile. ``parts[0]`` sets the
     grid (height ``H``); every other part is ``H / 2**k`` rows high. Each band reads its rows of
     every part plus ``margin`` rows of context on each side (an even number, at least the stage's
-    receptive radius in ``parts[0]``'s rows, counting one row for a bilinear up-sampling's edge),
+    receptive radius in ``parts[0]``'s rows, counting the rows a bilinear up-sampling clamps at a
+    band's edge: 1 for x2, 2 for x4; and a multiple of the coarsest part's step),
     runs the stage and keeps its own rows, so no whole-tile feature map is held; the output is
     ``upscale`` x (or 1 / ``downscale`` x: a stage that ends in pooling) the band's rows.
     ``rows``: None is :data:`BAND_ROWS`. ``add_to``: a tensor of the output's shape that the

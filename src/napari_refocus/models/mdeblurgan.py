@@ -89,7 +89,7 @@ class MDeblurGenerator(Generator):
         # the multi-scale fusion in bands of rows too: the deepest map up-sampled to full size
         # was the largest tensor left (64 channels); radius: two 3x3 convolutions, and two rows
         # of a x4 up-sampling's edge (the margin a multiple of 4: the deepest map's rows)
-        deblur = row_bands(self._fuse, (x, *maps[::-1]), margin=8)
+        deblur = row_bands(self._fuse, (x, *maps[::-1]), margin=4)
         del maps
         ed = x + self.ed_out(full)
         cands = torch.stack([x, ed, deblur], 1)  # (N, 3, C, H, W)
@@ -98,9 +98,9 @@ class MDeblurGenerator(Generator):
         if not return_all:  # the super-resolution stage holds the tile's largest tensors: these go first
             del cands, wts, ed, deblur
         # in bands of rows: the super-resolution stage's maps, at the output's size, are the
-        # tile's largest tensors (see row_bands); radius: three 3x3 convolutions, one at x2 (one
-        # input row), and a row of the bilinear up-sampling's edge
-        y = depth_to_space(row_bands(self._sr, (approx, full), margin=6, upscale=self.upscale), s)
+        # tile's largest tensors (see row_bands); radius 4: three 3x3 convolutions and one at x2
+        # (one input row); the bilinear up-sampling's edge row lies within it
+        y = depth_to_space(row_bands(self._sr, (approx, full), margin=4, upscale=self.upscale), s)
         if return_all:
             return y, {"approx": depth_to_space(approx, s), "deblur": depth_to_space(deblur, s),
                        "ed": depth_to_space(ed, s)}
