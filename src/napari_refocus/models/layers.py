@@ -179,9 +179,10 @@ def conv_cat(block: nn.Sequential, parts):
     :class:`Upsampled` maps (convolved band by band as they are made). With
     gradients off, the first convolution runs on each part with its slice of the input channels
     and the outputs are summed (a convolution is linear in its input channels): a U-Net decoder
-    then never holds the concatenation (skip + upsampled features, the largest tensor of a tile:
-    h2t-msunet's top level, 48 channels of 512^2 float32, is 50 MB of a 1024-px tile), and a part made here (a callable; the caller holding no other
-    reference to it) is freed before the next is made and before the block's other layers run.
+    then never holds the concatenation (skip + upsampled features: at h2t-msunet's top level 48
+    channels of 512^2 float32, 50 MB of a 1024-px tile), and a part made here (a callable; the
+    caller holding no other reference to it) is freed before the next is made and before the
+    block's other layers run.
     The same function, up to float32 rounding (tests/test_generators.py); with gradients on
     (training) the concatenation, as before."""
     layers = [block] if isinstance(block, nn.Conv2d) else list(block.children())

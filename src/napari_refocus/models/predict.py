@@ -49,9 +49,9 @@ DEFAULT_BATCH = None
 CPU_BATCH = 1
 #: tiles between two hand-backs of freed heap to the system (core.memory.release_free_memory) on
 #: an image above core.memory.SMALL_IMAGE_PIXELS: glibc's heap otherwise grew over the tiles
-#: (m-deblurgan at 3072^2: 24.5-25.9 B/px above the baseline in four runs, 21.9-22.8 with a trim
-#: every 8 tiles, in the same time; a trim after every tile took 11 % longer: each tile then
-#: faulted its activations in again)
+#: (m-deblurgan at 3072^2: 22.1-26.6 B/px above the baseline in 8 runs, 21.9-23.2 in 12 with a trim
+#: every 8 tiles, which cost 1-4 % of the time; a trim after every tile cost 11 %: each tile then
+#: faulted its activations in again; BENCHMARKS.md "Memory", stop 32)
 TRIM_EVERY_TILES = 8
 #: four on an accelerator, where a batch keeps the device busy, and where an out-of-memory error
 #: then halves the batch (4, 2, 1) before the CPU takes over (core.devices.run_chunked)

@@ -107,17 +107,27 @@ class PlainUNet(Generator):
     def forward(self, x, fused=None, features=True):
         """``(output, features)``: the output (``out_channels``) and the top decoder's features
         (what a finer sub-network fuses in; None with ``features=False``)."""
-        if not features and self.depth > 0 and not torch.is_grad_enabled() and band_safe(self):
+        if not self.depth:
+            h = self._head(x, fused)
+            return self.out(h), h
+        if not features and not torch.is_grad_enabled() and band_safe(self):
             return self._banded(x, fused), None
-        h = self._head(x, fused)
-        skips = [h]
+        first = [self._head(x, fused)]
+        h = self._inner(nn.functional.max_pool2d(first[0], 2))
+        # the skip popped and the upsampled features made inside conv_cat
+        h = conv_cat(self.up[-1], (Upsampled(h, first[0]), first.pop))
+        return self.out(h), h
+
+    def _inner(self, h):
+        """From the first block's pooled features: the encoder, then every decoder but the last."""
+        skips = []
         for d in self.down:
-            h = d(nn.functional.max_pool2d(h, 2))
+            h = d(h if not skips else nn.functional.max_pool2d(h, 2))
             skips.append(h)
         skips.pop()
-        for u in self.up:  # the skip popped and the upsampled features made inside conv_cat
+        for u in self.up[:-1]:  # the skip popped and the upsampled features made inside conv_cat
             h = conv_cat(u, (Upsampled(h, skips[-1]), skips.pop))
-        return self.out(h), h
+        return h
 
     def _head(self, x, fused=None):
         """The first block, with the coarser sub-network's features fused in."""
@@ -142,14 +152,8 @@ class PlainUNet(Generator):
         the first block's two 3x3 convolutions and a row of the fused features' up-sampling
         (2 rows), then the last decoder's two (4)."""
         parts = (x,) if fused is None else (x, fused)
-        h = row_bands(lambda *p: nn.functional.max_pool2d(self._head(*p), 2), parts, margin=4, downscale=2)
-        skips = [None]  # the first block's: made again in the bands of the last decoder
-        for d in self.down:
-            h = d(h if len(skips) == 1 else nn.functional.max_pool2d(h, 2))
-            skips.append(h)
-        skips.pop()
-        for u in self.up[:-1]:
-            h = conv_cat(u, (Upsampled(h, skips[-1]), skips.pop))
+        h = self._inner(row_bands(lambda *p: nn.functional.max_pool2d(self._head(*p), 2), parts, margin=4,
+                                  downscale=2))
 
         def tail(x, h, *fused):
             return self.out(conv_cat(self.up[-1], (lambda: upsample_to(h, x), lambda: self._head(x, *fused))))
