@@ -203,7 +203,9 @@ def iter_predict_window(
         for stop, preds in run_chunked(work, total, batch_size=batch, device=dev, report=report):
             for (i, j), p in zip(todo[stop - len(preds):stop], preds):
                 add_tile(out, out_box, grid, i, j, p, weights)
-            _trim(stop, len(preds), grid)
+            ran = len(preds)
+            del preds, p  # added: not held while the next tiles run
+            _trim(stop, ran, grid)
             yield Progress(stop, total, stage)
         return finish(out, out_box, grid, stats)
     cache.capacity(grid)
@@ -216,7 +218,9 @@ def iter_predict_window(
         for t, p in zip(todo[stop - len(preds):stop], preds):
             have[t] = p
             cache.put((*key, *t), p)
-        _trim(stop, len(preds), grid)
+        ran = len(preds)
+        del preds, p  # the cache holds what it keeps
+        _trim(stop, ran, grid)
         yield Progress(stop, total, stage)
     for i, j in every:  # added in grid order, as in memory: the same float32 sums
         add_tile(out, out_box, grid, i, j, have[i, j], weights)

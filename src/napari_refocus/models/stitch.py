@@ -10,8 +10,9 @@ which gives the same float32 numbers as the whole image in memory.
   ``overlap``, shrunk to the smallest multiple of the network's ``multiple`` that still covers
   the image mirrored by ``overlap // 2`` on every side (so no image pixel is restored from a
   tile's edge).
-* Weights: triangular (tent) per tile, ``outer(tent_y, tent_x)``; the normaliser (their sum
-  over the tiles) is separable, ``den_y(y) * den_x(x)``, made of 1-D sums in tile order.
+* Weights: triangular (tent) per tile, ``outer(tent_y, tent_x)``, made a strip of rows at a
+  time; the normaliser (their sum over the tiles) is separable, ``den_y(y) * den_x(x)``, made
+  of 1-D sums in tile order.
 * Reading: a tile's pixels by index from the source (numpy "reflect" at the image border, or
   "edge" for an image one pixel thin), so no mirrored copy of the image is made.
 """
@@ -139,10 +140,11 @@ class TileGrid:
         lo, scale = (np.float32(v) for v in stats)
         return (region[np.ix_(rows - y0, cols - x0)].astype(np.float32) - lo) / scale
 
-    def weights(self) -> np.ndarray:
-        """The 2-D tent weights of one tile's output (float32)."""
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 1-D tent weights ``(tent_y, tent_x)`` of one tile's output (float32); the 2-D
+        weights are their outer product, made a strip at a time by :func:`add_tile`."""
         r = self.upscale
-        return np.outer(tent(self.tile[0] * r), tent(self.tile[1] * r))
+        return tent(self.tile[0] * r), tent(self.tile[1] * r)
 
     def normaliser(self, axis: int, start: int, stop: int) -> np.ndarray:
         """The sum of the tiles' 1-D tents at output pixels ``start..stop`` along ``axis``
@@ -158,16 +160,27 @@ class TileGrid:
         return out
 
 
+#: rows of a tile blended at a time by :func:`add_tile`: the weights and the weighted
+#: prediction exist for these rows only, not as two tile-sized float32 arrays (4 MB each for a
+#: 1024-px tile; 8 B/px of a 1 Mpx image, BENCHMARKS.md "Memory", stop 33)
+ADD_ROWS = 64
+
+
 def add_tile(out, out_box, grid: TileGrid, i: int, j: int, prediction, weights) -> None:
-    """``out`` (the window ``out_box`` of the output) += weights * prediction of tile ``(i, j)``,
-    on the pixels they share."""
+    """``out`` (the window ``out_box`` of the output) += ``outer(*weights)`` * prediction of
+    tile ``(i, j)`` on the pixels they share (``weights``: :meth:`TileGrid.weights`), a strip of
+    :data:`ADD_ROWS` rows at a time (the same float32 products as the whole tile's)."""
     r, (ty, tx) = grid.upscale, grid.tile
     y, x = grid.starts_y[i] * r, grid.starts_x[j] * r
     a, b = max(y, out_box[0]), min(y + ty * r, out_box[1])
     c, d = max(x, out_box[2]), min(x + tx * r, out_box[3])
     if a < b and c < d:
-        part = (slice(a - y, b - y), slice(c - x, d - x))
-        out[a - out_box[0]:b - out_box[0], c - out_box[2]:d - out_box[2]] += prediction[part] * weights[part]
+        wy, wx = weights
+        wx = wx[c - x:d - x]
+        for s in range(a, b, ADD_ROWS):
+            e = min(b, s + ADD_ROWS)
+            w = np.outer(wy[s - y:e - y], wx)
+            out[s - out_box[0]:e - out_box[0], c - out_box[2]:d - out_box[2]] += prediction[s - y:e - y, c - x:d - x] * w
 
 
 def finish(out, out_box, grid: TileGrid, stats, rows: int = 256) -> np.ndarray:
