@@ -256,3 +256,20 @@ def test_an_image_below_one_patch_is_refused_in_memory_and_lazily(image):
     for img in (image[:20, :20], da.from_array(image[:20, :20]), da.from_array(image[:83, :200])):
         with pytest.raises(ValueError, match=r"image is \d+x\d+ pixels; DelpNet needs at least 84x84"):
             np.asarray(nr.refocus(img, method="lbdvd").image)
+
+
+@pytest.mark.parametrize("method", ["lbdvd", "rl", "comi-cyclegan"])
+def test_a_read_only_float_image_runs_without_warnings_and_is_left_alone(image, method):
+    # a memory-mapped file or a napari layer's array may be read-only: the result is the
+    # writable array's, with no torch warning about non-writable arrays, and the input unchanged
+    import warnings
+
+    params = {"level": 4} if method == "rl" else {}
+    writable = np.asarray(image, np.float32)
+    frozen = writable.copy()
+    frozen.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        got = nr.refocus(frozen, method=method, device="cpu", **params).image
+    np.testing.assert_array_equal(got, nr.refocus(writable, method=method, device="cpu", **params).image)
+    np.testing.assert_array_equal(frozen, writable)

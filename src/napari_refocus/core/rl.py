@@ -16,6 +16,7 @@ one level. Intensities stay in the image's own units; results are float32.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
@@ -101,7 +102,11 @@ def iter_deconvolve(
 
     # the image and its patches stay in host memory; each chunk goes to the device on its own,
     # so an out-of-memory fallback to the CPU finds the data where it needs it
-    data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    with warnings.catch_warnings():
+        # a read-only image (a memory-mapped file, a napari layer's array) is only read here:
+        # pad_image copies it, so torch's warning about writing to it does not apply
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
     if stride is None:
         stride = patch if montage_weights == "rectangular" else STRIDE
