@@ -364,3 +364,46 @@ def test_images_narrower_than_the_psf_are_blurred_and_deconvolved(shape):
     assert out.shape == shape and np.isfinite(out).all()
     # a flat field is a fixed point of normalised RL: nothing to sharpen
     np.testing.assert_allclose(out, 300.0, rtol=1e-3)
+
+
+def test_magnitude_scale_leaves_counts_alone_and_scales_extremes_by_powers_of_two():
+    from napari_refocus.core.rl_batch import SAFE_PEAK, magnitude_scale
+
+    for peak in (SAFE_PEAK[0], 1.0, 4095.0, 65535.0, 2.0**31, SAFE_PEAK[1], 0.0, float("nan")):
+        assert magnitude_scale(peak) == 1.0
+    for peak in (1e-30, 3e-4, 5e9, 1e30, 3e38):
+        s = magnitude_scale(peak)
+        assert s == 2.0 ** round(np.log2(s)) and 2.0**11 <= peak / s < 2.0**12
+
+
+@pytest.mark.parametrize("method", ["lbdvd", "rl", "comi-cyclegan"])
+def test_a_float_images_units_do_not_change_the_result(infocus_crop, method):
+    """The same field in units 2^-100 / 2^100 of counts gives the same numbers, scaled
+    (powers of two are exact); in units of 1e-30 and 1e30 the same up to float32 rounding. Before
+    the scaling, RL returned zeros at 1e-30 and NaN at 1e30."""
+    img = np.clip(nr.simulate(infocus_crop, level=5, seed=0), 0, None).astype(np.float32)
+    params = {"level": 4} if method == "rl" else {}
+    ref = nr.refocus(img, method=method, device="cpu", **params).image
+    for units in (2.0**-100, 2.0**100):
+        got = nr.refocus(img * np.float32(units), method=method, device="cpu", **params).image
+        np.testing.assert_array_equal(got / np.float32(units), ref)
+    for units in (1e-30, 1e30):
+        got = nr.refocus(img * np.float32(units), method=method, device="cpu", **params).image / np.float32(units)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * float(ref.max()))
+
+
+def test_tiled_whole_image_rl_in_extreme_units(infocus):
+    """The tile-by-tile whole-image RL (big frames) scales its data the same way."""
+    from napari_refocus.core.progress import drain
+    from napari_refocus.core.rl_image import iter_richardson_lucy_image
+
+    img = np.clip(nr.simulate(infocus, level=6, seed=0), 0, None).astype(np.float32)[:200, :260]
+
+    def run(x):
+        return drain(iter_richardson_lucy_image(x, optics=Optics(), level=6, iterations=5, device=torch.device("cpu"),
+                                                tile=100)).numpy()
+
+    ref = run(img)
+    for units in (2.0**-100, 2.0**100):
+        np.testing.assert_array_equal(run(img * np.float32(units)) / np.float32(units), ref)

@@ -318,3 +318,17 @@ def test_tta_makes_inference_rotation_and_flip_equivariant():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2)
     plain = predict_tiled(model, np.ascontiguousarray(np.rot90(x, 1)), **kw)
     assert np.abs(plain - np.rot90(predict_tiled(model, x, **kw), 1)).max() > 1e-2
+
+
+def test_intensity_stats_do_not_depend_on_the_units():
+    """The percentiles of a float image in units of 1e-30 are used as they are (an absolute
+    floor once replaced them by the full range): (lo, scale) scale with the image."""
+    from napari_refocus.models.predict import intensity_stats
+
+    x = np.random.default_rng(0).gamma(2.0, 300.0, (64, 64)).astype(np.float32)
+    lo, scale = intensity_stats(x)
+    for units in (2.0**-100, 2.0**100):
+        lo_u, scale_u = intensity_stats(x * np.float32(units))
+        assert lo_u == lo * units and scale_u == scale * units
+    assert intensity_stats(np.zeros((8, 8), np.float32)) == (0.0, 1.0)
+    assert intensity_stats(np.full((8, 8), 7.0, np.float32)) == (7.0, 1.0)

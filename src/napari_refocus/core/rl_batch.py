@@ -7,6 +7,8 @@ Shared by the patch-by-patch form (:mod:`.rl`) and the grouped one (:mod:`.rl_gr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .devices import resolve_device, run_chunked
@@ -16,6 +18,25 @@ from .progress import Progress, check_cancelled, drain
 from .torchstate import flush_denormal
 
 EPS = 1e-12
+#: data whose peak lies in this range are deconvolved as they are; others are first scaled by a
+#: power of two (:func:`magnitude_scale`): RL is scale-equivariant, but a float image's units are
+#: arbitrary, and far from counts EPS (peaks below ~1e-9) or the transforms' float32 sums (peaks
+#: above ~1e32 / pixels) would change or overflow the result (measured: all zeros at 1e-27 counts,
+#: NaN at 4e33)
+SAFE_PEAK = (2.0**-10, 2.0**32)
+
+
+def magnitude_scale(peak: float) -> float:
+    """1.0 for a ``peak`` in :data:`SAFE_PEAK` (or not positive and finite), else the power of two
+    ``s`` with ``peak / s`` in ``[2**11, 2**12)``. A power of two divides and multiplies back
+    exactly, and float32 rounds the same at every power of two, so a scaled run gives the
+    unscaled run's numbers (times ``s``) wherever that one neither underflowed nor overflowed."""
+    peak = float(peak)
+    if not np.isfinite(peak) or peak <= 0 or SAFE_PEAK[0] <= peak <= SAFE_PEAK[1]:
+        return 1.0
+    return float(2.0 ** (math.floor(math.log2(peak)) - 11))
+
+
 #: patches deconvolved at once on a CPU (a GPU takes 1024)
 CPU_BATCH = 8
 #: a chunk of fewer patches is deconvolved with copies of its last one: the CPU's FFT of a batch
@@ -59,6 +80,9 @@ def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None
     otf_conj = otf.conj()
     if initial not in ("observed", "flat"):
         raise ValueError(f"initial must be 'observed' or 'flat', got {initial!r}")
+    units = magnitude_scale(observed.max()) if observed.numel() else 1.0
+    if units != 1.0:  # far from counts: a scaled copy (see SAFE_PEAK), scaled back at the end
+        observed = observed / units
     if mask is None:
         support = observed > 0
         est = observed.clone() if initial == "observed" else support.to(observed.dtype) * 0.5
@@ -90,7 +114,7 @@ def iter_richardson_lucy_batch(observed, otf, iterations: int = 15, *, mask=None
         with flush_denormal(observed.device.type == "cpu"):
             est = _iterate(est, observed, otf, otf_conj, 1, scale, keep)
         yield Progress(i + 1, iterations, stage)
-    return est
+    return est if units == 1.0 else est.mul_(units)
 
 
 def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):

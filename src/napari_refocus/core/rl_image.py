@@ -21,6 +21,7 @@ import numpy as np
 
 from .otf import fft_size, otf_bank
 from .progress import Progress, check_cancelled
+from .rl_batch import magnitude_scale
 from .torchstate import flush_denormal
 
 #: largest tile side (pixels of the frame) transformed at once: 512 + 2 x 18 -> a 576^2 FFT
@@ -84,8 +85,9 @@ def _convolve_tile(tiles, x, ys, xs, otf_of, conj: bool):
     return out[r:r + ys[1] - ys[0], r:r + xs[1] - xs[0]]
 
 
-def _observed(image, ys, xs, device):
-    """The frame's observed values over a tile: the image where it has data, 0 past it."""
+def _observed(image, ys, xs, device, units: float = 1.0):
+    """The frame's observed values over a tile: the image where it has data (divided by
+    ``units``, :func:`~.rl_batch.magnitude_scale`), 0 past it."""
     import torch
 
     h, w = image.shape
@@ -93,6 +95,8 @@ def _observed(image, ys, xs, device):
     ya, yb, xa, xb = ys[0], min(ys[1], h), xs[0], min(xs[1], w)
     if yb > ya and xb > xa:
         out.numpy()[: yb - ya, : xb - xa] = image[ya:yb, xa:xb]  # cast in place
+    if units != 1.0:
+        out /= units
     return out.to(device)
 
 
@@ -130,10 +134,11 @@ def iter_richardson_lucy_image(image, *, optics, level: int, iterations: int, de
         # there (elsewhere it is 1 / sensitivity >= 1), so no separate mask is stored
         scale.masked_fill_(scale <= 1e-2, 0.0)
         torch.reciprocal(scale, out=scale).masked_fill_(torch.isinf(scale), 0.0)
+    units = magnitude_scale(np.max(image))  # far from counts: scaled by a power of two (rl_batch.SAFE_PEAK)
     est = torch.zeros(shape, dtype=torch.float32, device=device)
     total = 0.0
     for ys, xs in tiles.tiles:
-        obs = _observed(image, ys, xs, device)
+        obs = _observed(image, ys, xs, device, units)
         est[ys[0]:ys[1], xs[0]:xs[1]] = obs
         total += float(obs.sum(dtype=torch.float64))
     if initial == "flat":
@@ -148,7 +153,7 @@ def iter_richardson_lucy_image(image, *, optics, level: int, iterations: int, de
                 check_cancelled()
                 blurred = _convolve_tile(tiles, est, ys, xs, otf_of, conj=False)
                 # 0 wherever there is no data, because the observed frame is 0 there
-                ratio[ys[0]:ys[1], xs[0]:xs[1]] = torch.div(_observed(image, ys, xs, device),
+                ratio[ys[0]:ys[1], xs[0]:xs[1]] = torch.div(_observed(image, ys, xs, device, units),
                                                               blurred.clamp_min_(EPS))
             for ys, xs in tiles.tiles:
                 check_cancelled()
@@ -159,4 +164,5 @@ def iter_richardson_lucy_image(image, *, optics, level: int, iterations: int, de
                 est[ys[0]:ys[1], xs[0]:xs[1]].mul_(factor)
         yield Progress(i + 1, iterations, stage)
     del ratio, scale
-    return est[:h, :w].clamp_min(0)
+    est = est[:h, :w].clamp_min(0)
+    return est if units == 1.0 else est.mul_(units)

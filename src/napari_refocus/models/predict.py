@@ -76,7 +76,9 @@ def intensity_stats(image, percentiles=DEFAULT_PERCENTILES) -> tuple[float, floa
     x = x.astype(np.float32) if fresh else x
     lo, hi = np.percentile(x, percentiles, overwrite_input=fresh)
     scale = float(hi - lo)
-    if not np.isfinite(scale) or scale <= 1e-6 * max(1.0, abs(float(hi))):
+    # relative to the image's own level, so that its units do not matter (an absolute floor
+    # replaced the percentiles of an image in units of 1e-30 by its full range)
+    if not np.isfinite(scale) or scale <= 1e-6 * abs(float(hi)):
         scale = float(x.max() - x.min()) or 1.0
     return float(lo), scale
 
