@@ -410,3 +410,21 @@ def test_the_cli_rejects_a_damaged_file_with_one_line(tmp_path, capsys):
         assert rc == 2, err
         assert len(err.splitlines()) == 1 and name in err and "cannot read" in err, err
         assert not (tmp_path / f"out_{name}").exists()
+
+
+def test_a_valid_one_bit_tiff_is_read_not_called_damaged(tmp_path, capsys):
+    """A bilevel TIFF (a mask: 8 pixels a byte) is a valid file: it reads as bool, and the CLI
+    refuses it for its dtype, not as a damaged file (its bytes are not whole bytes per pixel)."""
+    import tifffile
+
+    import napari_refocus as nr
+    from napari_refocus.cli import main
+
+    mask = np.random.default_rng(0).random((100, 130)) > 0.5
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, mask)
+    assert tifffile.TiffFile(path).pages[0].bitspersample == 1
+    np.testing.assert_array_equal(nr.read_image(path)[0], mask)
+    rc = main(["refocus", str(path), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "dtype bool" in err and "damaged" not in err, err

@@ -94,8 +94,10 @@ def check_tiff(path: Path, tif, *, in_memory: bool) -> None:
                 raise ImageReadError(path, f"pixel data at bytes {offset}..{offset + count} lie beyond the end of "
                                            f"the file ({size} bytes): truncated or damaged")
         # uncompressed pixels need all their bytes: fewer means a header with the wrong size
-        # (which would make the reader allocate, and fill with zeros, pixels that do not exist)
-        if getattr(page, "compression", None) == 1 and sum(page.databytecounts) < page.nbytes:
+        # (which would make the reader allocate, and fill with zeros, pixels that do not exist);
+        # packed bits (a 1-bit mask: 8 pixels a byte) are not counted in whole bytes, so not checked
+        if getattr(page, "compression", None) == 1 and getattr(page, "bitspersample", 8) % 8 == 0 \
+                and sum(page.databytecounts) < page.nbytes:
             raise ImageReadError(path, f"a {'x'.join(map(str, page.shape))} image of {page.dtype} needs "
                                        f"{page.nbytes} bytes, the file holds {sum(page.databytecounts)}: damaged")
     if in_memory:
