@@ -59,6 +59,8 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["simulate", "{gt}", "-o", "{gt}", "--level", "3", "--overwrite"], "refusing"),
         (["evaluate", "--gt", "{gt}", "--pred", "{d}/missing.tif"], "no such file"),
         (["refocus", "{gt}", "-o", "{d}/o", "--method", "rl", "--level", "3", "--tta"], "does not take --tta; its options: --level, --iterations"),
+        (["refocus", "{gt}", "-o", "{gt}", "--method", "rl", "--overwrite"], "refusing to write over an input"),
+        (["batch", "{gt}", "-o", "{d}/out.tif"], "looks like a file name"),
         (["train", "delpnet", "--out", "{d}/w", "--lr", "0.1", "--set", "a=1"], "--set only apply"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--objectives"], "--objectives and --consistency are for delpnet"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--consistency", "1"], "--consistency are for delpnet"),
@@ -250,3 +252,21 @@ def test_defocus_map_of_an_rgb_file_and_of_a_stack(tmp_path, infocus_crop, capsy
     tifffile.imwrite(tmp_path / "z.tif", np.stack([infocus_crop] * 2), imagej=True, metadata={"axes": "ZYX"})
     rc, _, err = run(capsys, "defocus-map", tmp_path / "z.tif", "-o", tmp_path / "m", "-q")
     assert rc == 2 and "has axes ZYX" in err and "'napari-refocus triage' ranks a z-stack's planes" in err
+
+
+def test_refocus_o_names_the_output_file_with_one_input(files, capsys):
+    """``refocus x.tif -o y.tif`` writes y.tif (as simulate and deconvolve take -o), not a folder
+    named y.tif; an existing folder of that name stays a folder."""
+    d, gt = files
+    rc, out, err = run(capsys, "refocus", gt, "-o", d / "restored.tif", "--method", "rl", "--level", 3, "-q")
+    assert rc == 0, err
+    assert (d / "restored.tif").is_file() and json.loads(out)["output"] == str(d / "restored.tif")
+    assert nr.read_image(d / "restored.tif")[0].shape == nr.read_image(gt)[0].shape
+    (d / "folder.tif").mkdir()
+    rc, out, err = run(capsys, "refocus", gt, "-o", d / "folder.tif", "--method", "rl", "--level", 3, "-q")
+    assert rc == 0, err
+    assert (d / "folder.tif").is_dir() and json.loads(out)["output"].startswith(str(d / "folder.tif") + "/")
+    other = d / "other.tif"
+    other.write_bytes(gt.read_bytes())
+    rc, out, err = run(capsys, "refocus", gt, other, "-o", d / "two.tif", "--method", "rl", "--level", 3, "-q")
+    assert rc == 2 and "names one TIFF output: give one input" in err and not (d / "two.tif").exists()

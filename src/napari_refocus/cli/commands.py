@@ -61,13 +61,21 @@ def cmd_defocus_map(args) -> None:
 
 
 def _refocus_outputs(args, paths) -> list[Path]:
-    """``-o DIR``: ``DIR/<stem>_refocused.tif`` (or ``.ome.zarr``); ``-o NAME.zarr``: that store."""
+    """``-o DIR``: ``DIR/<stem>_refocused.tif`` (or ``.ome.zarr``); with one input ``-o NAME.zarr``
+    is that store and ``-o NAME.tif`` that file (as ``simulate`` and ``deconvolve`` take ``-o``;
+    an existing folder of that name stays a folder)."""
     from ..io.batch import output_map
+    from ..io.read import TIFF_SUFFIXES
     from ..io.zarr import is_zarr_path
 
     if is_zarr_path(args.outdir):
         if len(paths) != 1 or args.fmt == "tiff":
             raise CliError(f"-o {args.outdir} names one OME-Zarr output: give one input (and no --format tiff)")
+        return [Path(args.outdir)]
+    if Path(args.outdir).suffix.lower() in TIFF_SUFFIXES and not Path(args.outdir).is_dir():
+        if len(paths) != 1 or args.fmt == "ome-zarr":
+            raise CliError(f"-o {args.outdir} names one TIFF output: give one input (and no --format ome-zarr), "
+                           "or a folder")
         return [Path(args.outdir)]
     # the inputs' folders mirrored below -o (a/x.tif, b/x.tif never share an output: io.batch.output_map)
     targets = output_map(paths, args.outdir, args.fmt or "tiff")
@@ -93,7 +101,10 @@ def cmd_refocus(args) -> None:
 
 def cmd_batch(args) -> None:
     from ..io.batch import run_batch
+    from ..io.read import TIFF_SUFFIXES
 
+    if Path(args.outdir).suffix.lower() in TIFF_SUFFIXES and not Path(args.outdir).is_dir():
+        raise CliError(f"-o {args.outdir} looks like a file name: batch writes its outputs and record into a folder")
     report = run_batch(args.inputs, args.outdir, method=args.method, scheduler=args.scheduler,
                        workers=args.workers, device=args.device, min_level=args.min_level,
                        patch_min_level=args.patch_min_level, params=_method_params(args), axes=args.axes,

@@ -168,7 +168,9 @@ def _optics_options(p):
 
 def _many_images(p):
     p.add_argument("inputs", nargs="+", help="files, folders or globs")
-    p.add_argument("-o", "--outdir", required=True)
+    p.add_argument("-o", "--outdir", required=True,
+                   help="output folder (the inputs' folders mirrored below it); refocus with one input: also a "
+                        "file NAME.tif or a store NAME.ome.zarr")
     p.add_argument("--method", default="lbdvd", help="a registered method (`napari-refocus methods`)")
     p.add_argument("--axes", help="the files' axes, e.g. ZYX, TCZYX, YXS (RGB); default: from the OME/ImageJ "
                                   "metadata. Every 2-D (Y, X) plane is restored; RGB channel by channel")
