@@ -163,11 +163,11 @@ def test_intensity_stats_are_normalise_s_without_the_copy():
 
 # ------------------------------------------------------------ the four generators, by blocks
 CASES = [  # (optics, never_worse, block): blocks that align with no tile and no patch
-    (None, True, 130),
-    (None, False, 130),
+    (None, True, 174),
+    (None, False, 174),
     ({"pixel_um": 0.65, "na": 0.75}, True, 150),  # coarser than the training sampling: 1.5x up
     ({"pixel_um": 0.2, "na": 0.75}, False, 310),  # finer: 0.46x down
-    ({"pixel_um": 0.2, "na": 0.75}, True, 310),
+    ({"pixel_um": 0.2, "na": 0.75}, True, 372),
 ]
 
 

@@ -201,16 +201,63 @@ def test_gate_weights_are_smooth_and_follow_the_evidence():
     w = G.pixel_weights(v, c, grid_shape=(1, 3), bounds=(0, 1, 0, 168), patch=84, stride=42)[0]
     assert w[41] == pytest.approx(0.0, abs=0.02) and w[84] == pytest.approx(1.0, abs=0.02)
     assert np.all(np.diff(w) >= -1e-6) and np.abs(np.diff(w)).max() <= 1 / 42 + 1e-6
-    probs = np.zeros((1, 3, 12), np.float32)
-    probs[0, 0, 0] = probs[0, 1, 5] = probs[0, 2, 1] = 1.0
-    levels = np.array([[0, 5, 11]])
+    probs = np.zeros((3, 4, 12), np.float32)
+    probs[:, 0, 0] = probs[:, 1, 5] = probs[:, 2, 5] = probs[:, 3, 1] = 1.0
+    levels = np.array([[0, 5, 5, 11]] * 3)
     v, c = G.patch_evidence(probs, levels, G.defocused_classes(tuple(2.0 * k for k in range(11)), nr.Optics()))
-    np.testing.assert_allclose(v, [[0.0, 1.0, G.BG_VALUE]])
-    assert c[0, 2] == G.BG_CONFIDENCE
-    w = G.pixel_weights(v, c, grid_shape=(1, 3), bounds=(0, 1, 0, 168), patch=84, stride=42)[0]
-    assert w[110] > 0.9  # between a defocused patch and background: the cells' weight
+    np.testing.assert_allclose(v, [[0.0, 1.0, 1.0, G.BG_VALUE]] * 3)
+    assert c[0, 3] == G.BG_CONFIDENCE
+    w = G.pixel_weights(v, c, grid_shape=(3, 4), bounds=(0, 1, 0, 210), patch=84, stride=42)[0]
+    assert w[150] > 0.9  # between a defocused patch and background: the cells' weight
     np.testing.assert_array_equal(G.gate_levels(probs, levels, G.defocused_classes(
-        tuple(2.0 * k for k in range(11)), nr.Optics())), [[0, 5, 11]])
+        tuple(2.0 * k for k in range(11)), nr.Optics())), [[0, 5, 5, 11]] * 3)
+
+
+def test_a_reading_unlike_its_neighbours_is_not_trusted():
+    """The gate's evidence is each patch's P(defocused) lowered to its second most defocused
+    non-background neighbour's: an isolated defocused reading among in-focus patches is not
+    trusted (lbdvd leaves it alone too), a region two patches wide is, evidence is never raised
+    (not at an in-focus edge beside a defocused interior either), and background is no neighbour."""
+    beyond = G.defocused_classes(tuple(2.0 * k for k in range(11)), nr.Optics())
+
+    def evidence(levels):
+        levels = np.asarray(levels)
+        probs = np.zeros((*levels.shape, 12), np.float32)
+        np.put_along_axis(probs, np.minimum(levels, 11)[..., None], 1.0, axis=-1)
+        return G.patch_evidence(probs, levels, beyond)[0], G.gate_levels(probs, levels, beyond)
+
+    v, lv = evidence([[0, 0, 0], [0, 9, 0], [0, 0, 0]])
+    assert v[1, 1] == 0.0 and lv[1, 1] == 0  # an outlier: not changed, not deconvolved
+    v, _ = evidence([[0, 0, 0, 0], [0, 9, 9, 0], [0, 9, 9, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(v[1:3, 1:3], 1.0)  # a 2 x 2 defocused region: trusted
+    np.testing.assert_array_equal(v[[0, 3]], 0.0)
+    v, _ = evidence([[0, 9, 9, 9]] * 3)
+    np.testing.assert_array_equal(v[:, 0], 0.0)  # the in-focus edge is not raised towards its interior
+    np.testing.assert_array_equal(v[:, 2:], 1.0)
+    v, _ = evidence([[11, 11, 11], [11, 9, 11], [11, 11, 11]])
+    assert v[1, 1] == 1.0  # cells alone in background: their own reading
+    v, _ = evidence([[11, 0, 11], [11, 9, 11], [11, 11, 11]])
+    assert v[1, 1] == 0.0  # its one neighbour disagrees
+    v, _ = evidence([[11, 9, 11], [11, 9, 11], [11, 11, 11]])
+    np.testing.assert_array_equal(v[:2, 1], 1.0)  # two defocused patches alone: each agrees with the other
+    v, _ = evidence([[0, 9, 0, 0], [0, 9, 0, 0], [0, 9, 0, 0]])
+    np.testing.assert_array_equal(v[[0, 2], 1], 0.0)  # a line one patch wide: only its middle has two
+    assert v[1, 1] == 1.0
+
+
+def test_a_window_of_the_grid_gives_the_whole_grids_evidence_inside():
+    """A block reads the patches of its span and one more ring (gate.neighbour_span); the
+    evidence of the span then equals the whole grid's, at the grid's edges too."""
+    rng = np.random.default_rng(1)
+    beyond = G.defocused_classes(tuple(2.0 * k for k in range(11)), nr.Optics())
+    levels = rng.integers(0, 12, (9, 11))
+    probs = rng.random((9, 11, 12)).astype(np.float32)
+    whole, _ = G.patch_evidence(probs, levels, beyond)
+    for span in (((0, 2), (0, 3)), ((3, 5), (4, 8)), ((6, 8), (9, 10)), ((0, 8), (0, 10))):
+        (r0, r1), (c0, c1) = G.neighbour_span(span, levels.shape)
+        part, _ = G.patch_evidence(probs[r0:r1 + 1, c0:c1 + 1], levels[r0:r1 + 1, c0:c1 + 1], beyond)
+        (a, b), (c, d) = span
+        np.testing.assert_array_equal(part[a - r0:b - r0 + 1, c - c0:d - c0 + 1], whole[a:b + 1, c:d + 1])
 
 
 def test_gate_weights_are_the_confidence_weighted_bilinear_blend_of_patch_centres():

@@ -31,7 +31,6 @@ beyond the depth of field.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +51,10 @@ BG_VALUE = 0.0
 CHANGED_ABOVE = 0.01
 #: lbdvd deconvolves a patch when its probability of being defocused is at least this
 DECONVOLVE_ABOVE = 0.5
+#: a patch's evidence is at most that of its AGREE-th most defocused neighbour within NEIGHBOURS
+#: patches (:func:`neighbour_agreement`)
+NEIGHBOURS = 1
+AGREE = 2
 
 
 def depth_of_field_um(optics) -> float:
@@ -70,11 +73,46 @@ def defocused_classes(defocus_um, optics) -> np.ndarray:
 
 def patch_evidence(probabilities, levels, beyond) -> tuple[np.ndarray, np.ndarray]:
     """``(v, confidence)`` per patch: P(defocused beyond the depth of field) among the defocus
-    classes, and 1 (cells) or :data:`BG_CONFIDENCE` (background, whose ``v`` is :data:`BG_VALUE`)."""
+    classes, lowered where its neighbours disagree (:func:`neighbour_agreement`, on a 2-D grid of
+    patches), and 1 (cells) or
+    :data:`BG_CONFIDENCE` (background, whose ``v`` is :data:`BG_VALUE`)."""
     p = np.asarray(probabilities, dtype=np.float64)[..., : len(beyond)]
     v = (p * beyond).sum(-1) / np.maximum(p.sum(-1), 1e-12)
     bg = np.asarray(levels) == BACKGROUND
-    return np.where(bg, BG_VALUE, v).astype(np.float32), np.where(bg, BG_CONFIDENCE, 1.0).astype(np.float32)
+    v = np.where(bg, BG_VALUE, v)
+    if v.ndim == 2:
+        v = neighbour_agreement(v, bg)
+    return v.astype(np.float32), np.where(bg, BG_CONFIDENCE, 1.0).astype(np.float32)
+
+
+def neighbour_agreement(v, background) -> np.ndarray:
+    """Each non-background patch's ``v`` lowered to that of its :data:`AGREE`-th most defocused
+    non-background neighbour within :data:`NEIGHBOURS` patches, where that is lower (with fewer
+    such neighbours: the least defocused of them; with none: its own). Never raised.
+
+    Why: defocus varies smoothly over a field, and DelpNet reads single patches far from their
+    neighbours: near-focus planes of the real DFNN stack had 1-4 of their 23-24 cell patches at
+    classes 3-10 among the others at 0-1, and there the gate let refocus-unet change them (-1.1
+    dB on one plane; BENCHMARKS.md "Never worse", stop 33). A patch is now trusted as far as two
+    of its neighbours agree: a region two patches wide, a tilt's ramp and the inside of a
+    defocused area keep their evidence; a lone reading, or a line one patch wide, does not.
+    Only lowering: at a grid's edge the neighbourhood is one-sided, and nothing here may make
+    the gate change more than DelpNet's own reading. A window of the grid gives the whole grid's
+    values at least :data:`NEIGHBOURS` patches inside its edges (block forms read that many more
+    patches: :func:`neighbour_span`)."""
+    v = np.asarray(v, dtype=np.float64)
+    bg = np.asarray(background, dtype=bool)
+    k = NEIGHBOURS
+    ny, nx = v.shape
+    padded = np.full((ny + 2 * k, nx + 2 * k), np.nan)
+    padded[k:k + ny, k:k + nx] = np.where(bg, np.nan, v)
+    stack = np.stack([padded[a:a + ny, b:b + nx] for a in range(2 * k + 1) for b in range(2 * k + 1)
+                      if (a, b) != (k, k)])
+    # the AGREE-th largest neighbour (NaN: background or outside, sorted last); fewer neighbours: the smallest
+    desc = -np.sort(np.where(np.isnan(stack), np.inf, -stack), axis=0)
+    n = np.sum(~np.isnan(stack), axis=0)
+    pick = np.take_along_axis(desc, np.clip(np.minimum(n, AGREE) - 1, 0, None)[None], axis=0)[0]
+    return np.where(bg | (n == 0), v, np.minimum(v, pick))
 
 
 def gate_levels(probabilities, levels, beyond) -> np.ndarray:
@@ -82,7 +120,7 @@ def gate_levels(probabilities, levels, beyond) -> np.ndarray:
     the depth of field) < :data:`DECONVOLVE_ABOVE`, else the most likely defocused class;
     background stays background."""
     p = np.asarray(probabilities, dtype=np.float64)[..., : len(beyond)]
-    v, _ = patch_evidence(probabilities, np.zeros(np.shape(levels), int), beyond)
+    v, _ = patch_evidence(probabilities, levels, beyond)
     best = np.where(beyond, p, -1.0).argmax(-1)
     out = np.where(v >= DECONVOLVE_ABOVE, best, 0)
     return np.where(np.asarray(levels) == BACKGROUND, BACKGROUND, out).astype(np.int64)
@@ -105,6 +143,15 @@ def patch_span(bounds, n_patches, *, upscale: int = 1, scale: float = 1.0, patch
         lo, _ = _axis(b - a, a, n, upscale=upscale, scale=scale, patch=patch, stride=stride)
         spans.append((int(lo.min()), int(min(lo.max() + 1, n - 1))))
     return tuple(spans)
+
+
+def neighbour_span(span, grid_shape):
+    """``span`` (inclusive patch rows and columns, :func:`patch_span`) widened by
+    :data:`NEIGHBOURS` patches on each side within a grid of ``grid_shape`` patches: the patches
+    whose readings the span's evidence (:func:`neighbour_agreement`) depends on. A block form
+    classifies these, so its weights equal the whole image's."""
+    k = NEIGHBOURS
+    return tuple((max(0, int(a) - k), min(int(n) - 1, int(b) + k)) for (a, b), n in zip(span, grid_shape))
 
 
 def pixel_weights(v, confidence, *, grid_shape, bounds, upscale: int = 1, scale: float = 1.0,
@@ -305,34 +352,16 @@ def gate_image(image, restored, *, device, report, optics=None, stats=None, weig
     return blend(image, restored, w)
 
 
-def _region_runner(run, params, *, halo: int, upscale: int, device, **inputs):
-    """``restore(source, bounds)``: a method's ``run`` in memory on the block plus ``halo``
-    (clipped to the image), cropped to the block (``upscale`` x its bounds)."""
-    from ..core.progress import drain
-    from .base import RunReport
-
-    r = int(upscale)
-
-    def restore(source, bounds):
-        h, w = source.shape[-2:]
-        top, left = max(0, bounds[0] - halo), max(0, bounds[2] - halo)
-        region = np.asarray(source[top:min(h, bounds[1] + halo), left:min(w, bounds[3] + halo)], np.float32)
-        out = drain(run(region, params, device=device, report=RunReport(device), **inputs))
-        rows = slice((bounds[0] - top) * r, (bounds[1] - top) * r)
-        return np.asarray(out, np.float32)[rows, (bounds[2] - left) * r:(bounds[3] - left) * r]
-
-    return restore
-
-
 def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1):
     """The weights of the output block of input ``bounds`` on the image's global patch grid
-    (the patches around it classified here, read within ``bounds`` +- 83 px)."""
+    (the patches around it and their neighbours classified here, read within ``bounds`` +- 167 px)."""
     from ..core.tiling import patch_grid
     from . import lbdvd_blocks as lb
 
     grid = patch_grid(source.shape)
     out_bounds = tuple(int(b) * upscale for b in bounds)
-    rows, cols = patch_span(out_bounds, grid.shape, upscale=upscale, patch=grid.patch, stride=grid.stride)
+    span = patch_span(out_bounds, grid.shape, upscale=upscale, patch=grid.patch, stride=grid.stride)
+    rows, cols = neighbour_span(span, grid.shape)
     blk = lb.Block(*(int(b) for b in bounds), rows, cols)
     patches, _ = lb.block_patches(source, blk, grid, context=0)
     probs, levels = classify(patches)
@@ -341,36 +370,3 @@ def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1):
     return pixel_weights(v, c, grid_shape=grid.shape, bounds=out_bounds, upscale=upscale, patch=grid.patch,
                          stride=grid.stride, offset=(rows[0], cols[0]))
 
-
-def gated_block_runner(run, *, halo: int, upscale: int = 1, map_optics=lambda optics: optics):
-    """A learned method's ``Method.block_runner`` (its ``run``, ``halo`` and ``upscale``): the
-    method on each block plus its halo, gated by DelpNet on the image's global patch grid (the
-    weights equal the in-memory run's). ``map_optics(params.optics)``: the optics of the map."""
-
-    def block_runner(params, *, device, stats=None, map_stats=None):
-        import dataclasses
-
-        from . import lbdvd_blocks as lb
-        from .defocus import CANONICAL, map_frame
-
-        where = {"halo": int(halo), "upscale": int(upscale), "device": device}
-        plain = _region_runner(run, dataclasses.replace(params, never_worse=False), stats=stats, **where)
-        if not params.never_worse:
-            return plain
-        optics = map_optics(params.optics)
-        scale, table = map_frame(optics)
-        if not math.isclose(scale, 1.0):  # no global grid at another sampling: each block maps itself
-            return _region_runner(run, params, stats=stats, map_stats=map_stats, **where)
-        beyond = defocused_classes(table, optics or CANONICAL)
-        state = {}
-
-        def restore(source, bounds):
-            if "classify" not in state:  # the network once per run, on the first block
-                state["classify"] = lb.delpnet_classifier(device=device, stats=map_stats)
-            restored = plain(source, bounds)
-            w = block_gate_weights(source, bounds, classify=state["classify"], beyond=beyond, upscale=int(upscale))
-            return blend(lb.read_region(source, *bounds), restored, w)
-
-        return restore
-
-    return block_runner

@@ -47,22 +47,25 @@ from .frames import coarse_frame, native_stride, rl_frame, rl_group
 from .lbdvd_blocks import HALO, block_patches, check_block_params, grid_block
 
 
-def block_halo(*, patch: int, context: int, scale: float, stride: int = 0, group: int = 1) -> int:
+def block_halo(*, patch: int, context: int, scale: float, stride: int = 0, group: int = 1,
+               gated: bool = True) -> int:
     """Native pixels beyond its bounds a block reads, for native patches of ``patch`` px with
     ``context`` px of context and ``scale`` native pixels per map pixel.
 
     Native patches touching the block reach ``patch - 1 + context`` (``(group - 1) * stride``
     more when ``group`` x ``group`` patches share a frame); the map patch nearest to a
     native patch's centre lies within half a stride (21 canonical px) of it and reaches 42 more,
-    the gate's two map patches around a pixel reach 84 canonical px; the resampling adds its
-    filter's reach (``scale`` + 1 px)."""
+    the gate's two map patches around a pixel reach a patch and a stride (126 canonical px: a
+    pixel past the grid's last patch centre reads the two last patches) and their neighbours a stride
+    more (:func:`.gate.neighbour_agreement`; ``gated=False``: the deep pass, which reads no gate);
+    the resampling adds its filter's reach (``scale`` + 1 px)."""
     # patches deconvolved in groups (core.rl_groups.group_jobs) read their group's whole frame: up to
     # (group - 1) strides beyond the patch on either side
     grouped = (group - 1) * stride
+    reach_gate = (PATCH + STRIDE + gate.NEIGHBOURS * STRIDE) * scale if gated else 0
     if scale == 1.0:  # the map's patches are the native ones
-        return HALO + grouped
+        return max(HALO + grouped, math.ceil(reach_gate))
     reach_map = patch / 2 + (STRIDE // 2 + PATCH // 2 + 2) * scale
-    reach_gate = (PATCH + 1) * scale
     return int(math.ceil(max(patch - 1 + context + grouped, reach_map, reach_gate) + max(scale, 1.0) + 2))
 
 
@@ -181,8 +184,9 @@ def block_runner(params, *, device, stats=None):
         krows, kcols = g.map_rows(0, *blk.rows), g.map_rows(1, *blk.cols)
         span = ((int(krows.min()), int(krows.max())), (int(kcols.min()), int(kcols.max())))
         if params.never_worse:
-            wspan = gate.patch_span((y0, y1, x0, x1), g.map_grid.shape, scale=scale, patch=g.map_grid.patch,
-                                    stride=g.map_grid.stride)
+            wspan = gate.neighbour_span(gate.patch_span((y0, y1, x0, x1), g.map_grid.shape, scale=scale,
+                                                        patch=g.map_grid.patch, stride=g.map_grid.stride),
+                                        g.map_grid.shape)
             span = tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(span, wspan))
         if deep is not None:  # and the map patches the deep rule reads (module .deep)
             span = tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(span, deep.map_span(source, bounds)))
@@ -204,7 +208,7 @@ def block_runner(params, *, device, stats=None):
         return gate.blend(read_region(source, y0, y1, x0, x1), restored, w)
 
     restore.halo = block_halo(patch=frame.patch, context=frame.context, scale=frame.scale,
-                              stride=stride, group=group)
+                              stride=stride, group=group, gated=params.never_worse)
     if deep is not None:
         restore.halo = max(restore.halo, deep.halo)
     return restore
@@ -220,7 +224,7 @@ class _DeepBlocks:
         self.stride = native_stride(cframe, STRIDE)
         self.group = rl_group(cframe, patch=cframe.patch, stride=self.stride, padding=params.padding)
         self.halo = block_halo(patch=cframe.patch, context=cframe.context, scale=cframe.scale, stride=self.stride,
-                               group=self.group)
+                               group=self.group, gated=False)
 
     def _parts(self, source, bounds):
         """The coarse grids, the block on the coarse native grid, and the coarse reading's

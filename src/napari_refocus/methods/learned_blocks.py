@@ -153,7 +153,7 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
     ``optics``: those of the gate's map; ``map_stats``: the canonical image's statistics."""
     if not params.never_worse:
         return None
-    from ..core.tiling import PATCH
+    from ..core.tiling import PATCH, STRIDE
     from . import gate as g
     from . import lbdvd_blocks as lb
     from .canonical_blocks import CanonicalView, map_grid, map_patches
@@ -173,7 +173,7 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
         grid = map_grid(native, scale=scale)
         box = tuple(int(b) * r for b in bounds)
         kw = {"upscale": r, "scale": scale, "patch": grid.patch, "stride": grid.stride}
-        rows, cols = g.patch_span(box, grid.shape, **kw)
+        rows, cols = g.neighbour_span(g.patch_span(box, grid.shape, **kw), grid.shape)
         view = CanonicalView(source, scale=scale, stats=map_stats)
         probs, levels = map_patches(view, grid, rows, cols, model=state["model"], device=device)
         v, c = g.patch_evidence(probs, levels, beyond)
@@ -181,8 +181,10 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
         base = _resampled(source, box, full_shape=native, out_shape=(native[0] * r, native[1] * r))
         return blend_into(restored, base, w)
 
-    # the weights' two map patches around a pixel reach 84 canonical px, resampling adds its filter
-    gate.halo = max(lb.HALO, math.ceil((PATCH + 1) * scale + max(scale, 1.0) + 2))
+    # the weights' two map patches around a pixel reach a patch and a stride (canonical px: a pixel
+    # past the grid's last patch centre reads the two last patches), their neighbours (whose
+    # agreement the evidence needs: gate.neighbour_agreement) a stride more; resampling adds its filter
+    gate.halo = max(lb.HALO, math.ceil((PATCH + STRIDE + g.NEIGHBOURS * STRIDE) * scale + max(scale, 1.0) + 2))
     return gate
 
 
