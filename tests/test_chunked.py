@@ -166,13 +166,14 @@ def test_upscaling_generator_on_dask_blocks(big, tmp_path):
     from napari_refocus.io import refocus_to_tiff
 
     img = big[:300, :400]
-    tiling = {"tile": 128, "overlap": 32}  # a block reads the tiles that touch it: halo 128 px
+    # a block reads the tiles that touch it (128 px) and the gate's map patches and their neighbours (171 px)
+    tiling = {"tile": 128, "overlap": 32}
     eager = nr.refocus(img, method="m-deblurgan", device="cpu", **tiling).image
-    lazy = lazy_method(da.from_array(img), "m-deblurgan", block=160, device="cpu", **tiling)
+    lazy = lazy_method(da.from_array(img), "m-deblurgan", block=192, device="cpu", **tiling)
     assert lazy.shape == eager.shape == (600, 800)
     got = np.asarray(lazy)
     np.testing.assert_array_equal(got, eager)  # the same tiles of the whole image's grid
-    out = refocus_to_tiff(img, tmp_path / "x2.tif", method="m-deblurgan", block=160, device="cpu", pixel_um=0.65,
+    out = refocus_to_tiff(img, tmp_path / "x2.tif", method="m-deblurgan", block=192, device="cpu", pixel_um=0.65,
                           **tiling)
     tif, info = nr.read_image(out)
     assert tif.shape == (600, 800) and info["pixel_um"] == pytest.approx(0.325)
@@ -270,16 +271,16 @@ def test_learned_method_blocks_share_one_normalisation(big, monkeypatch):
 
     da = pytest.importorskip("dask.array")
     img = big[:300, :400]
-    tiling = {"tile": 128, "overlap": 32}  # halo 128 px
+    tiling = {"tile": 128, "overlap": 32}  # halo 171 px (the gate's map patches and their neighbours)
     eager = nr.refocus(img, method="comi-cyclegan", device="cpu", **tiling)
     calls = []
     real = predict.intensity_stats
     monkeypatch.setattr(predict, "intensity_stats", lambda x, *a, **k: calls.append(x.shape) or real(x, *a, **k))
-    lazy = lazy_method(da.from_array(img), "comi-cyclegan", block=128, device="cpu", **tiling)
+    lazy = lazy_method(da.from_array(img), "comi-cyclegan", block=192, device="cpu", **tiling)
     got = np.asarray(lazy)
-    assert calls == [img.shape]  # the whole image, once; 12 blocks
+    assert calls == [img.shape]  # the whole image, once; 6 blocks
     monkeypatch.setattr(predict, "intensity_stats", real)
     np.testing.assert_array_equal(got, eager.image)
     per_block = np.asarray(lazy_method(img, dataclasses.replace(get_method("comi-cyclegan"), image_stats=None),
-                                       block=128, device="cpu", **tiling))
+                                       block=192, device="cpu", **tiling))
     assert np.abs(per_block - eager.image).max() > 1e-3 * np.ptp(eager.image)

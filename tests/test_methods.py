@@ -154,5 +154,5 @@ def test_the_api_restores_stacks_and_rgb_plane_by_plane(small):
     rgb = np.stack([small, small // 2, small // 3], axis=-1)
     out = nr.refocus(rgb, axes="YXS", method="rl", level=3, iterations=4, device="cpu")
     assert out.image.shape == rgb.shape and "plane" in " ".join(out.provenance()["notes"])
-    with pytest.raises(ValueError, match="2-D"):
-        nr.refocus(stack, method="rl", device="cpu")  # a stack needs its axes
+    with pytest.raises(ValueError, match=r"3-D with shape \(3, .*give axes= \(e.g. 'ZYX' for a stack, 'YXS' for RGB\)"):
+        nr.refocus(stack, method="rl", device="cpu")  # a stack needs its axes, and the error says how

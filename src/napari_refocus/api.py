@@ -91,6 +91,9 @@ def refocus(image, *, method="lbdvd", device="auto", progress=None, axes=None, *
     if not is_lazy(image):
         if axes is not None and axes.upper() != "YX":
             return _refocus_planes(image, axes=axes, method=method, device=device, progress=progress, **params)
+        if axes is None and np.ndim(image) > 2:  # say how to run a stack, not only that it is not 2-D
+            raise ValueError(f"image is {np.ndim(image)}-D with shape {np.shape(image)}: give axes= (e.g. 'ZYX' for a "
+                             "stack, 'YXS' for RGB) to restore every 2-D plane, or pass one plane")
         return refocus_array(image, method=method, device=device, progress=progress, **params)
     from .bigimage import prepare
     from .methods.base import RefocusResult

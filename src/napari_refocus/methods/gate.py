@@ -74,8 +74,7 @@ def defocused_classes(defocus_um, optics) -> np.ndarray:
 def patch_evidence(probabilities, levels, beyond) -> tuple[np.ndarray, np.ndarray]:
     """``(v, confidence)`` per patch: P(defocused beyond the depth of field) among the defocus
     classes, lowered where its neighbours disagree (:func:`neighbour_agreement`, on a 2-D grid of
-    patches), and 1 (cells) or
-    :data:`BG_CONFIDENCE` (background, whose ``v`` is :data:`BG_VALUE`)."""
+    patches), and 1 (cells) or :data:`BG_CONFIDENCE` (background, whose ``v`` is :data:`BG_VALUE`)."""
     p = np.asarray(probabilities, dtype=np.float64)[..., : len(beyond)]
     v = (p * beyond).sum(-1) / np.maximum(p.sum(-1), 1e-12)
     bg = np.asarray(levels) == BACKGROUND
@@ -369,4 +368,3 @@ def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1):
     v, c = patch_evidence(np.reshape(probs, (*shape, -1)), np.reshape(levels, shape), beyond)
     return pixel_weights(v, c, grid_shape=grid.shape, bounds=out_bounds, upscale=upscale, patch=grid.patch,
                          stride=grid.stride, offset=(rows[0], cols[0]))
-
