@@ -60,19 +60,26 @@ def cmd_defocus_map(args) -> None:
                                    **_optics(args)))
 
 
+def _names_a_tiff(outdir) -> bool:
+    """Whether ``-o`` names a TIFF file (``.tif``/``.tiff``) rather than a folder: an existing
+    folder of that name stays a folder."""
+    from ..io.read import TIFF_SUFFIXES
+
+    return Path(outdir).suffix.lower() in TIFF_SUFFIXES and not Path(outdir).is_dir()
+
+
 def _refocus_outputs(args, paths) -> list[Path]:
     """``-o DIR``: ``DIR/<stem>_refocused.tif`` (or ``.ome.zarr``); with one input ``-o NAME.zarr``
     is that store and ``-o NAME.tif`` that file (as ``simulate`` and ``deconvolve`` take ``-o``;
     an existing folder of that name stays a folder)."""
     from ..io.batch import output_map
-    from ..io.read import TIFF_SUFFIXES
     from ..io.zarr import is_zarr_path
 
     if is_zarr_path(args.outdir):
         if len(paths) != 1 or args.fmt == "tiff":
             raise CliError(f"-o {args.outdir} names one OME-Zarr output: give one input (and no --format tiff)")
         return [Path(args.outdir)]
-    if Path(args.outdir).suffix.lower() in TIFF_SUFFIXES and not Path(args.outdir).is_dir():
+    if _names_a_tiff(args.outdir):
         if len(paths) != 1 or args.fmt == "ome-zarr":
             raise CliError(f"-o {args.outdir} names one TIFF output: give one input (and no --format ome-zarr), "
                            "or a folder")
@@ -101,9 +108,8 @@ def cmd_refocus(args) -> None:
 
 def cmd_batch(args) -> None:
     from ..io.batch import run_batch
-    from ..io.read import TIFF_SUFFIXES
 
-    if Path(args.outdir).suffix.lower() in TIFF_SUFFIXES and not Path(args.outdir).is_dir():
+    if _names_a_tiff(args.outdir):
         raise CliError(f"-o {args.outdir} looks like a file name: batch writes its outputs and record into a folder")
     report = run_batch(args.inputs, args.outdir, method=args.method, scheduler=args.scheduler,
                        workers=args.workers, device=args.device, min_level=args.min_level,
