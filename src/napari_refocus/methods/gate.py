@@ -339,6 +339,19 @@ def map_fits(image_shape, optics=None) -> bool:
     return min(resized_shape(image_shape, 1.0 / scale) if scale != 1.0 else image_shape[-2:]) >= PATCH
 
 
+def map_padding(image_shape, optics=None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((top, bottom), (left, right))``: the fewest pixels to mirror onto an image of
+    ``image_shape`` for one DelpNet patch to fit it at ``optics`` (zeros where it fits already),
+    split evenly so the image stays in the middle of the patch."""
+    pads = []
+    for axis in (-2, -1):
+        n = need = int(image_shape[axis])
+        while not map_fits(tuple(need if a == axis else 10 ** 6 for a in (-2, -1)), optics):
+            need += 1
+        pads.append(((need - n) // 2, need - n - (need - n) // 2))
+    return tuple(pads)
+
+
 def gate_image(image, restored, *, device, report, optics=None, stats=None, weights=None):
     """A generator: DelpNet's map of ``image``, then ``restored`` gated by it (float32, the
     output's shape); the weights, the share changed and the rule go to ``report.extras["gate"]``.

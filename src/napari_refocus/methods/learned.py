@@ -144,9 +144,7 @@ def _make_run(name: str):
 
         optics = gate_optics(params.optics)
         if not map_fits(np.shape(image), optics):
-            report.fallbacks.append("never_worse did not run: the image is smaller than one DelpNet patch at its "
-                                    "pixel size; the output is not gated")
-            return out
+            return (yield from gate_small(image, out, device=device, report=report, optics=optics))
         return (yield from gate_in_place(image, out, device=device, report=report, optics=optics, stats=map_stats))
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
@@ -202,6 +200,28 @@ def gate_in_place(image, out, *, device, report, optics=None, stats=None):
     record(report, weights, gate.threshold_um, dmap.weights_sha256,
            changed_fraction=changed / weights.size if weights.size else 0.0)
     return out
+
+
+def gate_small(image, out, *, device, report, optics=None):
+    """A generator: :func:`.gate.gate_image` for an image smaller than one DelpNet patch at its
+    sampling (a crop of one cell): the map is read on the image mirrored out to one patch
+    (:func:`.gate.map_padding`; mirroring keeps its blur), and the weights of the image's own
+    pixels gate ``out``. Without it such a crop came back changed even when in focus."""
+    from .gate import blend, iter_image_gate, map_padding, record
+
+    img = np.asarray(image)
+    pads = map_padding(img.shape, optics)
+    padded = np.pad(img, pads, mode="symmetric")
+    dmap, gate = yield from iter_image_gate(padded, device=getattr(report, "device", device), optics=optics,
+                                            report=report)
+    r = int(round(out.shape[0] / img.shape[0]))
+    (top, _), (left, _) = pads
+    w = gate.weights(padded.shape, r)[top * r:(top + img.shape[0]) * r, left * r:(left + img.shape[1]) * r]
+    record(report, w, gate.threshold_um, dmap.weights_sha256)
+    report.fallbacks.append(f"never_worse read DelpNet's map on the image mirrored to one patch "
+                            f"({padded.shape[0]}x{padded.shape[1]} px): the image is smaller than one patch at its "
+                            "pixel size")
+    return blend(img, out, w)
 
 
 def image_stats(image, *, params: LearnedParams | None = None, sample_stride: int = 1) -> dict:
