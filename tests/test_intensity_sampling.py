@@ -89,3 +89,18 @@ def test_defocus_table_is_validated_and_used():
     assert o.defocus_um(2) == 5 and o.defocus_um(1.5) == 3
     with pytest.raises(ValueError, match="defocus_table_um"):
         Optics(n_levels=3, defocus_table_um=(0, 1))
+
+
+def test_histogram_counts_in_chunks_as_bincount_does():
+    """``robust_range``'s histogram is made a chunk at a time (bincount's int64 copy of a whole
+    image was 8 bytes per pixel at a run's peak); the counts are bincount's."""
+    from napari_refocus.core import intensity
+
+    rng = np.random.default_rng(0)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535), (np.uint16, 900)):
+        a = rng.integers(0, top + 1, size=(700, 1000)).astype(dtype)
+        assert a.size > intensity.HISTOGRAM_CHUNK
+        assert np.array_equal(intensity.histogram(a), np.bincount(a.ravel()))
+        assert robust_range(a) == tuple(float(v) for v in np.percentile(a.astype(np.float64), (1.0, 99.8)))
+    small = np.array([[0, 3], [3, 1]], np.uint16)
+    assert np.array_equal(intensity.histogram(small), [1, 1, 0, 2])

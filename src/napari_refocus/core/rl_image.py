@@ -77,9 +77,8 @@ def _convolve_tile(tiles, x, ys, xs, otf_of, conj: bool):
 
     region = tiles.halo(x, ys, xs)
     size = tiles.frame(ys, xs)
-    otf = otf_of(size)
     spectrum = torch.fft.rfft2(region, s=size)
-    spectrum = spectrum.mul_(otf.conj() if conj else otf)
+    spectrum = spectrum.mul_(otf_of(size, conj))
     out = torch.fft.irfft2(spectrum, s=size)
     r = tiles.r
     return out[r:r + ys[1] - ys[0], r:r + xs[1] - xs[0]]
@@ -116,10 +115,12 @@ def iter_richardson_lucy_image(image, *, optics, level: int, iterations: int, de
     tiles = _Tiles(shape, r, device, tile)
     otfs = {}
 
-    def otf_of(size):
-        if size not in otfs:
-            otfs[size] = otf_bank(optics, size, device, [level])[0]
-        return otfs[size]
+    def otf_of(size, conj=False):
+        # the conjugate kept too: made per tile, it was a spectrum-sized copy every call
+        if (size, conj) not in otfs:
+            otfs[size, conj] = otf_bank(optics, size, device, [level])[0] if not conj else \
+                otf_of(size).conj().resolve_conj()
+        return otfs[size, conj]
 
     scale = None
     if boundary == "normalized":
