@@ -7,7 +7,9 @@
 
 **Memory.** Each (method, size) runs in a fresh subprocess: imports, the method's network loaded
 and warmed up on a small image, the uint16 input made (a level-5 defocus of the shipped BBBC006
-field, tiled to the size); the *baseline* is the resident set size (RSS) then. The run is
+field, tiled to the size), the heap the warm-up freed handed back to the system (glibc
+``malloc_trim``: since stop 34; before, a run that reused it read up to 20 MB lower, by an amount
+that varied from process to process); the *baseline* is the resident set size (RSS) then. The run is
 ``napari_refocus.refocus(image, method=...)`` in memory with the method's defaults (rl: level
 5); a thread samples the RSS every 2 ms (psutil), and the peak minus the baseline, divided by the
 input's pixels, is the table's number. The kernel's high-water mark of the run alone (VmHWM,
@@ -325,8 +327,9 @@ def main(argv=None):
             publish("memory", ["## Memory", "", head, "",
                                "Peak resident memory above the baseline per input pixel (uint16 input) of an in-memory "
                                "`refocus` with the method's defaults, each case in a fresh process; baseline = RSS "
-                               "after the imports, the network loaded and warmed up, and the input made (the input is "
-                               "part of the baseline, the output part of the peak). Target: <= 24 B/px.", "", *table,
+                               "after the imports, the network loaded and warmed up, the input made and the warm-up's "
+                               "freed heap handed back (glibc `malloc_trim`; the input is part of the baseline, the "
+                               "output part of the peak). Target: <= 24 B/px.", "", *table,
                                "", f"{time.perf_counter() - t0:.0f} s in all."], write=not args.no_write)
         if args.only != "memory":
             publish("lbdvd-speed", ["## LB-DVD speed", "", head, "",

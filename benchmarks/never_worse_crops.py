@@ -1,0 +1,81 @@
+"""Never worse on crops smaller than one DelpNet patch (84 px at the paper's sampling): a biologist
+who crops one cell and clicks Refocus.
+
+* in focus: crops of the bundled real in-focus BBBC006 field (48 and 64 px, three places each),
+  PSNR of each generator's output against the crop itself (inf: returned unchanged; an x2 output
+  is binned 2x2 and compared with the crop resampled x2 and binned, as the gate sizes it);
+* blurred: the same crops cut from the field blurred at levels 1, 3, 5, 8 (``nr.simulate``,
+  Poisson noise), PSNR gain against the in-focus crop, gate on (the default) / off.
+
+Printed only (no section is rewritten): the numbers go into BENCHMARKS.md "Never worse" by hand.
+
+    python benchmarks/never_worse_crops.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+GENERATORS = ("comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
+PLACES = ((200, 300), (100, 100), (300, 500))
+
+
+def _binned(x, shape):
+    r = x.shape[0] // shape[0]
+    return x if r == 1 else x.reshape(shape[0], r, shape[1], r).mean(axis=(1, 3))
+
+
+def _psnr(x, gt):
+    err = float(np.mean((x.astype(np.float64) - gt) ** 2))
+    return float("inf") if err == 0 else 10 * np.log10(float(np.ptp(gt)) ** 2 / err)
+
+
+def main(argv=None):
+    import torch
+
+    import napari_refocus as nr
+    from napari_refocus.io.samples import infocus_image
+    from napari_refocus.methods.gate import base_like
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[48, 64])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    field = infocus_image().astype(np.float32)
+    print("| crop | method | in focus: PSNR against itself, min over places (dB) |")
+    print("|---|---|---|")
+    for s in args.sizes:
+        for m in GENERATORS:
+            worst = []
+            for y, x in PLACES:
+                gt = np.ascontiguousarray(field[y:y + s, x:x + s])
+                out = nr.refocus(gt, method=m, device="cpu").image
+                ref = _binned(base_like(gt, out.shape), gt.shape)
+                err = float(np.mean((_binned(out, gt.shape).astype(np.float64) - ref) ** 2))
+                worst.append(float("inf") if err == 0 else 10 * np.log10(float(np.ptp(gt)) ** 2 / err))
+            print(f"| {s}x{s} | {m} | {min(worst):.1f} |", flush=True)
+    print()
+    print("| level | crop | " + " | ".join(f"{m} gated / ungated (dB)" for m in GENERATORS) + " |")
+    print("|---|---|" + "---|" * len(GENERATORS))
+    for level in (1, 3, 5, 8):
+        blurred = nr.simulate(field, level=level, seed=0)
+        for s in args.sizes:
+            cells = []
+            for m in GENERATORS:
+                g = []
+                for y, x in PLACES:
+                    gt = field[y:y + s, x:x + s]
+                    b = np.ascontiguousarray(blurred[y:y + s, x:x + s])
+                    on = _binned(nr.refocus(b, method=m, device="cpu").image, gt.shape)
+                    off = _binned(nr.refocus(b, method=m, device="cpu", never_worse=False).image, gt.shape)
+                    g.append((_psnr(on, gt) - _psnr(b, gt), _psnr(off, gt) - _psnr(b, gt)))
+                g = np.mean(g, axis=0)
+                cells.append(f"{g[0]:+.2f} / {g[1]:+.2f}")
+            print(f"| {level} | {s}x{s} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
