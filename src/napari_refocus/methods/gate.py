@@ -362,22 +362,3 @@ def gate_image(image, restored, *, device, report, optics=None, stats=None, weig
     w = gate.weights(np.shape(image), int(round(restored.shape[0] / np.shape(image)[0])))
     record(report, w, gate.threshold_um, dmap.weights_sha256)
     return blend(image, restored, w)
-
-
-def block_gate_weights(source, bounds, *, classify, beyond, upscale: int = 1):
-    """The weights of the output block of input ``bounds`` on the image's global patch grid
-    (the patches around it and their neighbours classified here, read within ``bounds`` +- 167 px)."""
-    from ..core.tiling import patch_grid
-    from . import lbdvd_blocks as lb
-
-    grid = patch_grid(source.shape)
-    out_bounds = tuple(int(b) * upscale for b in bounds)
-    span = patch_span(out_bounds, grid.shape, upscale=upscale, patch=grid.patch, stride=grid.stride)
-    rows, cols = neighbour_span(span, grid.shape)
-    blk = lb.Block(*(int(b) for b in bounds), rows, cols)
-    patches, _ = lb.block_patches(source, blk, grid, context=0)
-    probs, levels = classify(patches)
-    shape = blk.sub_shape
-    v, c = patch_evidence(np.reshape(probs, (*shape, -1)), np.reshape(levels, shape), beyond)
-    return pixel_weights(v, c, grid_shape=grid.shape, bounds=out_bounds, upscale=upscale, patch=grid.patch,
-                         stride=grid.stride, offset=(rows[0], cols[0]))
