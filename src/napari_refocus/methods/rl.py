@@ -35,7 +35,8 @@ def run(image, params: RlParams, *, device, report):
 METHOD = Method(
     name="rl",
     title="Richardson-Lucy, one known level",
-    description="Depth-invariant Richardson-Lucy with the Born-Wolf PSF of one defocus level.",
+    description="Depth-invariant Richardson-Lucy with the Born-Wolf PSF of one defocus level, over the whole "
+                "image: no never-worse gate (regions in focus are deconvolved too); for a known defocus.",
     schema=RlParams,
     run=run,
     form_fields=("level", "iterations"),
