@@ -144,7 +144,7 @@ def _make_run(name: str):
 
         optics = gate_optics(params.optics)
         if not map_fits(np.shape(image), optics):
-            return (yield from gate_small(image, out, device=device, report=report, optics=optics))
+            return (yield from gate_small(image, out, device=device, report=report, optics=optics, stats=map_stats))
         return (yield from gate_in_place(image, out, device=device, report=report, optics=optics, stats=map_stats))
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
@@ -202,18 +202,19 @@ def gate_in_place(image, out, *, device, report, optics=None, stats=None):
     return out
 
 
-def gate_small(image, out, *, device, report, optics=None):
+def gate_small(image, out, *, device, report, optics=None, stats=None):
     """A generator: :func:`.gate.gate_image` for an image smaller than one DelpNet patch at its
     sampling (a crop of one cell): the map is read on the image mirrored out to one patch
     (:func:`.gate.map_padding`; mirroring keeps its blur), and the weights of the image's own
-    pixels gate ``out``. Without it such a crop came back changed even when in focus."""
+    pixels gate ``out`` (``stats``: the whole image's canonical statistics, as for
+    :func:`gate_in_place`). Without it such a crop came back changed even when in focus."""
     from .gate import blend, iter_image_gate, map_padding, record
 
     img = np.asarray(image)
     pads = map_padding(img.shape, optics)
     padded = np.pad(img, pads, mode="symmetric")
     dmap, gate = yield from iter_image_gate(padded, device=getattr(report, "device", device), optics=optics,
-                                            report=report)
+                                            stats=stats, report=report)
     r = int(round(out.shape[0] / img.shape[0]))
     (top, _), (left, _) = pads
     w = gate.weights(padded.shape, r)[top * r:(top + img.shape[0]) * r, left * r:(left + img.shape[1]) * r]
