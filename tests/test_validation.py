@@ -249,13 +249,23 @@ def test_lbdvd_and_the_map_refuse_another_networks_weights():
         nr.defocus_map(img, weights=other)
 
 
-def test_an_image_below_one_patch_is_refused_in_memory_and_lazily(image):
-    """lbdvd on a 20x20 crop: the image in memory was refused, the same crop as a dask array came
-    back unchanged without a word; both now give the one error."""
+def test_an_image_below_one_patch_is_mapped_mirrored_in_memory_and_lazily(image):
+    """lbdvd on a crop below one patch: once refused in memory while the same crop as a dask
+    array came back unchanged without a word; then one error for both; now both run on the crop
+    mirrored to one patch, with the same numbers and a note. The map alone is still refused."""
     da = pytest.importorskip("dask.array")
-    for img in (image[:20, :20], da.from_array(image[:20, :20]), da.from_array(image[:83, :200])):
-        with pytest.raises(ValueError, match=r"image is \d+x\d+ pixels; DelpNet needs at least 84x84"):
-            np.asarray(nr.refocus(img, method="lbdvd").image)
+    import dask
+
+    for crop in (image[:20, :20], image[:83, :200]):
+        crop = np.ascontiguousarray(crop)
+        eager = nr.refocus(crop, method="lbdvd")
+        assert eager.image.shape == crop.shape and eager.defocus_map is None
+        assert any("mirrored to one DelpNet patch" in n for n in eager.notes)
+        with dask.config.set(scheduler="synchronous"):
+            lazy = np.asarray(nr.refocus(da.from_array(crop, chunks=(37, 41)), method="lbdvd").image)
+        np.testing.assert_array_equal(lazy, eager.image)
+        with pytest.raises(ValueError, match=r"image is \d+x\d+ pixels; DelpNet needs at least 84x84 .*larger region"):
+            nr.defocus_map(crop)
 
 
 @pytest.mark.parametrize("method", ["lbdvd", "rl", "comi-cyclegan"])

@@ -63,6 +63,8 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
 
     from .defocus import DefocusMap
 
+    if defocus_map is None and not gate.map_fits(np.shape(image), params.optics):
+        return (yield from run_mirrored(image, params, device=device, report=report))
     if defocus_map is None:
         defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
     elif not isinstance(defocus_map, DefocusMap):  # e.g. the level array alone: it lacks the grid and optics
@@ -104,6 +106,43 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     w = blend_in_place(image, restored, weights)
     gate.record(report, w, weights.threshold_um)
     return restored
+
+
+def run_mirrored(image, params: LbdvdParams, *, device, report):
+    """:func:`run` of an image smaller than one DelpNet patch at its sampling (a crop of one
+    cell): run on the image mirrored out to one patch (:func:`.gate.map_padding`; mirroring
+    keeps its blur, and is how Richardson-Lucy meets an edge anyway), the image's own pixels
+    kept. The map, of the mirrored image, is not returned (its grid is not the image's)."""
+    img = np.asarray(image)
+    pads = gate.map_padding(img.shape, params.optics)
+    padded = np.pad(img, pads, mode="symmetric")
+    restored = yield from run(padded, params, device=device, report=report)
+    (top, _), (left, _) = pads
+    rows, cols = slice(top, top + img.shape[0]), slice(left, left + img.shape[1])
+    out = np.ascontiguousarray(restored[rows, cols])
+    report.extras["defocus_map"] = None
+    g = report.extras.get("gate")
+    if g is not None:
+        w = np.ascontiguousarray(np.asarray(g["weights"])[rows, cols])
+        g.update(weights=w, changed_fraction=float((w > gate.CHANGED_ABOVE).mean()) if w.size else 0.0)
+    report.fallbacks.append(f"lbdvd ran on the image mirrored to one DelpNet patch ({padded.shape[0]}x"
+                            f"{padded.shape[1]} px): the image is smaller than one patch at its pixel size; its map "
+                            "is not returned")
+    return out
+
+
+def _whole_small(image, params: LbdvdParams, device):
+    """The in-memory result of an image below one patch (:func:`run_mirrored`), for the blocks."""
+    from ..core.progress import drain
+    from .base import RunReport
+
+    return drain(run_mirrored(image, params, device=device, report=RunReport(device)))
+
+
+def block_runner(params, *, device, stats=None):
+    """lbdvd's ``Method.block_runner`` (:func:`.lbdvd_global.block_runner`); an image below one
+    patch is run whole, as in memory."""
+    return lbdvd_global.block_runner(params, device=device, stats=stats, small=_whole_small)
 
 
 #: rows of the image whose gate weights and blend are computed at once (bounded temporaries)
@@ -190,6 +229,6 @@ METHOD = Method(
     weights=("delpnet", "delpnet-objectives"),  # the second: maps of other samplings (canonical.map_weights)
     inputs=("defocus_map", "stats"),
     image_stats=image_stats,
-    block_runner=lbdvd_global.block_runner,
+    block_runner=block_runner,
     form_fields=("iterations", "stride", "tta", "never_worse"),
 )

@@ -149,9 +149,11 @@ def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, 
     return acc.result()[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).numpy()
 
 
-def block_runner(params, *, device, stats=None):
+def block_runner(params, *, device, stats=None, small=None):
     """lbdvd's ``Method.block_runner``: ``restore(source, bounds) -> float32 block`` equal to the
-    same pixels of the in-memory run, for any objective (see the module doc).
+    same pixels of the in-memory run, for any objective (see the module doc). ``small(whole,
+    params, device)``: the in-memory result of an image below one DelpNet patch, run once and
+    cut into blocks (None: such an image is refused, as the map refuses it).
 
     ``params``: a parsed :class:`~.lbdvd.LbdvdParams` (a stride other than 42, rectangular
     montage or zero padding is a ValueError); ``stats``: the canonical image's intensity
@@ -175,8 +177,14 @@ def block_runner(params, *, device, stats=None):
 
     def restore(source, bounds):
         y0, y1, x0, x1 = (int(b) for b in bounds)
+        if "small" not in state and not gate.map_fits(source.shape, params.optics):
+            # an image below one patch: the whole of it run once in memory, as the image in memory is
+            if small is None:
+                check_map_size(source.shape, scale)  # refused, as the map refuses it
+            state["small"] = small(np.asarray(source[0:source.shape[-2], 0:source.shape[-1]]), params, device)
+        if "small" in state:
+            return state["small"][y0:y1, x0:x1]
         if "model" not in state:  # the network once per run, on the first block
-            check_map_size(source.shape, scale)  # as the image in memory: no map of an image below one patch
             # the map's own network (int8 on the CPU when asked), so a block's classes are memory's
             state["model"] = delpnet(map_weights(params.weights, params.optics), device)
         g = grids(tuple(int(n) for n in source.shape[-2:]), frame, params.stride)
