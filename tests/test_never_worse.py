@@ -91,6 +91,22 @@ def test_a_crop_smaller_than_one_patch_is_gated_too(method, infocus):
     assert _gain(gated, blurred, gt) >= _gain(plain, blurred, gt) - 0.05
 
 
+def test_an_image_too_long_to_mirror_is_left_alone_or_refused(infocus, monkeypatch):
+    """Mirroring a thin image out to one patch multiplies its pixels (a 1-row line scan of 10^7 px
+    would become 84 rows of it): above ``MIRROR_MAX_PIXELS`` a generator returns the input as it
+    came in (its x2 grid for m-deblurgan), with a note, and lbdvd gives the map's one-line error."""
+    monkeypatch.setattr(G, "MIRROR_MAX_PIXELS", 84 * 84 - 1)
+    crop = np.ascontiguousarray(nr.simulate(np.asarray(infocus), level=5, seed=0)[200:264, 300:364])
+    for method in ("comi-cyclegan", "m-deblurgan"):
+        _need(method)
+        res = nr.refocus(crop, method=method, device="cpu")
+        assert np.array_equal(res.image, G.base_like(crop, res.image.shape)) and res.changed_fraction == 0.0
+        assert any("returned as it came in" in n for n in res.notes)
+    _need("lbdvd")
+    with pytest.raises(ValueError, match="DelpNet needs at least 84x84"):
+        nr.refocus(crop, method="lbdvd", device="cpu")
+
+
 def test_map_padding_is_the_fewest_pixels_for_one_patch():
     from napari_refocus.core.tiling import PATCH
 
@@ -102,6 +118,7 @@ def test_map_padding_is_the_fewest_pixels_for_one_patch():
     oil = Optics(na=1.4, refractive_index=1.515, wavelength_nm=520.0, pixel_um=0.108)
     (t, b), (l, r) = G.map_padding((100, 120), oil)
     assert G.map_fits((100 + t + b, 120 + l + r), oil) and not G.map_fits((100 + t + b - 1, 120 + l + r), oil)
+    assert G.mirrored_size((100, 120), oil) == (100 + t + b) * (120 + l + r)
     assert PATCH == 84
 
 

@@ -340,6 +340,17 @@ def map_fits(image_shape, optics=None) -> bool:
     return min(resized_shape(image_shape, 1.0 / scale) if scale != 1.0 else image_shape[-2:]) >= PATCH
 
 
+#: the largest image, mirrored out to one DelpNet patch, that a method is run on that way (a crop of
+#: a cell is ~10^4 px mirrored; a line scan of 10^7 px x 1 row would become 84 rows of it)
+MIRROR_MAX_PIXELS = 1 << 20
+
+
+def mirrored_size(image_shape, optics=None) -> int:
+    """Pixels of an image of ``image_shape`` mirrored out to one patch (:func:`map_padding`)."""
+    (t, b), (l, r) = map_padding(image_shape, optics)
+    return (int(image_shape[-2]) + t + b) * (int(image_shape[-1]) + l + r)
+
+
 def map_padding(image_shape, optics=None) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((top, bottom), (left, right))``: the fewest pixels to mirror onto an image of
     ``image_shape`` for one DelpNet patch to fit it at ``optics`` (zeros where it fits already),

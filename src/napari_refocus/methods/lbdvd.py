@@ -63,7 +63,8 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
 
     from .defocus import DefocusMap
 
-    if defocus_map is None and not gate.map_fits(np.shape(image), params.optics):
+    if defocus_map is None and not gate.map_fits(np.shape(image), params.optics) \
+            and gate.mirrored_size(np.shape(image), params.optics) <= gate.MIRROR_MAX_PIXELS:
         return (yield from run_mirrored(image, params, device=device, report=report))
     if defocus_map is None:
         defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
