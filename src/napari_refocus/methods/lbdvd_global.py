@@ -179,9 +179,10 @@ def block_runner(params, *, device, stats=None, small=None):
         y0, y1, x0, x1 = (int(b) for b in bounds)
         if "small" not in state and not gate.map_fits(source.shape, params.optics):
             # an image below one patch: the whole of it run once in memory, as the image in memory is
-            if small is None or gate.mirrored_size(source.shape, params.optics) > gate.MIRROR_MAX_PIXELS:
+            if small is not None and gate.mirrored_size(source.shape, params.optics) <= gate.MIRROR_MAX_PIXELS:
+                state["small"] = small(np.asarray(source[0:source.shape[-2], 0:source.shape[-1]]), params, device)
+            else:
                 check_map_size(source.shape, scale)  # refused, as the map refuses it
-            state["small"] = small(np.asarray(source[0:source.shape[-2], 0:source.shape[-1]]), params, device)
         if "small" in state:
             return state["small"][y0:y1, x0:x1]
         if "model" not in state:  # the network once per run, on the first block
