@@ -107,18 +107,22 @@ def test_an_image_too_long_to_mirror_is_left_alone_or_refused(infocus, monkeypat
         nr.refocus(crop, method="lbdvd", device="cpu")
 
 
-def test_map_padding_is_the_fewest_pixels_for_one_patch():
+def test_mirror_padding_is_the_fewest_pixels_for_one_patch():
     from napari_refocus.core.tiling import PATCH
 
-    assert G.map_padding((64, 100)) == ((10, 10), (0, 0))
-    assert G.map_padding((83, 84)) == ((0, 1), (0, 0))
-    assert G.map_padding((200, 300)) == ((0, 0), (0, 0))
+    assert G.mirror_padding((64, 100)) == ((10, 10), (0, 0))
+    assert G.mirror_padding((83, 84)) == ((0, 1), (0, 0))
+    assert G.mirror_padding((200, 300)) == ((0, 0), (0, 0))
     from napari_refocus.core.optics import Optics
 
     oil = Optics(na=1.4, refractive_index=1.515, wavelength_nm=520.0, pixel_um=0.108)
-    (t, b), (l, r) = G.map_padding((100, 120), oil)
+    (t, b), (l, r) = G.mirror_padding((100, 120), oil)
     assert G.map_fits((100 + t + b, 120 + l + r), oil) and not G.map_fits((100 + t + b - 1, 120 + l + r), oil)
-    assert G.mirrored_size((100, 120), oil) == (100 + t + b) * (120 + l + r)
+    # a thin image whose mirrored form would exceed the bound is not mirrored
+    assert G.mirror_padding((1, G.MIRROR_MAX_PIXELS // PATCH + 1)) is None
+    assert G.mirror_padding((1, G.MIRROR_MAX_PIXELS // PATCH)) == ((41, 42), (0, 0))
+    mirrored = np.pad(np.arange(12.0).reshape(3, 4), ((41, 42), (0, 0)), mode="symmetric")
+    assert np.array_equal(G.unmirror(mirrored, ((41, 42), (0, 0)), (3, 4)), np.arange(12.0).reshape(3, 4))
     assert PATCH == 84
 
 

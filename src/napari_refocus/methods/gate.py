@@ -345,23 +345,27 @@ def map_fits(image_shape, optics=None) -> bool:
 MIRROR_MAX_PIXELS = 1 << 20
 
 
-def mirrored_size(image_shape, optics=None) -> int:
-    """Pixels of an image of ``image_shape`` mirrored out to one patch (:func:`map_padding`)."""
-    (t, b), (l, r) = map_padding(image_shape, optics)
-    return (int(image_shape[-2]) + t + b) * (int(image_shape[-1]) + l + r)
-
-
-def map_padding(image_shape, optics=None) -> tuple[tuple[int, int], tuple[int, int]]:
+def mirror_padding(image_shape, optics=None):
     """``((top, bottom), (left, right))``: the fewest pixels to mirror onto an image of
     ``image_shape`` for one DelpNet patch to fit it at ``optics`` (zeros where it fits already),
-    split evenly so the image stays in the middle of the patch."""
-    pads = []
+    split evenly so the image stays in the middle of the patch; None when the mirrored image
+    would exceed :data:`MIRROR_MAX_PIXELS`."""
+    pads, sides = [], []
     for axis in (-2, -1):
         n = need = int(image_shape[axis])
         while not map_fits(tuple(need if a == axis else 10 ** 6 for a in (-2, -1)), optics):
             need += 1
         pads.append(((need - n) // 2, need - n - (need - n) // 2))
-    return tuple(pads)
+        sides.append(need)
+    return tuple(pads) if sides[0] * sides[1] <= MIRROR_MAX_PIXELS else None
+
+
+def unmirror(array, pads, image_shape, upscale: int = 1):
+    """The part of ``array`` (a result on the image mirrored by ``pads``, ``upscale`` x its size)
+    over the image's own pixels."""
+    (top, _), (left, _) = pads
+    r, (h, w) = int(upscale), (int(n) for n in image_shape[-2:])
+    return array[top * r:(top + h) * r, left * r:(left + w) * r]
 
 
 def gate_image(image, restored, *, device, report, optics=None, stats=None, weights=None):

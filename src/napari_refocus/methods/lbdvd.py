@@ -63,9 +63,10 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
 
     from .defocus import DefocusMap
 
-    if defocus_map is None and not gate.map_fits(np.shape(image), params.optics) \
-            and gate.mirrored_size(np.shape(image), params.optics) <= gate.MIRROR_MAX_PIXELS:
-        return (yield from run_mirrored(image, params, device=device, report=report))
+    if defocus_map is None and not gate.map_fits(np.shape(image), params.optics):
+        pads = gate.mirror_padding(np.shape(image), params.optics)
+        if pads is not None:  # else too long to mirror: the map's one-line error below
+            return (yield from run_mirrored(image, pads, params, device=device, report=report))
     if defocus_map is None:
         defocus_map = yield from iter_map(image, params, device=device, stats=stats, report=report)
     elif not isinstance(defocus_map, DefocusMap):  # e.g. the level array alone: it lacks the grid and optics
@@ -109,22 +110,20 @@ def run(image, params: LbdvdParams, *, device, report, defocus_map=None, stats=N
     return restored
 
 
-def run_mirrored(image, params: LbdvdParams, *, device, report):
+def run_mirrored(image, pads, params: LbdvdParams, *, device, report):
     """:func:`run` of an image smaller than one DelpNet patch at its sampling (a crop of one
-    cell): run on the image mirrored out to one patch (:func:`.gate.map_padding`; mirroring
-    keeps its blur, and is how Richardson-Lucy meets an edge anyway), the image's own pixels
-    kept. The map, of the mirrored image, is not returned (its grid is not the image's)."""
+    cell): run on the image mirrored by ``pads`` (:func:`.gate.mirror_padding`: out to one
+    patch; mirroring keeps its blur, and is how Richardson-Lucy meets an edge anyway), the
+    image's own pixels kept. The map, of the mirrored image, is not returned (its grid is not
+    the image's)."""
     img = np.asarray(image)
-    pads = gate.map_padding(img.shape, params.optics)
     padded = np.pad(img, pads, mode="symmetric")
     restored = yield from run(padded, params, device=device, report=report)
-    (top, _), (left, _) = pads
-    rows, cols = slice(top, top + img.shape[0]), slice(left, left + img.shape[1])
-    out = np.ascontiguousarray(restored[rows, cols])
+    out = np.ascontiguousarray(gate.unmirror(restored, pads, img.shape))
     report.extras["defocus_map"] = None
     g = report.extras.get("gate")
     if g is not None:
-        w = np.ascontiguousarray(np.asarray(g["weights"])[rows, cols])
+        w = np.ascontiguousarray(gate.unmirror(np.asarray(g["weights"]), pads, img.shape))
         g.update(weights=w, changed_fraction=float((w > gate.CHANGED_ABOVE).mean()) if w.size else 0.0)
     report.fallbacks.append(f"lbdvd ran on the image mirrored to one DelpNet patch ({padded.shape[0]}x"
                             f"{padded.shape[1]} px): the image is smaller than one patch at its pixel size; its map "
@@ -132,12 +131,12 @@ def run_mirrored(image, params: LbdvdParams, *, device, report):
     return out
 
 
-def _whole_small(image, params: LbdvdParams, device):
+def _whole_small(image, pads, params: LbdvdParams, device):
     """The in-memory result of an image below one patch (:func:`run_mirrored`), for the blocks."""
     from ..core.progress import drain
     from .base import RunReport
 
-    return drain(run_mirrored(image, params, device=device, report=RunReport(device)))
+    return drain(run_mirrored(image, pads, params, device=device, report=RunReport(device)))
 
 
 def block_runner(params, *, device, stats=None):

@@ -152,8 +152,9 @@ def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, 
 def block_runner(params, *, device, stats=None, small=None):
     """lbdvd's ``Method.block_runner``: ``restore(source, bounds) -> float32 block`` equal to the
     same pixels of the in-memory run, for any objective (see the module doc). ``small(whole,
-    params, device)``: the in-memory result of an image below one DelpNet patch, run once and
-    cut into blocks (None: such an image is refused, as the map refuses it).
+    pads, params, device)``: the in-memory result of an image below one DelpNet patch, mirrored
+    by ``pads`` (:func:`.gate.mirror_padding`), run once and cut into blocks (None: such an
+    image is refused, as the map refuses it).
 
     ``params``: a parsed :class:`~.lbdvd.LbdvdParams` (a stride other than 42, rectangular
     montage or zero padding is a ValueError); ``stats``: the canonical image's intensity
@@ -177,11 +178,13 @@ def block_runner(params, *, device, stats=None, small=None):
 
     def restore(source, bounds):
         y0, y1, x0, x1 = (int(b) for b in bounds)
-        if "small" not in state and not gate.map_fits(source.shape, params.optics):
-            # an image below one patch: the whole of it run once in memory, as the image in memory is
-            if small is not None and gate.mirrored_size(source.shape, params.optics) <= gate.MIRROR_MAX_PIXELS:
-                state["small"] = small(np.asarray(source[0:source.shape[-2], 0:source.shape[-1]]), params, device)
-            else:
+        if "fits" not in state:  # once, on the first block: does one patch fit the image?
+            state["fits"] = gate.map_fits(source.shape, params.optics)
+            pads = None if state["fits"] or small is None else gate.mirror_padding(source.shape, params.optics)
+            if pads is not None:  # below one patch: the whole of it run once in memory, as the image in memory is
+                state["small"] = small(np.asarray(source[0:source.shape[-2], 0:source.shape[-1]]), pads, params,
+                                       device)
+            elif not state["fits"]:
                 check_map_size(source.shape, scale)  # refused, as the map refuses it
         if "small" in state:
             return state["small"][y0:y1, x0:x1]

@@ -205,26 +205,25 @@ def gate_in_place(image, out, *, device, report, optics=None, stats=None):
 def gate_small(image, out, *, device, report, optics=None, stats=None):
     """A generator: :func:`.gate.gate_image` for an image smaller than one DelpNet patch at its
     sampling (a crop of one cell): the map is read on the image mirrored out to one patch
-    (:func:`.gate.map_padding`; mirroring keeps its blur), and the weights of the image's own
+    (:func:`.gate.mirror_padding`; mirroring keeps its blur), and the weights of the image's own
     pixels gate ``out`` (``stats``: the whole image's canonical statistics, as for
     :func:`gate_in_place`). Without it such a crop came back changed even when in focus. An
     image too long to mirror (:data:`.gate.MIRROR_MAX_PIXELS`) is returned as it came in."""
     from . import gate as g
 
     img = np.asarray(image)
-    r = int(round(out.shape[0] / img.shape[0]))
-    if g.mirrored_size(img.shape, optics) > g.MIRROR_MAX_PIXELS:  # a line scan, say: no map can judge it
+    pads = g.mirror_padding(img.shape, optics)
+    if pads is None:  # a line scan, say: no map can judge it
         w = np.zeros(out.shape, np.float32)
         g.record(report, w, g.DOF_FACTOR * g.depth_of_field_um(optics or Optics()))
         report.fallbacks.append("never_worse could not read DelpNet's map (the image is thinner than one patch and "
                                 "too long to mirror out to one): the image is returned as it came in")
         return g.blend(img, out, w)
-    pads = g.map_padding(img.shape, optics)
     padded = np.pad(img, pads, mode="symmetric")
     dmap, gate = yield from g.iter_image_gate(padded, device=getattr(report, "device", device), optics=optics,
                                               stats=stats, report=report)
-    (top, _), (left, _) = pads
-    w = gate.weights(padded.shape, r)[top * r:(top + img.shape[0]) * r, left * r:(left + img.shape[1]) * r]
+    r = int(round(out.shape[0] / img.shape[0]))
+    w = g.unmirror(gate.weights(padded.shape, r), pads, img.shape, r)
     g.record(report, w, gate.threshold_um, dmap.weights_sha256)
     report.fallbacks.append(f"never_worse read DelpNet's map on the image mirrored to one patch "
                             f"({padded.shape[0]}x{padded.shape[1]} px): the image is smaller than one patch at its "
