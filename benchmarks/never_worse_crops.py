@@ -17,19 +17,16 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from eval_real import binned
 
 METHODS = ("lbdvd", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 PLACES = ((200, 300), (100, 100), (300, 500))
 
 
-def _binned(x, shape):
-    r = x.shape[0] // shape[0]
-    return x if r == 1 else x.reshape(shape[0], r, shape[1], r).mean(axis=(1, 3))
+def _psnr(x, gt, data_range=None):
+    from napari_refocus.core.metrics import metrics
 
-
-def _psnr(x, gt):
-    err = float(np.mean((x.astype(np.float64) - gt) ** 2))
-    return float("inf") if err == 0 else 10 * np.log10(float(np.ptp(gt)) ** 2 / err)
+    return metrics(x, gt, data_range=data_range)["psnr"]
 
 
 def main(argv=None):
@@ -61,9 +58,9 @@ def main(argv=None):
                 out = run(gt, m)
                 if out is None:
                     break
-                ref = _binned(base_like(gt, out.shape), gt.shape)
-                err = float(np.mean((_binned(out, gt.shape).astype(np.float64) - ref) ** 2))
-                worst.append(float("inf") if err == 0 else 10 * np.log10(float(np.ptp(gt)) ** 2 / err))
+                # against the crop as the gate sizes it (x2: resampled and binned), the crop's range
+                ref = binned(base_like(gt, out.shape), gt.shape)
+                worst.append(_psnr(binned(out, gt.shape), ref, data_range=float(np.ptp(gt))))
             print(f"| {s}x{s} | {m} | {min(worst):.1f} |" if worst else f"| {s}x{s} | {m} | refused |", flush=True)
     print()
     print("| level | crop | " + " | ".join(f"{m} gated / ungated (dB)" for m in METHODS) + " |")
@@ -80,7 +77,7 @@ def main(argv=None):
                     on, off = run(b, m), run(b, m, never_worse=False)
                     if on is None or off is None:
                         break
-                    on, off = _binned(on, gt.shape), _binned(off, gt.shape)
+                    on, off = binned(on, gt.shape), binned(off, gt.shape)
                     g.append((_psnr(on, gt) - _psnr(b, gt), _psnr(off, gt) - _psnr(b, gt)))
                 if not g:
                     cells.append("refused")

@@ -51,8 +51,8 @@ class Footprint:
 #: "Memory"), plus a quarter: 20. m-deblurgan with its 512-px default tiles (stop 28): 27.8 B/px at
 #: 3072^2 and 22.0 at 6144^2 (250 and 790 MB), a slope of 19.1 B/px plus a quarter. Stop 34
 #: measured against a baseline with the warm-up's freed heap handed back (what a run needs on a
-#: fresh heap): every row's fixed part covers its 1024^2 peak but m-deblurgan's (56-63 MB at
-#: 1024^2), whose fixed part is raised to 48 MB
+#: fresh heap): every row's fixed part covers its 1024^2 peak but m-deblurgan's (56-70 MB at
+#: 1024^2 in nine runs), whose fixed part is raised to 48 MB (24 + 48 = 72 MB there)
 MIB = 2**20
 FOOTPRINTS = {
     "lbdvd": Footprint(20.0, 16 * MIB),
