@@ -7,9 +7,13 @@ who crops one cell and clicks Refocus.
 * blurred: the same crops cut from the field blurred at levels 1, 3, 5, 8 (``nr.simulate``,
   Poisson noise), PSNR gain against the in-focus crop, gate on (the default) / off.
 
+* real (``--real``, needs ``../shared/data``): 64x64 crops of the DFNN mitochondria stack's 11
+  held-out planes (eval_quality's protocol: rows from 65 %, the four crops of most structure in
+  the in-focus plane) against the same crop of its in-focus plane, `core.metrics.compare`.
+
 Printed only (no section is rewritten): the numbers go into BENCHMARKS.md "Never worse" by hand.
 
-    python benchmarks/never_worse_crops.py
+    python benchmarks/never_worse_crops.py [--real]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[48, 64])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--real", action="store_true", help="also the DFNN stack's held-out planes, cropped")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     field = infocus_image().astype(np.float32)
@@ -85,6 +90,36 @@ def main(argv=None):
                 g = np.mean(g, axis=0)
                 cells.append(f"{g[0]:+.2f} / {g[1]:+.2f}")
             print(f"| {level} | {s}x{s} | " + " | ".join(cells) + " |", flush=True)
+    if args.real:
+        real_crops(run)
+
+
+def real_crops(run, side=64, n_crops=4):
+    """PSNR gain of each method on ``side``-px crops of the real DFNN stack's held-out planes."""
+    from napari_refocus.core.metrics import compare
+    from napari_refocus.training.pairs import dfnn_stack_dir, read_zstack, zstack_pairs, zstack_split
+
+    stack, _ = read_zstack(dfnn_stack_dir())
+    focus = zstack_pairs(stack)["focus"]
+    _, held = zstack_split(stack.shape[0], focus, every=3)
+    r0 = int(stack.shape[1] * 0.65)
+    gt = stack[focus, r0:].astype(np.float32)
+    corners = [(y, x) for y in range(0, gt.shape[0] - side, side // 2) for x in range(0, gt.shape[1] - side, side // 2)]
+    corners = sorted(corners, key=lambda c: -gt[c[0]:c[0] + side, c[1]:c[1] + side].std())[:n_crops]
+    print(f"\nDFNN held-out planes {len(held)}, {side}x{side} crops at {corners} (rows from {r0})")
+    print("| method | PSNR gain, mean (min) over the crops (dB) |\n|---|---|")
+    for m in METHODS:
+        gains = []
+        for z in held:
+            for y, x in corners:
+                ref = gt[y:y + side, x:x + side]
+                inp = np.ascontiguousarray(stack[z, r0 + y:r0 + y + side, x:x + side])
+                out = run(inp, m)
+                if out is None:
+                    break
+                c = compare(ref, binned(out, ref.shape), inp.astype(np.float32))
+                gains.append(c["pred"]["psnr"] - c["input"]["psnr"])
+        print(f"| {m} | {np.mean(gains):+.3f} ({min(gains):+.3f}) |" if gains else f"| {m} | refused |", flush=True)
 
 
 if __name__ == "__main__":
