@@ -38,6 +38,7 @@ import numpy as np
 
 from ..core.optics import BACKGROUND
 from ..core.resample import repeat_pixels
+from ..core.tiling import PATCH, STRIDE
 
 #: a class is "defocused" when its defocus is at least this many depths of field (lambda n / NA^2)
 DOF_FACTOR = 2.0
@@ -143,6 +144,14 @@ def patch_span(bounds, n_patches, *, upscale: int = 1, scale: float = 1.0, patch
         lo, _ = _axis(b - a, a, n, upscale=upscale, scale=scale, patch=patch, stride=stride)
         spans.append((int(lo.min()), int(min(lo.max() + 1, n - 1))))
     return tuple(spans)
+
+
+def weights_reach(scale: float = 1.0) -> float:
+    """Native pixels beyond a pixel that its weight reads (``scale`` native px per map px): its
+    two map patches reach a patch and a stride (a pixel past the grid's last patch centre reads
+    the two last patches), their neighbours (:func:`neighbour_agreement`) :data:`NEIGHBOURS`
+    strides more. Block forms take it into their halo."""
+    return (PATCH + STRIDE + NEIGHBOURS * STRIDE) * scale
 
 
 def neighbour_span(span, grid_shape):
@@ -330,7 +339,6 @@ def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=No
 def map_fits(image_shape, optics=None) -> bool:
     """Whether DelpNet can map an image of ``image_shape`` taken with ``optics`` (one patch fits)."""
     from ..core.resample import resized_shape
-    from ..core.tiling import PATCH
     from .defocus import map_scale
     from .map_choice import candidates, is_auto
 

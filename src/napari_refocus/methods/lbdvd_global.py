@@ -62,7 +62,7 @@ def block_halo(*, patch: int, context: int, scale: float, stride: int = 0, group
     # patches deconvolved in groups (core.rl_groups.group_jobs) read their group's whole frame: up to
     # (group - 1) strides beyond the patch on either side
     grouped = (group - 1) * stride
-    reach_gate = (PATCH + STRIDE + gate.NEIGHBOURS * STRIDE) * scale if gated else 0
+    reach_gate = gate.weights_reach(scale) if gated else 0
     if scale == 1.0:  # the map's patches are the native ones
         return max(HALO + grouped, math.ceil(reach_gate))
     reach_map = patch / 2 + (STRIDE // 2 + PATCH // 2 + 2) * scale

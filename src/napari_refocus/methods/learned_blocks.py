@@ -153,7 +153,6 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
     ``optics``: those of the gate's map; ``map_stats``: the canonical image's statistics."""
     if not params.never_worse:
         return None
-    from ..core.tiling import PATCH, STRIDE
     from . import gate as g
     from . import lbdvd_blocks as lb
     from .canonical_blocks import CanonicalView, map_grid, map_patches
@@ -181,10 +180,8 @@ def _block_gate(params, *, device, map_stats, upscale: int, optics):
         base = _resampled(source, box, full_shape=native, out_shape=(native[0] * r, native[1] * r))
         return blend_into(restored, base, w)
 
-    # the weights' two map patches around a pixel reach a patch and a stride (canonical px: a pixel
-    # past the grid's last patch centre reads the two last patches), their neighbours (whose
-    # agreement the evidence needs: gate.neighbour_agreement) a stride more; resampling adds its filter
-    gate.halo = max(lb.HALO, math.ceil((PATCH + STRIDE + g.NEIGHBOURS * STRIDE) * scale + max(scale, 1.0) + 2))
+    # the weights' reach (gate.weights_reach); resampling adds its filter
+    gate.halo = max(lb.HALO, math.ceil(g.weights_reach(scale) + max(scale, 1.0) + 2))
     return gate
 
 
