@@ -137,15 +137,22 @@ def get_generator(name_or_path, device="cpu", *, like: str | None = None):
 
 def _make_run(name: str):
     def run(image, params: LearnedParams, *, device, report, stats=None, map_stats=None):
-        out = yield from _restore(image, params, device=device, report=report, stats=stats)
-        if not params.never_worse:
-            return out
-        from .gate import map_fits
+        from ..core.memory import release_free_memory
+        from .gate import iter_image_gate, map_fits
 
         optics = gate_optics(params.optics)
-        if not map_fits(np.shape(image), optics):
+        if not params.never_worse or not map_fits(np.shape(image), optics):
+            out = yield from _restore(image, params, device=device, report=report, stats=stats)
+            if not params.never_worse:
+                return out
             return (yield from gate_small(image, out, device=device, report=report, optics=optics, stats=map_stats))
-        return (yield from gate_in_place(image, out, device=device, report=report, optics=optics, stats=map_stats))
+        # the gate's map first, before the output exists: its canonical image (4 B/px) and DelpNet's
+        # batches then never sit on top of the restored image (m-deblurgan's x2 float32: 16 B/px)
+        # and the heap the tiles left (BENCHMARKS.md "Memory", stop 35)
+        gated = yield from iter_image_gate(image, device=device, optics=optics, stats=map_stats, report=report)
+        out = yield from _restore(image, params, device=device, report=report, stats=stats)
+        release_free_memory(pixels=int(np.prod(np.shape(image))))  # the tiles' heap, before the blend's strips
+        return gate_in_place(image, out, gated, report=report)
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
         from ..models.predict import intensity_stats
@@ -180,20 +187,28 @@ def _make_run(name: str):
     return run
 
 
-def gate_in_place(image, out, *, device, report, optics=None, stats=None):
-    """A generator: :func:`.gate.gate_image` with the blend written into ``out`` a strip of rows
-    at a time (the same numbers; no whole-size temporaries: the weights are recorded as a lazy
-    :class:`~.gate.GateWeights`, made again when read)."""
-    from .gate import CHANGED_ABOVE, WEIGHT_ROWS, GateWeights, iter_image_gate, record
+#: bytes of float32 output blended at a time by :func:`gate_in_place`
+BLEND_STRIP_BYTES = 2 << 20
+
+
+def gate_in_place(image, out, gated, *, report):
+    """:func:`.gate.gate_image`'s blend of ``out`` (the method's output for ``image``) by
+    ``gated = (map, gate)`` (:func:`.gate.iter_image_gate` of ``image``), written into ``out`` a
+    strip of rows at a time (the same numbers; no whole-size temporaries: the weights are
+    recorded as a lazy :class:`~.gate.GateWeights`, made again when read)."""
+    from .gate import CHANGED_ABOVE, WEIGHT_ROWS, GateWeights, record
     from .learned_blocks import _resampled, blend_into
 
-    dmap, gate = yield from iter_image_gate(image, device=getattr(report, "device", device), optics=optics,
-                                            stats=stats, report=report)
+    dmap, gate = gated
     shape = tuple(int(n) for n in np.shape(image))
     weights = GateWeights(gate, shape, round(out.shape[0] / shape[0]))
     changed = 0
-    for a in range(0, out.shape[0], WEIGHT_ROWS):
-        box = (a, min(out.shape[0], a + WEIGHT_ROWS), 0, out.shape[1])
+    # strips of ~2 MB of output: each holds its weights and the input resampled to it (float32, as
+    # wide as the output), on top of the whole result (WEIGHT_ROWS rows of m-deblurgan's 6144-px x2
+    # output were 6 MB each; smaller strips: ~1 B/px less at 3072^2, BENCHMARKS.md "Memory", stop 35)
+    rows = min(WEIGHT_ROWS, max(1, BLEND_STRIP_BYTES // (4 * max(1, out.shape[1]))))
+    for a in range(0, out.shape[0], rows):
+        box = (a, min(out.shape[0], a + rows), 0, out.shape[1])
         w = weights.rows(box[0], box[1])
         changed += int(np.count_nonzero(w > CHANGED_ABOVE))
         blend_into(out[box[0]:box[1]], _resampled(image, box, full_shape=shape, out_shape=out.shape), w)
