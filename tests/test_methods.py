@@ -112,8 +112,11 @@ def test_provenance_records_the_device_that_ran_after_an_oom_fallback(small, mon
     real_run_chunked = devices.run_chunked
 
     def spy(fn, n, **kw):
+        calls = []
+        batches.append(calls)  # one list per chunked run: the gate's map (read first), then the tiles
+
         def fn2(start, stop, d):
-            batches.append((stop - start, d.type))
+            calls.append((stop - start, d.type))
             return fn(start, stop, d)
         return real_run_chunked(fn2, n, **kw)
 
@@ -122,7 +125,9 @@ def test_provenance_records_the_device_that_ran_after_an_oom_fallback(small, mon
     res = nr.refocus(small, method="h2t-msunet", device="cuda", tile=64, overlap=16, batch_size=4)
     assert res.device == "cpu" and res.provenance()["device"] == "cpu"
     assert any("CPU" in n for n in res.provenance()["notes"])
-    assert [b for b, d in batches if d == "cuda"] == [4, 2, 1]  # halved, then the CPU
+    tiles = batches[-1]
+    assert [b for b, d in tiles if d == "cuda"] == [4, 2, 1]  # halved, then the CPU
+    assert {d for _, d in tiles[3:]} == {"cpu"}
     np.testing.assert_allclose(res.image, want.image, rtol=1e-5)  # batch 1 vs 4: float rounding only
 
 
