@@ -168,6 +168,26 @@ def test_canonical_padded_is_the_canonical_image_padded(dtype, shape):
         reflect_fill(np.zeros((10, 30), np.float32), 4, 30)
 
 
+@pytest.mark.parametrize("shape", [(300, 410), (90, 130), (40, 300)])
+def test_mirrored_image_reads_what_the_padded_copy_holds(shape):
+    """Depth-variant RL reads its frames from the image through a MirroredImage instead of a
+    padded float32 copy: every window equals that of pad_image's tensor ("reflect"; "replicate"
+    for an image too small to mirror, the (40, 300) case), whatever the input's dtype."""
+    import torch
+
+    from napari_refocus.core.tiling import MirroredImage, pad_image, patch_grid
+
+    rng = np.random.default_rng(0)
+    for image in (rng.integers(0, 65535, shape).astype(np.uint16), rng.random(shape) * 1e3):
+        grid = patch_grid(shape, patch=84, stride=42)
+        padded = pad_image(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), grid, 13, "reflect")
+        lazy = MirroredImage(image, grid, 13)
+        assert lazy.shape == tuple(padded.shape)
+        for y0, y1, x0, x1 in ((0, padded.shape[0], 0, padded.shape[1]), (0, 20, 5, 60), (7, 9, 0, 3),
+                               (padded.shape[0] - 30, padded.shape[0], padded.shape[1] - 41, padded.shape[1])):
+            assert torch.equal(lazy[y0:y1, x0:x1], padded[y0:y1, x0:x1])
+
+
 def test_batch_worker_switches_to_blocks_when_memory_is_short(monkeypatch, tmp_path):
     # batch's per-image work takes the CLI's decision (it ran every TIFF in memory before)
     import tifffile

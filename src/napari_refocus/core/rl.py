@@ -36,7 +36,8 @@ from .rl_batch import (  # noqa: F401 - the batched iteration, public here as al
 )
 from .rl_groups import cpu_group_batch, group_grid, grouped_region_into
 from .rl_image import iter_richardson_lucy_image
-from .tiling import CONTEXT, PATCH, STRIDE, Accumulator, pad_image, patch_grid, patch_view, take_patches
+from .tiling import (CONTEXT, PATCH, STRIDE, Accumulator, MirroredImage, pad_image, patch_grid, patch_view,
+                     take_patches)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,31 @@ def iter_deconvolve(
             est = yield from _whole_image(arr, boundary, optics, lv, cpu, iterations, initial)
         return est.cpu().numpy()
 
+    if stride is None:
+        stride = patch if montage_weights == "rectangular" else STRIDE
+    grid = patch_grid(arr.shape, patch=patch, stride=stride)
+    levels = check_level_map(level_map, grid.shape, n_levels=optics.n_levels).ravel()
+    # Bounded memory: the image read a chunk of patches at a time (grouped: frames read from the
+    # image itself, mirrored; else through a strided view of its padded copy) into one
+    # accumulated montage; no array of all patches is ever made (6.9 copies of the image at the
+    # 84/42 grid with 13 px of context)
+    if isinstance(group, bool) or int(group) != group or group < 1:
+        raise ValueError(f"group must be a positive integer, got {group!r}")
+    group = int(group)
+    if group > 1 and padding != "reflect":
+        raise ValueError("group > 1 takes padding='reflect' (zero padding marks unknown pixels patch by patch)")
+    pixels = grid.image_shape[0] * grid.image_shape[1]
+    acc = Accumulator(grid, weights=montage_weights)
+    if group > 1:
+        if batch_size is None and dev.type == "cpu":
+            batch_size = cpu_group_batch(pixels)
+        # the frames are read from the image itself, mirrored (no padded float32 copy: ~4.5 B/px)
+        yield from grouped_region_into(acc, MirroredImage(arr, group_grid(grid, group), context), grid, levels,
+                                       group=group, context=context, iterations=iterations, device=dev,
+                                       initial=initial, boundary=boundary, batch_size=batch_size, optics=optics,
+                                       report=report)
+        release_free_memory(pixels=pixels)  # the chunks' frames, before the result is copied
+        return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
     # the image and its patches stay in host memory; each chunk goes to the device on its own,
     # so an out-of-memory fallback to the CPU finds the data where it needs it
     with warnings.catch_warnings():
@@ -107,33 +133,9 @@ def iter_deconvolve(
         # pad_image copies it, so torch's warning about writing to it does not apply
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-
-    if stride is None:
-        stride = patch if montage_weights == "rectangular" else STRIDE
-    grid = patch_grid(arr.shape, patch=patch, stride=stride)
-    levels = check_level_map(level_map, grid.shape, n_levels=optics.n_levels).ravel()
-    # Bounded memory: the padded image, read through a strided view a chunk of patches at a
-    # time, and one accumulated montage; no array of all patches is ever made (6.9 copies of
-    # the image at the 84/42 grid with 13 px of context)
-    if isinstance(group, bool) or int(group) != group or group < 1:
-        raise ValueError(f"group must be a positive integer, got {group!r}")
-    group = int(group)
-    if group > 1 and padding != "reflect":
-        raise ValueError("group > 1 takes padding='reflect' (zero padding marks unknown pixels patch by patch)")
-    padded = pad_image(data, group_grid(grid, group) if group > 1 else grid, context, padding)
+    padded = pad_image(data, grid, context, padding)
     del data
-    pixels = grid.image_shape[0] * grid.image_shape[1]
     release_free_memory(pixels=pixels)  # the float32 copy of the image, which glibc may otherwise keep
-    acc = Accumulator(grid, weights=montage_weights)
-    if group > 1:
-        if batch_size is None and dev.type == "cpu":
-            batch_size = cpu_group_batch(pixels)
-        yield from grouped_region_into(acc, padded, grid, levels, group=group, context=context,
-                                       iterations=iterations, device=dev, initial=initial, boundary=boundary,
-                                       batch_size=batch_size, optics=optics, report=report)
-        del padded
-        release_free_memory(pixels=pixels)  # the chunks' frames and the padded image, before the result is copied
-        return np.ascontiguousarray(acc.result().clamp_min_(0).numpy())
     view = patch_view(padded, grid, context)
     inside = None
     if boundary == "normalized" and padding == "zeros":

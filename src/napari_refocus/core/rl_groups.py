@@ -96,7 +96,7 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
     (over that part of the grid, numbered as ``levels``): the unchanged patches (level 0,
     background) first, then :func:`group_jobs`' frames, each patch added as it comes out.
 
-    ``region``: the image (a torch tensor) from ``(r0 // group) * group * stride - context`` rows
+    ``region``: the image (a torch tensor, or a :class:`~.tiling.MirroredImage`) from ``(r0 // group) * group * stride - context`` rows
     and the like columns on, mirrored past its borders, covering the groups of these patches
     with their context: the image padded for :func:`group_grid` in memory, a block's window of a
     big image. Both read the same frames and add in the same order, so a part of the grid gets
@@ -110,7 +110,9 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
     ga, gb = r0 // group, c0 // group
     top, left = ga * group * s - context, gb * group * s - context
     size = ggrid.patch + 2 * context
-    gview = region.unfold(0, size, group * s).unfold(1, size, group * s)
+    step = group * s
+    # a tensor is read through a strided view; a MirroredImage (core.tiling) a frame at a time
+    gview = region.unfold(0, size, step).unfold(1, size, step) if isinstance(region, torch.Tensor) else None
     lv = np.asarray(levels).ravel()
     nx = c1 - c0 + 1
 
@@ -129,7 +131,11 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
 
     def take(index):
         a, b = np.divmod(numbers[np.asarray(index)], gcols)
-        return gview[torch.from_numpy(a - ga), torch.from_numpy(b - gb)]
+        a, b = a - ga, b - gb
+        if gview is not None:
+            return gview[torch.from_numpy(a), torch.from_numpy(b)]
+        return torch.stack([region[y * step:y * step + size, x * step:x * step + size]
+                            for y, x in zip(a.tolist(), b.tolist())])
 
     def put(index, unions):  # each job's frame without its context: cut out its patches
         for k, union in zip(np.asarray(index).tolist(), unions):

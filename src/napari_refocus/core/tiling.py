@@ -108,6 +108,50 @@ def pad_image(image_t, grid: PatchGrid, context: int, mode: str = "zeros"):
     return out.reshape(*image_t.shape[:-2], *out.shape[-2:])
 
 
+class MirroredImage:
+    """A 2-D image as :func:`pad_image` pads it for ``grid`` and ``context`` (``"reflect"``, or
+    ``"replicate"`` where the image is too small to mirror), without making the padded copy.
+
+    ``region[y0:y1, x0:x1]`` (coordinates of the padded frame) is read from ``image`` (any real
+    dtype) as a float32 tensor, the values the padded float32 tensor holds there. Depth-variant
+    Richardson-Lucy reads its frames this way: the padded copy was a float32 image (~4.5 B/px)
+    held through the whole deconvolution, with a float32 copy of the input (4 B/px) to make it.
+    """
+
+    def __init__(self, image, grid: PatchGrid, context: int):
+        top, bottom, left, right = _pad_amounts(grid, context)
+        h, w = image.shape[-2:]
+        mirror = max(top, bottom) < h and max(left, right) < w  # as pad_image decides
+        self.image = image
+        self.rows = _padded_index(h, top, bottom, mirror)
+        self.cols = _padded_index(w, left, right, mirror)
+        self.shape = (self.rows.size, self.cols.size)
+
+    def __getitem__(self, key):
+        import torch
+
+        ys, xs = key
+        block = self.image[_as_slice(self.rows[ys])][:, _as_slice(self.cols[xs])]
+        return torch.from_numpy(np.array(block, dtype=np.float32))
+
+
+def _padded_index(n: int, before: int, after: int, mirror: bool) -> np.ndarray:
+    """Source index of every position of an axis of ``n`` padded by ``before`` / ``after``: mirrored
+    without repeating the edge (torch's "reflect"), or the edge repeated ("replicate")."""
+    j = np.arange(-before, n + after)
+    if not mirror:
+        return np.clip(j, 0, n - 1)
+    j = np.abs(j)
+    return np.where(j > n - 1, 2 * (n - 1) - j, j)
+
+
+def _as_slice(index: np.ndarray):
+    """``index`` as a slice where it is a run of consecutive indices (a view, no copy), else as it is."""
+    if index.size and index[-1] - index[0] == index.size - 1 and (np.diff(index) == 1).all():
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
 def reflect_fill(out, h: int, w: int):
     """``out[:h, :w]`` (a 2-D array) mirrored into the rest of ``out``, in place: what
     :func:`pad_image` ``"reflect"`` gives for padding at the bottom and right (the edge not
