@@ -96,11 +96,12 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
     (over that part of the grid, numbered as ``levels``): the unchanged patches (level 0,
     background) first, then :func:`group_jobs`' frames, each patch added as it comes out.
 
-    ``region``: the image (a torch tensor, or a :class:`~.tiling.MirroredImage`) from ``(r0 // group) * group * stride - context`` rows
-    and the like columns on, mirrored past its borders, covering the groups of these patches
-    with their context: the image padded for :func:`group_grid` in memory, a block's window of a
-    big image. Both read the same frames and add in the same order, so a part of the grid gets
-    the float32 sums the whole grid gets. A generator yielding Progress per chunk of frames."""
+    ``region``: the image (a torch tensor, or a :class:`~.tiling.MirroredImage`) from
+    ``(r0 // group) * group * stride - context`` rows and the like columns on, mirrored past its
+    borders, covering the groups of these patches with their context: the image as padded for
+    :func:`group_grid` in memory (read frame by frame), a block's window of a big image. Both
+    read the same frames and add in the same order, so a part of the grid gets the float32 sums
+    the whole grid gets. A generator yielding Progress per chunk of frames."""
     import torch
 
     s, p = grid.stride, grid.patch

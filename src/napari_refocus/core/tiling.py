@@ -108,48 +108,67 @@ def pad_image(image_t, grid: PatchGrid, context: int, mode: str = "zeros"):
     return out.reshape(*image_t.shape[:-2], *out.shape[-2:])
 
 
+def read_region(source, y0: int, y1: int, x0: int, x1: int, *, mirror: bool | None = None) -> np.ndarray:
+    """``source[y0:y1, x0:x1]`` (numpy, dask, zarr: only the rows and columns needed are read) as
+    float32, mirrored outside the image as :func:`pad_image` mirrors it (numpy "reflect" = torch
+    "reflect": the edge not repeated), even where the region holds fewer rows or columns inside the
+    image than it reaches past the edge (a thin last block). ``mirror=False``: every pixel past the
+    edge is the edge's (``"replicate"``, pad_image's fallback for an image too small to mirror);
+    None: mirrored unless some pixel lies farther than ``n - 1`` past an edge (cannot be mirrored
+    once), replicated then. Inside the image the result is the source's own float32 (a view of a
+    float32 source, no copy)."""
+    h, w = source.shape[-2:]
+    ys, xs = np.arange(y0, y1), np.arange(x0, x1)
+    if mirror is None:
+        mirror = _mirrorable(ys, h) and _mirrorable(xs, w)
+    if mirror:
+        ys, xs = _reflect(ys, h), _reflect(xs, w)
+    else:
+        ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
+    a, c = int(ys.min()), int(xs.min())
+    inside = np.asarray(source[a:int(ys.max()) + 1, c:int(xs.max()) + 1], dtype=np.float32)
+    if ys[0] == a and xs[0] == c and np.all(np.diff(ys) == 1) and np.all(np.diff(xs) == 1):
+        return inside  # inside the image: no copy
+    return inside[np.ix_(ys - a, xs - c)]
+
+
+def _mirrorable(i: np.ndarray, n: int) -> bool:
+    return not (len(i) and (i.min() < -(n - 1) or i.max() > 2 * (n - 1)))
+
+
+def _reflect(i: np.ndarray, n: int) -> np.ndarray:
+    return np.where(i < 0, -i, np.where(i >= n, 2 * (n - 1) - i, i))
+
+
 class MirroredImage:
     """A 2-D image as :func:`pad_image` pads it for ``grid`` and ``context`` (``"reflect"``, or
     ``"replicate"`` where the image is too small to mirror), without making the padded copy.
 
     ``region[y0:y1, x0:x1]`` (coordinates of the padded frame) is read from ``image`` (any real
-    dtype) as a float32 tensor, the values the padded float32 tensor holds there. Depth-variant
-    Richardson-Lucy reads its frames this way: the padded copy was a float32 image (~4.5 B/px)
-    held through the whole deconvolution, with a float32 copy of the input (4 B/px) to make it.
+    dtype) by :func:`read_region` as a float32 tensor, the values the padded float32 tensor holds
+    there. Depth-variant Richardson-Lucy reads its frames this way: the padded copy was a float32
+    image (~4.5 B/px) held through the whole deconvolution, with a float32 copy of the input
+    (4 B/px) to make it.
     """
 
     def __init__(self, image, grid: PatchGrid, context: int):
         top, bottom, left, right = _pad_amounts(grid, context)
         h, w = image.shape[-2:]
-        mirror = max(top, bottom) < h and max(left, right) < w  # as pad_image decides
-        self.image = image
-        self.rows = _padded_index(h, top, bottom, mirror)
-        self.cols = _padded_index(w, left, right, mirror)
-        self.shape = (self.rows.size, self.cols.size)
+        self.image, self.top, self.left = image, top, left
+        self.mirror = max(top, bottom) < h and max(left, right) < w  # as pad_image decides, for the whole frame
+        self.shape = (h + top + bottom, w + left + right)
 
     def __getitem__(self, key):
         import torch
 
         ys, xs = key
-        block = self.image[_as_slice(self.rows[ys])][:, _as_slice(self.cols[xs])]
-        return torch.from_numpy(np.array(block, dtype=np.float32))
-
-
-def _padded_index(n: int, before: int, after: int, mirror: bool) -> np.ndarray:
-    """Source index of every position of an axis of ``n`` padded by ``before`` / ``after``: mirrored
-    without repeating the edge (torch's "reflect"), or the edge repeated ("replicate")."""
-    j = np.arange(-before, n + after)
-    if not mirror:
-        return np.clip(j, 0, n - 1)
-    j = np.abs(j)
-    return np.where(j > n - 1, 2 * (n - 1) - j, j)
-
-
-def _as_slice(index: np.ndarray):
-    """``index`` as a slice where it is a run of consecutive indices (a view, no copy), else as it is."""
-    if index.size and index[-1] - index[0] == index.size - 1 and (np.diff(index) == 1).all():
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        window = read_region(self.image, y0 - self.top, y1 - self.top, x0 - self.left, x1 - self.left,
+                             mirror=self.mirror)
+        # a copy where it is a view of a read-only array (a memory-mapped file, a napari layer):
+        # only read here, but torch warns about such arrays
+        return torch.from_numpy(window if window.flags.writeable else window.copy())
 
 
 def reflect_fill(out, h: int, w: int):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.optics import BACKGROUND
 from ..core.resample import input_window, resample, resample_window, resized_shape
-from ..core.tiling import PATCH, STRIDE, PatchGrid, patch_grid
+from ..core.tiling import PATCH, STRIDE, PatchGrid, patch_grid, read_region
 from .canonical import canonical_shape
 
 
@@ -67,33 +67,6 @@ class CanonicalView:
                                      region_origin=(a, c))
         # the same float32 operations as the in-memory map, with the whole image's statistics
         return canonical_image(region, 1.0, normalise=self.stats is not None, stats=self.stats)[0]
-
-
-def read_region(source, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """``source[y0:y1, x0:x1]`` as float32, mirrored outside the image as the whole image is
-    mirrored in memory (numpy "reflect" = torch "reflect", as
-    :func:`~napari_refocus.core.tiling.pad_image`): a pixel past the edge is read from the image
-    itself, even where the region holds fewer rows or columns inside the image than it reaches
-    past the edge (a thin last block). Where the image is too small to mirror that far, every
-    pixel past the edge is the edge's (``"replicate"``, as ``pad_image`` falls back to)."""
-    h, w = source.shape[-2:]
-    ys, xs = _mirrored(y0, y1, h), _mirrored(x0, x1, w)
-    if ys is None or xs is None:  # too small to mirror: the edge pixels, as pad_image's fallback
-        ys, xs = np.clip(np.arange(y0, y1), 0, h - 1), np.clip(np.arange(x0, x1), 0, w - 1)
-    a, c = int(ys.min()), int(xs.min())
-    core = np.asarray(source[a:int(ys.max()) + 1, c:int(xs.max()) + 1], dtype=np.float32)
-    if ys[0] == a and xs[0] == c and np.all(np.diff(ys) == 1) and np.all(np.diff(xs) == 1):
-        return core  # inside the image: no copy
-    return core[np.ix_(ys - a, xs - c)]
-
-
-def _mirrored(start: int, stop: int, n: int):
-    """Indices ``start..stop-1`` mirrored into ``0..n-1`` without repeating the edge (numpy's
-    "reflect"); None when one lies farther than ``n - 1`` past an edge (cannot be mirrored once)."""
-    i = np.arange(start, stop)
-    if len(i) and (i.min() < -(n - 1) or i.max() > 2 * (n - 1)):
-        return None
-    return np.where(i < 0, -i, np.where(i >= n, 2 * (n - 1) - i, i))
 
 
 def map_grid(native_shape, *, scale: float) -> PatchGrid:

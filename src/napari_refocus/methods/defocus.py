@@ -185,7 +185,8 @@ def check_map_size(shape, scale: float) -> None:
     if min(canonical_shape(shape, scale)) < PATCH:
         need = int(math.ceil(PATCH * scale))
         raise ValueError(f"image is {shape[-2]}x{shape[-1]} pixels; DelpNet needs at least {need}x{need} at this "
-                         f"pixel size to map it: take a larger region (refocus restores a smaller crop, mirrored to one patch)")
+                         "pixel size to map it: take a larger region (refocus restores a smaller crop, mirrored to "
+                         "one patch)")
 
 
 def is_training_objective(optics: Optics) -> bool:

@@ -140,11 +140,11 @@ def _make_run(name: str):
         from ..core.memory import release_free_memory
         from .gate import iter_image_gate, map_fits
 
+        if not params.never_worse:
+            return (yield from _restore(image, params, device=device, report=report, stats=stats))
         optics = gate_optics(params.optics)
-        if not params.never_worse or not map_fits(np.shape(image), optics):
+        if not map_fits(np.shape(image), optics):  # below one patch: its map is read mirrored, after the tiles
             out = yield from _restore(image, params, device=device, report=report, stats=stats)
-            if not params.never_worse:
-                return out
             return (yield from gate_small(image, out, device=device, report=report, optics=optics, stats=map_stats))
         # the gate's map first, before the output exists: its canonical image (4 B/px) and DelpNet's
         # batches then never sit on top of the restored image (m-deblurgan's x2 float32: 16 B/px)
