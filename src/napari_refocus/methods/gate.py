@@ -374,15 +374,3 @@ def unmirror(array, pads, image_shape, upscale: int = 1):
     (top, _), (left, _) = pads
     r, (h, w) = int(upscale), (int(n) for n in image_shape[-2:])
     return array[top * r:(top + h) * r, left * r:(left + w) * r]
-
-
-def gate_image(image, restored, *, device, report, optics=None, stats=None, weights=None):
-    """A generator: DelpNet's map of ``image``, then ``restored`` gated by it (float32, the
-    output's shape); the weights, the share changed and the rule go to ``report.extras["gate"]``.
-    The map runs on the device the method ended on (``report.device``, after any fallback)."""
-    dmap, gate = yield from iter_image_gate(image, weights=weights, device=getattr(report, "device", device),
-                                            optics=optics, stats=stats, report=report)
-    restored = np.asarray(restored, np.float32)
-    w = gate.weights(np.shape(image), int(round(restored.shape[0] / np.shape(image)[0])))
-    record(report, w, gate.threshold_um, dmap.weights_sha256)
-    return blend(image, restored, w)

@@ -192,9 +192,10 @@ BLEND_STRIP_BYTES = 2 << 20
 
 
 def gate_in_place(image, out, gated, *, report):
-    """:func:`.gate.gate_image`'s blend of ``out`` (the method's output for ``image``) by
-    ``gated = (map, gate)`` (:func:`.gate.iter_image_gate` of ``image``), written into ``out`` a
-    strip of rows at a time (the same numbers; no whole-size temporaries: the weights are
+    """``out`` (the method's output for ``image``) gated by ``gated = (map, gate)``
+    (:func:`.gate.iter_image_gate` of ``image``): :func:`.gate.blend` written into ``out`` a strip
+    of rows at a time, the weights, the share changed and the rule recorded in
+    ``report.extras["gate"]`` (the same numbers; no whole-size temporaries: the weights are
     recorded as a lazy :class:`~.gate.GateWeights`, made again when read)."""
     from .gate import CHANGED_ABOVE, WEIGHT_ROWS, GateWeights, record
     from .learned_blocks import _resampled, blend_into
@@ -218,7 +219,7 @@ def gate_in_place(image, out, gated, *, report):
 
 
 def gate_small(image, out, *, device, report, optics=None, stats=None):
-    """A generator: :func:`.gate.gate_image` for an image smaller than one DelpNet patch at its
+    """A generator: the never-worse gate of ``out`` for an image smaller than one DelpNet patch at its
     sampling (a crop of one cell): the map is read on the image mirrored out to one patch
     (:func:`.gate.mirror_padding`; mirroring keeps its blur), and the weights of the image's own
     pixels gate ``out`` (``stats``: the whole image's canonical statistics, as for
