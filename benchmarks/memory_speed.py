@@ -69,6 +69,17 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``: the heap's freed pages handed back (nothing without glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     """Reset this process's peak RSS (VmHWM) to its current RSS; False where that is not possible."""
     try:
@@ -106,10 +117,10 @@ def run_case(method: str, size: int, level: int = 5, params=None) -> dict:
     nr.refocus(test_image(256, level), method=method, device="cpu", **params)  # loads and warms the network
     image = test_image(size, level)
     # the heap the warm-up freed is handed back first: left in the baseline, a run that reuses it
-    # reads lower, and by how much varied from process to process (+-5 B/px at 1024^2)
-    from napari_refocus.core.memory import release_free_memory
-
-    release_free_memory()
+    # reads lower, and by how much varied from process to process (+-5 B/px at 1024^2); done here,
+    # not through the package, so that a baseline tree from before core.memory.release_free_memory
+    # is measured the same way
+    _malloc_trim()
     baseline = _rss()
     peak = [baseline]
     stop = threading.Event()
