@@ -23,6 +23,17 @@ def test_imagej_pixel_size_is_read(tmp_path):
     assert nr.read_image(p)[1]["pixel_um"] == pytest.approx(0.5)
 
 
+def test_pixel_sizes_read_from_resolutions_carry_no_binary_noise(tmp_path):
+    """1 / (1 / 0.325) is 0.32499999999999996 in floating point: the size read back is 0.325, as
+    the CLI's JSON, the widgets and the provenance print it."""
+    ij, cm = tmp_path / "ij.tif", tmp_path / "cm.tif"
+    tifffile.imwrite(ij, np.zeros((8, 8), np.uint16), imagej=True, resolution=(1 / 0.325, 1 / 0.325),
+                     metadata={"unit": "micron"})
+    tifffile.imwrite(cm, np.zeros((8, 8), np.uint16), resolution=(1e4 / 0.325, 1e4 / 0.325), resolutionunit="CENTIMETER")
+    written = nr.write_image(tmp_path / "w.tif", np.zeros((8, 8), np.uint16), pixel_um=0.1083)
+    assert [nr.read_image(p)[1]["pixel_um"] for p in (ij, cm, written)] == [0.325, 0.325, 0.1083]
+
+
 def test_no_pixel_size(tmp_path):
     p = tmp_path / "plain.tif"
     tifffile.imwrite(p, np.zeros((8, 8), np.uint16))
