@@ -107,3 +107,30 @@ def test_histogram_counts_in_chunks_as_bincount_does():
     small = np.array([[0, 3], [3, 1]], np.uint16)
     assert np.array_equal(intensity.histogram([small]), [1, 1, 0, 2])
     assert np.array_equal(intensity.histogram([small[:1], small[1:]]), [1, 1, 0, 2])
+
+
+@pytest.mark.parametrize("level", [2, 5, 8])
+def test_the_shipped_map_reads_the_same_at_more_photons_and_in_any_dtype(level):
+    """Issue 13's exposure criterion where it holds (BENCHMARKS.md "Other objectives and exposures"):
+    the shipped field blurred as DelpNet was trained (LB-DVD eq. 2), Poisson noise at its counts;
+    at 4x and 16x the photons >= 85 % of the non-background patches keep their class and >= 95 %
+    stay within one; as float counts or scaled to 0..1 the map is the same, as 8-bit >= 95 %. (4x
+    fewer photons do not meet it: DelpNet reads the stronger noise as blur.)"""
+    import napari_refocus as nr
+    from napari_refocus.io.samples import infocus_image
+
+    rng = np.random.default_rng(0)
+    clean = np.clip(nr.simulate(infocus_image(), level=level, noise=None, optics=Optics(psf_model="paraxial")), 0, None)
+    base = rng.poisson(clean).astype(np.uint16)
+    ref = nr.defocus_map(base, device="cpu").levels
+    fg = ref != 11
+    assert fg.mean() > 0.9
+    variants = {"x4": np.clip(rng.poisson(clean * 4), 0, 65535).astype(np.uint16),
+                "x16": np.clip(rng.poisson(clean * 16), 0, 65535).astype(np.uint16),
+                "float32 counts": base.astype(np.float32), "float 0..1": (base / 65535.0).astype(np.float32),
+                "uint8": np.round(base / base.max() * 255).astype(np.uint8)}
+    for name, image in variants.items():
+        levels = nr.defocus_map(image, device="cpu").levels
+        same, within_one = (levels[fg] == ref[fg]).mean(), (np.abs(levels[fg] - ref[fg]) <= 1).mean()
+        assert within_one >= 0.95, (name, within_one)
+        assert same >= {"float32 counts": 1.0, "float 0..1": 1.0, "uint8": 0.95}.get(name, 0.85), (name, same)
