@@ -127,20 +127,17 @@ def objectives_table(args, rng):
     return lines, summary
 
 
-def training_blur(gt, level: int, *, level_field=None):
-    """``gt`` blurred (no noise) as the shipped DelpNet's training blurred class ``level``: LB-DVD
-    eq. 2 (``psf_model="paraxial"``) at 2 um a level, as its held-out evaluation
-    (``training.pairs.synthetic_test_set``) does. The package's default PSF became the exact one
-    after this protocol was written; through it, "level 8" had silently become 16 um of the exact
-    model, a third of the way from class 8 (15.43 um) to class 9 (BENCHMARKS.md "Defocus map:
-    stability ...", stop 36). ``level_field``: a level per pixel instead."""
+def training_blur(gt, **where):
+    """``gt`` blurred (no noise) as the shipped DelpNet's training blurred its classes: LB-DVD eq. 2
+    (``psf_model="paraxial"``) at 2 um a level, as its held-out evaluation
+    (``training.pairs.synthetic_test_set``) does; ``where``: ``level=`` or ``level_field=``, as
+    :func:`napari_refocus.simulate`. The package's default PSF became the exact one after this
+    protocol was written; through it, "level 8" had silently become 16 um of the exact model, a
+    third of the way from class 8 (15.43 um) to class 9 (BENCHMARKS.md, stop 36)."""
     import napari_refocus as nr
     from napari_refocus.core.optics import Optics
 
-    paraxial = Optics(psf_model="paraxial")
-    if level_field is not None:
-        return nr.simulate(gt, level_field=level_field, noise=None, optics=paraxial)
-    return nr.simulate(gt, level=level, noise=None, optics=paraxial)
+    return nr.simulate(gt, noise=None, optics=Optics(psf_model="paraxial"), **where)
 
 
 def exposure_table(args, rng):
@@ -151,7 +148,7 @@ def exposure_table(args, rng):
     identical = {}
     for fname, gt in fields()[: 1 if args.quick else 2]:
         for level in (2, 5, 8):
-            clean = training_blur(gt, level)
+            clean = training_blur(gt, level=level)
             base = rng.poisson(np.clip(clean, 0, None)).astype(np.uint16)
             variants = {f"x{e}": np.clip(rng.poisson(np.clip(clean * e, 0, None)), 0, 65535).astype(np.uint16)
                         for e in (0.25, 4, 16)}
@@ -192,7 +189,7 @@ def exposure_ceiling(args, rng, iterations=(3, 5, 8, 15, 30)):
              "|---|---|---|" + "---|" * (len(iterations) + 1)]
     for fname, gt in fields()[: 1 if args.quick else 2]:
         for level in (2, 5, 8):
-            clean = training_blur(gt, level)
+            clean = training_blur(gt, level=level)
             for e in (0.25, 1, 4):
                 v = rng.poisson(np.clip(clean * e, 0, None)).astype(np.float32)
                 gains = [psnr(nr.refocus(v, method="rl", level=level, iterations=n, device="cpu",

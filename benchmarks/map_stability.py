@@ -80,7 +80,7 @@ def run(tta: bool, rng):
 
     for _, gt in fields():
         for level in (2, 5, 8):
-            clean = training_blur(gt, level)
+            clean = training_blur(gt, level=level)
             base, dm = readings(rng.poisson(np.clip(clean, 0, None)).astype(np.uint16), tta)
             centre = np.full(dm.levels.shape, float(level))
             for name in READINGS:
@@ -91,7 +91,7 @@ def run(tta: bool, rng):
                     fg = base[name] != 11
                     same[name][k].append(float((got[name][fg] == base[name][fg]).mean()))
         for lf in level_fields(gt.shape).values():
-            clean = training_blur(gt, None, level_field=lf)
+            clean = training_blur(gt, level_field=lf)
             got, dm = readings(rng.poisson(np.clip(clean, 0, None)).astype(np.uint16), tta)
             c = dm.grid.corners() + (dm.grid.patch - 1) // 2
             centre = lf[np.clip(c[..., 0], 0, gt.shape[0] - 1), np.clip(c[..., 1], 0, gt.shape[1] - 1)]

@@ -259,11 +259,12 @@ def um_per(unit) -> float | None:
     return UM_PER_UNIT.get(str(unit).strip().lower())
 
 
-def physical(value: float) -> float:
+def significant(value: float) -> float:
     """``value`` to 12 significant digits: a size read as a resolution (pixels per unit, a ratio
     of integers) or converted from another unit carries binary noise (1 / (1 / 0.325) is
     0.32499999999999996), which no microscope's calibration has and which the CLI's JSON, the
-    widgets and the provenance would otherwise print."""
+    widgets and the provenance would otherwise print. Every number read from OME metadata (sizes,
+    NA, refractive index, wavelength) goes through it."""
     return float(f"{value:.12g}")
 
 
@@ -283,10 +284,10 @@ def tiff_pixel_um(tif) -> float | None:
     per_unit = num / den  # pixels per unit
     if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit"):
         factor = um_per(tif.imagej_metadata["unit"])
-        return physical(factor / per_unit) if factor else None
+        return significant(factor / per_unit) if factor else None
     ru = page.tags.get("ResolutionUnit")
     if ru is not None and int(ru.value) == 3:  # centimetre
-        return physical(1e4 / per_unit)
+        return significant(1e4 / per_unit)
     return None  # inch (a print resolution) or no unit
 
 
@@ -309,7 +310,7 @@ def _number(value, factor=1.0) -> float | None:
         value = float(value) * factor
     except (TypeError, ValueError):
         return None
-    return physical(value) if value > 0 and value == value and value != float("inf") else None
+    return significant(value) if 0 < value < float("inf") else None  # NaN fails both
 
 
 def _length(value, unit, *, default_unit: str) -> float | None:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .read import ImageReadError, _one_line, reading, um_per
-from .read import physical as physical_value
+from .read import ImageReadError, _one_line, reading, significant, um_per
 
 #: the NGFF version napari-refocus writes
 NGFF_VERSION = "0.4"
@@ -196,7 +195,7 @@ def read_ome_zarr_info(path, *, level: int = 0) -> dict:
     pixel_um = None
     if "X" in physical:
         factor = um_per(physical["X"]["unit"])
-        pixel_um = physical_value(physical["X"]["scale"] * factor) if factor else None
+        pixel_um = significant(physical["X"]["scale"] * factor) if factor else None
     optics = {"pixel_um": pixel_um} if pixel_um else {}
     return {"path": str(path), "axes": axes, "shape": shape, "dtype": np.dtype(arr.dtype), "pixel_um": pixel_um,
             "optics": optics, "optics_source": dict.fromkeys(optics, "file"), "metadata": ours,
