@@ -146,6 +146,34 @@ def test_group_jobs_do_not_depend_on_the_part_asked_for():
     assert all(1 <= lv <= 10 for _, lv, _ in whole)  # level 0 and background are not deconvolved
 
 
+def test_frame_boxes_cover_each_levels_patches_and_a_part_reads_the_whole_groups():
+    """Each (group, level) frame covers the box of that level's patches in its group, no more (a
+    lone patch: a one-patch frame); a part of the grid that cuts groups, given the classes of the
+    whole groups around it, gets the whole grid's boxes (so its frames, and sums, are memory's)."""
+    from napari_refocus.core.rl_groups import job_boxes
+    from napari_refocus.methods.lbdvd_global import whole_groups
+
+    levels = np.zeros((9, 11), np.int64)
+    levels[1, 2] = 3  # alone in group 0
+    levels[4:6, 5:8] = 7  # a 2x3 block in group 4
+    levels[7, 4] = 2  # another level in group 4
+    levels[8, 10] = 7  # and one more patch of level 7, in group 8
+    levels[0:4, 8:11] = 11  # background: not deconvolved
+    whole = job_boxes(levels, levels.shape, 4, group_cols=3)
+    assert whole == {(0, 3): (1, 1, 2, 2), (4, 7): (0, 1, 1, 3), (4, 2): (3, 3, 0, 0), (8, 7): (0, 0, 2, 2)}
+    rng = np.random.default_rng(1)
+    levels = rng.integers(0, 12, size=(9, 11))
+    whole = job_boxes(levels, levels.shape, 4, group_cols=3)
+    for rows, cols in (((3, 7), (2, 9)), ((5, 5), (0, 10)), ((8, 8), (9, 10))):
+        wr, wc = whole_groups(rows, 4, 9), whole_groups(cols, 4, 11)
+        assert wr[0] % 4 == 0 and wc[0] % 4 == 0 and wr[0] <= rows[0] and wr[1] >= rows[1]
+        got = job_boxes(levels[wr[0]:wr[1] + 1, wc[0]:wc[1] + 1], levels.shape, 4, wr, wc, group_cols=3)
+        assert got == {k: v for k, v in whole.items() if k in got} and got
+        # without the whole groups, a part that cuts a group would read smaller boxes
+        cut = job_boxes(levels[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1], levels.shape, 4, rows, cols, group_cols=3)
+        assert all(whole[k][0] <= v[0] and v[1] <= whole[k][1] for k, v in cut.items())
+
+
 def test_rectangular_montage_option(infocus_crop):
     blurred = nr.simulate(infocus_crop, level=5, seed=0)
     grid = nr.patch_grid(blurred.shape, stride=84)

@@ -158,13 +158,16 @@ def test_depth_variant_rl_halves_its_patch_batches_then_uses_the_cpu(rl_on_fake_
     dmap = DefocusMap(levels=levels, probabilities=probs, certainty=np.ones(grid.shape, np.float32), grid=grid)
     plain = refocus_array(image, method="lbdvd", device="cpu", defocus_map=dmap, iterations=5)
     res = refocus_array(image, method="lbdvd", device=FAKE_GPU, defocus_map=dmap, iterations=5)
-    # lbdvd deconvolves the patches of a level in each 4x4 group together (core.rl_groups): an
-    # accelerator's batch is 256 such frames: all n of them, then the powers of two below n down
-    # to 1 (a chunk of one frame is deconvolved with a copy of it: rl.MIN_BATCH)
+    # lbdvd deconvolves the patches of a level in each 4x4 group together (core.rl_groups), one
+    # frame shape at a time (job_boxes); an accelerator's batch is 256 such frames: all n of the
+    # first shape's, then the powers of two below n down to 1 (a chunk of one frame is
+    # deconvolved with a copy of it: rl.MIN_BATCH); then every other shape goes to the CPU at
+    # once (no second round of out-of-memory errors)
     from napari_refocus.core.rl_groups import group_grid, group_jobs
 
-    n = len(group_jobs(levels, grid.shape, 4, group_cols=group_grid(grid, 4).shape[1]))
-    assert n > 8, "enough frames to halve"
+    jobs = len(group_jobs(levels, grid.shape, 4, group_cols=group_grid(grid, 4).shape[1]))
+    n = sizes[0]
+    assert 2 < n < jobs, "enough frames to halve, and more than one frame shape"
     halves = [2**k for k in range(int(np.log2(n)), -1, -1) if 2**k < n]
     assert set(sizes[:-len(halves)]) == {n} and sizes[-len(halves):] == [*halves[:-1], max(1, rl.MIN_BATCH)], sizes
     assert res.device == "cpu"

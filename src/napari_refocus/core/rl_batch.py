@@ -140,13 +140,15 @@ def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
 
 
 def iter_deconvolve_frames(take, levels, put, *, size, context, iterations, device, initial, boundary, batch_size,
-                           optics, inside=None, report=None):
+                           optics, inside=None, report=None, fft_shape=None):
     """Deconvolve context-padded frames of levels 1..10 a chunk at a time (item ``k`` with the
     PSF of ``levels[k]``; the others are skipped): ``take(index)`` gives the frames
-    ``(n, size, size)`` of item numbers ``index`` (``inside(index)`` their data masks, or None),
-    ``put(index, central parts)`` receives each result (the frames without their context). An
-    item is a patch (:mod:`.rl`) or a group of patches (:mod:`.rl_groups`). A generator yielding
-    Progress per chunk."""
+    ``(n, size, size)`` (``size`` an int, or ``(rows, columns)``) of item numbers ``index``
+    (``inside(index)`` their data masks, or None), ``put(index, central parts)`` receives each
+    result (the frames without their context). An item is a patch (:mod:`.rl`) or a group of
+    patches (:mod:`.rl_groups`). ``fft_shape``: the transforms' frame (default: the data plus
+    the PSF radius, rounded up by :func:`~.otf.frame_size`). A generator yielding Progress per
+    chunk; returns the device the frames ran on (the CPU after an out-of-memory fallback)."""
     import torch
 
     optics = optics or Optics()
@@ -158,31 +160,34 @@ def iter_deconvolve_frames(take, levels, put, *, size, context, iterations, devi
         # and 8 no slower than 32 with a quarter of the memory: each patch in flight holds ~1 MB
         # of frames and spectra; benchmarks/memory_speed.py)
         batch_size = CPU_BATCH if dev.type == "cpu" else 1024
-    patch = size - 2 * context
-    crop = slice(context, context + patch)
+    rows, cols = (size, size) if np.ndim(size) == 0 else (int(n) for n in size)
+    crop_y, crop_x = slice(context, rows - context), slice(context, cols - context)
     todo = np.flatnonzero((levels > 0) & (levels != BACKGROUND))
     # One PSF radius of zeros past the data: enough for circular = linear convolution. With
     # the normalised boundary the estimate's extensions past opposite edges then share one
     # band; measured: no PSNR difference to a frame of data + 2 radii, which is 37 % slower.
-    shape = (frame_size(size, optics.psf_size),) * 2
+    shape = (frame_size(rows, optics.psf_size), frame_size(cols, optics.psf_size)) if fft_shape is None \
+        else tuple(int(n) for n in fft_shape)
 
     def work(start, stop, dev_):
         idx = todo[start:stop]
         if len(idx) < MIN_BATCH:  # with a copy of its patch: see MIN_BATCH
             idx = np.concatenate([idx, np.repeat(idx[-1:], MIN_BATCH - len(idx))])
-        frame = (0, shape[1] - size, 0, shape[0] - size)
+        frame = (0, shape[1] - cols, 0, shape[0] - rows)
         obs = torch.nn.functional.pad(take(idx).to(dev_), frame)
         mask = None
         if boundary == "normalized":
             # one mask for all patches unless some lack real neighbours
-            region = inside(idx).to(dev_) if inside is not None else torch.ones_like(obs[:1, :size, :size])
+            region = inside(idx).to(dev_) if inside is not None else torch.ones_like(obs[:1, :rows, :cols])
             mask = torch.nn.functional.pad(region, frame)
         # only the levels this chunk uses are transformed; each patch indexes its own
         needed, which = np.unique(levels[todo[start:stop]], return_inverse=True)
         otf = otf_bank(optics, shape, dev_, needed)[torch.from_numpy(which.ravel()).to(dev_)]
         est = richardson_lucy_batch(obs, otf, iterations, mask=mask, initial=initial)
-        return est[:stop - start, crop, crop].to("cpu")
+        ran_on[0] = dev_  # the device that worked (the CPU after an out-of-memory fallback)
+        return est[:stop - start, crop_y, crop_x].to("cpu")
 
+    ran_on = [dev]
     total = max(1, len(todo))
     yield Progress(0, total, "deconvolve")
     done = 0
@@ -190,3 +195,4 @@ def iter_deconvolve_frames(take, levels, put, *, size, context, iterations, devi
         put(todo[done:stop], chunk)
         done = stop
         yield Progress(done, total, "deconvolve")
+    return ran_on[0]

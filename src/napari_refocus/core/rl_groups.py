@@ -1,12 +1,17 @@
 """Depth-variant Richardson-Lucy with neighbouring patches of one level in one frame.
 
 The patches of one level within each ``group`` x ``group`` block of the patch grid are
-deconvolved together: one FFT frame holds their union plus the context, and each patch's central
-part is cut out of it. Each patch still gets its own level's PSF and the same triangular blend;
-it sees more of its real neighbours; and when a block holds one level, the transforms cover about
-a quarter of the pixels of one frame per patch (:func:`group_size`). The order in which frames are
-run and patches added (:func:`group_jobs`) does not depend on which part of the grid is asked
-for, so lbdvd's block form (:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32
+deconvolved together: one FFT frame holds the box of the group's patches of that level plus the
+context (:func:`job_boxes`), and each patch's central part is cut out of it. Each patch still
+gets its own level's PSF and the same triangular blend; it sees more of its real neighbours;
+when a block holds one level, the transforms cover about a quarter of the pixels of one frame
+per patch (:func:`group_size`); and a level with a few patches in a corner of a group is
+transformed in a frame of that corner, not of the whole group (on BBBC006 planes with several
+levels a group: 55-75 % of the transformed pixels of whole-group frames). Frames are
+transformed in sizes of :func:`fast_fft_size`, one shape at a time. The order in which frames are
+run and patches added (:func:`group_jobs`, by frame shape) does not depend on which part of the
+grid is asked for, and a part reads its frames' boxes from the classes of the whole groups around
+it, so lbdvd's block form (:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32
 sums as the image in memory.
 """
 
@@ -16,8 +21,9 @@ import numpy as np
 
 from .devices import resolve_device
 from .memory import SMALL_IMAGE_PIXELS
-from .optics import BACKGROUND
+from .optics import BACKGROUND, Optics
 from .otf import frame_size
+from .progress import Progress
 from .rl_batch import iter_deconvolve_frames
 from .tiling import PatchGrid
 
@@ -36,6 +42,19 @@ SMALL_GROUP_CPU_BATCH = 4
 def cpu_group_batch(pixels: int) -> int:
     """Group frames deconvolved at once on a CPU for an image of ``pixels`` pixels."""
     return SMALL_GROUP_CPU_BATCH if pixels < SMALL_IMAGE_PIXELS else GROUP_CPU_BATCH
+
+
+def fast_fft_size(n: int) -> int:
+    """Smallest ``2**a`` or ``3 * 2**a`` >= ``n`` (at least 8): the frame sides whose transforms
+    ran fastest per pixel here (2-core Xeon, MKL: 128, 192 and 256 at ~1.1 ms per Mpx for a
+    forward and inverse pair, 180 and 240 at 1.6-1.7), and few of them, so that frames of one
+    shape batch together."""
+    size = 8  # a power of two
+    while size < n:
+        if size * 3 // 2 >= n:
+            return size * 3 // 2
+        size *= 2
+    return size
 
 
 def group_frame(group: int, *, patch: int, stride: int, context: int, psf_size: int) -> int:
@@ -89,8 +108,33 @@ def group_jobs(levels, grid_shape, group: int, rows=None, cols=None, *, group_co
     return [(g, L, np.asarray(p)) for (g, L), p in jobs.items()]
 
 
+def job_boxes(levels, grid_shape, group: int, rows=None, cols=None, *, group_cols: int) -> dict:
+    """``{(group number, level): (a0, a1, b0, b1)}``: the first and last patch row and column
+    (0..group-1, within the group) holding each level in each group, over the patches
+    ``rows``, ``cols`` of ``levels`` (as :func:`group_jobs`). Each job's frame covers only that
+    box of its group (plus the context): a level with one patch in a group is transformed in a
+    one-patch frame, not in the group's whole one."""
+    lv = np.asarray(levels).reshape(-1)
+    r0 = (rows or (0,))[0]
+    c0, c1 = cols or (0, grid_shape[1] - 1)
+    ii, jj = np.divmod(np.arange(lv.size), c1 - c0 + 1)
+    ii, jj = ii + r0, jj + c0
+    work = (lv > 0) & (lv != BACKGROUND)
+    if not work.any():
+        return {}
+    m = int(lv[work].max()) + 1  # (group number, level) as one integer
+    key = ((ii // group) * int(group_cols) + jj // group)[work].astype(np.int64) * m + lv[work]
+    order = np.argsort(key, kind="stable")
+    keys, first = np.unique(key[order], return_index=True)
+    a, b = (ii % group)[work][order], (jj % group)[work][order]
+    box = np.stack([np.minimum.reduceat(a, first), np.maximum.reduceat(a, first),
+                    np.minimum.reduceat(b, first), np.maximum.reduceat(b, first)], axis=1)
+    return {(int(k) // m, int(k) % m): tuple(int(v) for v in row) for k, row in zip(keys, box)}
+
+
 def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, context: int, iterations: int, device,
-                        initial: str, boundary: str, batch_size=None, optics=None, report=None, rows=None, cols=None):
+                        initial: str, boundary: str, batch_size=None, optics=None, report=None, rows=None, cols=None,
+                        whole_groups=None):
     """Depth-variant RL of patches ``rows = (r0, r1)``, ``cols`` (inclusive; default all) of
     ``grid``, ``group`` x ``group`` patches of a level per frame, into the Accumulator ``acc``
     (over that part of the grid, numbered as ``levels``): the unchanged patches (level 0,
@@ -101,7 +145,11 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
     borders, covering the groups of these patches with their context: the image as padded for
     :func:`group_grid` in memory (read frame by frame), a block's window of a big image. Both
     read the same frames and add in the same order, so a part of the grid gets the float32 sums
-    the whole grid gets. A generator yielding Progress per chunk of frames."""
+    the whole grid gets. Each job's frame covers the box of its group that holds its level
+    (:func:`job_boxes`); a part that cuts groups gives ``whole_groups = (levels, rows, cols)``
+    of the whole groups around it, so its boxes are the whole grid's. Jobs run shape by shape
+    (in sorted order of their frames' (rows, columns)), then in :func:`group_jobs`' order. A generator yielding Progress per chunk
+    of frames."""
     import torch
 
     s, p = grid.stride, grid.patch
@@ -128,27 +176,62 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
         acc.add(index, torch.stack([region[y:y + p, x:x + p] for y, x in zip(ys.tolist(), xs.tolist())]))
     gcols = ggrid.shape[1]
     jobs = group_jobs(lv, grid.shape, group, rows=rows, cols=cols, group_cols=gcols)
+    wl, wr, wc = whole_groups if whole_groups is not None else (lv, rows, cols)
+    boxes = job_boxes(wl, grid.shape, group, wr, wc, group_cols=gcols)
     numbers = np.array([g for g, _, _ in jobs], dtype=np.int64)
+    # each job's frame in its group's window: (first row, first column, rows, columns)
+    frames = []
+    for g, L, _ in jobs:
+        a0, a1, b0, b1 = boxes[g, L]
+        frames.append((a0 * s, b0 * s, (a1 - a0) * s + p + 2 * context, (b1 - b0) * s + p + 2 * context))
 
     def take(index):
         a, b = np.divmod(numbers[np.asarray(index)], gcols)
         a, b = a - ga, b - gb
-        if gview is not None:
-            return gview[torch.from_numpy(a), torch.from_numpy(b)]
-        return torch.stack([region[y * step:y * step + size, x * step:x * step + size]
-                            for y, x in zip(a.tolist(), b.tolist())])
+        out = []
+        for k, y, x in zip(np.asarray(index).tolist(), a.tolist(), b.tolist()):
+            y0, x0, h, w = frames[k]
+            if gview is not None:
+                out.append(gview[y, x, y0:y0 + h, x0:x0 + w])
+            else:
+                out.append(region[y * step + y0:y * step + y0 + h, x * step + x0:x * step + x0 + w])
+        return torch.stack(out)
 
     def put(index, unions):  # each job's frame without its context: cut out its patches
         for k, union in zip(np.asarray(index).tolist(), unions):
             patches = jobs[k][2]
             ys, xs = origin(patches)
-            ys, xs = ys + top - numbers[k] // gcols * group * s, xs + left - numbers[k] % gcols * group * s
+            y0, x0 = frames[k][:2]
+            ys = ys + top - numbers[k] // gcols * group * s - y0
+            xs = xs + left - numbers[k] % gcols * group * s - x0
             # added in the job's patch order, as one patch at a time would be
             acc.add(patches, torch.stack([union[y:y + p, x:x + p] for y, x in zip(ys.tolist(), xs.tolist())]))
 
     dev = resolve_device(device)
     if batch_size is None:
         batch_size = GROUP_CPU_BATCH if dev.type == "cpu" else 256
-    yield from iter_deconvolve_frames(take, np.array([L for _, L, _ in jobs], dtype=np.int64), put, size=size,
-                                      context=context, iterations=iterations, device=dev, initial=initial,
-                                      boundary=boundary, batch_size=batch_size, optics=optics, report=report)
+    radius = (optics or Optics()).psf_size // 2
+    shapes = sorted({f[2:] for f in frames})
+    total, done = max(1, len(jobs)), 0
+    yield Progress(0, total, "deconvolve")
+    for shape in shapes:  # one frame shape at a time (a batch of frames shares one FFT size)
+        mine = np.array([k for k, f in enumerate(frames) if f[2:] == shape], dtype=np.int64)
+        fft = tuple(fast_fft_size(n + radius) for n in shape)
+        # frames smaller than a group's in bigger batches (the same bytes in flight): fewer calls
+        batch = max(batch_size, batch_size * GROUP_FRAME_MAX ** 2 // (fft[0] * fft[1]))
+        run = iter_deconvolve_frames(lambda i: take(mine[np.asarray(i)]),
+                                     np.array([jobs[k][1] for k in mine], dtype=np.int64),
+                                     lambda i, u: put(mine[np.asarray(i)], u), size=shape, context=context,
+                                     iterations=iterations, device=dev, initial=initial, boundary=boundary,
+                                     batch_size=batch, optics=optics, report=report, fft_shape=fft)
+        while True:
+            try:
+                step_ = next(run)
+            except StopIteration as end:
+                ran_on = end.value
+                break
+            if step_.done:
+                yield Progress(done + step_.done, total, "deconvolve")
+        done += len(mine)
+        if ran_on != dev:  # out of memory on the accelerator: the other shapes go to the CPU at once
+            dev, batch_size = ran_on, GROUP_CPU_BATCH

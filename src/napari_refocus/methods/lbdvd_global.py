@@ -59,14 +59,28 @@ def block_halo(*, patch: int, context: int, scale: float, stride: int = 0, group
     pixel past the grid's last patch centre reads the two last patches) and their neighbours a stride
     more (:func:`.gate.neighbour_agreement`; ``gated=False``: the deep pass, which reads no gate);
     the resampling adds its filter's reach (``scale`` + 1 px)."""
-    # patches deconvolved in groups (core.rl_groups.group_jobs) read their group's whole frame: up to
-    # (group - 1) strides beyond the patch on either side
+    # patches deconvolved in groups (core.rl_groups.group_jobs) read their group's frame, and the
+    # frame's box is read from the classes of the whole group (core.rl_groups.job_boxes): up to
+    # (group - 1) strides beyond the patch on either side, and the map patches of those classes
     grouped = (group - 1) * stride
     reach_gate = gate.weights_reach(scale) if gated else 0
     if scale == 1.0:  # the map's patches are the native ones
         return max(HALO + grouped, math.ceil(reach_gate))
-    reach_map = patch / 2 + (STRIDE // 2 + PATCH // 2 + 2) * scale
+    reach_map = patch / 2 + (STRIDE // 2 + PATCH // 2 + 2) * scale + grouped
     return int(math.ceil(max(patch - 1 + context + grouped, reach_map, reach_gate) + max(scale, 1.0) + 2))
+
+
+def _within(rows, whole) -> slice:
+    """``rows`` (first, last) as a slice of the rows ``whole`` (first, last) around them."""
+    return slice(rows[0] - whole[0], rows[1] - whole[0] + 1)
+
+
+def whole_groups(rows, group: int, n: int) -> tuple[int, int]:
+    """The patch rows (first, last; columns alike) of the whole ``group``-row groups of a grid of
+    ``n`` rows that the rows ``rows = (first, last)`` touch: a block's frames are read from the
+    classes of whole groups, as in memory (:func:`~napari_refocus.core.rl_groups.job_boxes`)."""
+    a, b = (int(v) for v in rows)
+    return a // group * group, min(n - 1, b // group * group + group - 1)
 
 
 @dataclass(frozen=True)
@@ -99,17 +113,18 @@ def grids(native_shape, frame, stride: int) -> Grids:
 
 
 def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iterations: int, device, optics,
-                     group: int = 1):
+                     group: int = 1, whole=None):
     """The block's owned pixels after depth-variant RL of its native patches (``levels`` on its
     sub-grid), blended in the in-memory order (float32, clipped at 0); ``group``: as
-    :func:`~napari_refocus.core.rl.iter_deconvolve`'s."""
+    :func:`~napari_refocus.core.rl.iter_deconvolve`'s; ``whole``: ``(levels, rows, cols)`` of the
+    whole groups around the block (:func:`whole_groups`), which fix each frame's box."""
     import torch
 
     from ..core.rl import deconvolve_patches
 
     if group > 1:
         return _deconvolve_block_grouped(source, blk, grid, levels, context=context, iterations=iterations,
-                                         device=device, optics=optics, group=group)
+                                         device=device, optics=optics, group=group, whole=whole)
     patches, sub = block_patches(source, blk, grid, context)
     lv = np.asarray(levels).ravel()
     crop = slice(context, context + grid.patch)
@@ -125,7 +140,8 @@ def deconvolve_block(source, blk, grid: PatchGrid, levels, *, context: int, iter
     return acc.result()[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).numpy()
 
 
-def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, iterations, device, optics, group):
+def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, iterations, device, optics, group,
+                              whole=None):
     """:func:`deconvolve_block` with ``group`` x ``group`` patches of a level per frame: the
     block's window of the image, mirrored as in memory, through the in-memory code
     (:func:`~napari_refocus.core.rl_groups.grouped_region_into`)."""
@@ -144,7 +160,7 @@ def _deconvolve_block_grouped(source, blk, grid: PatchGrid, levels, *, context, 
     acc = Accumulator(PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s))
     drain(grouped_region_into(acc, region, grid, levels, group=group, context=context, iterations=iterations,
                               device=device, initial="observed", boundary="normalized", optics=optics,
-                              rows=blk.rows, cols=blk.cols))
+                              rows=blk.rows, cols=blk.cols, whole_groups=whole))
     oy, ox = blk.y0 - r0 * s, blk.x0 - c0 * s
     return acc.result()[oy:oy + blk.y1 - blk.y0, ox:ox + blk.x1 - blk.x0].clamp_min(0).numpy()
 
@@ -193,7 +209,10 @@ def block_runner(params, *, device, stats=None, small=None):
             state["model"] = delpnet(map_weights(params.weights, params.optics), device)
         g = grids(tuple(int(n) for n in source.shape[-2:]), frame, params.stride)
         blk = grid_block(g.native, (y0, y1, x0, x1))
-        krows, kcols = g.map_rows(0, *blk.rows), g.map_rows(1, *blk.cols)
+        # the classes of the whole groups around the block: they fix its frames (core.rl_groups.job_boxes)
+        wrows, wcols = whole_groups(blk.rows, group, g.native.shape[0]), whole_groups(blk.cols, group,
+                                                                                       g.native.shape[1])
+        krows, kcols = g.map_rows(0, *wrows), g.map_rows(1, *wcols)
         span = ((int(krows.min()), int(krows.max())), (int(kcols.min()), int(kcols.max())))
         if params.never_worse:
             wspan = gate.neighbour_span(gate.patch_span((y0, y1, x0, x1), g.map_grid.shape, scale=scale,
@@ -207,9 +226,11 @@ def block_runner(params, *, device, stats=None, small=None):
         probs, levels = map_patches(view, g.map_grid, (r0, r1), (c0, c1), model=state["model"], device=device,
                                     tta=params.tta)
         run_levels = gate.gate_levels(probs, levels, beyond) if params.never_worse else levels
-        native = run_levels[np.ix_(krows - r0, kcols - c0)]
+        around = run_levels[np.ix_(krows - r0, kcols - c0)]
+        native = around[_within(blk.rows, wrows), _within(blk.cols, wcols)]
         restored = deconvolve_block(source, blk, g.native, native, context=frame.context,
-                                    iterations=params.iterations, device=device, optics=frame.optics, group=group)
+                                    iterations=params.iterations, device=device, optics=frame.optics, group=group,
+                                    whole=(around, wrows, wcols))
         if deep is not None and (levels == TOP).any():
             deep.into(restored, source, bounds, levels, (r0, c0), g.map_grid, model=state["model"], device=device)
         if not params.never_worse:
@@ -243,13 +264,16 @@ class _DeepBlocks:
         rows/columns each of its native patches takes its class from."""
         cg = grids(tuple(int(n) for n in source.shape[-2:]), self.frame, STRIDE)
         blk = grid_block(cg.native, tuple(int(b) for b in bounds))
-        return cg, blk, cg.map_rows(0, *blk.rows), cg.map_rows(1, *blk.cols)
+        # of the whole groups around the block, which fix its frames (as block_runner's)
+        wrows = whole_groups(blk.rows, self.group, cg.native.shape[0])
+        wcols = whole_groups(blk.cols, self.group, cg.native.shape[1])
+        return cg, blk, cg.map_rows(0, *wrows), cg.map_rows(1, *wcols), wrows, wcols
 
     def map_span(self, source, bounds):
         """The map patches (rows, cols inclusive) the deep rule reads for this block."""
         from .deep import COARSE, nearest
 
-        cg, _, krows, kcols = self._parts(source, bounds)
+        cg, _, krows, kcols, _, _ = self._parts(source, bounds)
         mgrid = map_grid(tuple(int(n) for n in source.shape[-2:]), scale=self.frame.scale / COARSE)
         out = []
         for axis, k in ((0, krows), (1, kcols)):
@@ -262,7 +286,7 @@ class _DeepBlocks:
         """Put the deep pass into ``restored`` (this block's float32 result, overwritten)."""
         from .deep import deep_patches
 
-        cg, blk, krows, kcols = self._parts(source, bounds)
+        cg, blk, krows, kcols, wrows, wcols = self._parts(source, bounds)
         if min(cg.map_grid.image_shape) < PATCH:  # as in memory: no coarse reading of so small an image
             return
         (r0, r1), (c0, c1) = (int(krows.min()), int(krows.max())), (int(kcols.min()), int(kcols.max()))
@@ -272,13 +296,14 @@ class _DeepBlocks:
         table = self.frame.optics.defocus_table_um
         is_deep = deep_patches(clevels, table, map_levels, self.map_table, coarse_grid=cg.map_grid, map_grid=mgrid,
                                coarse_rows=(r0, r1), coarse_cols=(c0, c1), map_offset=map_offset)
-        native = np.where(is_deep, clevels, 0)[np.ix_(krows - r0, kcols - c0)]
+        around = np.where(is_deep, clevels, 0)[np.ix_(krows - r0, kcols - c0)]
+        native = around[_within(blk.rows, wrows), _within(blk.cols, wcols)]
         if not (native > 0).any():
             return
         y0, y1, x0, x1 = (int(b) for b in bounds)
         b = deconvolve_block(source, blk, cg.native, native, context=self.frame.context,
                              iterations=self.params.iterations, device=device, optics=self.frame.optics,
-                             group=self.group)
+                             group=self.group, whole=(around, wrows, wcols))
         s, p = cg.native.stride, cg.native.patch
         ny, nx = blk.sub_shape
         share = deep_share(PatchGrid(((ny - 1) * s + p, (nx - 1) * s + p), patch=p, stride=s), native)
