@@ -336,6 +336,22 @@ def test_tiled_whole_image_rl_equals_the_whole_frame(infocus, boundary, initial)
     assert float(np.abs(tiled - img).max()) > 100, "it deconvolved"
 
 
+@pytest.mark.parametrize("shape", [(20, 500), (36, 600), (37, 38)])
+def test_tiled_rl_of_images_with_no_interior_equals_the_whole_frame(shape):
+    """Images at most two PSF radii thin (no pixel whose PSF lies wholly on data): the tiled
+    form keeps the whole normalisation frame (core.rl_image._Bands) and agrees as well."""
+    from napari_refocus.core.progress import drain
+    from napari_refocus.core.rl import _whole_image
+    from napari_refocus.core.rl_image import iter_richardson_lucy_image
+
+    img = np.random.default_rng(0).poisson(1000, size=shape).astype(np.uint16)
+    cpu = torch.device("cpu")
+    whole = drain(_whole_image(img, "normalized", Optics(), 6, cpu, 8, "observed")).numpy()
+    tiled = drain(iter_richardson_lucy_image(img, optics=Optics(), level=6, iterations=8, device=cpu,
+                                             tile=64)).numpy()
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=2e-5 * float(whole.max()))
+
+
 def test_big_images_take_the_tiled_path_and_agree(monkeypatch, infocus):
     from napari_refocus.core import rl
 
