@@ -10,7 +10,8 @@ With ``group=k`` (lbdvd: 4 at the paper's grid) the patches of one level within 
 block of the grid are deconvolved together in one frame (the box of the block holding them, plus
 the context; :func:`~.rl_groups.job_boxes`) and each is cut out of it: every patch still gets
 its own level's PSF and the same blend, with more of its real neighbours around it, in about a
-quarter of the transformed pixels when a block holds one level. Intensities stay in the image's own units; results are float32.
+quarter of the transformed pixels when a block holds one level. Intensities stay in the image's
+own units; results are float32.
 """
 
 from __future__ import annotations

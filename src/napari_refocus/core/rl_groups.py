@@ -6,13 +6,13 @@ context (:func:`job_boxes`), and each patch's central part is cut out of it. Eac
 gets its own level's PSF and the same triangular blend; it sees more of its real neighbours;
 when a block holds one level, the transforms cover about a quarter of the pixels of one frame
 per patch (:func:`group_size`); and a level with a few patches in a corner of a group is
-transformed in a frame of that corner, not of the whole group (on BBBC006 planes with several
-levels a group: 55-75 % of the transformed pixels of whole-group frames). Frames are
-transformed in sizes of :func:`fast_fft_size`, one shape at a time. The order in which frames are
-run and patches added (:func:`group_jobs`, by frame shape) does not depend on which part of the
-grid is asked for, and a part reads its frames' boxes from the classes of the whole groups around
-it, so lbdvd's block form (:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32
-sums as the image in memory.
+transformed in a frame of that corner, not of the whole group (on real BBBC006 planes with
+several levels a group: 57-68 % of the transformed pixels of whole-group frames; BENCHMARKS.md
+"LB-DVD speed"). Frames are transformed in sizes of :func:`fast_fft_size`, one shape at a time.
+The order in which frames are run and patches added (:func:`group_jobs`, by frame shape) does
+not depend on which part of the grid is asked for, and a part reads its frames' boxes from the
+classes of the whole groups around it, so lbdvd's block form
+(:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32 sums as the image in memory.
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
     the whole grid gets. Each job's frame covers the box of its group that holds its level
     (:func:`job_boxes`); a part that cuts groups gives ``whole_groups = (levels, rows, cols)``
     of the whole groups around it, so its boxes are the whole grid's. Jobs run shape by shape
-    (in sorted order of their frames' (rows, columns)), then in :func:`group_jobs`' order. A generator yielding Progress per chunk
-    of frames."""
+    (in sorted order of their frames' (rows, columns)), then in :func:`group_jobs`' order. A
+    generator yielding Progress per chunk of frames."""
     import torch
 
     s, p = grid.stride, grid.patch
