@@ -140,15 +140,14 @@ def _iterate(est, observed, otf, otf_conj, iterations, scale, keep):
 
 
 def iter_deconvolve_frames(take, levels, put, *, size, context, iterations, device, initial, boundary, batch_size,
-                           optics, inside=None, report=None, fft_shape=None):
+                           optics, inside=None, report=None):
     """Deconvolve context-padded frames of levels 1..10 a chunk at a time (item ``k`` with the
     PSF of ``levels[k]``; the others are skipped): ``take(index)`` gives the frames
     ``(n, size, size)`` (``size`` an int, or ``(rows, columns)``) of item numbers ``index``
     (``inside(index)`` their data masks, or None), ``put(index, central parts)`` receives each
     result (the frames without their context). An item is a patch (:mod:`.rl`) or a group of
-    patches (:mod:`.rl_groups`). ``fft_shape``: the transforms' frame (default: the data plus
-    the PSF radius, rounded up by :func:`~.otf.frame_size`). A generator yielding Progress per
-    chunk; returns the device the frames ran on (the CPU after an out-of-memory fallback)."""
+    patches (:mod:`.rl_groups`). A generator yielding Progress per chunk; returns the device the
+    frames ran on (the CPU after an out-of-memory fallback)."""
     import torch
 
     optics = optics or Optics()
@@ -166,8 +165,7 @@ def iter_deconvolve_frames(take, levels, put, *, size, context, iterations, devi
     # One PSF radius of zeros past the data: enough for circular = linear convolution. With
     # the normalised boundary the estimate's extensions past opposite edges then share one
     # band; measured: no PSNR difference to a frame of data + 2 radii, which is 37 % slower.
-    shape = (frame_size(rows, optics.psf_size), frame_size(cols, optics.psf_size)) if fft_shape is None \
-        else tuple(int(n) for n in fft_shape)
+    shape = (frame_size(rows, optics.psf_size), frame_size(cols, optics.psf_size))
 
     def work(start, stop, dev_):
         idx = todo[start:stop]

@@ -7,11 +7,11 @@ gets its own level's PSF and the same triangular blend; it sees more of its real
 when a block holds one level, the transforms cover about a quarter of the pixels of one frame
 per patch (:func:`group_size`); and a level with a few patches in a corner of a group is
 transformed in a frame of that corner, not of the whole group (on real BBBC006 planes with
-several levels a group: 57-68 % of the transformed pixels of whole-group frames; BENCHMARKS.md
-"LB-DVD speed"). Frames are transformed in sizes of :func:`fast_fft_size`, one shape at a time.
-The order in which frames are run and patches added (:func:`group_jobs`, by frame shape) does
-not depend on which part of the grid is asked for, and a part reads its frames' boxes from the
-classes of the whole groups around it, so lbdvd's block form
+several levels a group: 55-64 % of the transformed pixels of whole-group frames; BENCHMARKS.md
+"LB-DVD speed"). Frames are transformed one shape at a time. The order in which frames are run
+and patches added (:func:`group_jobs`, by frame shape) does not depend on which part of the grid
+is asked for, and a part reads its frames' boxes from the classes of the whole groups around it,
+so lbdvd's block form
 (:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32 sums as the image in memory.
 """
 
@@ -42,19 +42,6 @@ SMALL_GROUP_CPU_BATCH = 4
 def cpu_group_batch(pixels: int) -> int:
     """Group frames deconvolved at once on a CPU for an image of ``pixels`` pixels."""
     return SMALL_GROUP_CPU_BATCH if pixels < SMALL_IMAGE_PIXELS else GROUP_CPU_BATCH
-
-
-def fast_fft_size(n: int) -> int:
-    """Smallest ``2**a`` or ``3 * 2**a`` >= ``n`` (at least 8): the frame sides whose transforms
-    ran fastest per pixel here (2-core Xeon, MKL: 128, 192 and 256 at ~1.1 ms per Mpx for a
-    forward and inverse pair, 180 and 240 at 1.6-1.7), and few of them, so that frames of one
-    shape batch together."""
-    size = 8  # a power of two
-    while size < n:
-        if size * 3 // 2 >= n:
-            return size * 3 // 2
-        size *= 2
-    return size
 
 
 def group_frame(group: int, *, patch: int, stride: int, context: int, psf_size: int) -> int:
@@ -210,20 +197,20 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
     dev = resolve_device(device)
     if batch_size is None:
         batch_size = GROUP_CPU_BATCH if dev.type == "cpu" else 256
-    radius = (optics or Optics()).psf_size // 2
+    psf_size = (optics or Optics()).psf_size
     shapes = sorted({f[2:] for f in frames})
     total, done = max(1, len(jobs)), 0
     yield Progress(0, total, "deconvolve")
     for shape in shapes:  # one frame shape at a time (a batch of frames shares one FFT size)
         mine = np.array([k for k, f in enumerate(frames) if f[2:] == shape], dtype=np.int64)
-        fft = tuple(fast_fft_size(n + radius) for n in shape)
+        fft = tuple(frame_size(n, psf_size) for n in shape)
         # frames smaller than a group's in bigger batches (the same bytes in flight): fewer calls
         batch = max(batch_size, batch_size * GROUP_FRAME_MAX ** 2 // (fft[0] * fft[1]))
         run = iter_deconvolve_frames(lambda i: take(mine[np.asarray(i)]),
                                      np.array([jobs[k][1] for k in mine], dtype=np.int64),
                                      lambda i, u: put(mine[np.asarray(i)], u), size=shape, context=context,
                                      iterations=iterations, device=dev, initial=initial, boundary=boundary,
-                                     batch_size=batch, optics=optics, report=report, fft_shape=fft)
+                                     batch_size=batch, optics=optics, report=report)
         while True:
             try:
                 step_ = next(run)
