@@ -91,8 +91,8 @@ class _Bands:
     sensitivity, up to the transforms' float32 rounding), kept as that number and the bands within
     the PSF radius ``r`` of the data's edges and past them: 0.7 MB at 1024^2 instead of a 4.5 MB
     frame, the same values in the bands and the centre's value elsewhere (measured at 1024^2,
-    1000x1300 and 3072x900, levels 2-10: the interior's values lie within 5e-7 of it, a few
-    float32 steps of 1.0)."""
+    1000x1300 and 3072x900 at levels 5, 10 and 2: the interior's values lie within 5e-7 of it, a
+    few float32 steps of 1.0)."""
 
     def __init__(self, full, data_shape, r: int):
         (h, w), (n, m) = data_shape, full.shape
