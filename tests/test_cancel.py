@@ -271,3 +271,18 @@ def test_a_long_call_without_checkpoints_is_left_at_cancel():
         x, w = optics._gauss_legendre(1500)
     xr, wr = np.polynomial.legendre.leggauss(1500)
     assert np.array_equal(x, xr) and np.array_equal(w, wr)
+
+
+def test_counted_reports_a_part_of_a_larger_count_and_returns_its_value():
+    """core.progress.counted: a sub-job's steps as steps of the whole (lbdvd's frame shapes run
+    one after another under one count); its zero step is dropped, its return value passed on."""
+    from napari_refocus.core.progress import Progress, counted, drain
+
+    def part():
+        for i in range(3):
+            yield Progress(i, 2, "deconvolve")
+        return "device"
+
+    seen = []
+    assert drain(counted(part(), 5, 9), seen.append) == "device"
+    assert [(p.done, p.total, p.stage) for p in seen] == [(6, 9, "deconvolve"), (7, 9, "deconvolve")]

@@ -159,6 +159,21 @@ def relabel(job, stage: str):
         yield Progress(p.done, p.total, stage) if isinstance(p, Progress) else p
 
 
+def counted(job, start: int, total: int):
+    """``job`` (a generator yielding :class:`Progress`) as steps ``start + done`` of ``total``
+    of the same stage (one part of a larger count: its zero step is dropped, the caller has
+    reported it); returns what ``job`` returns."""
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if not isinstance(p, Progress):
+            yield p
+        elif p.done:
+            yield Progress(start + p.done, total, p.stage)
+
+
 def drain(job, callback=None):
     """Run a progress generator to the end and return its result.
 

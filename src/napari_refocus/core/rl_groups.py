@@ -11,8 +11,8 @@ several levels a group: 55-64 % of the transformed pixels of whole-group frames;
 "LB-DVD speed"). Frames are transformed one shape at a time. The order in which frames are run
 and patches added (:func:`group_jobs`, by frame shape) does not depend on which part of the grid
 is asked for, and a part reads its frames' boxes from the classes of the whole groups around it,
-so lbdvd's block form
-(:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32 sums as the image in memory.
+so lbdvd's block form (:mod:`napari_refocus.methods.lbdvd_global`) takes the same float32 sums
+as the image in memory.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .devices import resolve_device
 from .memory import SMALL_IMAGE_PIXELS
 from .optics import BACKGROUND, Optics
 from .otf import frame_size
-from .progress import Progress
+from .progress import Progress, counted
 from .rl_batch import iter_deconvolve_frames
 from .tiling import PatchGrid
 
@@ -72,6 +72,18 @@ def group_grid(grid: PatchGrid, group: int) -> PatchGrid:
                      origin=grid.origin)
 
 
+def _patch_groups(levels, grid_shape, group: int, rows, cols, group_cols: int):
+    """``(levels, row, column, group number, deconvolved)`` of each patch of ``levels`` (patches
+    ``rows``, ``cols`` of a grid of ``grid_shape``, flattened; rows and columns on the whole grid;
+    deconvolved: levels 1..10)."""
+    lv = np.asarray(levels).reshape(-1)
+    r0 = (rows or (0,))[0]
+    c0, c1 = cols or (0, grid_shape[1] - 1)
+    ii, jj = np.divmod(np.arange(lv.size), c1 - c0 + 1)
+    ii, jj = ii + r0, jj + c0
+    return lv, ii, jj, (ii // group) * int(group_cols) + jj // group, (lv > 0) & (lv != BACKGROUND)
+
+
 def group_jobs(levels, grid_shape, group: int, rows=None, cols=None, *, group_cols: int):
     """``[(group number, level, patch numbers)]``: one Richardson-Lucy frame per level present in
     each group (levels 1..10; level 0 and background are left as they are), in the order
@@ -79,15 +91,7 @@ def group_jobs(levels, grid_shape, group: int, rows=None, cols=None, *, group_co
     the grid is asked for. ``levels``: the levels of patches ``rows = (r0, r1)``, ``cols``
     (inclusive; default all) of a grid of ``grid_shape``; patch numbers are local to that part.
     Group numbers are row-major on :func:`group_grid`, ``group_cols`` columns wide."""
-    lv = np.asarray(levels).reshape(-1)
-    r0 = (rows or (0,))[0]
-    c0, c1 = cols or (0, grid_shape[1] - 1)
-    ncols = c1 - c0 + 1
-    gcols = int(group_cols)
-    ii, jj = np.divmod(np.arange(lv.size), ncols)
-    ii, jj = ii + r0, jj + c0
-    key = (ii // group) * gcols + jj // group
-    work = (lv > 0) & (lv != BACKGROUND)
+    lv, _, _, key, work = _patch_groups(levels, grid_shape, group, rows, cols, group_cols)
     order = np.lexsort((np.arange(lv.size), lv, key))
     jobs = {}
     for n in order[work[order]]:
@@ -101,16 +105,11 @@ def job_boxes(levels, grid_shape, group: int, rows=None, cols=None, *, group_col
     ``rows``, ``cols`` of ``levels`` (as :func:`group_jobs`). Each job's frame covers only that
     box of its group (plus the context): a level with one patch in a group is transformed in a
     one-patch frame, not in the group's whole one."""
-    lv = np.asarray(levels).reshape(-1)
-    r0 = (rows or (0,))[0]
-    c0, c1 = cols or (0, grid_shape[1] - 1)
-    ii, jj = np.divmod(np.arange(lv.size), c1 - c0 + 1)
-    ii, jj = ii + r0, jj + c0
-    work = (lv > 0) & (lv != BACKGROUND)
+    lv, ii, jj, key, work = _patch_groups(levels, grid_shape, group, rows, cols, group_cols)
     if not work.any():
         return {}
     m = int(lv[work].max()) + 1  # (group number, level) as one integer
-    key = ((ii // group) * int(group_cols) + jj // group)[work].astype(np.int64) * m + lv[work]
+    key = key[work].astype(np.int64) * m + lv[work]
     order = np.argsort(key, kind="stable")
     keys, first = np.unique(key[order], return_index=True)
     a, b = (ii % group)[work][order], (jj % group)[work][order]
@@ -206,19 +205,11 @@ def grouped_region_into(acc, region, grid: PatchGrid, levels, *, group: int, con
         fft = tuple(frame_size(n, psf_size) for n in shape)
         # frames smaller than a group's in bigger batches (the same bytes in flight): fewer calls
         batch = max(batch_size, batch_size * GROUP_FRAME_MAX ** 2 // (fft[0] * fft[1]))
-        run = iter_deconvolve_frames(lambda i: take(mine[np.asarray(i)]),
-                                     np.array([jobs[k][1] for k in mine], dtype=np.int64),
-                                     lambda i, u: put(mine[np.asarray(i)], u), size=shape, context=context,
-                                     iterations=iterations, device=dev, initial=initial, boundary=boundary,
-                                     batch_size=batch, optics=optics, report=report)
-        while True:
-            try:
-                step_ = next(run)
-            except StopIteration as end:
-                ran_on = end.value
-                break
-            if step_.done:
-                yield Progress(done + step_.done, total, "deconvolve")
+        ran_on = yield from counted(iter_deconvolve_frames(
+            lambda i: take(mine[np.asarray(i)]), np.array([jobs[k][1] for k in mine], dtype=np.int64),
+            lambda i, u: put(mine[np.asarray(i)], u), size=shape, context=context, iterations=iterations,
+            device=dev, initial=initial, boundary=boundary, batch_size=batch, optics=optics, report=report),
+            done, total)
         done += len(mine)
         if ran_on != dev:  # out of memory on the accelerator: the other shapes go to the CPU at once
             dev, batch_size = ran_on, GROUP_CPU_BATCH
