@@ -278,6 +278,10 @@ def test_the_card_command_names_a_fine_tune_and_its_data():
     assert _recipe_flags({"objectives": [{"share": 0.5}, {"na": 1.3, "share": 0.5}]}) == ""  # encircled energy
     assert _recipe_flags({"init": "w.safetensors", "lr": 1e-3, "consistency": 1.0}) == (
         " --init w.safetensors --lr 0.001 --consistency 1")
+    # the paper-size network on a GPU, its patches drawn by worker processes
+    assert _recipe_flags({"width": 64, "device": "cuda", "data_workers": 14, "lr": 3e-3}) == (
+        " --width 64 --device cuda --data-workers 14")
+    assert _recipe_flags({"width": 16, "device": "auto", "data_workers": 0}) == ""
 
 
 def test_views_photograph_the_same_crop_with_other_cameras():
@@ -329,3 +333,45 @@ def test_consistency_loss_is_zero_for_equal_views_and_pulls_views_together():
     mismatched, _ = train_step(model, opt, other, torch.cat([y, y + 1]), "cpu", consistency=5.0)
     plain_mis, _ = train_step(model, opt, other, torch.cat([y, y + 1]), "cpu")
     assert mismatched.item() == pytest.approx(plain_mis.item(), abs=1e-6)
+
+
+def test_data_workers_draw_the_same_patches_as_the_loop():
+    """``data_workers`` > 0 draws whole epochs in forked processes from each epoch's own stream:
+    the same patches, bit for bit, as the training loop draws itself (also with two views)."""
+    from napari_refocus.core.optics import Optics
+    from napari_refocus.training.delpnet_data import PatchSynth
+    from napari_refocus.training.train_delpnet import _epochs_of_patches
+
+    rng = np.random.default_rng(0)
+    images = [rng.gamma(2.0, 50.0, (120, 130)).astype(np.float32) for _ in range(2)]
+    synth = PatchSynth(images, Optics(psf_model="paraxial"))
+    for consistency in (0.0, 1.0):
+        kw = dict(seed=5, steps=2, batch_size=6, consistency=consistency)
+        here = [list(e) for e in _epochs_of_patches(synth, 1, 3, workers=0, **kw)]
+        pool = [list(e) for e in _epochs_of_patches(synth, 1, 3, workers=2, **kw)]
+        assert len(here) == len(pool) == 2 and all(len(e) == 2 for e in pool)
+        for ea, eb in zip(here, pool):
+            for (xa, ya), (xb, yb) in zip(ea, eb):
+                assert xa.dtype == xb.dtype == torch.float32 and xa.shape == (6, 84, 84)
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert not torch.equal(here[0][0][0], here[1][0][0])  # each epoch its own patches
+
+
+def test_a_loss_scaler_steps_as_the_plain_loss():
+    """float16 training on CUDA scales its loss (``train_step(scaler=...)``); with the scale
+    undone before the step, the weights move as without it (here float32 on the CPU)."""
+    from napari_refocus.models.delpnet import DelpNet
+    from napari_refocus.training.train_delpnet import train_step
+
+    x = torch.rand(8, 84, 84) * 0.02
+    y = torch.arange(8) % 12
+    nets = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
+        torch.manual_seed(0)
+        net = DelpNet(width=4).eval()  # eval: no dropout, the same function both times
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(2):
+            train_step(net, opt, x, y, "cpu", scaler=scaler)
+        nets.append(net)
+    moved = [float((p - q).detach().abs().max()) for p, q in zip(nets[0].parameters(), nets[1].parameters())]
+    assert max(moved) < 1e-5

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("model", help="delpnet, or a learned method: comi-cyclegan, refocus-unet, m-deblurgan, h2t-msunet")
     tr.add_argument("--out", default="weights", help="output folder for <model>.safetensors")
     tr.add_argument("--epochs", type=int, default=None, help="delpnet: training epochs (80)")
+    tr.add_argument("--width", type=int, default=None,
+                    help="delpnet: channels of the first block (16: the shipped weights; 64: the paper's 2.3 M)")
+    tr.add_argument("--data-workers", dest="data_workers", type=int, default=None,
+                    help="delpnet: draw whole epochs of patches ahead in this many processes (the same patches; "
+                    "for a GPU)")
     tr.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
                     help="delpnet: the PSF of its training blur (paraxial: LB-DVD eq. 2, the shipped weights)")
     tr.add_argument("--seed", type=int, default=0)

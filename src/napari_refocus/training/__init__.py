@@ -9,11 +9,14 @@ Modules: ``configs`` (settings), ``losses``, ``checkpoints``, ``schedules`` (LR 
 recipes ``train_delpnet`` and ``train_generators``.
 """
 
-__all__ = ["train_delpnet", "evaluate_delpnet"]
+__all__ = ["iter_train_delpnet", "evaluate_delpnet"]
 
 
 def __getattr__(name):
-    if name in ("train_delpnet", "iter_train_delpnet"):
+    # not "train_delpnet": that is the submodule's name (``train_delpnet.train_delpnet`` is the
+    # function); answering it here sent ``from napari_refocus.training import train_delpnet`` round
+    # this function until the recursion limit
+    if name == "iter_train_delpnet":
         from . import train_delpnet as _t
 
         return getattr(_t, name)

@@ -39,6 +39,12 @@ def file_line(name: str, sha256: str, sep: str = "", extra: str = "") -> str:
 def _recipe_flags(ck: dict) -> str:
     """The ``train delpnet`` flags of the recipe's other settings (none for the shipped recipe)."""
     flags = ""
+    if ck.get("width") not in (None, 16):
+        flags += f" --width {ck['width']}"
+    if ck.get("device") not in (None, "auto"):
+        flags += f" --device {ck['device']}"
+    if ck.get("data_workers"):
+        flags += f" --data-workers {ck['data_workers']}"
     if ck.get("psf_model", "paraxial") != "paraxial":
         flags += f" --psf-model {ck['psf_model']}"
     if ck.get("init"):
@@ -89,8 +95,10 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
         "  2x2 max pooling after blocks 2 and 4, global max pooling, Dropout, dense layer to 12 logits",
         "  (levels 0..10, index 11 = bg).",
         f"- Config: `{json.dumps(kw)}` -> **{_n_parameters(DelpNet, **kw):,} parameters**.",
-        f"  The paper's ~2.3 M configuration is `width=64` ({_n_parameters(DelpNet, width=64):,} parameters);",
-        "  it is reachable with `width=64` but was not trained here (too slow for a 2-core CPU).",
+    ] + ([] if kw.get("width") == 64 else [
+        f"  The paper's ~2.3 M configuration is `width=64` ({_n_parameters(DelpNet, width=64):,} parameters):",
+        "  `--width 64` (too slow for a 2-core CPU; minutes on a GPU).",
+    ]) + [
         file_line("delpnet", result["weights_sha256"], ":"),
         "- Input: one 84x84 patch of 16-bit counts divided by 65535. At run time an image is first put on",
         "  the canonical intensity scale (its 1st..99.8th percentile -> 150..1150 counts), so any dtype",

@@ -42,9 +42,12 @@ NAME = DELPNET
 
 
 # ---------------------------------------------------------------------------------- training
-def train_step(model, opt, x, y, device, consistency: float = 0.0):
+def train_step(model, opt, x, y, device, consistency: float = 0.0, scaler=None):
     """One Adam step on patches ``x`` (N, 84, 84, counts / 65535) with labels ``y``;
     returns ``(loss, logits)``.
+
+    ``scaler``: a ``torch.amp.GradScaler`` for float16 autocast (CUDA), whose small gradients
+    would otherwise round to zero; None (the CPU: float32 or bf16) steps the plain loss.
 
     ``consistency`` > 0: ``x`` holds two views of the same N/2 crops (``x[:N/2]`` and
     ``x[N/2:]``, other cameras) and the symmetric KL divergence between the two views' answers,
@@ -61,9 +64,70 @@ def train_step(model, opt, x, y, device, consistency: float = 0.0):
         sym_kl = 0.5 * ((la.exp() * (la - lb)).sum(1) + (lb.exp() * (lb - la)).sum(1))
         loss = loss + consistency * (sym_kl * same).sum() / same.sum().clamp(min=1.0)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
     return loss, logits
+
+
+def draw_step(synth, gen, batch_size: int, consistency: float = 0.0):
+    """One training step's patches ``(x, y)`` from ``synth``'s stream ``gen`` (with
+    ``consistency``: half as many crops, two views each, the views in the batch's two halves)."""
+    if consistency:
+        x, y = synth.sample(batch_size // 2, gen, views=2)
+        return x.reshape(-1, *x.shape[2:]), y.reshape(-1)
+    return synth.sample(batch_size, gen)
+
+
+def _epoch_gen(seed: int, epoch: int) -> torch.Generator:
+    """Epoch ``epoch``'s patch stream: its own seed, so an epoch can be drawn anywhere, in any order."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+_WORKER_SYNTH = None  # the PatchSynth a forked data worker inherits (never pickled: ~240 MB of stacks)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the workers are the parallelism
+
+
+def _draw_epoch(job):
+    """A data worker's task: every step of one epoch as ``(uint16 counts, labels)`` numpy pairs,
+    drawn exactly as :func:`_train` draws them itself (the counts are integers: the network's
+    ``counts / 65535`` is made again, bit for bit, from them)."""
+    seed, epoch, steps, batch_size, consistency = job
+    gen = _epoch_gen(seed, epoch)
+    out = []
+    for _ in range(steps):
+        x, y = draw_step(_WORKER_SYNTH, gen, batch_size, consistency)
+        out.append(((x * 65535.0).round_().to(torch.int32).numpy().astype(np.uint16), y.numpy()))
+    return out
+
+
+def _epochs_of_patches(synth, first: int, epochs: int, *, seed, steps, batch_size, consistency, workers):
+    """Per epoch from ``first``: an iterator of its steps' ``(x, y)`` tensors. ``workers`` > 0 draws
+    whole epochs ahead in that many forked processes (the same patches: each epoch has its own
+    stream); 0 draws each step in this process when the loop asks for it."""
+    if not workers:
+        for epoch in range(first, epochs):
+            gen = _epoch_gen(seed, epoch)
+            yield (draw_step(synth, gen, batch_size, consistency) for _ in range(steps))
+        return
+    import multiprocessing
+
+    global _WORKER_SYNTH
+    _WORKER_SYNTH = synth
+    jobs = [(seed, e, steps, batch_size, consistency) for e in range(first, epochs)]
+    try:  # fork: the workers share the blurred stacks copy-on-write; they use no accelerator
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            for steps_np in pool.imap(_draw_epoch, jobs):
+                yield ((torch.from_numpy(c).float() / 65535.0, torch.from_numpy(y)) for c, y in steps_np)
+    finally:  # also when the training is cancelled: the pool is ended by the with block
+        _WORKER_SYNTH = None
 
 
 def iter_train_delpnet(
@@ -92,8 +156,16 @@ def iter_train_delpnet(
     object_scales=None,
     init=None,
     consistency: float = 0.0,
+    data_workers: int = 0,
 ):
-    """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict."""
+    """Generator form of :func:`train_delpnet`: yields Progress, returns the result dict.
+
+    ``data_workers`` > 0: the patches of whole epochs are drawn ahead in that many processes (the
+    same patches as with 0; for a GPU, whose steps would otherwise wait ~40 ms for each batch)."""
+    if not (isinstance(width, int) and width >= 1):
+        raise ValueError(f"width must be a whole number >= 1 (16: the shipped weights; 64: the paper's), not {width!r}")
+    if not (isinstance(data_workers, int) and data_workers >= 0):
+        raise ValueError(f"data_workers must be a whole number >= 0, not {data_workers!r}")
     if not consistency >= 0:  # NaN too
         raise ValueError(f"consistency must be >= 0 (the weight of the two views' KL term), not {consistency}")
     with torch_threads(num_threads):
@@ -103,12 +175,13 @@ def iter_train_delpnet(
                                   val_per_class=val_per_class, test_per_class=test_per_class,
                                   num_threads=num_threads, real_check=real_check, write_card=write_card,
                                   objectives=objectives, gain_range=gain_range, psf_model=psf_model,
-                                  object_scales=object_scales, init=init, consistency=consistency))
+                                  object_scales=object_scales, init=init, consistency=consistency,
+                                  data_workers=data_workers))
 
 
 def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, head_dropout, device, seed, resume,
            data_root, wheels_dir, val_per_class, test_per_class, num_threads, real_check, write_card,
-           objectives, gain_range, psf_model, object_scales, init, consistency):
+           objectives, gain_range, psf_model, object_scales, init, consistency, data_workers):
     t_start = time.time()
     mixture = [dict(o, share=w) for o, w in (objectives or [({}, 1.0)])]  # for the record
     out = Path(out_dir)
@@ -138,6 +211,8 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
                              "(the fine-tune's width and dropout must be the file's)")
         model.load_state_dict(start.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # float16 autocast (models.delpnet.autocast) needs a loss scale; a resumed run starts a fresh one
+    scaler = torch.amp.GradScaler("cuda") if dev.type == "cuda" else None
     total = epochs * steps_per_epoch
     warmup = max(1, min(300, total // 20))
     sched = FunctionLR(opt, lambda step: warmup_cosine(step, total, lr, warmup))
@@ -152,45 +227,44 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
     elapsed0 = state["elapsed_s"]
     t_run = time.time()
 
-    for epoch in range(state["epoch"], epochs):
-        model.train()
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        rng = TorchRNG(seed * 1_000_003 + epoch + 7, dev)  # the dropout masks
-        losses, correct, seen = [], 0, 0
-        for step in range(steps_per_epoch):
-            gstep = epoch * steps_per_epoch + step
-            step_lr = opt.param_groups[0]["lr"]
-            with rng:
-                if consistency:  # the same number of patches a step: half as many crops, two views each
-                    x, y = synth.sample(batch_size // 2, gen, views=2)
-                    x, y = x.reshape(-1, *x.shape[2:]), y.reshape(-1)
-                else:
-                    x, y = synth.sample(batch_size, gen)
-                y = y.to(dev)
-                loss, logits = train_step(model, opt, x, y, dev, consistency)
-            sched.step()
-            losses.append(loss.item())
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += y.numel()
-            yield Progress(gstep + 1, total, f"epoch {epoch + 1}/{epochs} loss {np.mean(losses[-20:]):.3f}")
-        probs = predict_proba(model, val_x, dev)
-        val_acc = float((probs.argmax(1) == val_y).float().mean())
-        rec = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
-            "train_acc": correct / max(seen, 1),
-            "val_top1": val_acc,
-            "lr": step_lr,
-            "elapsed_s": elapsed0 + time.time() - t_run,
-        }
-        state["history"].append(rec)
-        if val_acc >= state["best_val"]:
-            state["best_val"], state["best_epoch"] = val_acc, epoch + 1
-            save_weights(model, ckdir / "best.safetensors", write_hash=False)
-        state["epoch"] = epoch + 1
-        state["elapsed_s"] = rec["elapsed_s"]
-        save_checkpoint(ckdir, dict(state, config=model.config, seed=seed), **parts)
-        print(json.dumps(rec), flush=True)
+    patches = _epochs_of_patches(synth, state["epoch"], epochs, seed=seed, steps=steps_per_epoch,
+                                 batch_size=batch_size, consistency=consistency, workers=data_workers)
+    try:
+        for epoch, batches in zip(range(state["epoch"], epochs), patches):
+            model.train()
+            rng = TorchRNG(seed * 1_000_003 + epoch + 7, dev)  # the dropout masks
+            losses, correct, seen = [], 0, 0
+            for step, (x, y) in enumerate(batches):
+                gstep = epoch * steps_per_epoch + step
+                step_lr = opt.param_groups[0]["lr"]
+                with rng:
+                    y = y.to(dev)
+                    loss, logits = train_step(model, opt, x, y, dev, consistency, scaler)
+                sched.step()
+                losses.append(loss.item())
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += y.numel()
+                yield Progress(gstep + 1, total, f"epoch {epoch + 1}/{epochs} loss {np.mean(losses[-20:]):.3f}")
+            probs = predict_proba(model, val_x, dev)
+            val_acc = float((probs.argmax(1) == val_y).float().mean())
+            rec = {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "train_acc": correct / max(seen, 1),
+                "val_top1": val_acc,
+                "lr": step_lr,
+                "elapsed_s": elapsed0 + time.time() - t_run,
+            }
+            state["history"].append(rec)
+            if val_acc >= state["best_val"]:
+                state["best_val"], state["best_epoch"] = val_acc, epoch + 1
+                save_weights(model, ckdir / "best.safetensors", write_hash=False)
+            state["epoch"] = epoch + 1
+            state["elapsed_s"] = rec["elapsed_s"]
+            save_checkpoint(ckdir, dict(state, config=model.config, seed=seed), **parts)
+            print(json.dumps(rec), flush=True)
+    finally:  # a cancelled run ends its data workers now
+        patches.close()
 
     # ---- final weights: the best validation epoch
     best_state, _ = load_state(ckdir / "best.safetensors")
@@ -236,7 +310,8 @@ def _train(out_dir, *, epochs, steps_per_epoch, batch_size, lr, width, dropout, 
                            "batch_size": batch_size, "lr": lr, "device": str(device), "num_threads": num_threads,
                            "objectives": mixture, "gain_range": list(gain_range), "psf_model": psf_model,
                            "object_scales": [list(o) for o in object_scales] if object_scales else None,
-                           "init": str(init) if init else None, "consistency": consistency},
+                           "init": str(init) if init else None, "consistency": consistency,
+                           "data_workers": data_workers},
     }
     result["sources"] = {k: [{"name": s.name, "kind": s.kind, "origin": s.origin, "licence": s.licence,
                               "shape": list(s.image.shape)} for s in v] for k, v in split.items()}
