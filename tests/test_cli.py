@@ -67,7 +67,7 @@ def test_simulate_deconvolve_evaluate(files, capsys):
         (["train", "delpnet", "--out", "{d}/w", "--consistency", "-1"], "consistency must be >= 0"),
         (["train", "delpnet", "--out", "{d}/w", "--init", "{gt}"], "not a safetensors file"),
         (["train", "h2t-msunet", "--out", "{d}/w", "--epochs", "3"], "--epochs is for delpnet"),
-        (["train", "h2t-msunet", "--out", "{d}/w", "--width", "64"], "--width and --data-workers are for delpnet"),
+        (["train", "h2t-msunet", "--out", "{d}/w", "--width", "64"], "--width, --data-workers and --precision are for delpnet"),
         (["train", "delpnet", "--out", "{d}/w", "--width", "0"], "width must be a whole number >= 1"),
         (["train", "delpnet", "--out", "{d}/w", "--data-workers", "-1"], "data_workers must be a whole number >= 0"),
     ],

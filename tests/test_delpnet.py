@@ -281,6 +281,7 @@ def test_the_card_command_names_a_fine_tune_and_its_data():
     # the paper-size network on a GPU, its patches drawn by worker processes
     assert _recipe_flags({"width": 64, "device": "cuda", "data_workers": 14, "lr": 3e-3}) == (
         " --width 64 --device cuda --data-workers 14")
+    assert _recipe_flags({"width": 64, "precision": "bf16", "num_threads": 2}) == " --width 64 --precision bf16"
     assert _recipe_flags({"width": 16, "device": "auto", "data_workers": 0}) == ""
 
 
@@ -347,9 +348,10 @@ def test_data_workers_draw_the_same_patches_as_the_loop():
     synth = PatchSynth(images, Optics(psf_model="paraxial"))
     for consistency in (0.0, 1.0):
         kw = dict(seed=5, steps=2, batch_size=6, consistency=consistency)
-        here = [list(e) for e in _epochs_of_patches(synth, 1, 3, workers=0, **kw)]
-        pool = [list(e) for e in _epochs_of_patches(synth, 1, 3, workers=2, **kw)]
-        assert len(here) == len(pool) == 2 and all(len(e) == 2 for e in pool)
+        here = [list(e) for e in _epochs_of_patches(synth, 1, 4, workers=0, **kw)]
+        # one worker: two epochs drawn ahead, the third asked for when the first is taken
+        pool = [list(e) for e in _epochs_of_patches(synth, 1, 4, workers=1, **kw)]
+        assert len(here) == len(pool) == 3 and all(len(e) == 2 for e in pool)
         for ea, eb in zip(here, pool):
             for (xa, ya), (xb, yb) in zip(ea, eb):
                 assert xa.dtype == xb.dtype == torch.float32 and xa.shape == (6, 84, 84)

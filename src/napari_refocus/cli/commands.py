@@ -179,11 +179,12 @@ def cmd_train(args) -> None:
         given = [_flag(n) for n in GENERATOR_ONLY if getattr(args, n) is not None and n not in ("init", "lr")]
         if given:
             raise CliError(f"train delpnet: {', '.join(given)} only apply to the learned generators "
-                           "(delpnet takes --epochs, --width, --data-workers, --init, --lr, --object-scales, --objectives and --consistency)")
+                           "(delpnet takes --epochs, --width, --data-workers, --precision, --init, --lr, --object-scales, --objectives and --consistency)")
         kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root),
                                          ("psf_model", args.psf_model), ("init", args.init), ("lr", args.lr),
                                          ("consistency", args.consistency)) if v})
-        kwargs.update({k: v for k, v in (("width", args.width), ("data_workers", args.data_workers)) if v is not None})
+        kwargs.update({k: v for k, v in (("width", args.width), ("data_workers", args.data_workers),
+                                                ("precision", args.precision)) if v is not None})
         if args.object_scales:
             from ..training.delpnet_data import OBJECT_SCALES
 
@@ -197,8 +198,8 @@ def cmd_train(args) -> None:
         get_method(args.model)  # a clear error for an unknown name
         if args.object_scales or args.objectives or args.consistency is not None:
             raise CliError(f"train {args.model}: --object-scales, --objectives and --consistency are for delpnet")
-        if args.width is not None or args.data_workers is not None:
-            raise CliError(f"train {args.model}: --width and --data-workers are for delpnet")
+        if args.width is not None or args.data_workers is not None or args.precision is not None:
+            raise CliError(f"train {args.model}: --width, --data-workers and --precision are for delpnet")
         if args.epochs is not None:
             raise CliError(f"train {args.model}: --epochs is for delpnet; a generator takes --minutes or --steps")
         if args.psf_model is not None:

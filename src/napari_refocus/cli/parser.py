@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-workers", dest="data_workers", type=int, default=None,
                     help="delpnet: draw whole epochs of patches ahead in this many processes (the same patches; "
                     "for a GPU)")
+    tr.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                    help="delpnet: the training steps' arithmetic (auto: float16 on CUDA, else float32 unless torch "
+                    "reports bf16; bf16: also on a CPU with AMX)")
     tr.add_argument("--psf-model", dest="psf_model", choices=("paraxial", "exact"),
                     help="delpnet: the PSF of its training blur (paraxial: LB-DVD eq. 2, the shipped weights)")
     tr.add_argument("--seed", type=int, default=0)

@@ -45,6 +45,8 @@ def _recipe_flags(ck: dict) -> str:
         flags += f" --device {ck['device']}"
     if ck.get("data_workers"):
         flags += f" --data-workers {ck['data_workers']}"
+    if ck.get("precision") not in (None, "auto"):
+        flags += f" --precision {ck['precision']}"
     if ck.get("psf_model", "paraxial") != "paraxial":
         flags += f" --psf-model {ck['psf_model']}"
     if ck.get("init"):
