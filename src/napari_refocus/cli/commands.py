@@ -179,12 +179,13 @@ def cmd_train(args) -> None:
         given = [_flag(n) for n in GENERATOR_ONLY if getattr(args, n) is not None and n not in ("init", "lr")]
         if given:
             raise CliError(f"train delpnet: {', '.join(given)} only apply to the learned generators "
-                           "(delpnet takes --epochs, --width, --data-workers, --precision, --init, --lr, --object-scales, --objectives and --consistency)")
+                           "(delpnet takes --epochs, --width, --data-workers, --precision, --init, --lr, "
+                           "--object-scales, --objectives and --consistency)")
         kwargs.update({k: v for k, v in (("epochs", args.epochs), ("data_root", args.data_root),
                                          ("psf_model", args.psf_model), ("init", args.init), ("lr", args.lr),
                                          ("consistency", args.consistency)) if v})
         kwargs.update({k: v for k, v in (("width", args.width), ("data_workers", args.data_workers),
-                                                ("precision", args.precision)) if v is not None})
+                                         ("precision", args.precision)) if v is not None})
         if args.object_scales:
             from ..training.delpnet_data import OBJECT_SCALES
 

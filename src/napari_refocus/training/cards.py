@@ -99,7 +99,8 @@ def write_delpnet_card(path, result: dict, weights_file) -> Path:
         f"- Config: `{json.dumps(kw)}` -> **{_n_parameters(DelpNet, **kw):,} parameters**.",
     ] + ([] if kw.get("width") == 64 else [
         f"  The paper's ~2.3 M configuration is `width=64` ({_n_parameters(DelpNet, width=64):,} parameters):",
-        "  `--width 64` (too slow for a 2-core CPU; minutes on a GPU).",
+        "  `--width 64` (85 min on a 2-core CPU with AMX and `--precision bf16`; BENCHMARKS.md \"DelpNet at the",
+        "  paper's size\").",
     ]) + [
         file_line("delpnet", result["weights_sha256"], ":"),
         "- Input: one 84x84 patch of 16-bit counts divided by 65535. At run time an image is first put on",
