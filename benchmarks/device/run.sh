@@ -1,8 +1,8 @@
 #!/bin/bash
 # On a lent GPU machine (the `run` tool of this workplace; README "GPU"): one stage per call, so
 # that a machine lost mid-call loses one stage. Needs .gpu/ (benchmarks/device/bundle.py), carried.
-#   bash benchmarks/device/run.sh timings        # benchmarks/gpu_timings.py -> $OUT/gpu.json (~3 min)
-#   bash benchmarks/device/run.sh train [FLAGS]  # DelpNet width 64 on the GPU -> $OUT (~4 min)
+#   bash benchmarks/device/run.sh timings        # benchmarks/gpu_timings.py -> $OUT/gpu.json (limit 300 s)
+#   bash benchmarks/device/run.sh train [FLAGS]  # DelpNet width 64 on the GPU -> $OUT (limit 480 s)
 # Stage 2's FLAGS are added to `train delpnet` (e.g. --psf-model exact).
 T0=$(date +%s)
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
