@@ -92,6 +92,14 @@ def threads_wheels(a) -> str:
     return f"{' --threads ' + str(a.threads) if a.threads else ''}{' --wheels ' + a.wheels if a.wheels else ''}"
 
 
+def tiled(tile, size: int):
+    """``size`` x ``size`` of ``tile`` repeated (a test image bigger than the shipped fields)."""
+    import numpy as np
+
+    reps = (-(-size // tile.shape[0]), -(-size // tile.shape[1]))
+    return np.ascontiguousarray(np.tile(tile, reps)[:size, :size])
+
+
 def best_of(fn, repeat: int = 3) -> float:
     """The shortest wall time (s) of ``repeat`` calls of ``fn`` (the least disturbed by other load)."""
     times = []

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import best_of, git_rev, machine, publish  # noqa: E402
+from _report import best_of, git_rev, machine, publish, tiled  # noqa: E402
+from memory_speed import patches_per_second  # noqa: E402
 
 GENERATORS = ("refocus-unet", "comi-cyclegan", "h2t-msunet", "m-deblurgan")
 #: the out-of-memory check: each method under a GPU memory cap of half its measured peak (its batches
@@ -48,9 +49,7 @@ def tilted_image(size: int, field=None) -> np.ndarray:
 
     gt = infocus_image() if field is None else nr.read_image(field)[0]
     tile = nr.simulate(gt, level_field=nr.tilted_level_field(gt.shape, low=0, high=8), seed=0)
-    tile = np.clip(tile, 0, 65535).astype(np.uint16)
-    reps = (-(-size // tile.shape[0]), -(-size // tile.shape[1]))
-    return np.ascontiguousarray(np.tile(tile, reps)[:size, :size])
+    return tiled(np.clip(tile, 0, 65535).astype(np.uint16), size)
 
 
 def _timed(fn, repeat: int, device: str):
@@ -65,27 +64,6 @@ def _timed(fn, repeat: int, device: str):
     seconds = best_of(fn, repeat)
     peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else None
     return seconds, result, peak
-
-
-def patches_per_second(device: str, batch: int, repeat: int) -> float:
-    """DelpNet (the map's network, fused, under the package's autocast) on ``batch`` patches."""
-    import torch
-
-    from napari_refocus.methods.canonical import delpnet
-    from napari_refocus.models.delpnet import autocast, to_input
-
-    dev = torch.device(device)
-    model = delpnet(None, dev)
-    x = to_input(torch.rand(batch, 84, 84) * 2000 / 65535, dev)
-
-    def run():
-        with torch.inference_mode(), autocast(dev):
-            model(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    run()
-    return batch / best_of(run, repeat)
 
 
 def measure(size: int, repeat: int, cpu_repeat: int, generators_on_cpu, field=None, accelerator=None) -> dict:
@@ -122,7 +100,9 @@ def measure(size: int, repeat: int, cpu_repeat: int, generators_on_cpu, field=No
             if a.defocus_map is not None and b.defocus_map is not None:
                 row["classes_equal"] = float(np.mean(a.defocus_map.levels == b.defocus_map.levels))
         out["cases"][method] = row
-    out["delpnet"] = {f"{role}|{b}": patches_per_second(dev, b, repeat)
+    from napari_refocus.methods.canonical import delpnet  # the map's network, fused
+
+    out["delpnet"] = {f"{role}|{b}": patches_per_second(delpnet(None, torch.device(dev)), repeat, b, dev)
                       for role, dev, b in (("gpu", gpu, 256), ("gpu", gpu, 4096), ("cpu", "cpu", 256))}
     print(json.dumps(out["delpnet"]), flush=True)
 

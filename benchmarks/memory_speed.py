@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import best_of, git_rev, machine, publish  # noqa: E402
+from _report import best_of, git_rev, machine, publish, tiled  # noqa: E402
 
 METHODS = ("lbdvd", "rl", "comi-cyclegan", "refocus-unet", "m-deblurgan", "h2t-msunet")
 PARAMS = {"rl": {"level": 5}}
@@ -58,9 +58,8 @@ def test_image(size: int, level: int = 5) -> np.ndarray:
     from napari_refocus.io.samples import infocus_image
 
     optics = Optics(n_levels=17, psf_size=81) if level > 10 else None  # levels to 32 um, a window for them
-    tile = np.clip(nr.simulate(infocus_image(), level=level, seed=0, optics=optics), 0, 65535).astype(np.uint16)
-    reps = (-(-size // tile.shape[0]), -(-size // tile.shape[1]))
-    return np.ascontiguousarray(np.tile(tile, reps)[:size, :size])
+    return tiled(np.clip(nr.simulate(infocus_image(), level=level, seed=0, optics=optics), 0, 65535).astype(np.uint16),
+                 size)
 
 
 def _rss() -> int:
@@ -204,15 +203,24 @@ def speed_images():
     return {k: np.clip(v, 0, 65535).astype(np.uint16) for k, v in images.items()}
 
 
-def patches_per_second(model, repeat=15, batch=256):
+def patches_per_second(model, repeat=15, batch=256, device="cpu"):
+    """DelpNet ``model`` (on ``device``) on ``batch`` patches under the package's autocast, as the
+    map runs it (float16 on CUDA; float32 on this CPU); best of ``repeat``."""
     import torch
 
-    from napari_refocus.models.delpnet import to_input
+    from napari_refocus.models.delpnet import autocast, to_input
 
-    x = to_input(torch.rand(batch, 84, 84) * 2000 / 65535, "cpu")
-    with torch.inference_mode():
-        model(x)
-        return batch / best_of(lambda: model(x), repeat)
+    dev = torch.device(device)
+    x = to_input(torch.rand(batch, 84, 84) * 2000 / 65535, dev)
+
+    def run():
+        with torch.inference_mode(), autocast(dev):
+            model(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    run()
+    return batch / best_of(run, repeat)
 
 
 def speed_case(repeat: int, out_dir: str) -> dict:
