@@ -111,10 +111,19 @@ def test_rl_block_by_block_matches_in_memory(big):
     np.testing.assert_allclose(np.asarray(lazy.image), eager, rtol=1e-5, atol=1e-2)
     from napari_refocus.bigimage import lazy_method
 
-    small = np.asarray(lazy_method(da.from_array(big), "rl", block=256, level=4, device="cpu"))
+    # Richardson-Lucy alone (never_worse=False): 9 blocks of 256 px, 96 px of halo each, against the image
+    plain = nr.refocus(big, method="rl", level=4, device="cpu", never_worse=False).image
+    small = np.asarray(lazy_method(da.from_array(big), "rl", block=256, level=4, device="cpu", never_worse=False))
     assert small.shape == big.shape
-    assert _max_rel_diff(small, eager) < 0.02  # 9 blocks of 256 px, 96 px of halo each
-    assert np.abs(small - eager).mean() / np.ptp(eager) < 1e-4
+    assert _max_rel_diff(small, plain) < 0.02
+    assert np.abs(small - plain).mean() / np.ptp(plain) < 1e-4
+    # gated (the default): the blocks' weights are the image's (the gate reads the whole image's patch
+    # grid), so the gated blocks differ from the image only where Richardson-Lucy's blocks do, and no more
+    gated = np.asarray(lazy_method(da.from_array(big), "rl", block=256, level=4, device="cpu"))
+    w = np.asarray(nr.refocus(big, method="rl", level=4, device="cpu").gate_weights)
+    assert 0.05 < (w > 0.01).mean() < 0.95  # the tilt: in focus at the top, defocused further down
+    np.testing.assert_allclose(gated, big + w * (small - big), rtol=0, atol=0.05)
+    np.testing.assert_allclose(gated, eager, rtol=0, atol=np.abs(small - plain).max() + 0.05)
 
 
 def test_method_blocks_to_tiff_and_errors(big, tmp_path, monkeypatch):
@@ -129,7 +138,10 @@ def test_method_blocks_to_tiff_and_errors(big, tmp_path, monkeypatch):
     eager = nr.refocus(big, method="rl", level=4, device="cpu").image
     got = tifffile.imread(out)
     assert got.shape == big.shape and got.dtype == big.dtype
-    assert _max_rel_diff(got.astype(np.float32), eager) < 0.02
+    # as far as Richardson-Lucy's blocks differ from the image (test_rl_block_by_block_matches_in_memory:
+    # 2 % of the ungated result's range)
+    plain = nr.refocus(big, method="rl", level=4, device="cpu", never_worse=False).image
+    assert np.abs(got.astype(np.float32) - eager).max() < 0.02 * np.ptp(plain)
     lbdvd = get_method("lbdvd")
     import napari_refocus.methods.lbdvd_global as lg
 

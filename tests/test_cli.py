@@ -202,7 +202,7 @@ def test_method_options_come_from_the_schemas(files, capsys):
     d, gt = files
     rc, out, _ = run(capsys, "methods")
     listed = {json.loads(line)["method"]: json.loads(line)["options"] for line in out.strip().splitlines()}
-    assert listed["rl"] == ["--level", "--iterations"] and "--tile" in listed["h2t-msunet"]
+    assert listed["rl"] == ["--level", "--iterations", "--never-worse"] and "--tile" in listed["h2t-msunet"]
     rc, _, err = run(capsys, "refocus", gt, "-o", d / "o", "--method", "rl", "--tile", "64", "-q")
     assert rc == 2 and "does not take --tile" in err and "--level" in err and "the optics options" in err
     rc, _, err = run(capsys, "refocus", gt, "-o", d / "o", "--method", "rl", "--iterations", "0", "-q")

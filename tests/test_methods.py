@@ -57,7 +57,7 @@ def test_provenance_holds_the_parameters_the_method_used(small):
     prov = res.provenance()
     assert prov["parameters"]["level"] == 3 and prov["parameters"]["iterations"] == 4
     assert prov["parameters"]["optics"]["pixel_um"] == 0.5
-    assert set(prov["parameters"]) == {"level", "iterations", "optics"}
+    assert set(prov["parameters"]) == {"level", "iterations", "optics", "never_worse"}
     assert prov["device"] == "cpu" and prov["weights_sha256"] == {}
 
 

@@ -169,6 +169,32 @@ def test_tilted_sample_leaves_the_in_focus_third(method, fields):
     assert prov["never_worse"]["threshold_um"] == pytest.approx(2 * 0.451 / 0.25, abs=1e-3)
 
 
+def test_rl_deconvolves_at_its_level_only_where_the_map_sees_defocus(fields, infocus):
+    """rl at the level it is told, gated (the default): an in-focus field, the in-focus third of
+    the tilted sample and an in-focus crop smaller than one patch come back as they went in (the
+    crop to 1e-3 counts);
+    the defocused third gains as ungated; never_worse=False is Richardson-Lucy itself."""
+    _need("lbdvd")
+    gt = fields[0]
+    inp = nr.simulate(gt.astype(np.uint16), level=0, seed=3)
+    gated = nr.refocus(inp, method="rl", level=5, device="cpu")
+    plain = nr.refocus(inp, method="rl", level=5, device="cpu", never_worse=False)
+    assert _gain(gated.image, inp, gt) >= -0.1 and gated.changed_fraction < 0.05
+    assert _gain(plain.image, inp, gt) < -3.0  # what the gate holds back
+    np.testing.assert_array_equal(plain.image, nr.deconvolve(inp, level=5, device="cpu"))
+    assert plain.gate_weights is None and gated.provenance()["never_worse"]["ran"] is True
+    tilt, third = tilted(gt)
+    on = nr.refocus(tilt, method="rl", level=4, device="cpu")
+    off = nr.refocus(tilt, method="rl", level=4, device="cpu", never_worse=False)
+    assert abs(_gain(on.image, tilt, gt, slice(0, third))) <= 0.1
+    assert _gain(off.image, tilt, gt, slice(0, third)) < -1.0
+    assert _gain(on.image, tilt, gt, slice(2 * third, None)) >= _gain(off.image, tilt, gt, slice(2 * third, None)) - 0.05
+    crop = np.ascontiguousarray(infocus[200:264, 300:364]).astype(np.float32)
+    res = nr.refocus(crop, method="rl", level=5, device="cpu")
+    # as it went in up to float rounding: w ~1e-7 there, times rl's change of ~1,000 counts
+    assert np.abs(res.image - crop).max() < 1e-3 and any("mirrored to one" in n for n in res.notes)
+
+
 def test_default_objective_counts_class_two_as_defocused():
     # its class 2 is measured at 3.596 um, a hair under 2 depths of field (3.608 um): the
     # tolerance keeps the class (else lbdvd would leave every class-2 patch blurred)
@@ -327,7 +353,7 @@ def test_gate_weights_are_the_confidence_weighted_bilinear_blend_of_patch_centre
 
 
 def test_never_worse_is_a_schema_option_everywhere():
-    for method in METHODS:
+    for method in (*METHODS, "rl"):
         spec = {s["name"]: s for s in get_method(method).describe()}
         assert spec["never_worse"]["default"] is True
         assert "never_worse" in get_method(method).form_fields

@@ -137,22 +137,15 @@ def get_generator(name_or_path, device="cpu", *, like: str | None = None):
 
 def _make_run(name: str):
     def run(image, params: LearnedParams, *, device, report, stats=None, map_stats=None):
-        from ..core.memory import release_free_memory
-        from .gate import iter_image_gate, map_fits
+        from .gated import iter_gated
+
+        def restore(img):
+            return (yield from _restore(img, params, device=device, report=report, stats=stats))
 
         if not params.never_worse:
-            return (yield from _restore(image, params, device=device, report=report, stats=stats))
-        optics = gate_optics(params.optics)
-        if not map_fits(np.shape(image), optics):  # below one patch: its map is read mirrored, after the tiles
-            out = yield from _restore(image, params, device=device, report=report, stats=stats)
-            return (yield from gate_small(image, out, device=device, report=report, optics=optics, stats=map_stats))
-        # the gate's map first, before the output exists: its canonical image (4 B/px) and DelpNet's
-        # batches then never sit on top of the restored image (m-deblurgan's x2 float32: 16 B/px)
-        # and the heap the tiles left (BENCHMARKS.md "Memory", stop 35)
-        gated = yield from iter_image_gate(image, device=device, optics=optics, stats=map_stats, report=report)
-        out = yield from _restore(image, params, device=device, report=report, stats=stats)
-        release_free_memory(pixels=int(np.prod(np.shape(image))))  # the tiles' heap, before the blend's strips
-        return gate_in_place(image, out, gated, report=report)
+            return (yield from restore(image))
+        return (yield from iter_gated(image, restore, device=device, report=report, optics=gate_optics(params.optics),
+                                      map_stats=map_stats))
 
     def _restore(image, params: LearnedParams, *, device, report, stats=None):
         from ..models.predict import intensity_stats
@@ -187,78 +180,17 @@ def _make_run(name: str):
     return run
 
 
-#: bytes of float32 output blended at a time by :func:`gate_in_place`
-BLEND_STRIP_BYTES = 2 << 20
-
-
-def gate_in_place(image, out, gated, *, report):
-    """``out`` (the method's output for ``image``) gated by ``gated = (map, gate)``
-    (:func:`.gate.iter_image_gate` of ``image``): :func:`.gate.blend` written into ``out`` a strip
-    of rows at a time, the weights, the share changed and the rule recorded in
-    ``report.extras["gate"]`` (the same numbers; no whole-size temporaries: the weights are
-    recorded as a lazy :class:`~.gate.GateWeights`, made again when read)."""
-    from .gate import CHANGED_ABOVE, WEIGHT_ROWS, GateWeights, record
-    from .learned_blocks import _resampled, blend_into
-
-    dmap, gate = gated
-    shape = tuple(int(n) for n in np.shape(image))
-    weights = GateWeights(gate, shape, round(out.shape[0] / shape[0]))
-    changed = 0
-    # strips of ~2 MB of output: each holds its weights and the input resampled to it (float32, as
-    # wide as the output), on top of the whole result (WEIGHT_ROWS rows of m-deblurgan's 6144-px x2
-    # output were 6 MB each; smaller strips: ~1 B/px less at 3072^2, BENCHMARKS.md "Memory", stop 35)
-    rows = min(WEIGHT_ROWS, max(1, BLEND_STRIP_BYTES // (4 * max(1, out.shape[1]))))
-    for a in range(0, out.shape[0], rows):
-        box = (a, min(out.shape[0], a + rows), 0, out.shape[1])
-        w = weights.rows(box[0], box[1])
-        changed += int(np.count_nonzero(w > CHANGED_ABOVE))
-        blend_into(out[box[0]:box[1]], _resampled(image, box, full_shape=shape, out_shape=out.shape), w)
-    record(report, weights, gate.threshold_um, dmap.weights_sha256,
-           changed_fraction=changed / weights.size if weights.size else 0.0)
-    return out
-
-
-def gate_small(image, out, *, device, report, optics=None, stats=None):
-    """A generator: the never-worse gate of ``out`` for an image smaller than one DelpNet patch at its
-    sampling (a crop of one cell): the map is read on the image mirrored out to one patch
-    (:func:`.gate.mirror_padding`; mirroring keeps its blur), and the weights of the image's own
-    pixels gate ``out`` (``stats``: the whole image's canonical statistics, as for
-    :func:`gate_in_place`). Without it such a crop came back changed even when in focus. An
-    image too long to mirror (:data:`.gate.MIRROR_MAX_PIXELS`) is returned as it came in."""
-    from . import gate as g
-
-    img = np.asarray(image)
-    pads = g.mirror_padding(img.shape, optics)
-    if pads is None:  # a line scan, say: no map can judge it
-        w = np.zeros(out.shape, np.float32)
-        g.record(report, w, g.DOF_FACTOR * g.depth_of_field_um(optics or Optics()))
-        report.fallbacks.append("never_worse could not read DelpNet's map (the image is thinner than one patch and "
-                                "too long to mirror out to one): the image is returned as it came in")
-        return g.blend(img, out, w)
-    padded = np.pad(img, pads, mode="symmetric")
-    dmap, gate = yield from g.iter_image_gate(padded, device=getattr(report, "device", device), optics=optics,
-                                              stats=stats, report=report)
-    r = int(round(out.shape[0] / img.shape[0]))
-    w = g.unmirror(gate.weights(padded.shape, r), pads, img.shape, r)
-    g.record(report, w, gate.threshold_um, dmap.weights_sha256)
-    report.fallbacks.append(f"never_worse read DelpNet's map on the image mirrored to one patch "
-                            f"({padded.shape[0]}x{padded.shape[1]} px): the image is smaller than one patch at its "
-                            "pixel size")
-    return g.blend(img, out, w)
-
-
 def image_stats(image, *, params: LearnedParams | None = None, sample_stride: int = 1) -> dict:
     """``{"stats": (lo, scale), "map_stats": ...}``: the intensity normalisation of a whole
     image, and the canonical statistics of DelpNet's map (the gate, at the sampling ``params``
     give it), which every block of a big image then uses instead of its own
     (``Method.image_stats``; ``image``: the whole image or every ``sample_stride``-th pixel)."""
     from ..models.predict import intensity_stats
-    from .canonical_blocks import sample_stats
-    from .defocus import map_scale
+    from .gated import map_stats_of
 
-    scale = map_scale(gate_optics(params.optics if params is not None else None))
     return {"stats": intensity_stats(image),
-            "map_stats": sample_stats(image, scale=scale, sample_stride=sample_stride)}
+            "map_stats": map_stats_of(image, optics=gate_optics(params.optics if params is not None else None),
+                                      sample_stride=sample_stride)}
 
 
 def _method(name: str, title: str, description: str, upscale: int = 1) -> Method:

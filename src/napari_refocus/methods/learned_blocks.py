@@ -21,31 +21,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..core.progress import drain
 from ..core.tiling import Region
 from ..models.stitch import TileCache
+from .gated import blend_into, block_gate, read as _read, resampled as _resampled  # noqa: F401 - blend_into: public here too
 
 
 def _union(a, b):
     return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
-
-
-def _read(source, box) -> np.ndarray:
-    return np.asarray(source[box[0]:box[1], box[2]:box[3]], dtype=np.float32)
-
-
-def _resampled(source, box, *, full_shape, out_shape) -> np.ndarray:
-    """Pixels ``box`` of ``source`` (``full_shape``) resampled to ``out_shape``, from the source's
-    window those pixels read."""
-    from ..core.resample import input_window, resample_window
-
-    if tuple(full_shape) == tuple(out_shape):
-        return _read(source, box)
-    need = input_window(full_shape=full_shape, out_shape=out_shape, out_box=box)
-    return resample_window(_read(source, need), full_shape=full_shape, out_shape=out_shape, out_box=box,
-                           region_origin=(need[0], need[2]))
 
 
 def iter_restore_window(model, source, *, scale: float, stats, out_box=None, stage: str, **tiling):
@@ -121,7 +104,8 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
         scale = training_scale(params.optics)
         tiling = {"device": device, "tile": params.tile, "overlap": params.overlap, "batch_size": params.batch_size,
                   "precision": params.precision, "tta": params.tta}
-        gate = _block_gate(params, device=device, map_stats=map_stats, upscale=upscale, optics=gate_optics(params.optics))
+        gate = block_gate(never_worse=params.never_worse, device=device, map_stats=map_stats, upscale=upscale,
+                          optics=gate_optics(params.optics))
         cache = TileCache()  # a tile touching several blocks runs once
 
         def restore(source, bounds):
@@ -144,51 +128,3 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
         return restore
 
     return block_runner
-
-
-def _block_gate(params, *, device, map_stats, upscale: int, optics):
-    """``gate(source, bounds, restored) -> gated block`` (None when ``never_worse`` is off):
-    DelpNet on the rectangle of the map's global grid (on the canonical image, at any sampling:
-    :mod:`.canonical_blocks`) whose patches the block's weights read, as in memory;
-    ``optics``: those of the gate's map; ``map_stats``: the canonical image's statistics."""
-    if not params.never_worse:
-        return None
-    from . import gate as g
-    from . import lbdvd_blocks as lb
-    from .canonical_blocks import CanonicalView, map_grid, map_patches
-    from .defocus import CANONICAL, map_frame
-
-    scale, table = map_frame(optics)
-    beyond = g.defocused_classes(table, optics or CANONICAL)
-    r = int(upscale)
-    state = {}
-
-    def gate(source, bounds, restored):
-        from .canonical import delpnet, map_weights
-
-        if "model" not in state:  # the network once per run, on the first block
-            state["model"] = delpnet(map_weights(None, optics), device)
-        native = tuple(int(n) for n in source.shape[-2:])
-        grid = map_grid(native, scale=scale)
-        box = tuple(int(b) * r for b in bounds)
-        kw = {"upscale": r, "scale": scale, "patch": grid.patch, "stride": grid.stride}
-        rows, cols = g.neighbour_span(g.patch_span(box, grid.shape, **kw), grid.shape)
-        view = CanonicalView(source, scale=scale, stats=map_stats)
-        probs, levels = map_patches(view, grid, rows, cols, model=state["model"], device=device)
-        v, c = g.patch_evidence(probs, levels, beyond)
-        w = g.pixel_weights(v, c, grid_shape=grid.shape, bounds=box, offset=(rows[0], cols[0]), **kw)
-        base = _resampled(source, box, full_shape=native, out_shape=(native[0] * r, native[1] * r))
-        return blend_into(restored, base, w)
-
-    # the weights' reach (gate.weights_reach); resampling adds its filter
-    gate.halo = max(lb.HALO, math.ceil(g.weights_reach(scale) + max(scale, 1.0) + 2))
-    return gate
-
-
-def blend_into(restored, base, w) -> np.ndarray:
-    """``base + w * (restored - base)`` (the gate's blend, :func:`.gate.blend`), written into
-    ``restored`` (float32, the same numbers as the gate's expression)."""
-    restored -= base
-    restored *= w
-    restored += base
-    return restored

@@ -1,8 +1,17 @@
-"""Depth-invariant Richardson-Lucy with one known defocus level for the whole image."""
+"""Depth-invariant Richardson-Lucy with one known defocus level for the whole image.
+
+The level is the user's; by default (``never_worse``) the result is gated by DelpNet's map like
+the learned methods' (:mod:`.gated`): regions the map reads as in focus, or blurred less than
+two depths of field, come back as they went in, so a level given for a defocused cell does not
+deconvolve its in-focus neighbours (or an image that was in focus after all). ``never_worse=False``
+deconvolves every pixel at that level: the benchmarks' "told the distance" reference.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..core.optics import Optics
 from .base import Method
@@ -17,6 +26,8 @@ class RlParams(Params):
                         minimum=0)
     iterations: int = option(15, help="Richardson-Lucy iterations", minimum=1, maximum=500)
     optics: Optics = option(Optics(), help="microscope optics", unit="optics")
+    never_worse: bool = option(True, help="gate the change per patch by DelpNet's probability that the patch is "
+                               "defocused beyond the depth of field: regions in focus come back unchanged")
 
     def __post_init__(self):
         super().__post_init__()
@@ -24,21 +35,74 @@ class RlParams(Params):
             raise ValueError(f"level must be an integer in 0..{self.optics.n_levels - 1}, got {self.level!r}")
 
 
-def run(image, params: RlParams, *, device, report):
-    """Richardson-Lucy of the whole image with the PSF of ``params.level``."""
+def run(image, params: RlParams, *, device, report, map_stats=None):
+    """Richardson-Lucy of the whole image with the PSF of ``params.level``, gated by DelpNet's map
+    of the image at ``params.optics`` unless ``never_worse`` is off (``map_stats``: the whole
+    image's canonical statistics when ``image`` is a block of it)."""
+    from .gated import iter_gated
+
+    def restore(img):
+        return (yield from _deconvolve(img, params, device=device, report=report))
+
+    if not params.never_worse:
+        return (yield from restore(image))
+    return (yield from iter_gated(image, restore, device=device, report=report, optics=params.optics,
+                                  map_stats=map_stats))
+
+
+def _deconvolve(image, params: RlParams, *, device, report):
     from ..core.rl import iter_deconvolve
 
     return (yield from iter_deconvolve(image, level=params.level, iterations=params.iterations, device=device,
                                        optics=params.optics, report=report))
 
 
+def image_stats(sample, *, params=None, sample_stride: int = 1) -> dict:
+    """The canonical statistics of the gate's map, once per image (big images)."""
+    from .gated import map_stats_of
+
+    return {"map_stats": map_stats_of(sample, optics=params.optics if params is not None else Optics(),
+                                      sample_stride=sample_stride)}
+
+
+def block_runner(params: RlParams, *, device, map_stats=None):
+    """Each block: Richardson-Lucy on the block and :data:`HALO` pixels of context around it
+    (clipped to the image), then the gate on the whole image's patch grid (:func:`.gated.block_gate`),
+    so that a block gets the same weights as the image in memory."""
+    from ..core.progress import drain
+    from .base import RunReport
+    from .gated import block_gate, read
+
+    gate = block_gate(never_worse=params.never_worse, device=device, map_stats=map_stats, upscale=1,
+                      optics=params.optics)
+
+    def restore(source, bounds):
+        y0, y1, x0, x1 = bounds
+        h, w = source.shape[-2:]
+        ya, yb, xa, xb = max(0, y0 - HALO), min(h, y1 + HALO), max(0, x0 - HALO), min(w, x1 + HALO)
+        out = drain(_deconvolve(read(source, (ya, yb, xa, xb)), params, device=device, report=RunReport(device)))
+        out = np.ascontiguousarray(out[y0 - ya:y1 - ya, x0 - xa:x1 - xa], dtype=np.float32)
+        return out if gate is None else gate(source, bounds, out)
+
+    restore.halo = HALO if gate is None else max(HALO, gate.halo)
+    return restore
+
+
+#: context pixels a block reads beyond its bounds for Richardson-Lucy
+HALO = 96
+
+
 METHOD = Method(
     name="rl",
     title="Richardson-Lucy, one known level",
     description="Depth-invariant Richardson-Lucy with the Born-Wolf PSF of one defocus level, over the whole "
-                "image: no never-worse gate (regions in focus are deconvolved too); for a known defocus.",
+                "image; gated by DelpNet's map (never worse): regions in focus come back unchanged. For a known "
+                "defocus.",
     schema=RlParams,
     run=run,
-    form_fields=("level", "iterations"),
-    canvas_per_block=True,  # it reads no whole-image sample to find a canvas in (bigimage.prepare)
+    halo=HALO,
+    inputs=("map_stats",),
+    image_stats=image_stats,
+    block_runner=block_runner,
+    form_fields=("level", "iterations", "never_worse"),
 )

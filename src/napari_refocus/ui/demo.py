@@ -73,7 +73,7 @@ def run_demo(screenshot: str | None = None, *, device: str = "auto", timeout_s: 
             wait_for(map_w.refocus_panel, timeout_s)
     else:
         refocus_w.set_method("rl")
-        refocus_w.set_values(level=4)
+        refocus_w.set_values(level=4, never_worse=False)  # the gate needs DelpNet too
         refocus_w.run(source)
         wait_for(refocus_w.panel, timeout_s)
     results = [ly for ly in viewer.layers if "method" in ly.metadata]
