@@ -12,7 +12,10 @@ default since stop 39) its change is weighted by DelpNet's map as the learned me
   share of pixels the gate let change;
 * the tilted sample of ``eval_never_worse.py`` (left third in focus, then level 0 -> 8), rl at
   level 4, per third;
-* the bundled in-focus field (``io.samples.infocus_image``): the output against the input.
+* the bundled in-focus field (``io.samples.infocus_image``): the output against the input;
+* real planes near focus: the DFNN mitochondria stack (``../shared/data``, when present; no optics
+  given, as ``tests/test_never_worse.py`` reads it), planes 3 and 6 from focus, rl at level 5,
+  PSNR gain against the in-focus plane.
 
 Writes the section ``never-worse-rl`` of BENCHMARKS.md.
 """
@@ -77,6 +80,20 @@ def main(argv=None):
         infocus[gated] = (10 * np.log10(float(s.max() - s.min()) ** 2 / max(np.mean((out - s) ** 2), 1e-30)),
                           float(np.abs(out - s).max()))
 
+    real = {}
+    from napari_refocus.core.metrics import compare
+    from napari_refocus.training.pairs import dfnn_stack_dir, read_zstack, zstack_pairs
+
+    if dfnn_stack_dir().exists():
+        stack, _ = read_zstack(dfnn_stack_dir())
+        focus = zstack_pairs(stack)["focus"]
+        truth = stack[focus].astype(np.float32)
+        for z in (focus - 6, focus - 3, focus + 3, focus + 6):
+            for gated in (False, True):
+                out = nr.refocus(stack[z], method="rl", level=5, device="cpu", never_worse=gated).image
+                c = compare(truth, out, stack[z].astype(np.float32))
+                real.setdefault(gated, []).append((z - focus, c["pred"]["psnr"] - c["input"]["psnr"]))
+
     mean = lambda v: float(np.mean(v))  # noqa: E731
     lines = ["| rl told | | " + " | ".join(f"L{lv}" for lv in LEVELS) + " | mean 2..10 |",
              "|---" * (len(LEVELS) + 3) + "|"]
@@ -114,6 +131,11 @@ def main(argv=None):
         f"ungated {infocus[False][0]:.1f} dB (max |difference| {infocus[False][1]:.0f} counts), gated "
         f"{infocus[True][0]:.1f} dB (max |difference| {infocus[True][1]:.3g} counts).",
     ]
+    if real:
+        body += ["", "Real planes near focus (DFNN mitochondria stack, whole planes, no optics given), rl at level 5, "
+                 "PSNR gain against the in-focus plane, planes from focus: " + "; ".join(
+                     f"{dz:+d}: ungated {u:+.2f} dB, gated {g:+.2f} dB"
+                     for (dz, u), (_, g) in zip(real[False], real[True])) + "."]
     publish("never-worse-rl", body, write=not a.no_write)
 
 

@@ -52,7 +52,8 @@ class Footprint:
 #: 3072^2 and 22.0 at 6144^2 (250 and 790 MB), a slope of 19.1 B/px plus a quarter. Stop 34
 #: measured against a baseline with the warm-up's freed heap handed back (what a run needs on a
 #: fresh heap): every row's fixed part covers its 1024^2 peak but m-deblurgan's (56-70 MB at
-#: 1024^2 in nine runs), whose fixed part is raised to 48 MB (24 + 48 = 72 MB there)
+#: 1024^2 in nine runs), whose fixed part is raised to 48 MB (24 + 48 = 72 MB there). rl gated by DelpNet's map
+#: (stop 39): 23.7 / 11.6 / 11.3 B/px at 1024^2 / 3072^2 / 6144^2, within its figure (the map runs first)
 MIB = 2**20
 FOOTPRINTS = {
     "lbdvd": Footprint(20.0, 16 * MIB),
