@@ -213,9 +213,10 @@ def prepare(source, method, params=None, *, device="auto", block: int = DEFAULT_
         restore = canvas_restore(restore, halo=int(getattr(restore, "halo", m.halo)), upscale=m.upscale)
         notes.append("empty canvas (exact zeros) found: each block reads it filled by reflection and gives it back")
     elif m.canvas_per_block:
-        # no whole-image sample to look in (rl): reading one only for this would read a lazy image
-        # twice, so each block looks in its own window (128 px wider: rl's halo 96 -> 224 px, 25 % more
-        # pixels read per 2016-px block) and fills what it finds there, as the image in memory is filled
+        # no whole-image sample to look in (a method without image_stats): reading one only for this
+        # would read a lazy image twice, so each block looks in its own window (128 px wider: a 96-px
+        # halo -> 224 px, 25 % more pixels read per 2016-px block) and fills what it finds there, as the
+        # image in memory is filled
         restore = canvas_restore(restore, halo=int(getattr(restore, "halo", m.halo)), upscale=m.upscale)
         notes.append("each block looks for an empty canvas (exact zeros) in its window, and reads it filled")
     return BlockRun(source, m, params, dev, int(block), restore, inputs, notes)

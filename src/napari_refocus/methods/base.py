@@ -123,7 +123,7 @@ class Method:
     (lbdvd resamples the sample to DelpNet's sampling for its optics).
     ``canvas_per_block``: a method without ``image_stats`` (which reads a whole-image sample to
     look for an empty canvas in) has each block look for one in its own window, read
-    :data:`~.padding.FILL_MARGIN_PX` px beyond its halo (rl).
+    :data:`~.padding.FILL_MARGIN_PX` px beyond its halo (a custom method; rl did, before it was gated).
     """
 
     name: str
