@@ -88,7 +88,7 @@ def test_generator_halves_its_tile_batches_then_uses_the_cpu(monkeypatch, pair, 
 
     torch.set_num_threads(1)
     image = pair[0]
-    # never_worse=False: the tiles alone (the gate's DelpNet map has no OOM fallback yet)
+    # never_worse=False: the tiles alone (the gate's map: test_the_learned_methods_gate_map_reports_its_fallback)
     kw = {"tile": 192, "overlap": 32, "never_worse": False}
     if batch_size is not None:
         kw["batch_size"] = batch_size
@@ -254,3 +254,17 @@ def test_the_learned_methods_gate_map_reports_its_fallback(delpnet_on_fake_gpu, 
     assert report.device.type == "cpu" and any("continued on the CPU" in n for n in report.fallbacks)
     np.testing.assert_array_equal(dmap.levels, plain_map.levels)
     np.testing.assert_array_equal(gate.weights(pair[0].shape, 1), plain_gate.weights(pair[0].shape, 1))
+
+
+def test_gated_rl_map_and_deconvolution_fall_back_to_the_cpu(delpnet_on_fake_gpu, rl_on_fake_gpu, pair):
+    """rl with its gate (the default): the gate's map and Richardson-Lucy both run out of memory
+    on the accelerator; the run moves to the CPU, says so, and equals the CPU's result."""
+    torch.set_num_threads(1)
+    image = pair[0]
+    plain = refocus_array(image, method="rl", device="cpu", level=4, iterations=5)
+    res = refocus_array(image, method="rl", device=FAKE_GPU, level=4, iterations=5)
+    assert delpnet_on_fake_gpu and rl_on_fake_gpu  # both tried the accelerator first
+    assert res.device == "cpu" and any("continued on the CPU" in n for n in res.notes), res.notes
+    assert res.provenance()["never_worse"]["ran"] is True
+    np.testing.assert_allclose(res.image, plain.image, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(res.gate_weights), np.asarray(plain.gate_weights))
