@@ -144,60 +144,55 @@ def test_block_by_block_a_canvas_is_handled_as_in_memory(infocus, blurred, metho
     assert gain > 1.5
 
 
-def test_rl_block_by_block_fills_the_canvas_its_blocks_find(infocus, blurred):
-    """rl's blocks fill the canvas (found, since rl is gated, in the whole-image sample its gate's
-    statistics come from; before, each block looked in its own window): the field comes back as
-    in memory (before either: ringing on the zeros, the canvas not zero)."""
+def _rl_blocks_like_memory(infocus, blurred, method):
+    """rl-like ``method`` (level 5, 10 iterations) on the field set in a canvas, block by block
+    (512 px) and in memory: the canvas comes back zero and the field as in memory, but for a few
+    pixels next to the canvas (at most 1 %); returns the blocks' notes."""
     from napari_refocus.bigimage import iter_method_blocks, prepare
 
     canvas = _on_canvas(blurred, 130, 174)
     params = {"level": 5, "iterations": 10}
     out = np.full(canvas.shape, np.nan, np.float32)
-    for _, (y0, y1, x0, x1), block in iter_method_blocks(canvas, "rl", device="cpu", block=512, **params):
+    for _, (y0, y1, x0, x1), block in iter_method_blocks(canvas, method, device="cpu", block=512, **params):
         out[y0:y1, x0:x1] = block
-    mem = nr.refocus(canvas, method="rl", **params).image
+    mem = nr.refocus(canvas, method=method, **params).image
     assert (out[canvas == 0] == 0).all()
     field = (slice(130, -130), slice(174, -174))
-    # a few pixels next to the canvas differ (stop 39: 0.35 % here, all within 8 px of the canvas, up
-    # to 358 counts; at most 15 counts further inside; ungated, each block finding the canvas in its own
-    # window: 0.4 %, up to 272 counts; 22 % before the canvas was filled)
     close = np.abs(out[field] - mem[field]) <= 1e-3 * float(mem.max())
     assert close.mean() > 0.99, close.mean()
     assert abs(_psnr(infocus, out[field]) - _psnr(infocus, mem[field])) < 0.02
-    assert any("empty canvas" in n for n in prepare(canvas, "rl", params, device="cpu", block=512).notes)
+    return prepare(canvas, method, params, device="cpu", block=512).notes
+
+
+def test_rl_block_by_block_fills_the_canvas_its_blocks_find(infocus, blurred):
+    """rl's blocks fill the canvas (found, since rl is gated, in the whole-image sample its gate's
+    statistics come from; before, each block looked in its own window): the field comes back as
+    in memory (before either: ringing on the zeros, the canvas not zero). A few pixels next to
+    the canvas differ (stop 39: 0.35 %, all within 8 px of the canvas, up to 358 counts; at most 15
+    counts further inside; ungated, each block finding the canvas in its own window: 0.4 %, up to
+    272 counts; 22 % before the canvas was filled)."""
+    notes = _rl_blocks_like_memory(infocus, blurred, "rl")
+    assert any("empty canvas" in n for n in notes)
 
 
 def test_a_method_without_a_whole_image_sample_finds_the_canvas_in_each_block(infocus, blurred):
     """``Method.canvas_per_block``: a method that reads no whole-image sample (no ``image_stats``:
     a custom one; rl was, before it was gated) has each block look for the canvas in its own
-    window, read wider, and fill it there."""
+    window, read wider, and fill it there (the dark rim next to the canvas is then judged by each
+    window's own percentile: 0.4 % of the pixels differ at 7c2bc87, up to 272 counts)."""
     import dataclasses
 
-    from napari_refocus.bigimage import iter_method_blocks, prepare
     from napari_refocus.methods import register, unregister
     from napari_refocus.methods.rl import run
 
     def plain(image, params, *, device, report):  # rl without its gate, and without inputs
         return (yield from run(image, dataclasses.replace(params, never_worse=False), device=device, report=report))
 
-    custom = dataclasses.replace(get_method("rl"), name="rl-plain", run=plain, inputs=(), image_stats=None,
-                                 block_runner=None, canvas_per_block=True)
-    register(custom)
+    register(dataclasses.replace(get_method("rl"), name="rl-plain", run=plain, inputs=(), image_stats=None,
+                                 block_runner=None, canvas_per_block=True))
     try:
-        canvas = _on_canvas(blurred, 130, 174)
-        params = {"level": 5, "iterations": 10}
-        out = np.full(canvas.shape, np.nan, np.float32)
-        for _, (y0, y1, x0, x1), block in iter_method_blocks(canvas, "rl-plain", device="cpu", block=512, **params):
-            out[y0:y1, x0:x1] = block
-        mem = nr.refocus(canvas, method="rl-plain", **params).image
-        assert (out[canvas == 0] == 0).all()
-        field = (slice(130, -130), slice(174, -174))
-        # the dark rim next to the canvas is judged by each window's own percentile, not the whole
-        # image's, so a few pixels near the canvas differ (0.4 % at 7c2bc87, up to 272 counts on the rim)
-        close = np.abs(out[field] - mem[field]) <= 1e-3 * float(mem.max())
-        assert close.mean() > 0.99, close.mean()
-        assert abs(_psnr(infocus, out[field]) - _psnr(infocus, mem[field])) < 0.02
-        assert any("in its window" in n for n in prepare(canvas, "rl-plain", params, device="cpu", block=512).notes)
+        notes = _rl_blocks_like_memory(infocus, blurred, "rl-plain")
+        assert any("in its window" in n for n in notes)
     finally:
         unregister("rl-plain")
 
