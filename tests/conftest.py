@@ -17,6 +17,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 W2_INFOCUS = SHARED / "BBBC006_w2_infocus" / "examples" / "bbbc_subset"
 
 
+@pytest.fixture(autouse=True)
+def saved_preferences(monkeypatch, tmp_path):
+    """Every test starts with no saved widget preferences and never touches the user's own:
+    magicgui's ``persist=True`` forms save to the user's cache folder, which a test would
+    otherwise overwrite (a cancel test left ``iterations=300`` in a developer's Refocus widget)."""
+    folder = tmp_path / "cache"
+    try:
+        import magicgui._util
+    except ImportError:  # no magicgui: no widget saves anything
+        return folder
+    monkeypatch.setattr(magicgui._util, "user_cache_dir", lambda *a, **k: folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def infocus():
     """A real in-focus BBBC006 image (the one shipped in the package), read-only."""

@@ -12,7 +12,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from widget_support import HAVE_DELPNET, add_source, dock, references, spy, wait_idle, widget_class  # noqa: E402
-from widget_support import crops, fake_delpnet, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
+from widget_support import crops, fake_delpnet, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
 

@@ -20,7 +20,7 @@ pytest.importorskip("pytestqt")
 
 from napari_refocus.methods import get_method, list_methods  # noqa: E402
 from widget_support import H, PIXEL_UM, SCALE, TIMEOUT_MS, TRANSLATE, W, add_source, dock, run_rl, wait_idle  # noqa: E402
-from widget_support import crops, errors, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
+from widget_support import crops, errors, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
 
@@ -301,6 +301,15 @@ def test_tta_option_follows_method(viewer):
         w.set_values(tta=True)
     w.set_method("lbdvd")
     assert w.params()["tta"] is True  # each method's form keeps its values
+
+
+def test_no_test_saves_into_the_users_own_preferences(saved_preferences):
+    """tests/conftest.py's autouse fixture points magicgui's cache (the widgets' persisted
+    preferences) at each test's own folder, for every test file (test_cancel.py once left
+    iterations=300 in the user's own)."""
+    import magicgui._util
+
+    assert magicgui._util.user_cache_dir() == saved_preferences
 
 
 def test_preferences_persist_and_reset(viewer, saved_preferences):

@@ -11,7 +11,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from widget_support import HAVE_DELPNET, PIXEL_UM, SCALE, TRANSLATE, add_source, dock, wait_idle  # noqa: E402
-from widget_support import crops, errors, fake_delpnet, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
+from widget_support import crops, errors, fake_delpnet, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
 

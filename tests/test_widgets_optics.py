@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from widget_support import HAVE_DELPNET, add_source, dock, wait_idle  # noqa: E402
-from widget_support import crops, saved_preferences, viewer  # noqa: E402,F401  (fixtures)
+from widget_support import crops, viewer  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gui
 OIL = {"na": 1.4, "refractive_index": 1.515, "wavelength_nm": 520.0}

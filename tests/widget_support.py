@@ -38,16 +38,6 @@ def crops():
     return np.array(b[sl]), np.array(g[sl]), np.array(f[sl])
 
 
-@pytest.fixture(autouse=True)
-def saved_preferences(monkeypatch, tmp_path):
-    """Each test starts with no saved preferences and never touches the user's own."""
-    import magicgui._util
-
-    folder = tmp_path / "cache"
-    monkeypatch.setattr(magicgui._util, "user_cache_dir", lambda *a, **k: folder)
-    return folder
-
-
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
