@@ -17,6 +17,9 @@ from ..core.optics import Optics
 from .base import Method
 from .params import Params, option
 
+#: context pixels a block of a big image reads beyond its bounds for Richardson-Lucy
+HALO = 96
+
 
 @dataclass(frozen=True)
 class RlParams(Params):
@@ -86,10 +89,6 @@ def block_runner(params: RlParams, *, device, map_stats=None):
 
     restore.halo = HALO if gate is None else max(HALO, gate.halo)
     return restore
-
-
-#: context pixels a block reads beyond its bounds for Richardson-Lucy
-HALO = 96
 
 
 METHOD = Method(
