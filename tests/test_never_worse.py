@@ -195,6 +195,44 @@ def test_rl_deconvolves_at_its_level_only_where_the_map_sees_defocus(fields, inf
     assert np.abs(res.image - crop).max() < 1e-3 and any("mirrored to one" in n for n in res.notes)
 
 
+def test_rl_at_a_level_far_above_the_blur_leaves_the_image_alone(fields):
+    """rl's gate also asks DelpNet for 2/3 of the defocus rl is told (rl.LEVEL_SHARE): told 10 um
+    on 4 um of blur it lost 6.9 dB (ungated, benchmarks/rl_never_worse.py); gated it leaves such
+    an image as it is, and applies a level that fits."""
+    from napari_refocus.methods.rl import LEVEL_SHARE
+
+    _need("lbdvd")
+    gt = fields[1]
+    inp = nr.simulate(gt.astype(np.uint16), level=2, seed=5)  # 4 um
+    gated = nr.refocus(inp, method="rl", level=5, device="cpu")  # told 10 um
+    plain = nr.refocus(inp, method="rl", level=5, device="cpu", never_worse=False)
+    assert _gain(plain.image, inp, gt) < -3.0 and abs(_gain(gated.image, inp, gt)) <= 0.1
+    assert gated.provenance()["never_worse"]["threshold_um"] == pytest.approx(LEVEL_SHARE * 10.0, abs=1e-3)
+    fits = nr.refocus(inp, method="rl", level=2, device="cpu")  # told 4 um: the objective's threshold
+    assert fits.provenance()["never_worse"]["threshold_um"] == pytest.approx(2 * 0.451 / 0.25, abs=1e-3)
+    assert _gain(fits.image, inp, gt) > 1.0
+
+
+def test_rl_on_real_planes_deconvolves_the_defocused_and_leaves_the_near_focus():
+    """Real BBBC006 planes (../shared/data): rl at level 10 (20 um) deconvolves the z_00 planes
+    (32 um from focus) nearly everywhere and leaves the near-focus planes as they are."""
+    _need("lbdvd")
+    import imageio.v3 as iio
+    import tifffile
+
+    base = Path(__file__).resolve().parents[2] / "shared" / "data" / "BBBC006_microscopeimagequality" / "tests" / "data"
+    z00 = sorted((base / "images_for_glob_test").glob("00_*.tif"))[:2]
+    near = sorted(base.glob("BBBC006_z_aligned__*.png"))[:2]
+    if not z00 or not near:
+        pytest.skip("the real BBBC006 planes are not in ../shared/data")
+    for f in z00:
+        assert nr.refocus(tifffile.imread(f), method="rl", level=10, device="cpu").changed_fraction > 0.8, f.name
+    for f in near:
+        img = iio.imread(f)
+        res = nr.refocus(img, method="rl", level=10, device="cpu")
+        assert res.changed_fraction < 0.05 and np.abs(res.image - img).max() < 1.0, f.name
+
+
 def test_default_objective_counts_class_two_as_defocused():
     # its class 2 is measured at 3.596 um, a hair under 2 depths of field (3.608 um): the
     # tolerance keeps the class (else lbdvd would leave every class-2 patch blurred)

@@ -65,11 +65,17 @@ def depth_of_field_um(optics) -> float:
     return float(get("wavelength_nm")) * 1e-3 * float(get("refractive_index")) / float(get("na")) ** 2
 
 
-def defocused_classes(defocus_um, optics) -> np.ndarray:
-    """Boolean (n_classes,): which classes are defocused beyond ``DOF_FACTOR`` depths of field
-    of the objective, to within :data:`THRESHOLD_TOLERANCE` (the classes' um are measured,
-    :mod:`.class_table`, to about a fifth of a class)."""
-    limit = (1.0 - THRESHOLD_TOLERANCE) * DOF_FACTOR * depth_of_field_um(optics)
+def threshold_um(optics, at_least_um: float = 0.0) -> float:
+    """The gate's threshold: ``DOF_FACTOR`` depths of field of the objective, or ``at_least_um``
+    where that is larger (rl: a share of the defocus it is told, :data:`.rl.LEVEL_SHARE`)."""
+    return max(DOF_FACTOR * depth_of_field_um(optics), float(at_least_um))
+
+
+def defocused_classes(defocus_um, optics, at_least_um: float = 0.0) -> np.ndarray:
+    """Boolean (n_classes,): which classes are defocused beyond :func:`threshold_um`, to within
+    :data:`THRESHOLD_TOLERANCE` (the classes' um are measured, :mod:`.class_table`, to about a
+    fifth of a class)."""
+    limit = (1.0 - THRESHOLD_TOLERANCE) * threshold_um(optics, at_least_um)
     return np.asarray(defocus_um, dtype=np.float64) >= limit - 1e-9
 
 
@@ -229,19 +235,21 @@ class Gate:
         return describe(self.threshold_um)
 
 
-def gate_of_map(defocus_map) -> Gate:
-    """The :class:`Gate` of a :class:`~napari_refocus.methods.defocus.DefocusMap`."""
-    beyond = defocused_classes(defocus_map.defocus_um, defocus_map.optics)
+def gate_of_map(defocus_map, at_least_um: float = 0.0) -> Gate:
+    """The :class:`Gate` of a :class:`~napari_refocus.methods.defocus.DefocusMap` (``at_least_um``:
+    :func:`threshold_um`)."""
+    beyond = defocused_classes(defocus_map.defocus_um, defocus_map.optics, at_least_um)
     v, c = patch_evidence(defocus_map.probabilities, defocus_map.levels, beyond)
     g = defocus_map.grid
     return Gate(v, c, tuple(g.shape), g.patch, g.stride, float(defocus_map.scale),
-                DOF_FACTOR * depth_of_field_um(defocus_map.optics))
+                threshold_um(defocus_map.optics, at_least_um))
 
 
 def describe(threshold_um: float) -> dict:
     """What provenance records of a gated run (its rule and parameters)."""
-    return {"ran": True, "rule": "output = input + w * (restored - input); w = P(defocus >= dof_factor x depth "
-            "of field) per DelpNet patch, bilinear between patch centres (background patches: confidence "
+    return {"ran": True, "rule": "output = input + w * (restored - input); w = P(defocus >= threshold_um: "
+            "dof_factor x depth of field, or for rl 2/3 of the defocus it is told where larger) per DelpNet patch, "
+            "bilinear between patch centres (background patches: confidence "
             f"{BG_CONFIDENCE}, value {BG_VALUE})", "dof_factor": DOF_FACTOR,
             "threshold_um": round(float(threshold_um), 4), "threshold_tolerance": THRESHOLD_TOLERANCE,
             "changed_above": CHANGED_ABOVE,
@@ -323,17 +331,19 @@ def record(report, w, threshold_um: float, delpnet_sha256: str | None = None, *,
                              **describe(threshold_um), **({"delpnet_sha256": delpnet_sha256} if delpnet_sha256 else {})}
 
 
-def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=None, stats=None, report=None):
+def iter_image_gate(image, *, weights=None, device, tta: bool = False, optics=None, stats=None, report=None,
+                    at_least_um: float = 0.0):
     """DelpNet's map of ``image`` and its :class:`Gate` (a generator: yields Progress, returns
     ``(map, gate)``); ``stats``: the whole image's canonical stats when ``image`` is a part;
-    ``report`` (a DeviceReport) learns of the map's out-of-memory fallbacks, as the method's own."""
+    ``report`` (a DeviceReport) learns of the map's out-of-memory fallbacks, as the method's own;
+    ``at_least_um``: :func:`threshold_um`."""
     from .defocus import iter_defocus_map
 
     dmap = yield from iter_defocus_map(image, weights=weights, device=device, tta=tta, optics=optics, stats=stats,
                                        report=report)
     if report is not None:
         report.note(dmap.choice)  # map_pixel_um="auto": which reading the gate's map kept
-    return dmap, gate_of_map(dmap)
+    return dmap, gate_of_map(dmap, at_least_um)
 
 
 def map_fits(image_shape, optics=None) -> bool:

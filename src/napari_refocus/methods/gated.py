@@ -44,7 +44,7 @@ def blend_into(restored, base, w) -> np.ndarray:
     return restored
 
 
-def iter_gated(image, restore, *, device, report, optics=None, map_stats=None):
+def iter_gated(image, restore, *, device, report, optics=None, map_stats=None, at_least_um: float = 0.0):
     """Generator: ``restore(image)`` (a generator returning the restored float32 image, the
     input's size or ``r`` x it) gated by DelpNet's map of ``image`` at ``optics``.
 
@@ -52,14 +52,17 @@ def iter_gated(image, restore, *, device, report, optics=None, map_stats=None):
     DelpNet's batches never sit on top of the restored image (m-deblurgan's x2 float32: 16 B/px)
     and the heap the method left (BENCHMARKS.md "Memory", stop 35). An image smaller than one
     patch at its sampling is judged on the image mirrored out to one (:func:`gate_small`).
-    ``map_stats``: the whole image's canonical statistics when ``image`` is a part."""
+    ``map_stats``: the whole image's canonical statistics when ``image`` is a part; ``at_least_um``:
+    a threshold above the objective's (:func:`.gate.threshold_um`)."""
     from ..core.memory import release_free_memory
     from .gate import iter_image_gate, map_fits
 
     if not map_fits(np.shape(image), optics):  # below one patch: its map is read mirrored, after the method
         out = yield from restore(image)
-        return (yield from gate_small(image, out, device=device, report=report, optics=optics, stats=map_stats))
-    gated = yield from iter_image_gate(image, device=device, optics=optics, stats=map_stats, report=report)
+        return (yield from gate_small(image, out, device=device, report=report, optics=optics, stats=map_stats,
+                                      at_least_um=at_least_um))
+    gated = yield from iter_image_gate(image, device=device, optics=optics, stats=map_stats, report=report,
+                                       at_least_um=at_least_um)
     out = yield from restore(image)
     release_free_memory(pixels=int(np.prod(np.shape(image))))  # the method's heap, before the blend's strips
     return gate_in_place(image, out, gated, report=report)
@@ -95,7 +98,7 @@ def gate_in_place(image, out, gated, *, report):
     return out
 
 
-def gate_small(image, out, *, device, report, optics=None, stats=None):
+def gate_small(image, out, *, device, report, optics=None, stats=None, at_least_um: float = 0.0):
     """A generator: the never-worse gate of ``out`` for an image smaller than one DelpNet patch at its
     sampling (a crop of one cell): the map is read on the image mirrored out to one patch
     (:func:`.gate.mirror_padding`; mirroring keeps its blur), and the weights of the image's own
@@ -108,13 +111,13 @@ def gate_small(image, out, *, device, report, optics=None, stats=None):
     pads = g.mirror_padding(img.shape, optics)
     if pads is None:  # a line scan, say: no map can judge it
         w = np.zeros(out.shape, np.float32)
-        g.record(report, w, g.DOF_FACTOR * g.depth_of_field_um(optics or Optics()))
+        g.record(report, w, g.threshold_um(optics or Optics(), at_least_um))
         report.fallbacks.append("never_worse could not read DelpNet's map (the image is thinner than one patch and "
                                 "too long to mirror out to one): the image is returned as it came in")
         return g.blend(img, out, w)
     padded = np.pad(img, pads, mode="symmetric")
     dmap, gate = yield from g.iter_image_gate(padded, device=getattr(report, "device", device), optics=optics,
-                                              stats=stats, report=report)
+                                              stats=stats, report=report, at_least_um=at_least_um)
     r = int(round(out.shape[0] / img.shape[0]))
     w = g.unmirror(gate.weights(padded.shape, r), pads, img.shape, r)
     g.record(report, w, gate.threshold_um, dmap.weights_sha256)
@@ -124,12 +127,13 @@ def gate_small(image, out, *, device, report, optics=None, stats=None):
     return g.blend(img, out, w)
 
 
-def block_gate(*, never_worse: bool, device, map_stats, upscale: int, optics):
+def block_gate(*, never_worse: bool, device, map_stats, upscale: int, optics, at_least_um: float = 0.0):
     """``gate(source, bounds, restored) -> gated block`` (None when ``never_worse`` is off):
     DelpNet on the rectangle of the map's global grid (on the canonical image, at any sampling:
     :mod:`.canonical_blocks`) whose patches the block's weights read, as in memory;
     ``optics``: those of the gate's map; ``map_stats``: the canonical image's statistics.
-    ``gate.halo``: the context (input pixels beyond a block, each side) the gate reads."""
+    ``at_least_um``: as for :func:`iter_gated`. ``gate.halo``: the context (input pixels beyond a
+    block, each side) the gate reads."""
     if not never_worse:
         return None
     from . import gate as g
@@ -138,7 +142,7 @@ def block_gate(*, never_worse: bool, device, map_stats, upscale: int, optics):
     from .defocus import CANONICAL, map_frame
 
     scale, table = map_frame(optics)
-    beyond = g.defocused_classes(table, optics or CANONICAL)
+    beyond = g.defocused_classes(table, optics or CANONICAL, at_least_um)
     r = int(upscale)
     state = {}
 
