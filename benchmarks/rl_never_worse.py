@@ -15,7 +15,9 @@ default since stop 39) its change is weighted by DelpNet's map as the learned me
 * the bundled in-focus field (``io.samples.infocus_image``): the output against the input;
 * real planes near focus: the DFNN mitochondria stack (``../shared/data``, when present; no optics
   given, as ``tests/test_never_worse.py`` reads it), planes 3 and 6 from focus, rl at level 5,
-  PSNR gain against the in-focus plane.
+  PSNR gain against the in-focus plane;
+* real BBBC006 planes (``../shared/data``, when present): the z_00 planes (32 um from focus) and
+  the near-focus ones (no in-focus pair: the share of pixels the gate let rl change, at level 10).
 
 Writes the section ``never-worse-rl`` of BENCHMARKS.md.
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import git_rev, machine, publish, threads_args  # noqa: E402
+from _report import ROOT, git_rev, machine, publish, threads_args  # noqa: E402
 from eval_never_worse import LEVELS, tilted_items  # noqa: E402
 
 
@@ -94,6 +96,18 @@ def main(argv=None):
                 c = compare(truth, out, stack[z].astype(np.float32))
                 real.setdefault(gated, []).append((z - focus, c["pred"]["psnr"] - c["input"]["psnr"]))
 
+    bbbc = {}
+    base = ROOT.parent / "shared" / "data" / "BBBC006_microscopeimagequality" / "tests" / "data"
+    if base.exists():
+        import imageio.v3 as iio
+        import tifffile
+
+        for kind, files in (("z_00 (32 um)", sorted((base / "images_for_glob_test").glob("00_*.tif"))),
+                            ("near focus", sorted(base.glob("BBBC006_z_aligned__*.png")))):
+            for f in files:
+                img = tifffile.imread(f) if f.suffix == ".tif" else iio.imread(f)
+                bbbc.setdefault(kind, []).append(nr.refocus(img, method="rl", level=10, device="cpu").changed_fraction)
+
     mean = lambda v: float(np.mean(v))  # noqa: E731
     lines = ["| rl told | | " + " | ".join(f"L{lv}" for lv in LEVELS) + " | mean 2..10 |",
              "|---" * (len(LEVELS) + 3) + "|"]
@@ -136,6 +150,10 @@ def main(argv=None):
                  "PSNR gain against the in-focus plane, planes from focus: " + "; ".join(
                      f"{dz:+d}: ungated {u:+.2f} dB, gated {g:+.2f} dB"
                      for (dz, u), (_, g) in zip(real[False], real[True])) + "."]
+    if bbbc:
+        body += ["", "Real BBBC006 planes, rl at level 10 (20 um), gated: share of pixels changed, min..max over the "
+                 "planes: " + "; ".join(f"{k} ({len(v)} planes) {min(v):.0%}..{max(v):.0%}" for k, v in bbbc.items())
+                 + "."]
     publish("never-worse-rl", body, write=not a.no_write)
 
 
