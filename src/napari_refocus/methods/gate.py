@@ -3,8 +3,8 @@
 A region already in focus, or blurred less than the objective resolves, should come back as it
 went in: every restoration changes such a region for the worse (measured on held-out BBBC006
 fields, ``benchmarks/eval_never_worse.py``). So every method's output (``rl``'s too, at the level
-the user gives: ``benchmarks/rl_never_worse.py``) is gated per patch by DelpNet's defocus map, in
-the same way in memory and block by block (:mod:`.gated`):
+the user gives, with a threshold of at least 2/3 of that level's defocus: ``benchmarks/rl_never_worse.py``)
+is gated per patch by DelpNet's defocus map, in the same way in memory and block by block (:mod:`.gated`):
 
 1. **Per patch**, ``v`` = the probability (DelpNet's softmax, renormalised over the eleven
    defocus classes) that the patch is defocused beyond :data:`DOF_FACTOR` depths of field of
