@@ -38,7 +38,8 @@ class RlParams(Params):
     iterations: int = option(15, help="Richardson-Lucy iterations", minimum=1, maximum=500)
     optics: Optics = option(Optics(), help="microscope optics", unit="optics")
     never_worse: bool = option(True, help="gate the change per patch by DelpNet's probability that the patch is "
-                               "defocused beyond the depth of field: regions in focus come back unchanged")
+                               "defocused beyond two depths of field and 2/3 of the level's defocus: regions in "
+                               "focus, or blurred far less than the level, come back unchanged")
 
     def __post_init__(self):
         super().__post_init__()
