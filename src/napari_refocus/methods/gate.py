@@ -65,18 +65,22 @@ def depth_of_field_um(optics) -> float:
     return float(get("wavelength_nm")) * 1e-3 * float(get("refractive_index")) / float(get("na")) ** 2
 
 
-def threshold_um(optics, at_least_um: float = 0.0) -> float:
+def threshold_um(optics, at_least_um: float = 0.0, top_um: float | None = None) -> float:
     """The gate's threshold: ``DOF_FACTOR`` depths of field of the objective, or ``at_least_um``
-    where that is larger (rl: a share of the defocus it is told, :data:`.rl.LEVEL_SHARE`)."""
-    return max(DOF_FACTOR * depth_of_field_um(optics), float(at_least_um))
+    where that is larger (rl: a share of the defocus it is told, :data:`.rl.LEVEL_SHARE`), but
+    never beyond ``top_um``, the map's top class (the map cannot tell 20 um from 32 um: rl told
+    32 um must still find the patches it reads at its top class)."""
+    at_least = float(at_least_um) if top_um is None else min(float(at_least_um), float(top_um))
+    return max(DOF_FACTOR * depth_of_field_um(optics), at_least)
 
 
 def defocused_classes(defocus_um, optics, at_least_um: float = 0.0) -> np.ndarray:
     """Boolean (n_classes,): which classes are defocused beyond :func:`threshold_um`, to within
     :data:`THRESHOLD_TOLERANCE` (the classes' um are measured, :mod:`.class_table`, to about a
     fifth of a class)."""
-    limit = (1.0 - THRESHOLD_TOLERANCE) * threshold_um(optics, at_least_um)
-    return np.asarray(defocus_um, dtype=np.float64) >= limit - 1e-9
+    um = np.asarray(defocus_um, dtype=np.float64)
+    limit = (1.0 - THRESHOLD_TOLERANCE) * threshold_um(optics, at_least_um, float(um.max()))
+    return um >= limit - 1e-9
 
 
 def patch_evidence(probabilities, levels, beyond) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +246,7 @@ def gate_of_map(defocus_map, at_least_um: float = 0.0) -> Gate:
     v, c = patch_evidence(defocus_map.probabilities, defocus_map.levels, beyond)
     g = defocus_map.grid
     return Gate(v, c, tuple(g.shape), g.patch, g.stride, float(defocus_map.scale),
-                threshold_um(defocus_map.optics, at_least_um))
+                threshold_um(defocus_map.optics, at_least_um, float(np.max(defocus_map.defocus_um))))
 
 
 def describe(threshold_um: float) -> dict:
