@@ -42,7 +42,7 @@ import numpy as np
 
 from .core.progress import Progress, cancel_scope, check_cancelled, current_token, drain
 from .core.tiling import Region
-from .methods.base import Method, RunReport
+from .methods.base import Method, RunReport, window_runner
 from .methods.padding import canvas_restore, sample_filled
 from .methods.registry import get_method
 
@@ -77,18 +77,9 @@ def balanced_block(image_shape, multiple: int = 1, largest: int = DEFAULT_BLOCK)
 def in_memory_block_runner(method: Method, params, *, device, **inputs):
     """The default block form: ``restore(source, bounds)`` runs ``method.run`` in memory on the
     block plus ``method.halo`` pixels of context (clipped to the image) and crops the result."""
-    halo, r = int(method.halo), int(method.upscale)
-
-    def restore(source, bounds):
-        y0, y1, x0, x1 = bounds
-        h, w = source.shape[-2:]
-        ya, yb, xa, xb = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
-        region = np.asarray(source[ya:yb, xa:xb], dtype=np.float32)
-        out = drain(method.run(region, params, device=device, report=RunReport(device), **inputs))
-        out = np.asarray(out, dtype=np.float32)
-        return out[(y0 - ya) * r:(y1 - ya) * r, (x0 - xa) * r:(x1 - xa) * r]
-
-    return restore
+    return window_runner(lambda region: drain(method.run(region, params, device=device, report=RunReport(device),
+                                                         **inputs)),
+                         halo=method.halo, upscale=method.upscale)
 
 
 def whole_image_sample(source, block: int = DEFAULT_BLOCK, max_pixels: int = STATS_MAX_PIXELS):

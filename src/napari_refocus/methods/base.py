@@ -21,6 +21,23 @@ from ..core.devices import DeviceReport
 from .params import describe, field_names, parse
 
 
+def window_runner(run_region, *, halo: int, upscale: int = 1):
+    """``restore(source, bounds)``: ``run_region`` (float32 array -> its restored float32 array,
+    ``upscale`` x its size) on the block ``bounds = (y0, y1, x0, x1)`` of ``source`` plus ``halo``
+    pixels of context (clipped to the image), cropped back to the block: a method's block form
+    where it has no exact one (``bigimage.in_memory_block_runner``; rl's Richardson-Lucy)."""
+    halo, r = int(halo), int(upscale)
+
+    def restore(source, bounds):
+        y0, y1, x0, x1 = bounds
+        h, w = source.shape[-2:]
+        ya, yb, xa, xb = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
+        out = np.asarray(run_region(np.asarray(source[ya:yb, xa:xb], dtype=np.float32)), dtype=np.float32)
+        return out[(y0 - ya) * r:(y1 - ya) * r, (x0 - xa) * r:(x1 - xa) * r]
+
+    return restore
+
+
 class RunReport(DeviceReport):
     """A method run's account of what it used (device, weights) and extra outputs."""
 

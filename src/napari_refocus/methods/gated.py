@@ -169,8 +169,8 @@ def block_gate(*, never_worse: bool, device, map_stats, upscale: int, optics, at
 
 
 def map_stats_of(sample, *, optics, sample_stride: int = 1):
-    """The canonical statistics of DelpNet's map at ``optics`` (the gate's), once per image, from
-    ``sample`` (the whole image, or every ``sample_stride``-th row and column)."""
+    """The canonical statistics of DelpNet's map at ``optics`` (lbdvd's own map or a gate's), once
+    per image, from ``sample`` (the whole image, or every ``sample_stride``-th row and column)."""
     from .canonical_blocks import sample_stats
     from .defocus import map_scale
 

@@ -212,11 +212,10 @@ def image_stats(sample, *, params=None, sample_stride: int = 1) -> dict:
     """The canonical image's intensity statistics, once per image (big images), from ``sample``
     (the whole image, or every ``sample_stride``-th row and column): resampled to DelpNet's
     sampling for ``params.optics`` first, as the image is in memory."""
-    from .canonical_blocks import sample_stats
-    from .defocus import map_scale
+    from .gated import map_stats_of
 
-    scale = map_scale(params.optics if params is not None else None)
-    return {"stats": sample_stats(sample, scale=scale, sample_stride=sample_stride)}
+    return {"stats": map_stats_of(sample, optics=params.optics if params is not None else None,
+                                  sample_stride=sample_stride)}
 
 
 METHOD = Method(

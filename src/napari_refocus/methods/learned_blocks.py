@@ -24,7 +24,7 @@ import math
 from ..core.progress import drain
 from ..core.tiling import Region
 from ..models.stitch import TileCache
-from .gated import blend_into, block_gate, read as _read, resampled as _resampled  # noqa: F401 - blend_into: public here too
+from .gated import block_gate, read, resampled
 
 
 def _union(a, b):
@@ -61,7 +61,7 @@ def iter_restore_window(model, source, *, scale: float, stats, out_box=None, sta
         need = _union(need, w1)
     else:
         need = _union(need, input_window(full_shape=low_shape, out_shape=restored_shape, out_box=w1))
-    low = Region(_resampled(source, need, full_shape=native, out_shape=low_shape), (need[0], need[2]), low_shape)
+    low = Region(resampled(source, need, full_shape=native, out_shape=low_shape), (need[0], need[2]), low_shape)
     restored = yield from iter_predict_window(model, low, stats=stats, out_box=w1, stage=stage, **tiling)
     if r == 1:
         base_low = low[w1[0]:w1[1], w1[2]:w1[3]]
@@ -73,7 +73,7 @@ def iter_restore_window(model, source, *, scale: float, stats, out_box=None, sta
     residual = resample_window(restored, full_shape=restored_shape, out_shape=out_shape, out_box=box,
                                region_origin=(w1[0], w1[2]))
     del restored
-    residual += _resampled(source, box, full_shape=native, out_shape=out_shape)  # base + residual
+    residual += resampled(source, box, full_shape=native, out_shape=out_shape)  # base + residual
     return residual
 
 
@@ -114,7 +114,7 @@ def block_runner_of(name: str, upscale: int, *, get_generator, training_scale, g
             r = int(upscale)
             box = tuple(int(b) * r for b in bounds)
             # without the whole image's statistics (no image_stats hook), the block's own
-            own = stats if stats is not None else intensity_stats(_read(source, tuple(int(b) for b in bounds)))
+            own = stats if stats is not None else intensity_stats(read(source, tuple(int(b) for b in bounds)))
             out = drain(iter_restore_window(
                 lambda d: model if d == device else get_generator(source_name, d, like=name), source,
                 scale=scale, stats=own, out_box=box, stage=f"{name}: tiles", report=RunReport(device),

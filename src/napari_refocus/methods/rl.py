@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.optics import Optics
-from .base import Method
+from .base import Method, RunReport, window_runner
 from .params import Params, option
 
 #: context pixels a block of a big image reads beyond its bounds for Richardson-Lucy
@@ -87,18 +87,17 @@ def block_runner(params: RlParams, *, device, map_stats=None):
     (clipped to the image), then the gate on the whole image's patch grid (:func:`.gated.block_gate`),
     so that a block gets the same weights as the image in memory."""
     from ..core.progress import drain
-    from .base import RunReport
-    from .gated import block_gate, read
+    from .gated import block_gate
 
     gate = block_gate(never_worse=params.never_worse, device=device, map_stats=map_stats, upscale=1,
                       optics=params.optics, at_least_um=at_least_um(params))
 
+    # Richardson-Lucy on the block and its context, ungated: the gate reads the whole image's grid
+    window = window_runner(lambda region: drain(_deconvolve(region, params, device=device, report=RunReport(device))),
+                           halo=HALO)
+
     def restore(source, bounds):
-        y0, y1, x0, x1 = bounds
-        h, w = source.shape[-2:]
-        ya, yb, xa, xb = max(0, y0 - HALO), min(h, y1 + HALO), max(0, x0 - HALO), min(w, x1 + HALO)
-        out = drain(_deconvolve(read(source, (ya, yb, xa, xb)), params, device=device, report=RunReport(device)))
-        out = np.ascontiguousarray(out[y0 - ya:y1 - ya, x0 - xa:x1 - xa], dtype=np.float32)
+        out = np.ascontiguousarray(window(source, bounds))
         return out if gate is None else gate(source, bounds, out)
 
     restore.halo = HALO if gate is None else max(HALO, gate.halo)
