@@ -308,6 +308,18 @@ def speed_lines(repeat: int, base_src=None, base_rev="", int8: bool = False) -> 
     return lines
 
 
+def set_constant(item: str) -> None:
+    """``MODULE.NAME=JSON``: set ``napari_refocus.MODULE.NAME`` (an existing module constant) to the value."""
+    import importlib
+
+    target, _, value = item.partition("=")
+    module_name, _, name = target.rpartition(".")
+    module = importlib.import_module(f"napari_refocus.{module_name}")
+    if not module_name or not hasattr(module, name):
+        raise SystemExit(f"--case-set: napari_refocus.{module_name} has no {name}")
+    setattr(module, name, json.loads(value))
+
+
 def main(argv=None):
     import tempfile
 
@@ -316,6 +328,9 @@ def main(argv=None):
     ap.add_argument("--case-level", type=int, default=5,
                     help="--case: the test image's defocus level (14 = 28 um: lbdvd's pass beyond the top class)")
     ap.add_argument("--case-params", default=None, help="--case: the method's keywords as JSON")
+    ap.add_argument("--case-set", action="append", default=[], metavar="MODULE.NAME=JSON",
+                    help="--case: set a constant of a napari_refocus module first (repeatable), e.g. "
+                         "methods.gated.BLEND_STRIP_BYTES=262144: what-ifs without editing the package")
     ap.add_argument("--speed-case", nargs=2, metavar=("REPEAT", "OUT_DIR"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", nargs="+", type=int, default=[1024, 3072])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -330,6 +345,8 @@ def main(argv=None):
     os.environ["MEMORY_SPEED_THREADS"] = str(args.memory_threads)
     if args.case:
         params = json.loads(args.case_params) if args.case_params else None
+        for item in args.case_set:
+            set_constant(item)
         print(json.dumps(run_case(args.case[0], int(args.case[1]), args.case_level, params)))
         return
     if args.speed_case:
