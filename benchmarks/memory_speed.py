@@ -314,8 +314,10 @@ def set_constant(item: str) -> None:
 
     target, _, value = item.partition("=")
     module_name, _, name = target.rpartition(".")
+    if not module_name or not value:
+        raise SystemExit(f"--case-set: expected MODULE.NAME=JSON, got {item!r}")
     module = importlib.import_module(f"napari_refocus.{module_name}")
-    if not module_name or not hasattr(module, name):
+    if not hasattr(module, name):
         raise SystemExit(f"--case-set: napari_refocus.{module_name} has no {name}")
     setattr(module, name, json.loads(value))
 
